@@ -1,0 +1,504 @@
+"""The event bus: publish/subscribe over dot-separated topics with wildcards and QoS lanes.
+
+Publishing is synchronous fan-out: the event is offered to every matching subscription's
+lane without waiting; only a full lossless (``block``) lane makes the publisher wait. The
+matching subscriptions of a topic are computed once through the topic trie and cached in a
+*route*; subscribing to a literal topic updates that topic's route in place, and
+subscribing to a wildcard pattern marks every route stale, to be recomputed on its next
+publish.
+
+``publish`` is a cancellation and scheduling point whenever it waits, and at least once
+every :data:`CHECKPOINT_EVERY` calls, so a publishing loop can always be cancelled and never
+starves other tasks, while a burst of publishes costs no scheduler round-trip per event.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import trio
+
+from loomk.bus.lanes import EMPTY, Lane, Mailbox, make_lane
+from loomk.bus.overflow import Overflow, OverflowLike, parse_overflow
+from loomk.bus.topics import TopicTrie, is_wildcard, validate_pattern, validate_topic
+from loomk.errors import EventError, KernelClosed, OverflowPolicyError
+from loomk.events import Event, QoS
+
+__all__ = [
+    "CHECKPOINT_EVERY",
+    "DEFAULT_CAPACITY",
+    "EventBus",
+    "Subscription",
+    "SubscriptionStats",
+    "TopicStats",
+]
+
+CHECKPOINT_EVERY = 64
+"""``publish`` yields to the scheduler at least once per this many calls."""
+
+DEFAULT_CAPACITY: dict[QoS, int] = {QoS.REALTIME: 64, QoS.BATCHED: 1024, QoS.BACKGROUND: 4096}
+"""Loom's queue capacities per QoS."""
+
+DEFAULT_OVERFLOW: dict[QoS, Overflow] = {
+    QoS.REALTIME: Overflow.DROP_OLDEST,
+    QoS.BATCHED: Overflow.BLOCK,
+    QoS.BACKGROUND: Overflow.BLOCK,
+}
+
+
+class _TopicCounters:
+    """Live counters of one topic, updated on the hot path."""
+
+    __slots__ = ("delivered", "dropped", "filtered", "published")
+
+    def __init__(self) -> None:
+        self.published = 0
+        self.delivered = 0
+        self.filtered = 0
+        self.dropped: dict[str, int] = {}
+
+    def add(self, other: _TopicCounters) -> None:
+        self.published += other.published
+        self.delivered += other.delivered
+        self.filtered += other.filtered
+        for reason, count in other.dropped.items():
+            self.dropped[reason] = self.dropped.get(reason, 0) + count
+
+
+class Route:
+    """A published topic, the subscriptions it currently reaches, and its counters."""
+
+    __slots__ = ("bindings", "generation", "stats", "topic")
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.bindings: tuple[Binding, ...] = ()
+        self.generation = -1
+        self.stats = _TopicCounters()
+
+
+class Binding:
+    """A pattern attached to a lane: what the bus delivers into a subscriber's mailbox.
+
+    The agent runtime attaches its own lanes; :meth:`EventBus.subscribe` wraps one in a
+    :class:`Subscription`.
+    """
+
+    __slots__ = ("attached", "event_types", "filtered", "id", "lane", "pattern")
+
+    def __init__(
+        self, ident: int, pattern: str, event_types: frozenset[str] | None, lane: Lane
+    ) -> None:
+        self.id = ident
+        self.pattern = pattern
+        self.event_types = event_types
+        self.lane = lane
+        self.filtered = 0
+        self.attached = True
+
+
+@dataclass(frozen=True, slots=True)
+class TopicStats:
+    """Counters of one topic. ``delivered`` counts events taken by consumers.
+
+    For every topic, once consumers have drained: matching deliveries ==
+    ``delivered + sum(dropped.values()) + filtered``.
+    """
+
+    topic: str
+    published: int = 0
+    delivered: int = 0
+    filtered: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    subscriptions: int = 0
+    depth: int = 0
+    high_water: int = 0
+
+    @property
+    def dropped_total(self) -> int:
+        """All drops, whatever the reason."""
+        return sum(self.dropped.values())
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionStats:
+    """Counters of one subscription (one lane)."""
+
+    id: int
+    pattern: str
+    qos: QoS
+    overflow: str
+    capacity: int
+    delivered: int
+    filtered: int
+    dropped: dict[str, int]
+    depth: int
+    high_water: int
+    closed: bool
+
+    @property
+    def dropped_total(self) -> int:
+        """All drops, whatever the reason."""
+        return sum(self.dropped.values())
+
+
+def binding_stats(binding: Binding) -> SubscriptionStats:
+    """A snapshot of one binding's counters."""
+    lane = binding.lane
+    return SubscriptionStats(
+        id=binding.id,
+        pattern=binding.pattern,
+        qos=lane.qos,
+        overflow=str(lane.policy),
+        capacity=lane.capacity,
+        delivered=lane.delivered,
+        filtered=binding.filtered,
+        dropped=dict(lane.dropped),
+        depth=len(lane),
+        high_water=lane.high_water,
+        closed=lane.closed,
+    )
+
+
+class EventBus:
+    """Topic-based publish/subscribe with QoS lanes, overflow policies and statistics."""
+
+    def __init__(
+        self,
+        *,
+        capacities: dict[QoS, int] | None = None,
+        max_topics: int = 10_000,
+    ) -> None:
+        self._capacity = dict(DEFAULT_CAPACITY)
+        if capacities:
+            self._capacity.update(capacities)
+        self._max_topics = max_topics
+        self._trie: TopicTrie[Binding] = TopicTrie()
+        self._routes: dict[str, Route] = {}
+        self._generation = 0
+        self._ids = itertools.count(1)
+        self._budget = CHECKPOINT_EVERY
+        self._retired = _TopicCounters()
+        self._closed = False
+
+    # ---- publishing -------------------------------------------------------------------
+
+    async def publish(self, topic: str, event: Event) -> int:
+        """Deliver ``event`` to every subscription whose pattern matches ``topic``.
+
+        Returns how many subscriptions queued it (type-filtered and dropped ones excluded).
+        Waits only while a lossless subscription is full. Raises :class:`TopicError` for an
+        invalid topic, :class:`EventError` for a non-Event, :class:`KernelClosed` after
+        :meth:`close`.
+        """
+        if self._closed:
+            raise KernelClosed(f"cannot publish to {topic!r}: the event bus is closed")
+        route = self._routes.get(topic)
+        if route is None or route.generation != self._generation:
+            route = self._refresh(topic)
+        if event.__class__ is not Event:
+            raise EventError(f"publish takes an Event, got {type(event).__name__}")
+        stats = route.stats
+        stats.published += 1
+        delivered = 0
+        bindings = route.bindings
+        if bindings:
+            item = (route, event)
+            event_type = event.type
+            for binding in bindings:
+                types = binding.event_types
+                if types is not None and event_type not in types:
+                    binding.filtered += 1
+                    stats.filtered += 1
+                    continue
+                accepted = binding.lane.offer(item)
+                if accepted is None:
+                    accepted = await binding.lane.put(item)
+                if accepted:
+                    delivered += 1
+        self._budget -= 1
+        if not self._budget:
+            self._budget = CHECKPOINT_EVERY
+            await trio.lowlevel.checkpoint()
+        return delivered
+
+    def _refresh(self, topic: str) -> Route:
+        route = self._routes.get(topic)
+        if route is None:
+            validate_topic(topic)
+            if len(self._routes) >= self._max_topics:
+                self._prune()
+            route = self._routes[topic] = Route(topic)
+        route.bindings = tuple(binding for _, binding in self._trie.match(topic))
+        route.generation = self._generation
+        return route
+
+    def _prune(self) -> None:
+        """Forget routes of idle topics (no subscribers first, then the oldest).
+
+        Their counters move into the bus totals, so :meth:`totals` stays exact.
+        """
+        keep = self._max_topics // 2
+        idle = [t for t, r in self._routes.items() if not self._trie.match(t)]
+        for topic in idle:
+            self._retired.add(self._routes.pop(topic).stats)
+        while len(self._routes) > keep:
+            topic = next(iter(self._routes))
+            self._retired.add(self._routes.pop(topic).stats)
+
+    # ---- subscribing ------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        pattern: str,
+        *,
+        qos: QoS = QoS.BATCHED,
+        event_types: Collection[str] | None = None,
+        overflow: OverflowLike | None = None,
+        capacity: int | None = None,
+    ) -> Subscription:
+        """Subscribe to ``pattern``; iterate the result to receive ``(topic, event)``.
+
+        ``overflow`` defaults to ``drop_oldest`` for realtime and ``block`` otherwise;
+        ``capacity`` defaults to the QoS's configured capacity.
+        """
+        mailbox = Mailbox()
+        lane = self.new_lane(mailbox, qos=qos, overflow=overflow, capacity=capacity)
+        binding = self.attach(pattern, lane, event_types=event_types)
+        return Subscription(self, binding, mailbox)
+
+    def new_lane(
+        self,
+        mailbox: Mailbox,
+        *,
+        qos: QoS = QoS.BATCHED,
+        overflow: OverflowLike | None = None,
+        capacity: int | None = None,
+    ) -> Lane:
+        """A lane in ``mailbox`` with the bus defaults for ``qos`` filled in."""
+        qos = QoS(qos)
+        policy = DEFAULT_OVERFLOW[qos] if overflow is None else parse_overflow(overflow)
+        if capacity is None:
+            capacity = self._capacity[qos]
+        elif capacity.__class__ is not int or capacity < 1:
+            raise OverflowPolicyError(f"capacity must be an int >= 1, got {capacity!r}")
+        return make_lane(qos, capacity, policy, mailbox)
+
+    def attach(
+        self, pattern: str, lane: Lane, *, event_types: Collection[str] | None = None
+    ) -> Binding:
+        """Start delivering events matching ``pattern`` (and ``event_types``) into ``lane``."""
+        if self._closed:
+            raise KernelClosed(f"cannot subscribe to {pattern!r}: the event bus is closed")
+        validate_pattern(pattern)
+        types = _event_types(event_types)
+        binding = Binding(next(self._ids), pattern, types, lane)
+        self._trie.insert(pattern, binding.id, binding)
+        if is_wildcard(pattern):
+            self._generation += 1
+        else:
+            route = self._routes.get(pattern)
+            if route is not None and route.generation == self._generation:
+                route.bindings = (*route.bindings, binding)
+        return binding
+
+    def detach(self, binding: Binding) -> None:
+        """Stop delivering into ``binding``'s lane (idempotent); queued events stay."""
+        if not binding.attached:
+            return
+        binding.attached = False
+        self._trie.remove(binding.pattern, binding.id)
+        if is_wildcard(binding.pattern):
+            self._generation += 1
+        else:
+            route = self._routes.get(binding.pattern)
+            if route is not None and route.generation == self._generation:
+                route.bindings = tuple(b for b in route.bindings if b is not binding)
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Same as ``subscription.unsubscribe()``."""
+        subscription.unsubscribe()
+
+    # ---- lifecycle --------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has run."""
+        return self._closed
+
+    def close(self) -> None:
+        """Refuse further publishes and subscriptions; consumers drain, then see the end.
+
+        Statistics are kept.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        for _, binding in list(self._trie):
+            binding.lane.close()
+            binding.lane.mailbox.wake()
+
+    # ---- statistics -------------------------------------------------------------------
+
+    def stats(self, topic: str) -> TopicStats:
+        """Counters of ``topic`` (zeros for a topic never published)."""
+        validate_topic(topic)
+        route = self._routes.get(topic)
+        bindings = [binding for _, binding in self._trie.match(topic)]
+        counters = route.stats if route is not None else _TopicCounters()
+        return TopicStats(
+            topic=topic,
+            published=counters.published,
+            delivered=counters.delivered,
+            filtered=counters.filtered,
+            dropped=dict(counters.dropped),
+            subscriptions=len(bindings),
+            depth=sum(len(binding.lane) for binding in bindings),
+            high_water=max((binding.lane.high_water for binding in bindings), default=0),
+        )
+
+    def topics(self) -> list[str]:
+        """Topics the bus currently keeps statistics for."""
+        return list(self._routes)
+
+    def totals(self) -> TopicStats:
+        """Counters summed over every topic ever published (topic ``>``)."""
+        total = _TopicCounters()
+        total.add(self._retired)
+        for route in self._routes.values():
+            total.add(route.stats)
+        bindings = [binding for _, binding in self._trie]
+        return TopicStats(
+            topic=">",
+            published=total.published,
+            delivered=total.delivered,
+            filtered=total.filtered,
+            dropped=total.dropped,
+            subscriptions=len(bindings),
+            depth=sum(len(binding.lane) for binding in bindings),
+            high_water=max((binding.lane.high_water for binding in bindings), default=0),
+        )
+
+    def subscription_stats(self) -> list[SubscriptionStats]:
+        """Counters of every active subscription, oldest first."""
+        return sorted((binding_stats(b) for _, b in self._trie), key=lambda s: s.id)
+
+    def bindings(self) -> Iterator[Binding]:
+        """Every active binding (for the runtime and observability)."""
+        return (binding for _, binding in self._trie)
+
+
+def _event_types(event_types: Collection[str] | None) -> frozenset[str] | None:
+    if event_types is None:
+        return None
+    if isinstance(event_types, str):
+        raise EventError(f"event_types must be a collection of str, got the str {event_types!r}")
+    types = frozenset(event_types)
+    for event_type in types:
+        if event_type.__class__ is not str or not event_type:
+            raise EventError(f"event_types must hold non-empty str, got {event_type!r}")
+    return types or None
+
+
+class Subscription:
+    """A subscriber's view of the bus: an async iterator of ``(topic, event)``.
+
+    ``unsubscribe()`` stops new deliveries; what was already queued can still be received,
+    then iteration ends. Leaving ``async with`` unsubscribes and discards what is left.
+    Exactly one task may receive from a subscription at a time.
+    """
+
+    __slots__ = ("_binding", "_budget", "_bus", "_lane", "_mailbox")
+
+    def __init__(self, bus: EventBus, binding: Binding, mailbox: Mailbox) -> None:
+        self._bus = bus
+        self._binding = binding
+        self._lane = binding.lane
+        self._mailbox = mailbox
+        self._budget = CHECKPOINT_EVERY
+
+    @property
+    def id(self) -> int:
+        """Bus-unique subscription id."""
+        return self._binding.id
+
+    @property
+    def pattern(self) -> str:
+        """The topic pattern subscribed to."""
+        return self._binding.pattern
+
+    @property
+    def qos(self) -> QoS:
+        """The QoS lane this subscription delivers into."""
+        return self._lane.qos
+
+    @property
+    def closed(self) -> bool:
+        """True once unsubscribed (or the bus closed); queued events may remain."""
+        return self._lane.closed
+
+    def stats(self) -> SubscriptionStats:
+        """This subscription's counters."""
+        return binding_stats(self._binding)
+
+    def receive_nowait(self) -> tuple[str, Event]:
+        """The next queued event; raises ``trio.WouldBlock`` if none, ``trio.EndOfChannel``
+        once unsubscribed and drained."""
+        item = self._lane.take_nowait()
+        if item is EMPTY:
+            if self._lane.closed:
+                raise trio.EndOfChannel
+            raise trio.WouldBlock
+        route, event = item  # type: ignore[misc]
+        return route.topic, event
+
+    async def receive(self) -> tuple[str, Event]:
+        """Wait for the next event; raises ``trio.EndOfChannel`` once unsubscribed and drained."""
+        try:
+            return await self.__anext__()
+        except StopAsyncIteration:
+            raise trio.EndOfChannel from None
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> tuple[str, Event]:
+        self._budget -= 1
+        if not self._budget:  # a long burst still lets others run and can be cancelled
+            self._budget = CHECKPOINT_EVERY
+            await trio.lowlevel.checkpoint()
+        lane = self._lane
+        item = lane.take_nowait()
+        while item is EMPTY:
+            if lane.closed:
+                raise StopAsyncIteration
+            self._budget = CHECKPOINT_EVERY
+            await self._mailbox.wait()
+            item = lane.take_nowait()
+        route, event = item  # type: ignore[misc]
+        return route.topic, event
+
+    def unsubscribe(self) -> None:
+        """Stop new deliveries; queued events can still be received (idempotent)."""
+        self._bus.detach(self._binding)
+        self._lane.close()
+        self._mailbox.wake()
+
+    def close(self) -> int:
+        """Unsubscribe and discard what is still queued; returns how many were discarded."""
+        self.unsubscribe()
+        return self._lane.discard()
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

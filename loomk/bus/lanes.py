@@ -1,0 +1,451 @@
+"""Bounded queues ("lanes") that apply an overflow policy, and the mailbox that drains them.
+
+A :class:`Mailbox` has one consumer task and one lane per subscription, drained in priority
+order realtime -> batched -> background. Publishers call :meth:`Lane.offer`, which never
+yields: it enqueues, applies the overflow policy, or (``block`` policy, queue full) answers
+that the publisher must ``await`` :meth:`Lane.put`. The consumer takes with
+:meth:`Mailbox.take_nowait` in a loop and parks in :meth:`Mailbox.wait` only when every
+lane is empty, so a burst is drained without a scheduler round-trip per event.
+
+These are purpose-built rather than ``trio`` memory channels because the policies
+(drop-oldest, conflation, coalescing) must reach into the queue; the parking is the same
+``wait_task_rescheduled`` protocol trio's channels use.
+
+Lanes hold ``(route, event)`` items; a route carries the published topic and its counters.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+from outcome import Value
+
+from loomk.bus.overflow import KeyFunction, Overflow
+from loomk.events import Event, QoS
+from loomk.telemetry.logging import get_logger
+
+if TYPE_CHECKING:
+    from loomk.bus.bus import Route
+
+__all__ = ["EMPTY", "Lane", "Mailbox", "make_lane"]
+
+_log = get_logger("loomk.bus")
+
+Item = tuple["Route", Event]
+
+
+class _Empty:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "EMPTY"
+
+
+EMPTY: Final = _Empty()
+"""Returned by ``take_nowait`` when there is nothing to take."""
+
+_reschedule = trio.lowlevel.reschedule
+_current_task = trio.lowlevel.current_task
+_wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
+_ABORT_SUCCEEDED = trio.lowlevel.Abort.SUCCEEDED
+
+
+class Lane:
+    """A FIFO lane with a fixed capacity; the base class implements ``drop_newest``.
+
+    Counters (read by the bus's stats): ``delivered`` (taken by the consumer),
+    ``dropped`` by reason, ``high_water`` (largest depth seen).
+    """
+
+    __slots__ = (
+        "_buf",
+        "capacity",
+        "closed",
+        "delivered",
+        "dropped",
+        "high_water",
+        "mailbox",
+        "policy",
+        "qos",
+    )
+
+    def __init__(self, qos: QoS, capacity: int, policy: Overflow, mailbox: Mailbox) -> None:
+        self.qos = qos
+        self.capacity = capacity
+        self.policy = policy
+        self.mailbox = mailbox
+        self.closed = False
+        self.delivered = 0
+        self.dropped: dict[str, int] = {}
+        self.high_water = 0
+        self._buf: deque[Item] = deque()
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    # ---- producer side ----------------------------------------------------------------
+
+    def offer(self, item: Item) -> bool | None:
+        """Enqueue without waiting: True if queued, False if dropped (counted).
+
+        None means the publisher must ``await put(item)`` (only the ``block`` policy).
+        """
+        buf = self._buf
+        if self.closed:
+            self.drop(item, "closed")
+            return False
+        if len(buf) >= self.capacity:
+            return self._overflow(item)
+        buf.append(item)
+        if len(buf) > self.high_water:
+            self.high_water = len(buf)
+        mailbox = self.mailbox
+        if mailbox.waiter is not None:
+            mailbox.wake()
+        return True
+
+    def _overflow(self, item: Item) -> bool | None:
+        self.drop(item, "full")
+        return False
+
+    async def put(self, item: Item) -> bool:
+        """Wait for room (``block`` policy only); the base lanes never ask for it."""
+        raise AssertionError("put() is only used by blocking lanes")
+
+    def drop(self, item: Item, reason: str) -> None:
+        """Count one lost event on this lane and on its topic."""
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        stats = item[0].stats
+        stats.dropped[reason] = stats.dropped.get(reason, 0) + 1
+
+    # ---- consumer side ----------------------------------------------------------------
+
+    def take_nowait(self) -> Item | _Empty:
+        """The oldest item, or EMPTY."""
+        buf = self._buf
+        if not buf:
+            return EMPTY
+        item = buf.popleft()
+        self.delivered += 1
+        item[0].stats.delivered += 1
+        return item
+
+    def close(self) -> None:
+        """Refuse further events; what is queued stays for the consumer to drain."""
+        self.closed = True
+
+    def discard(self) -> int:
+        """Drop everything still queued (reason ``discarded``); returns how many."""
+        count = 0
+        while True:
+            item = self._pop_for_discard()
+            if item is EMPTY:
+                return count
+            assert not isinstance(item, _Empty)
+            self.drop(item, "discarded")
+            count += 1
+
+    def _pop_for_discard(self) -> Item | _Empty:
+        return self._buf.popleft() if self._buf else EMPTY
+
+
+class _BlockingLane(Lane):
+    """``block``: lossless; a publisher that finds the lane full parks until there is room.
+
+    Parked publishers are served in arrival order and, while any wait, new offers wait
+    too, so per-publisher order is kept and no publisher starves.
+    """
+
+    __slots__ = ("_senders",)
+
+    def __init__(self, qos: QoS, capacity: int, policy: Overflow, mailbox: Mailbox) -> None:
+        super().__init__(qos, capacity, policy, mailbox)
+        self._senders: OrderedDict[Any, Item] = OrderedDict()
+
+    def offer(self, item: Item) -> bool | None:
+        buf = self._buf
+        if self.closed:
+            self.drop(item, "closed")
+            return False
+        if len(buf) >= self.capacity or self._senders:
+            return None
+        buf.append(item)
+        if len(buf) > self.high_water:
+            self.high_water = len(buf)
+        mailbox = self.mailbox
+        if mailbox.waiter is not None:
+            mailbox.wake()
+        return True
+
+    async def put(self, item: Item) -> bool:
+        if self.closed or (len(self._buf) < self.capacity and not self._senders):
+            await trio.lowlevel.checkpoint()
+            offered = self.offer(item)
+            if offered is not None:
+                return offered
+        task = _current_task()
+        self._senders[task] = item
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            del self._senders[task]
+            self.drop(item, "cancelled")
+            return _ABORT_SUCCEEDED
+
+        accepted: bool = await _wait_task_rescheduled(abort)
+        return accepted
+
+    def take_nowait(self) -> Item | _Empty:
+        buf = self._buf
+        if not buf:
+            return EMPTY
+        item = buf.popleft()
+        self.delivered += 1
+        item[0].stats.delivered += 1
+        if self._senders:
+            task, waiting = self._senders.popitem(last=False)
+            buf.append(waiting)
+            _reschedule(task, Value(True))
+        return item
+
+    def close(self) -> None:
+        self.closed = True
+        while self._senders:
+            task, waiting = self._senders.popitem(last=False)
+            self.drop(waiting, "closed")
+            _reschedule(task, Value(False))
+
+
+class _DropOldestLane(Lane):
+    """``drop_oldest``: the oldest queued event is evicted to make room."""
+
+    __slots__ = ()
+
+    def _overflow(self, item: Item) -> bool | None:
+        buf = self._buf
+        self.drop(buf.popleft(), "evicted")
+        buf.append(item)
+        return True
+
+
+class _SampleLane(Lane):
+    """``sample(n)``: at or above the high-water mark keep only every n-th event."""
+
+    __slots__ = ("_every", "_mark", "_seen")
+
+    def __init__(self, qos: QoS, capacity: int, policy: Overflow, mailbox: Mailbox) -> None:
+        super().__init__(qos, capacity, policy, mailbox)
+        self._every = policy.every
+        mark = policy.high_water if policy.high_water is not None else max(1, capacity * 3 // 4)
+        self._mark = min(mark, capacity)
+        self._seen = 0
+
+    def offer(self, item: Item) -> bool | None:
+        if not self.closed and len(self._buf) >= self._mark:
+            self._seen += 1
+            if self._seen % self._every:
+                self.drop(item, "sampled")
+                return False
+        else:
+            self._seen = 0
+        return Lane.offer(self, item)
+
+
+class _AggregateLane(Lane):
+    """``aggregate(fn)``: at the high-water mark, merge each new event into the newest one."""
+
+    __slots__ = ("_mark", "_merge")
+
+    def __init__(self, qos: QoS, capacity: int, policy: Overflow, mailbox: Mailbox) -> None:
+        super().__init__(qos, capacity, policy, mailbox)
+        assert policy.merge is not None
+        self._merge = policy.merge
+        mark = policy.high_water if policy.high_water is not None else capacity
+        self._mark = min(mark, capacity)
+
+    def offer(self, item: Item) -> bool | None:
+        buf = self._buf
+        if self.closed or len(buf) < self._mark:
+            return Lane.offer(self, item)
+        queued_route, queued = buf[-1]
+        route, event = item
+        try:
+            merged = self._merge(queued, event)
+        except Exception as exc:  # a user function must not break the publisher
+            _log.warning(
+                "aggregate function raised; event dropped",
+                topic=route.topic,
+                error=repr(exc),
+            )
+            self.drop(item, "aggregate_error")
+            return False
+        if not isinstance(merged, Event):
+            _log.warning(
+                "aggregate function returned a non-Event; event dropped",
+                topic=route.topic,
+                returned=type(merged).__name__,
+            )
+            self.drop(item, "aggregate_error")
+            return False
+        buf[-1] = (route, merged)
+        self.drop((queued_route, queued), "aggregated")
+        return True
+
+
+class _LatestLane(Lane):
+    """``latest(key)``: one queued event per key; newer ones replace it in place."""
+
+    __slots__ = ("_key", "_slots")
+
+    def __init__(self, qos: QoS, capacity: int, policy: Overflow, mailbox: Mailbox) -> None:
+        super().__init__(qos, capacity, policy, mailbox)
+        self._slots: OrderedDict[Hashable, Item] = OrderedDict()
+        self._key: KeyFunction
+        key = policy.key
+        if key is None:
+            self._key = _topic_key
+        elif isinstance(key, str):
+            self._key = _metadata_key(key)
+        else:
+            self._key = key
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def offer(self, item: Item) -> bool | None:
+        if self.closed:
+            self.drop(item, "closed")
+            return False
+        slots = self._slots
+        key = self._key(item[0].topic, item[1])
+        previous = slots.get(key)
+        if previous is not None:
+            slots[key] = item
+            self.drop(previous, "replaced")
+            return True
+        if len(slots) >= self.capacity:
+            _, oldest = slots.popitem(last=False)
+            self.drop(oldest, "evicted")
+        slots[key] = item
+        if len(slots) > self.high_water:
+            self.high_water = len(slots)
+        mailbox = self.mailbox
+        if mailbox.waiter is not None:
+            mailbox.wake()
+        return True
+
+    def take_nowait(self) -> Item | _Empty:
+        if not self._slots:
+            return EMPTY
+        _, item = self._slots.popitem(last=False)
+        self.delivered += 1
+        item[0].stats.delivered += 1
+        return item
+
+    def _pop_for_discard(self) -> Item | _Empty:
+        return self._slots.popitem(last=False)[1] if self._slots else EMPTY
+
+
+def _topic_key(topic: str, event: Event) -> Hashable:
+    return topic
+
+
+def _metadata_key(name: str) -> KeyFunction:
+    def key(topic: str, event: Event) -> Hashable:
+        return event.metadata.get(name)
+
+    return key
+
+
+_LANES: dict[str, type[Lane]] = {
+    "block": _BlockingLane,
+    "drop_oldest": _DropOldestLane,
+    "drop_newest": Lane,
+    "sample": _SampleLane,
+    "latest": _LatestLane,
+    "aggregate": _AggregateLane,
+}
+
+
+def make_lane(qos: QoS, capacity: int, policy: Overflow, mailbox: Mailbox) -> Lane:
+    """A lane applying ``policy``, attached to ``mailbox``."""
+    lane = _LANES[policy.kind](qos, capacity, policy, mailbox)
+    mailbox.add_lane(lane)
+    return lane
+
+
+class Mailbox:
+    """The lanes of one consumer, drained realtime first, then batched, then background.
+
+    Exactly one task consumes a mailbox. It takes with :meth:`take_nowait` until EMPTY and
+    then awaits :meth:`wait`, which returns as soon as any lane has an item or the mailbox is
+    closed.
+    """
+
+    __slots__ = ("_lanes", "closed", "waiter")
+
+    def __init__(self) -> None:
+        self.waiter: Any = None
+        self.closed = False
+        self._lanes: list[Lane] = []
+
+    @property
+    def lanes(self) -> tuple[Lane, ...]:
+        """The lanes in drain order."""
+        return tuple(self._lanes)
+
+    def add_lane(self, lane: Lane) -> None:
+        """Attach a lane, keeping drain order by QoS (stable among equal QoS)."""
+        self._lanes.append(lane)
+        self._lanes.sort(key=_lane_order)
+
+    def remove_lane(self, lane: Lane) -> None:
+        """Detach a lane (it should be closed and drained or discarded first)."""
+        self._lanes.remove(lane)
+
+    def __len__(self) -> int:
+        return sum(len(lane) for lane in self._lanes)
+
+    def take_nowait(self) -> Item | _Empty:
+        """The next item by priority, or EMPTY."""
+        for lane in self._lanes:
+            item = lane.take_nowait()
+            if item is not EMPTY:
+                return item
+        return EMPTY
+
+    async def wait(self) -> None:
+        """Park until some lane has an item or the mailbox is closed (a checkpoint)."""
+        lanes = self._lanes
+        if self.closed or any(map(len, lanes)) or all(lane.closed for lane in lanes):
+            await trio.lowlevel.checkpoint()
+            return
+        if self.waiter is not None:
+            raise trio.BusyResourceError("another task is already waiting on this mailbox")
+        self.waiter = _current_task()
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self.waiter = None
+            return _ABORT_SUCCEEDED
+
+        await _wait_task_rescheduled(abort)
+
+    def wake(self) -> None:
+        """Reschedule the parked consumer, if any."""
+        task = self.waiter
+        if task is not None:
+            self.waiter = None
+            _reschedule(task)
+
+    def close(self) -> None:
+        """Wake the consumer for the last time: it drains what is left, then sees the end."""
+        self.closed = True
+        for lane in self._lanes:
+            lane.close()
+        self.wake()
+
+
+def _lane_order(lane: Lane) -> int:
+    return int(lane.qos)

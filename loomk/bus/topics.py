@@ -1,0 +1,207 @@
+"""Topic grammar and the token trie that matches published topics to subscription patterns.
+
+Topics are dot-separated tokens (``camera.front.face``). A pattern may use ``*`` for exactly
+one token and ``>`` for one or more trailing tokens (last position only): the NATS subject
+grammar, so topics map one-to-one onto NATS subjects. Matching walks a trie of pattern
+tokens, so its cost depends on the topic's length and the wildcards on its path, never on
+the number of subscriptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Generic, TypeVar
+
+from loomk.errors import TopicError
+
+__all__ = ["TopicTrie", "is_wildcard", "pattern_matches", "validate_pattern", "validate_topic"]
+
+MAX_TOPIC_LENGTH = 1024
+_WHITESPACE = frozenset(" \t\r\n\v\f\x00")
+
+T = TypeVar("T")
+
+
+def _check_common(topic: object) -> str:
+    if not isinstance(topic, str):
+        raise TopicError(topic, f"must be a str, got {type(topic).__name__}")
+    if not topic:
+        raise TopicError(topic, "must not be empty")
+    if len(topic) > MAX_TOPIC_LENGTH:
+        raise TopicError(topic[:40] + "...", f"longer than {MAX_TOPIC_LENGTH} characters")
+    if not _WHITESPACE.isdisjoint(topic):
+        raise TopicError(topic, "must not contain whitespace or NUL")
+    if topic[0] == "." or topic[-1] == "." or ".." in topic:
+        raise TopicError(topic, "has an empty token (leading, trailing or double dot)")
+    return topic
+
+
+def validate_topic(topic: object) -> str:
+    """Check a publish topic: non-empty dot tokens, no whitespace, no wildcards."""
+    _check_common(topic)
+    assert isinstance(topic, str)
+    if "*" in topic or ">" in topic:
+        raise TopicError(topic, "wildcards '*' and '>' are only allowed in subscription patterns")
+    return topic
+
+
+def validate_pattern(pattern: object) -> str:
+    """Check a subscription pattern: like a topic, plus whole-token ``*`` and a final ``>``."""
+    _check_common(pattern)
+    assert isinstance(pattern, str)
+    tokens = pattern.split(".")
+    last = len(tokens) - 1
+    for index, token in enumerate(tokens):
+        if token == ">":
+            if index != last:
+                raise TopicError(pattern, "'>' may only be the last token")
+        elif token != "*" and ("*" in token or ">" in token):
+            raise TopicError(pattern, f"wildcard inside token {token!r}: '*' and '>' stand alone")
+    return pattern
+
+
+def is_wildcard(pattern: str) -> bool:
+    """Whether a (valid) pattern contains a wildcard token."""
+    return "*" in pattern or ">" in pattern
+
+
+def pattern_matches(pattern: str, topic: str) -> bool:
+    """Reference matcher for one pattern and one topic (the trie must agree with it)."""
+    p_tokens = pattern.split(".")
+    t_tokens = topic.split(".")
+    for index, token in enumerate(p_tokens):
+        if token == ">":
+            return len(t_tokens) > index
+        if index >= len(t_tokens):
+            return False
+        if token != "*" and token != t_tokens[index]:
+            return False
+    return len(p_tokens) == len(t_tokens)
+
+
+class _Node(Generic[T]):
+    __slots__ = ("children", "star", "tail", "values")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node[T]] = {}
+        self.star: _Node[T] | None = None
+        self.tail: dict[int, T] = {}  # values whose pattern ends here with '>'
+        self.values: dict[int, T] = {}  # values whose pattern ends exactly here
+
+    def is_empty(self) -> bool:
+        return not (self.children or self.star or self.tail or self.values)
+
+
+class TopicTrie(Generic[T]):
+    """Values stored under subscription patterns, found by matching a concrete topic.
+
+    Each value is stored under a caller-chosen integer key (unique per stored value), so the
+    same pattern can hold many values and removal is exact.
+    """
+
+    __slots__ = ("_root", "_size")
+
+    def __init__(self) -> None:
+        self._root: _Node[T] = _Node()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def insert(self, pattern: str, key: int, value: T) -> None:
+        """Store ``value`` under ``pattern`` (which must already be valid)."""
+        node = self._root
+        tokens = pattern.split(".")
+        for token in tokens[:-1]:
+            node = self._child(node, token)
+        last = tokens[-1]
+        if last == ">":
+            node.tail[key] = value
+        else:
+            node = self._child(node, last)
+            node.values[key] = value
+        self._size += 1
+
+    def remove(self, pattern: str, key: int) -> bool:
+        """Remove the value stored under ``pattern`` and ``key``; False if absent."""
+        path: list[tuple[_Node[T], str]] = []
+        node: _Node[T] | None = self._root
+        tokens = pattern.split(".")
+        for token in tokens[:-1]:
+            assert node is not None
+            path.append((node, token))
+            node = node.star if token == "*" else node.children.get(token)
+            if node is None:
+                return False
+        assert node is not None
+        last = tokens[-1]
+        if last == ">":
+            removed = node.tail.pop(key, None) is not None
+        else:
+            path.append((node, last))
+            node = node.star if last == "*" else node.children.get(last)
+            if node is None:
+                return False
+            removed = node.values.pop(key, None) is not None
+        if removed:
+            self._size -= 1
+            self._prune(path, node)
+        return removed
+
+    def match(self, topic: str) -> list[tuple[int, T]]:
+        """Every (key, value) whose pattern matches ``topic``, in ascending key order."""
+        found: list[tuple[int, T]] = []
+        self._collect(self._root, topic.split("."), 0, found)
+        found.sort(key=_first)
+        return found
+
+    def __iter__(self) -> Iterator[tuple[int, T]]:
+        stack = [self._root]
+        while stack:
+            node = stack.pop()
+            yield from node.values.items()
+            yield from node.tail.items()
+            stack.extend(node.children.values())
+            if node.star is not None:
+                stack.append(node.star)
+
+    # ---- internals ------------------------------------------------------------------------
+
+    @staticmethod
+    def _child(node: _Node[T], token: str) -> _Node[T]:
+        if token == "*":
+            if node.star is None:
+                node.star = _Node()
+            return node.star
+        child = node.children.get(token)
+        if child is None:
+            child = node.children[token] = _Node()
+        return child
+
+    @staticmethod
+    def _prune(path: list[tuple[_Node[T], str]], node: _Node[T]) -> None:
+        while path and node.is_empty():
+            parent, token = path.pop()
+            if token == "*":
+                parent.star = None
+            else:
+                del parent.children[token]
+            node = parent
+
+    def _collect(
+        self, node: _Node[T], tokens: list[str], index: int, found: list[tuple[int, T]]
+    ) -> None:
+        if index == len(tokens):
+            found.extend(node.values.items())
+            return
+        if node.tail:
+            found.extend(node.tail.items())  # '>' here matches the one-or-more tokens left
+        child = node.children.get(tokens[index])
+        if child is not None:
+            self._collect(child, tokens, index + 1, found)
+        if node.star is not None:
+            self._collect(node.star, tokens, index + 1, found)
+
+
+def _first(item: tuple[int, object]) -> int:
+    return item[0]

@@ -1,0 +1,364 @@
+"""Kernel configuration: one typed, frozen :class:`Config` and the rules for loading it.
+
+Every kernel setting lives in :class:`Config`. Build one with :meth:`Config.load`, which
+merges four sources, lowest to highest precedence:
+
+1. the field defaults declared on :class:`Config`;
+2. a TOML file: ``config_file=`` if given (it must exist), else the path in the
+   ``LOOMK_CONFIG`` environment variable if set (it must exist), else ``loomk.toml`` in the
+   working directory if there is one. Relative paths are taken relative to ``cwd``. Tables
+   flatten with an underscore, so ``[bus]`` / ``realtime_capacity = 64`` sets
+   ``bus_realtime_capacity``;
+3. environment variables ``LOOMK_<KEY>`` (``LOOMK_BUS_REALTIME_CAPACITY=128``), whose
+   string values are parsed to the field's type. ``LOOMK_CONFIG`` names the file and is
+   not a setting; any other unknown ``LOOMK_*`` variable is an error;
+4. keyword arguments to :meth:`Config.load`.
+
+Every value from every source is checked for type and range when it is loaded, and an unknown
+key or bad value raises :class:`~loomk.errors.ConfigError` naming the key, where the value
+came from, what was expected and what was given. :meth:`Config.replace` applies the same
+checks. :func:`describe` lists every setting with its type, default and documentation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loomk.errors import ConfigError
+
+__all__ = ["Config", "describe"]
+
+_ENV_PREFIX = "LOOMK_"
+_ENV_CONFIG = "LOOMK_CONFIG"
+_FILE_NAME = "loomk.toml"
+_KWARG_SOURCE = "from keyword argument"
+_BOOL_WORDS: dict[str, bool] = {
+    "true": True,
+    "1": True,
+    "yes": True,
+    "on": True,
+    "false": False,
+    "0": False,
+    "no": False,
+    "off": False,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Every kernel setting, validated. Build with :meth:`load`, change with :meth:`replace`."""
+
+    name: str = field(
+        default="loomk",
+        metadata={"doc": "Kernel name, shown in logs and the dashboard.", "token": True},
+    )
+    data_dir: Path = field(
+        default=Path(".loomk"),
+        metadata={"doc": "Directory for persistent state (LevelDB)."},
+    )
+    log_level: str = field(
+        default="warning",
+        metadata={
+            "doc": "Minimum level of log records emitted.",
+            "choices": ("debug", "info", "warning", "error", "critical"),
+        },
+    )
+    log_format: str = field(
+        default="console",
+        metadata={"doc": "Log output format.", "choices": ("console", "json")},
+    )
+    bus_realtime_capacity: int = field(
+        default=64,
+        metadata={"doc": "Default queue capacity of realtime subscriptions.", "min": 1},
+    )
+    bus_batched_capacity: int = field(
+        default=1024,
+        metadata={"doc": "Default queue capacity of batched subscriptions.", "min": 1},
+    )
+    bus_background_capacity: int = field(
+        default=4096,
+        metadata={"doc": "Default queue capacity of background subscriptions.", "min": 1},
+    )
+    bus_max_topics: int = field(
+        default=10000,
+        metadata={
+            "doc": "How many topics the bus keeps routes and statistics for "
+            "before pruning idle ones.",
+            "min": 16,
+        },
+    )
+    shutdown_timeout_s: float = field(
+        default=5.0,
+        metadata={"doc": "Seconds graceful shutdown waits for agents to drain.", "gt": 0.0},
+    )
+    handle_signals: bool = field(
+        default=False,
+        metadata={
+            "doc": "Install SIGINT/SIGTERM handlers that shut the kernel down gracefully "
+            "(loomk.run turns it on).",
+        },
+    )
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        config_file: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        **overrides: object,
+    ) -> Config:
+        """Merge defaults < TOML file < ``LOOMK_*`` environment < ``overrides`` and validate.
+
+        ``env`` defaults to ``os.environ`` and ``cwd`` to the current directory; both exist
+        so callers (and tests) can load without touching process state.
+        """
+        environ: Mapping[str, str] = os.environ if env is None else env
+        base = Path.cwd() if cwd is None else Path(cwd)
+        values: dict[str, object] = {}
+        path = _find_file(config_file, environ, base)
+        if path is not None:
+            values.update(_from_file(path))
+        values.update(_from_env(environ))
+        values.update(_from_kwargs(overrides))
+        return cls(**values)  # type: ignore[arg-type]
+
+    def replace(self, **changes: object) -> Config:
+        """Return a copy with ``changes`` applied, validated like keyword overrides to load."""
+        return dataclasses.replace(self, **_from_kwargs(changes))  # type: ignore[arg-type]
+
+    def as_dict(self) -> dict[str, object]:
+        """Every setting by key, in field order, with paths as strings."""
+        out: dict[str, object] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Config)}
+_TYPES: dict[str, type] = typing.get_type_hints(Config)
+_ENV_NAMES: dict[str, str] = {_ENV_PREFIX + key.upper(): key for key in _FIELDS}
+
+
+def describe() -> list[tuple[str, str, object, str]]:
+    """``(key, type name, default, doc)`` for every setting, in field order."""
+    return [
+        (f.name, _TYPES[f.name].__name__, f.default, str(f.metadata["doc"]))
+        for f in dataclasses.fields(Config)
+    ]
+
+
+# --- sources ------------------------------------------------------------------------------
+
+
+def _find_file(
+    config_file: str | os.PathLike[str] | None, environ: Mapping[str, str], cwd: Path
+) -> Path | None:
+    if config_file is not None:
+        return _must_exist(cwd / Path(config_file), "")
+    if _ENV_CONFIG in environ:
+        raw = environ[_ENV_CONFIG]
+        if not raw:
+            raise ConfigError("config_file", f"environment variable {_ENV_CONFIG} is empty")
+        return _must_exist(cwd / raw, f" (from environment variable {_ENV_CONFIG})")
+    candidate = cwd / _FILE_NAME
+    return candidate if candidate.is_file() else None
+
+
+def _must_exist(path: Path, origin: str) -> Path:
+    if not path.exists():
+        raise ConfigError("config_file", f"file not found: {path}{origin}")
+    return path
+
+
+def _from_file(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as fh:
+            document = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("config_file", f"cannot parse {path}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError("config_file", f"cannot parse {path}: not UTF-8 ({exc})") from exc
+    except OSError as exc:
+        raise ConfigError("config_file", f"cannot read {path}: {exc.strerror or exc}") from exc
+    source = f"in {path}"
+    values: dict[str, object] = {}
+    for key, value in _flatten(document, ""):
+        if key in values:
+            raise ConfigError(key, f"set more than once ({source})")
+        if key not in _FIELDS:
+            raise ConfigError(key, f"unknown key ({source}){_suggest(key, _FIELDS)}")
+        values[key] = _coerce(key, value, source)
+    return values
+
+
+def _flatten(table: Mapping[str, object], prefix: str) -> list[tuple[str, object]]:
+    items: list[tuple[str, object]] = []
+    for name, value in table.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict):
+            items.extend(_flatten(value, f"{key}_"))
+        else:
+            items.append((key, value))
+    return items
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, object]:
+    values: dict[str, object] = {}
+    for var in sorted(environ):
+        if not var.startswith(_ENV_PREFIX) or var == _ENV_CONFIG:
+            continue
+        key = _ENV_NAMES.get(var)
+        if key is None:
+            hint = _suggest(var, [*_ENV_NAMES, _ENV_CONFIG])
+            raise ConfigError(var, f"unknown environment variable{hint}")
+        values[key] = _parse_text(key, environ[var], f"from environment variable {var}")
+    return values
+
+
+def _from_kwargs(kwargs: Mapping[str, object]) -> dict[str, object]:
+    values: dict[str, object] = {}
+    for key, value in kwargs.items():
+        if key not in _FIELDS:
+            raise ConfigError(key, f"unknown key ({_KWARG_SOURCE}){_suggest(key, _FIELDS)}")
+        values[key] = _coerce(key, value, _KWARG_SOURCE)
+    return values
+
+
+def _suggest(name: str, candidates: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=1)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return "; see loomk.config.describe() for the known keys"
+
+
+# --- values -------------------------------------------------------------------------------
+
+
+def _parse_text(key: str, text: str, source: str) -> object:
+    """Parse an environment string to ``key``'s type, then check its constraints."""
+    kind = _TYPES[key]
+    value: object
+    if kind is bool:
+        parsed = _BOOL_WORDS.get(text.strip().lower())
+        if parsed is None:
+            raise _bad(key, text, source)
+        value = parsed
+    elif kind is int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise _bad(key, text, source) from None
+    elif kind is float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise _bad(key, text, source) from None
+    elif kind is Path:
+        if not text:
+            raise _bad(key, text, source)
+        value = Path(text)
+    else:
+        value = text
+    return _check(key, value, source, given=text)
+
+
+def _coerce(key: str, value: object, source: str) -> object:
+    """Check a typed value (TOML or Python) against ``key``'s type and constraints."""
+    kind = _TYPES[key]
+    ok: bool
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok:
+            try:
+                value = float(typing.cast(float, value))
+            except OverflowError:
+                raise _bad(key, value, source) from None
+    elif kind is Path:
+        raw = _text_path(value)
+        ok = raw is not None
+        if raw == "":
+            raise _bad(key, value, source)
+        if raw:
+            value = Path(raw)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise _bad(key, value, source, show_type=True)
+    return _check(key, value, source, given=value)
+
+
+def _text_path(value: object) -> str | None:
+    """The str form of a str or os.PathLike ``value``; None for anything else (bytes too)."""
+    if not isinstance(value, str | os.PathLike):
+        return None
+    try:
+        raw = os.fspath(value)
+    except TypeError:
+        return None
+    return raw if isinstance(raw, str) else None
+
+
+def _check(key: str, value: object, source: str, *, given: object) -> object:
+    """Apply ``key``'s range, choice and shape constraints; return the normalised value."""
+    meta = _FIELDS[key].metadata
+    ok = True
+    if isinstance(value, str):
+        if "choices" in meta:
+            value = value.lower()
+            ok = value in meta["choices"]
+        elif meta.get("token"):
+            ok = bool(value) and not any(ch.isspace() for ch in value)
+    elif isinstance(value, float):
+        ok = math.isfinite(value)
+    if ok and "min" in meta:
+        ok = typing.cast(int, value) >= meta["min"]
+    if ok and "gt" in meta:
+        ok = typing.cast(float, value) > meta["gt"]
+    if not ok:
+        raise _bad(key, given, source)
+    return value
+
+
+def _bad(key: str, given: object, source: str, *, show_type: bool = False) -> ConfigError:
+    shown = f"{given!r} ({type(given).__name__})" if show_type else repr(given)
+    return ConfigError(key, f"expected {_expected(key)}, got {shown} ({source})")
+
+
+def _expected(key: str) -> str:
+    """Describe in words what ``key`` accepts."""
+    kind = _TYPES[key]
+    meta = _FIELDS[key].metadata
+    if "choices" in meta:
+        return "one of " + ", ".join(repr(c) for c in meta["choices"])
+    if meta.get("token"):
+        return "a non-empty string without whitespace"
+    if kind is bool:
+        return "a boolean (true/false, yes/no, on/off, 1/0)"
+    if kind is Path:
+        return "a non-empty path (str or os.PathLike)"
+    if kind is int:
+        text = "an integer"
+    elif kind is float:
+        text = "a finite number"
+    else:
+        text = "a string"
+    if "min" in meta:
+        text += f" >= {meta['min']}"
+    if "gt" in meta:
+        text += f" > {meta['gt']:g}"
+    return text

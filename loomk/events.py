@@ -1,0 +1,274 @@
+"""The Event value type and QoS levels, mirroring ``loom.v1.Event`` and ``loom.v1.QoSLevel``.
+
+An :class:`Event` is created once per occurrence and then shared, unchanged, with every
+subscriber, so it is built to be cheap: slotted, validated once, its id made only when first
+read. Treat an event as immutable once published; every helper that changes it
+(:meth:`Event.replace`, :meth:`Event.with_metadata`, the envelope helpers) returns a copy.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import os
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from loomk._metakeys import CORRELATION_ID, REPLY_TO, SENDER, THREAD_ID
+from loomk.errors import EventError
+
+__all__ = ["Event", "QoS", "new_event_id", "now_ms"]
+
+
+class QoS(enum.IntEnum):
+    """Delivery class of a subscription; values equal ``loom.v1.QoSLevel`` on the wire.
+
+    REALTIME is lossy and latest-first (default overflow ``drop_oldest``); BATCHED and
+    BACKGROUND are lossless (default overflow ``block``: the publisher waits).
+    """
+
+    REALTIME = 0
+    BATCHED = 1
+    BACKGROUND = 2
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds since the Unix epoch (what ``timestamp_ms`` holds)."""
+    return time.time_ns() // 1_000_000
+
+
+_id_prefix = os.urandom(6).hex()
+_id_counter = itertools.count(1)
+
+
+def _reseed_ids() -> None:
+    """Give a forked child its own id prefix so ids stay unique across processes."""
+    global _id_prefix, _id_counter
+    _id_prefix = os.urandom(6).hex()
+    _id_counter = itertools.count(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reseed_ids)
+
+
+def new_event_id() -> str:
+    """A process-unique, cross-process-unique event id: random prefix plus a counter."""
+    return f"evt-{_id_prefix}-{next(_id_counter):x}"
+
+
+_EMPTY_TAGS: tuple[str, ...] = ()
+
+
+class Event:
+    """One occurrence on the bus: what happened (``type``), its bytes, and metadata.
+
+    ``id`` and ``timestamp_ms`` are filled in when absent (the id lazily, on first read).
+    ``payload`` must be bytes-like; ``metadata`` maps ``str`` to ``str`` (it carries the
+    envelope); ``priority`` is 0 (low) to 100 (high); ``confidence`` is 0.0 to 1.0.
+    """
+
+    __slots__ = (
+        "_id",
+        "confidence",
+        "metadata",
+        "payload",
+        "priority",
+        "source",
+        "tags",
+        "timestamp_ms",
+        "type",
+    )
+
+    _id: str | None
+    type: str
+    timestamp_ms: int
+    source: str
+    metadata: dict[str, str]
+    payload: bytes
+    confidence: float
+    tags: tuple[str, ...]
+    priority: int
+
+    def __init__(
+        self,
+        type: str,  # noqa: A002 - mirrors the wire field name
+        payload: bytes = b"",
+        *,
+        source: str = "",
+        metadata: Mapping[str, str] | None = None,
+        tags: Iterable[str] = _EMPTY_TAGS,
+        priority: int = 50,
+        confidence: float = 1.0,
+        id: str | None = None,  # noqa: A002 - mirrors the wire field name
+        timestamp_ms: int | None = None,
+    ) -> None:
+        if type.__class__ is not str or not type:
+            raise EventError(f"event type must be a non-empty str, got {type!r}")
+        if payload.__class__ is not bytes:
+            payload = _coerce_payload(payload)
+        if source.__class__ is not str:
+            raise EventError(f"event source must be a str, got {source!r}")
+        self.type = type
+        self.payload = payload
+        self.source = source
+        self.metadata = {} if metadata is None else _checked_metadata(metadata)
+        self.tags = tags if tags is _EMPTY_TAGS else _checked_tags(tags)
+        if priority.__class__ is not int or not 0 <= priority <= 100:
+            raise EventError(f"event priority must be an int from 0 to 100, got {priority!r}")
+        self.priority = priority
+        if confidence != 1.0:
+            confidence = _checked_confidence(confidence)
+        self.confidence = confidence
+        if id is not None and (id.__class__ is not str or not id):
+            raise EventError(f"event id must be a non-empty str, got {id!r}")
+        self._id = id
+        if timestamp_ms is None:
+            timestamp_ms = time.time_ns() // 1_000_000
+        elif timestamp_ms.__class__ is not int:
+            raise EventError(f"event timestamp_ms must be an int, got {timestamp_ms!r}")
+        self.timestamp_ms = timestamp_ms
+
+    @property
+    def id(self) -> str:
+        """The event id, made on first read when the event was created without one."""
+        ident = self._id
+        if ident is None:
+            ident = self._id = new_event_id()
+        return ident
+
+    # ---- copies --------------------------------------------------------------------------
+
+    def replace(self, **changes: Any) -> Event:
+        """A copy with the given fields changed (validated like the constructor)."""
+        fields: dict[str, Any] = {
+            "type": self.type,
+            "payload": self.payload,
+            "source": self.source,
+            "metadata": self.metadata,
+            "tags": self.tags,
+            "priority": self.priority,
+            "confidence": self.confidence,
+            "id": self.id,
+            "timestamp_ms": self.timestamp_ms,
+        }
+        unknown = changes.keys() - fields.keys()
+        if unknown:
+            raise EventError(f"Event has no field(s) {sorted(unknown)}")
+        fields.update(changes)
+        if fields["metadata"] is self.metadata:
+            fields["metadata"] = dict(self.metadata)
+        return Event(**fields)
+
+    def with_metadata(self, **entries: str) -> Event:
+        """A copy whose metadata has these entries added or overwritten."""
+        metadata = dict(self.metadata)
+        metadata.update(entries)
+        return self.replace(metadata=metadata)
+
+    # ---- envelope helpers (Loom's EventExt) --------------------------------------------
+
+    def with_thread(self, thread_id: str) -> Event:
+        """A copy with metadata ``thread_id`` set."""
+        return self.with_metadata(**{THREAD_ID: thread_id})
+
+    def with_correlation(self, correlation_id: str) -> Event:
+        """A copy with metadata ``correlation_id`` set."""
+        return self.with_metadata(**{CORRELATION_ID: correlation_id})
+
+    def with_reply_to(self, reply_to: str) -> Event:
+        """A copy with metadata ``reply_to`` set."""
+        return self.with_metadata(**{REPLY_TO: reply_to})
+
+    def with_sender(self, sender: str) -> Event:
+        """A copy with metadata ``sender`` set."""
+        return self.with_metadata(**{SENDER: sender})
+
+    @property
+    def thread_id(self) -> str | None:
+        """Metadata ``thread_id``, or None when absent."""
+        return self.metadata.get(THREAD_ID)
+
+    @property
+    def correlation_id(self) -> str | None:
+        """Metadata ``correlation_id``, or None when absent."""
+        return self.metadata.get(CORRELATION_ID)
+
+    @property
+    def reply_to(self) -> str | None:
+        """Metadata ``reply_to``, or None when absent."""
+        return self.metadata.get(REPLY_TO)
+
+    @property
+    def sender(self) -> str | None:
+        """Metadata ``sender``, or None when absent."""
+        return self.metadata.get(SENDER)
+
+    # ---- value semantics ---------------------------------------------------------------
+
+    def as_dict(self) -> dict[str, Any]:
+        """All fields as a plain dict (payload stays bytes)."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "timestamp_ms": self.timestamp_ms,
+            "source": self.source,
+            "metadata": dict(self.metadata),
+            "payload": self.payload,
+            "confidence": self.confidence,
+            "tags": list(self.tags),
+            "priority": self.priority,
+        }
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Event):
+            return NotImplemented
+        return self.as_dict() == other.as_dict()
+
+    __hash__ = None  # type: ignore[assignment]  # metadata is a dict: events are not hashable
+
+    def __repr__(self) -> str:
+        payload = self.payload if len(self.payload) <= 32 else self.payload[:32] + b"..."
+        return (
+            f"Event(type={self.type!r}, id={self.id!r}, source={self.source!r}, "
+            f"payload={payload!r}, metadata={self.metadata!r})"
+        )
+
+
+def _coerce_payload(payload: object) -> bytes:
+    if isinstance(payload, bytes | bytearray | memoryview):
+        return bytes(payload)
+    hint = " (encode text first, e.g. s.encode())" if isinstance(payload, str) else ""
+    raise EventError(f"event payload must be bytes, got {type(payload).__name__}{hint}")
+
+
+def _checked_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    if not isinstance(metadata, Mapping):
+        raise EventError(f"event metadata must be a mapping of str to str, got {metadata!r}")
+    checked = dict(metadata)
+    for key, value in checked.items():
+        if key.__class__ is not str or value.__class__ is not str:
+            raise EventError(
+                f"event metadata must map str to str, got {key!r}: {value!r} "
+                f"({type(key).__name__}: {type(value).__name__})"
+            )
+    return checked
+
+
+def _checked_tags(tags: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(tags, str | bytes):
+        raise EventError(f"event tags must be a list of str, got {tags!r}")
+    checked = tuple(tags)
+    for tag in checked:
+        if tag.__class__ is not str:
+            raise EventError(f"event tags must be str, got {tag!r}")
+    return checked
+
+
+def _checked_confidence(confidence: object) -> float:
+    if not isinstance(confidence, float | int) or isinstance(confidence, bool):
+        raise EventError(f"event confidence must be a number from 0.0 to 1.0, got {confidence!r}")
+    if not 0.0 <= confidence <= 1.0:
+        raise EventError(f"event confidence must be a number from 0.0 to 1.0, got {confidence!r}")
+    return float(confidence)

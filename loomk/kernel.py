@@ -1,0 +1,192 @@
+"""The kernel: one root nursery that owns the bus and every task, and its ordered shutdown.
+
+``open_kernel`` embeds a kernel in a running trio program; ``run`` starts trio, runs
+``main(kernel)`` and shuts down when ``main`` returns or on Ctrl+C / SIGTERM.
+
+Tasks live in three nested layers, so shutdown is ordered by construction:
+
+    core    (bus, state writer)      <- closed last
+      agents  (the agent runtime)
+        edges   (bridges, servers, user background tasks, ``main``)   <- cancelled first
+
+Shutdown cancels the edges, then stops the agents (they drain, bounded by
+``shutdown_timeout_s``), then closes the store and the bus.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import trio
+
+from loomk.bus.bus import EventBus
+from loomk.config import Config
+from loomk.errors import KernelClosed
+from loomk.events import QoS
+from loomk.telemetry.logging import configure_logging, get_logger
+
+__all__ = ["Kernel", "open_kernel", "run"]
+
+T = TypeVar("T")
+_log = get_logger("loomk.kernel")
+
+
+class Kernel:
+    """A running loomk kernel: its configuration, its event bus and its task layers."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.bus = EventBus(
+            capacities={
+                QoS.REALTIME: config.bus_realtime_capacity,
+                QoS.BATCHED: config.bus_batched_capacity,
+                QoS.BACKGROUND: config.bus_background_capacity,
+            },
+            max_topics=config.bus_max_topics,
+        )
+        self._edges: trio.Nursery | None = None
+        self._body_scope = trio.CancelScope()
+        self._stopping = False
+        self._closed = False
+        self._error: BaseException | None = None
+
+    @property
+    def name(self) -> str:
+        """The kernel's configured name."""
+        return self.config.name
+
+    @property
+    def closed(self) -> bool:
+        """True once the kernel has shut down."""
+        return self._closed
+
+    @property
+    def stopping(self) -> bool:
+        """True once shutdown was requested."""
+        return self._stopping
+
+    def start_soon(
+        self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None
+    ) -> None:
+        """Run a background task in the edge layer; it is cancelled first at shutdown."""
+        if self._edges is None or self._stopping:
+            raise KernelClosed("cannot start a task: the kernel is not running")
+        self._edges.start_soon(fn, *args, name=name)
+
+    async def start(
+        self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None
+    ) -> Any:
+        """Like :meth:`start_soon`, but wait for ``task_status.started(value)`` and return it."""
+        if self._edges is None or self._stopping:
+            raise KernelClosed("cannot start a task: the kernel is not running")
+        return await self._edges.start(fn, *args, name=name)
+
+    def stop(self, error: BaseException | None = None) -> None:
+        """Request a graceful shutdown; safe to call from any task, any number of times.
+
+        With ``error``, the kernel shuts down and ``open_kernel``/``run`` raise it.
+        """
+        if error is not None and self._error is None:
+            self._error = error
+        if not self._stopping:
+            self._stopping = True
+            _log.info("kernel stopping", kernel=self.name, error=repr(error) if error else None)
+        self._body_scope.cancel()
+
+    async def _watch_signals(
+        self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """First SIGINT/SIGTERM: graceful stop. A second one: stop waiting for anything."""
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            async for signum in signals:
+                if not self._stopping:
+                    _log.info("signal received, shutting down", signal=signal.Signals(signum).name)
+                    self.stop()
+                else:
+                    _log.warning("second signal, forcing shutdown")
+                    raise _ForcedShutdown
+
+
+class _ForcedShutdown(Exception):
+    """Raised by the signal watcher to abandon a graceful shutdown."""
+
+
+@asynccontextmanager
+async def open_kernel(config: Config | None = None, **settings: Any) -> AsyncIterator[Kernel]:
+    """Run a kernel for the duration of the ``async with`` body.
+
+    Settings come from keyword arguments, ``loomk.toml`` and ``LOOMK_*`` variables (see
+    :class:`loomk.Config`), or pass a ready ``config``. Leaving the body shuts the kernel
+    down in order; ``kernel.stop()`` ends the body early (it is cancelled, not failed).
+    """
+    if config is None:
+        config = Config.load(**settings)
+    elif settings:
+        config = config.replace(**settings)
+    configure_logging(config.log_level, config.log_format)
+    kernel = Kernel(config)
+    try:
+        async with trio.open_nursery() as core:
+            if config.handle_signals:
+                await core.start(kernel._watch_signals)
+            try:
+                async with trio.open_nursery() as agents:
+                    try:
+                        async with trio.open_nursery() as edges:
+                            kernel._edges = edges
+                            try:
+                                with kernel._body_scope:
+                                    yield kernel
+                            finally:
+                                kernel._stopping = True
+                                edges.cancel_scope.cancel()
+                    finally:
+                        agents.cancel_scope.cancel()
+            finally:
+                kernel.bus.close()
+                kernel._closed = True
+                core.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        raise _unwrap(group) from None
+    _log.info("kernel stopped", kernel=config.name)
+    if kernel._error is not None:
+        raise kernel._error
+
+
+def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception inside nested single-member groups, else the group itself."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    if isinstance(error, BaseExceptionGroup):
+        forced = error.subgroup(_ForcedShutdown)
+        rest = error.subgroup(lambda e: not isinstance(e, _ForcedShutdown | trio.Cancelled))
+        if forced is not None and rest is None:
+            return _ForcedShutdown()
+    return error
+
+
+def run(
+    main: Callable[[Kernel], Awaitable[T]], *, config: Config | None = None, **settings: Any
+) -> T | None:
+    """Run ``main(kernel)`` in a fresh kernel and return its result.
+
+    Starts trio, so call it from synchronous code. Ctrl+C or SIGTERM stops the kernel
+    gracefully (a second one forces it) and ``run`` returns None without a traceback.
+    """
+    settings.setdefault("handle_signals", True)
+
+    async def entry() -> T | None:
+        result: T | None = None
+        async with open_kernel(config, **settings) as kernel:
+            result = await main(kernel)
+        return result
+
+    try:
+        return trio.run(entry)
+    except (KeyboardInterrupt, _ForcedShutdown):
+        return None

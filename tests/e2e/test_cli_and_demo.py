@@ -1,0 +1,129 @@
+"""The command line, the demo and signal handling, run as a user would: in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e
+
+
+def _run(*args: str, cwd: Path = ROOT, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOMK_")}
+    return subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_demo_runs_offline_and_reports_what_happened() -> None:
+    result = _run(sys.executable, "examples/hello_bus.py")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "ALERT on alerts.attic.heat: attic at 36.5 C" in out
+    assert "sensors.attic.temp = 36.5 C" in out
+    assert "display showed frames 192..199 (8 of 200)" in out
+    assert "camera.front.frame           200         8        0  {'evicted': 192}" in out
+    assert "Traceback" not in result.stderr
+
+
+def test_bench_bus_prints_a_table_and_writes_json(tmp_path: Path) -> None:
+    target = tmp_path / "out" / "bus.json"
+    result = _run(sys.executable, "-m", "loomk.cli", "bench", "bus", "--quick", "--json", str(target))
+    assert result.returncode == 0, result.stderr
+    assert "trio channels" in result.stdout and "ratio" in result.stdout
+    assert "... throughput 1 -> 100" in result.stderr  # progress is shown
+    figures = json.loads(target.read_text())
+    widths = [row["subscribers"] for row in figures["throughput"]]
+    assert widths == [1, 10, 100]
+    for row in figures["throughput"]:
+        assert row["loomk_per_s"] > 0 and row["baseline_per_s"] > 0
+        assert row["ratio"] == pytest.approx(row["loomk_per_s"] / row["baseline_per_s"])
+    assert {row["side"] for row in figures["latency"]} == {"loomk", "baseline"}
+
+
+def test_config_command_lists_settings_and_reports_bad_environment(tmp_path: Path) -> None:
+    result = _run(sys.executable, "-m", "loomk.cli", "config", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "bus_realtime_capacity" in result.stdout and "LOOMK_BUS_REALTIME_CAPACITY" in result.stdout
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOMK_")}
+    env["LOOMK_BUS_REALTIME_CAPACITY"] = "many"
+    bad = subprocess.run(
+        [sys.executable, "-m", "loomk.cli", "config"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert "bus_realtime_capacity" in bad.stderr and "LOOMK_BUS_REALTIME_CAPACITY" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+_SIGNAL_PROGRAM = textwrap.dedent(
+    """
+    import sys, trio, loomk
+
+    async def main(kernel):
+        async def cleanup():
+            try:
+                await trio.sleep_forever()
+            finally:
+                print("edge task cancelled", flush=True)
+        kernel.start_soon(cleanup)
+        await trio.testing.wait_all_tasks_blocked()
+        print("ready", flush=True)
+        await trio.sleep_forever()
+
+    import trio.testing
+    result = loomk.run(main)
+    print(f"run returned {result!r}", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_shuts_the_kernel_down_cleanly(signum: signal.Signals) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOMK_")}
+    process = subprocess.Popen(
+        [sys.executable, "-c", _SIGNAL_PROGRAM],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert out.splitlines() == ["edge task cancelled", "run returned None"]
+    assert "Traceback" not in err
+
+
+def test_the_readme_embedding_example_runs_as_documented(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("## Embedding loomk")
+    code = readme[readme.index("```python\n", start) + len("```python\n") :]
+    code = code[: code.index("```")]
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    result = _run(sys.executable, str(script))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "sensors.kitchen.temp b'22.0'"
+    assert "published=2, delivered=1" in lines[1] and "'replaced': 1" in lines[1]

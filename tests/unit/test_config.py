@@ -1,0 +1,503 @@
+"""Unit tests for loomk.config: sources, precedence, parsing, validation and introspection."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from loomk.config import Config, describe
+from loomk.errors import ConfigError
+
+DEFAULTS: dict[str, object] = {
+    "name": "loomk",
+    "data_dir": ".loomk",
+    "log_level": "warning",
+    "log_format": "console",
+    "bus_realtime_capacity": 64,
+    "bus_batched_capacity": 1024,
+    "bus_background_capacity": 4096,
+    "bus_max_topics": 10000,
+    "shutdown_timeout_s": 5.0,
+    "handle_signals": False,
+}
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load_env(tmp_path: Path, **env: str) -> Config:
+    return Config.load(env=env, cwd=tmp_path)
+
+
+# --- defaults and each source alone -------------------------------------------------------
+
+
+def test_defaults_when_no_source_is_present(tmp_path: Path) -> None:
+    config = Config.load(env={}, cwd=tmp_path)
+    assert config.as_dict() == DEFAULTS
+    assert config == Config()
+    assert config.data_dir == Path(".loomk")
+    assert isinstance(config.shutdown_timeout_s, float)
+
+
+def test_config_is_frozen() -> None:
+    config = Config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.name = "other"  # type: ignore[misc]
+
+
+def test_explicit_file_alone(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "custom.toml",
+        'name = "filed"\ndata_dir = "/var/lib/loomk"\nhandle_signals = true\n'
+        "shutdown_timeout_s = 2\n",
+    )
+    config = Config.load(config_file=path, env={}, cwd=tmp_path)
+    assert config.name == "filed"
+    assert config.data_dir == Path("/var/lib/loomk")
+    assert config.handle_signals is True
+    assert config.shutdown_timeout_s == 2.0
+    assert isinstance(config.shutdown_timeout_s, float)
+    assert config.bus_realtime_capacity == 64
+
+
+def test_env_alone(tmp_path: Path) -> None:
+    config = load_env(tmp_path, LOOMK_NAME="envy", LOOMK_BUS_MAX_TOPICS="500")
+    assert config.name == "envy"
+    assert config.bus_max_topics == 500
+
+
+def test_kwargs_alone(tmp_path: Path) -> None:
+    config = Config.load(env={}, cwd=tmp_path, log_format="json", bus_batched_capacity=7)
+    assert config.log_format == "json"
+    assert config.bus_batched_capacity == 7
+
+
+# --- precedence ---------------------------------------------------------------------------
+
+
+def test_precedence_file_then_env_then_kwargs(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "loomk.toml",
+        "bus_realtime_capacity = 10\nbus_batched_capacity = 20\nbus_background_capacity = 30\n",
+    )
+    config = Config.load(
+        config_file=path,
+        env={"LOOMK_BUS_BATCHED_CAPACITY": "200", "LOOMK_BUS_BACKGROUND_CAPACITY": "300"},
+        cwd=tmp_path,
+        bus_background_capacity=3000,
+    )
+    assert config.bus_realtime_capacity == 10  # file only
+    assert config.bus_batched_capacity == 200  # env beats file
+    assert config.bus_background_capacity == 3000  # kwarg beats env and file
+    assert config.bus_max_topics == 10000  # default
+
+
+# --- TOML files ---------------------------------------------------------------------------
+
+
+def test_toml_tables_flatten_with_underscore(tmp_path: Path) -> None:
+    write(
+        tmp_path / "loomk.toml",
+        'name = "top"\n\n[bus]\nrealtime_capacity = 5\nmax_topics = 32\n\n'
+        '[log]\nlevel = "error"\nformat = "json"\n',
+    )
+    config = Config.load(env={}, cwd=tmp_path)
+    assert config.name == "top"
+    assert config.bus_realtime_capacity == 5
+    assert config.bus_max_topics == 32
+    assert config.log_level == "error"
+    assert config.log_format == "json"
+
+
+def test_toml_nested_tables_flatten_recursively(tmp_path: Path) -> None:
+    write(tmp_path / "loomk.toml", "[bus.background]\ncapacity = 17\n")
+    assert Config.load(env={}, cwd=tmp_path).bus_background_capacity == 17
+
+
+def test_toml_key_set_twice_through_flattening_is_rejected(tmp_path: Path) -> None:
+    write(tmp_path / "loomk.toml", "bus_max_topics = 20\n[bus]\nmax_topics = 30\n")
+    with pytest.raises(ConfigError) as info:
+        Config.load(env={}, cwd=tmp_path)
+    assert info.value.key == "bus_max_topics"
+    assert "more than once" in str(info.value)
+
+
+def test_loomk_toml_discovered_in_cwd(tmp_path: Path) -> None:
+    write(tmp_path / "loomk.toml", 'name = "found"\n')
+    assert Config.load(env={}, cwd=tmp_path).name == "found"
+    (tmp_path / "empty").mkdir()
+    assert Config.load(env={}, cwd=tmp_path / "empty").name == "loomk"
+
+
+def test_loomk_config_env_names_the_file(tmp_path: Path) -> None:
+    write(tmp_path / "loomk.toml", 'name = "from_cwd"\n')
+    other = write(tmp_path / "elsewhere.toml", 'name = "from_var"\n')
+    config = Config.load(env={"LOOMK_CONFIG": str(other)}, cwd=tmp_path)
+    assert config.name == "from_var"
+
+
+def test_loomk_config_relative_to_cwd(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    write(tmp_path / "conf" / "k.toml", 'name = "relative"\n')
+    config = Config.load(env={"LOOMK_CONFIG": "conf/k.toml"}, cwd=tmp_path)
+    assert config.name == "relative"
+
+
+def test_explicit_file_beats_loomk_config_env(tmp_path: Path) -> None:
+    by_var = write(tmp_path / "a.toml", 'name = "by_var"\n')
+    explicit = write(tmp_path / "b.toml", 'name = "explicit"\n')
+    config = Config.load(config_file=str(explicit), env={"LOOMK_CONFIG": str(by_var)}, cwd=tmp_path)
+    assert config.name == "explicit"
+
+
+def test_missing_explicit_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as info:
+        Config.load(config_file=missing, env={}, cwd=tmp_path)
+    assert info.value.key == "config_file"
+    assert str(missing) in str(info.value)
+    assert "not found" in str(info.value)
+
+
+def test_missing_file_named_by_loomk_config(tmp_path: Path) -> None:
+    write(tmp_path / "loomk.toml", 'name = "ignored"\n')
+    with pytest.raises(ConfigError) as info:
+        Config.load(env={"LOOMK_CONFIG": str(tmp_path / "gone.toml")}, cwd=tmp_path)
+    assert info.value.key == "config_file"
+    assert "gone.toml" in str(info.value)
+    assert "LOOMK_CONFIG" in str(info.value)
+
+
+def test_empty_loomk_config_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.load(env={"LOOMK_CONFIG": ""}, cwd=tmp_path)
+    assert info.value.key == "config_file"
+
+
+def test_toml_syntax_error_names_file_and_reason(tmp_path: Path) -> None:
+    path = write(tmp_path / "loomk.toml", "name = \n")
+    with pytest.raises(ConfigError) as info:
+        Config.load(env={}, cwd=tmp_path)
+    message = str(info.value)
+    assert info.value.key == "config_file"
+    assert str(path) in message
+    assert "line 1" in message  # tomllib's own message is included
+
+
+def test_toml_unknown_key_suggests(tmp_path: Path) -> None:
+    write(tmp_path / "loomk.toml", "[bus]\nrealtime_capacty = 3\n")
+    with pytest.raises(ConfigError) as info:
+        Config.load(env={}, cwd=tmp_path)
+    assert info.value.key == "bus_realtime_capacty"
+    assert "did you mean 'bus_realtime_capacity'" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("toml", "key", "given"),
+    [
+        ('bus_max_topics = "many"', "bus_max_topics", "'many'"),
+        ("handle_signals = 1", "handle_signals", "1"),
+        ("bus_realtime_capacity = true", "bus_realtime_capacity", "True"),
+        ("bus_realtime_capacity = 1.5", "bus_realtime_capacity", "1.5"),
+        ("shutdown_timeout_s = true", "shutdown_timeout_s", "True"),
+        ("name = 3", "name", "3"),
+        ("data_dir = [1]", "data_dir", "[1]"),
+        ("log_level = 2", "log_level", "2"),
+    ],
+)
+def test_toml_wrong_type_names_file(tmp_path: Path, toml: str, key: str, given: str) -> None:
+    path = write(tmp_path / "loomk.toml", toml + "\n")
+    with pytest.raises(ConfigError) as info:
+        Config.load(env={}, cwd=tmp_path)
+    assert info.value.key == key
+    assert f"in {path}" in str(info.value)
+    assert f"got {given}" in str(info.value)
+
+
+def test_toml_out_of_range_names_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "loomk.toml", "[bus]\nmax_topics = 15\n")
+    with pytest.raises(ConfigError) as info:
+        Config.load(env={}, cwd=tmp_path)
+    assert info.value.key == "bus_max_topics"
+    assert ">= 16" in str(info.value)
+    assert "got 15" in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_bad_file_value_is_an_error_even_if_overridden(tmp_path: Path) -> None:
+    write(tmp_path / "loomk.toml", "bus_realtime_capacity = 0\n")
+    with pytest.raises(ConfigError) as info:
+        Config.load(env={}, cwd=tmp_path, bus_realtime_capacity=8)
+    assert info.value.key == "bus_realtime_capacity"
+
+
+# --- environment --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "expected"), [("128", 128), ("1_000", 1000), (" 42 ", 42)])
+def test_env_int(tmp_path: Path, text: str, expected: int) -> None:
+    config = load_env(tmp_path, LOOMK_BUS_REALTIME_CAPACITY=text)
+    assert config.bus_realtime_capacity == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [("2.5", 2.5), ("3", 3.0), ("1e-3", 0.001)])
+def test_env_float(tmp_path: Path, text: str, expected: float) -> None:
+    config = load_env(tmp_path, LOOMK_SHUTDOWN_TIMEOUT_S=text)
+    assert config.shutdown_timeout_s == expected
+    assert isinstance(config.shutdown_timeout_s, float)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("1", True),
+        ("yes", True),
+        ("On", True),
+        ("false", False),
+        ("False", False),
+        ("0", False),
+        ("no", False),
+        ("OFF", False),
+    ],
+)
+def test_env_bool_spellings(tmp_path: Path, text: str, expected: bool) -> None:
+    # The file holds the opposite value, so a parser that ignores the text cannot pass.
+    base = write(tmp_path / "base.toml", f"handle_signals = {str(not expected).lower()}\n")
+    config = Config.load(config_file=base, env={"LOOMK_HANDLE_SIGNALS": text}, cwd=tmp_path)
+    assert config.handle_signals is expected
+
+
+def test_env_path(tmp_path: Path) -> None:
+    config = load_env(tmp_path, LOOMK_DATA_DIR="/srv/loomk/state")
+    assert config.data_dir == Path("/srv/loomk/state")
+    assert isinstance(config.data_dir, Path)
+
+
+def test_env_str(tmp_path: Path) -> None:
+    assert load_env(tmp_path, LOOMK_NAME="kernel-7").name == "kernel-7"
+
+
+def test_env_ignores_unrelated_variables(tmp_path: Path) -> None:
+    config = Config.load(env={"HOME": "/root", "LOOMKX": "1", "PATH": "/bin"}, cwd=tmp_path)
+    assert config.as_dict() == DEFAULTS
+
+
+@pytest.mark.parametrize(
+    ("var", "text", "key"),
+    [
+        ("LOOMK_BUS_BATCHED_CAPACITY", "lots", "bus_batched_capacity"),
+        ("LOOMK_BUS_BATCHED_CAPACITY", "0x10", "bus_batched_capacity"),
+        ("LOOMK_BUS_BATCHED_CAPACITY", "2.0", "bus_batched_capacity"),
+        ("LOOMK_SHUTDOWN_TIMEOUT_S", "soon", "shutdown_timeout_s"),
+        ("LOOMK_HANDLE_SIGNALS", "maybe", "handle_signals"),
+        ("LOOMK_DATA_DIR", "", "data_dir"),
+        ("LOOMK_LOG_FORMAT", "xml", "log_format"),
+    ],
+)
+def test_env_bad_value_names_variable(tmp_path: Path, var: str, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.load(env={var: text}, cwd=tmp_path)
+    assert info.value.key == key
+    assert f"from environment variable {var}" in str(info.value)
+    assert f"got {text!r}" in str(info.value)
+
+
+def test_env_unknown_variable_suggests(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_env(tmp_path, LOOMK_BUS_REALTIME_CAPCITY="5")
+    assert info.value.key == "LOOMK_BUS_REALTIME_CAPCITY"
+    assert "did you mean 'LOOMK_BUS_REALTIME_CAPACITY'" in str(info.value)
+
+
+def test_env_unknown_variable_without_close_match(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_env(tmp_path, LOOMK_ZZZZZZZZZZZZZZZZ="5")
+    assert info.value.key == "LOOMK_ZZZZZZZZZZZZZZZZ"
+    assert "did you mean" not in str(info.value)
+
+
+def test_loomk_config_is_not_a_key(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.toml", "")
+    config = Config.load(env={"LOOMK_CONFIG": str(path)}, cwd=tmp_path)
+    assert config.as_dict() == DEFAULTS
+    assert "config" not in config.as_dict()
+
+
+# --- keyword overrides --------------------------------------------------------------------
+
+
+def test_kwarg_unknown_suggests(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.load(env={}, cwd=tmp_path, shutdown_timeout=1.0)
+    assert info.value.key == "shutdown_timeout"
+    assert "did you mean 'shutdown_timeout_s'" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("bus_realtime_capacity", True),
+        ("bus_realtime_capacity", False),
+        ("bus_realtime_capacity", 3.0),
+        ("bus_realtime_capacity", "3"),
+        ("shutdown_timeout_s", True),
+        ("shutdown_timeout_s", "1.0"),
+        ("handle_signals", 1),
+        ("handle_signals", "true"),
+        ("name", 5),
+        ("data_dir", 5),
+        ("data_dir", b"/tmp"),
+    ],
+)
+def test_kwarg_wrong_type(tmp_path: Path, key: str, value: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.load(env={}, cwd=tmp_path, **{key: value})
+    assert info.value.key == key
+    message = str(info.value)
+    assert "from keyword argument" in message
+    assert f"got {value!r} ({type(value).__name__})" in message
+    assert "expected" in message
+
+
+def test_kwarg_accepted_types(tmp_path: Path) -> None:
+    config = Config.load(
+        env={},
+        cwd=tmp_path,
+        shutdown_timeout_s=3,
+        data_dir=tmp_path / "state",
+        handle_signals=True,
+        bus_max_topics=16,
+    )
+    assert config.shutdown_timeout_s == 3.0
+    assert isinstance(config.shutdown_timeout_s, float)
+    assert config.data_dir == tmp_path / "state"
+    assert config.handle_signals is True
+    assert config.bus_max_topics == 16
+    assert Config.load(env={}, cwd=tmp_path, data_dir="rel/dir").data_dir == Path("rel/dir")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expectation"),
+    [
+        ("bus_realtime_capacity", 0, ">= 1"),
+        ("bus_batched_capacity", -5, ">= 1"),
+        ("bus_background_capacity", 0, ">= 1"),
+        ("bus_max_topics", 15, ">= 16"),
+        ("shutdown_timeout_s", 0, "> 0"),
+        ("shutdown_timeout_s", -1.5, "> 0"),
+        ("shutdown_timeout_s", float("nan"), "> 0"),
+        ("shutdown_timeout_s", float("inf"), "finite"),
+        ("name", "", "non-empty"),
+        ("name", "two words", "without whitespace"),
+        ("name", "tab\there", "without whitespace"),
+        ("data_dir", "", "non-empty"),
+    ],
+)
+def test_out_of_range(tmp_path: Path, key: str, value: object, expectation: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.load(env={}, cwd=tmp_path, **{key: value})
+    assert info.value.key == key
+    assert expectation in str(info.value)
+    assert f"got {value!r}" in str(info.value)
+
+
+def test_range_boundaries_are_accepted(tmp_path: Path) -> None:
+    config = Config.load(
+        env={},
+        cwd=tmp_path,
+        bus_realtime_capacity=1,
+        bus_batched_capacity=1,
+        bus_background_capacity=1,
+        bus_max_topics=16,
+        shutdown_timeout_s=1e-9,
+    )
+    assert config.bus_realtime_capacity == 1
+    assert config.bus_max_topics == 16
+    assert config.shutdown_timeout_s == 1e-9
+
+
+# --- choices ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("level", ["debug", "info", "warning", "error", "critical"])
+def test_log_level_choices_case_insensitive(tmp_path: Path, level: str) -> None:
+    assert Config.load(env={}, cwd=tmp_path, log_level=level.upper()).log_level == level
+    assert load_env(tmp_path, LOOMK_LOG_LEVEL=level.title()).log_level == level
+
+
+def test_log_format_case_insensitive_from_file(tmp_path: Path) -> None:
+    write(tmp_path / "loomk.toml", '[log]\nformat = "JSON"\n')
+    assert Config.load(env={}, cwd=tmp_path).log_format == "json"
+
+
+def test_bad_choice_lists_choices(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.load(env={}, cwd=tmp_path, log_level="verbose")
+    assert info.value.key == "log_level"
+    message = str(info.value)
+    assert "'debug', 'info', 'warning', 'error', 'critical'" in message
+    assert "got 'verbose'" in message
+
+
+# --- replace, as_dict, describe -----------------------------------------------------------
+
+
+def test_replace_returns_validated_copy() -> None:
+    base = Config()
+    changed = base.replace(log_level="DEBUG", bus_max_topics=64)
+    assert changed.log_level == "debug"
+    assert changed.bus_max_topics == 64
+    assert base.log_level == "warning"  # original untouched
+    assert changed.replace() == changed
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({"bus_realtime_capacity": 0}, "bus_realtime_capacity"),
+        ({"bus_realtime_capacity": True}, "bus_realtime_capacity"),
+        ({"log_format": "yaml"}, "log_format"),
+        ({"bus_capacity": 5}, "bus_capacity"),
+    ],
+)
+def test_replace_validates(changes: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config().replace(**changes)
+    assert info.value.key == key
+
+
+def test_as_dict_uses_strings_for_paths(tmp_path: Path) -> None:
+    config = Config.load(env={}, cwd=tmp_path, data_dir=tmp_path / "d", name="k1")
+    data = config.as_dict()
+    assert list(data) == [f.name for f in dataclasses.fields(Config)]
+    assert data["data_dir"] == str(tmp_path / "d")
+    assert data["name"] == "k1"
+    assert Config.load(env={}, cwd=tmp_path, **data) == config  # round-trips
+
+
+def test_describe_lists_every_field_in_order() -> None:
+    rows = describe()
+    fields = dataclasses.fields(Config)
+    assert [row[0] for row in rows] == [f.name for f in fields]
+    by_key = {key: (type_name, default, doc) for key, type_name, default, doc in rows}
+    assert by_key["data_dir"][:2] == ("Path", Path(".loomk"))
+    assert by_key["bus_realtime_capacity"][:2] == ("int", 64)
+    assert by_key["shutdown_timeout_s"][:2] == ("float", 5.0)
+    assert by_key["handle_signals"][:2] == ("bool", False)
+    assert by_key["log_level"][:2] == ("str", "warning")
+    for key, _type_name, default, doc in rows:
+        assert isinstance(doc, str)
+        assert doc
+        assert default == getattr(Config(), key)
+
+
+def test_error_is_value_error() -> None:
+    with pytest.raises(ValueError, match="config key 'bus_max_topics'"):
+        Config().replace(bus_max_topics=1)
