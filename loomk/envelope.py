@@ -9,6 +9,7 @@ and drops the event when it returns False, so a message can never circle forever
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 
@@ -28,6 +29,7 @@ __all__ = [
 DEFAULT_TTL = 16
 _HOP_MAX = 2**32 - 1  # Loom stores hop as u32 and saturates
 _TTL_MIN, _TTL_MAX = -(2**31), 2**31 - 1  # Loom stores ttl as i32
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 def agent_reply_topic(agent_id: str) -> str:
@@ -166,14 +168,12 @@ class Envelope:
 
 
 def _parse_int(raw: str | None, default: int | None, low: int | None, high: int | None) -> int:
-    """Parse a metadata integer the way Loom does: absent or unparsable gives the default."""
+    """Parse a metadata integer as Rust's ``str::parse`` does (ASCII digits, optional sign,
+    nothing else); absent, unparsable or out of range gives the default, as in Loom."""
     fallback = now_ms() if default is None else default
-    if raw is None:
+    if raw is None or _INTEGER.fullmatch(raw) is None:
         return fallback
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        return fallback
+    value = int(raw)
     if (low is not None and value < low) or (high is not None and value > high):
         return fallback
     return value

@@ -118,7 +118,7 @@ class Event:
         if priority.__class__ is not int or not 0 <= priority <= 100:
             raise EventError(f"event priority must be an int from 0 to 100, got {priority!r}")
         self.priority = priority
-        if confidence != 1.0:
+        if confidence.__class__ is not float or confidence != 1.0:
             confidence = _checked_confidence(confidence)
         self.confidence = confidence
         if id is not None and (id.__class__ is not str or not id):

@@ -15,7 +15,7 @@ starves other tasks, while a burst of publishes costs no scheduler round-trip pe
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -196,7 +196,10 @@ class EventBus:
         """
         if self._closed:
             raise KernelClosed(f"cannot publish to {topic!r}: the event bus is closed")
-        route = self._routes.get(topic)
+        try:
+            route = self._routes.get(topic)
+        except TypeError:  # unhashable, so certainly not a topic
+            route = None
         if route is None or route.generation != self._generation:
             route = self._refresh(topic)
         if event.__class__ is not Event:
@@ -212,11 +215,15 @@ class EventBus:
                 types = binding.event_types
                 if types is not None and event_type not in types:
                     binding.filtered += 1
-                    stats.filtered += 1
+                    route.stats.filtered += 1
                     continue
                 accepted = binding.lane.offer(item)
                 if accepted is None:
-                    accepted = await binding.lane.put(item)
+                    try:
+                        accepted = await binding.lane.put(item)
+                    except trio.Cancelled:
+                        _count_unreached(bindings[bindings.index(binding) + 1 :], route, event)
+                        raise
                 if accepted:
                     delivered += 1
         self._budget -= 1
@@ -226,6 +233,8 @@ class EventBus:
         return delivered
 
     def _refresh(self, topic: str) -> Route:
+        if topic.__class__ is not str:
+            validate_topic(topic)  # raises the TopicError that explains it
         route = self._routes.get(topic)
         if route is None:
             validate_topic(topic)
@@ -242,12 +251,17 @@ class EventBus:
         Their counters move into the bus totals, so :meth:`totals` stays exact.
         """
         keep = self._max_topics // 2
-        idle = [t for t, r in self._routes.items() if not self._trie.match(t)]
+        idle = [topic for topic in self._routes if not self._trie.match(topic)]
         for topic in idle:
-            self._retired.add(self._routes.pop(topic).stats)
+            self._retire(self._routes.pop(topic))
         while len(self._routes) > keep:
-            topic = next(iter(self._routes))
-            self._retired.add(self._routes.pop(topic).stats)
+            self._retire(self._routes.pop(next(iter(self._routes))))
+
+    def _retire(self, route: Route) -> None:
+        # Events of this route may still sit in lanes; their later counts must reach the
+        # totals too, so the route keeps counting straight into the retired counters.
+        self._retired.add(route.stats)
+        route.stats = self._retired
 
     # ---- subscribing ------------------------------------------------------------------
 
@@ -330,14 +344,15 @@ class EventBus:
         return self._closed
 
     def close(self) -> None:
-        """Refuse further publishes and subscriptions; consumers drain, then see the end.
+        """Refuse further publishes and subscriptions and drop every subscription.
 
-        Statistics are kept.
+        Consumers drain what was delivered, then see the end. Statistics are kept.
         """
         if self._closed:
             return
         self._closed = True
         for _, binding in list(self._trie):
+            self.detach(binding)
             binding.lane.close()
             binding.lane.mailbox.wake()
 
@@ -391,16 +406,26 @@ class EventBus:
         return (binding for _, binding in self._trie)
 
 
+def _count_unreached(bindings: tuple[Binding, ...], route: Route, event: Event) -> None:
+    """Account for subscriptions a cancelled publish never reached (dropped ``cancelled``)."""
+    for binding in bindings:
+        if binding.event_types is not None and event.type not in binding.event_types:
+            binding.filtered += 1
+            route.stats.filtered += 1
+        else:
+            binding.lane.drop((route, event), "cancelled")
+
+
 def _event_types(event_types: Collection[str] | None) -> frozenset[str] | None:
     if event_types is None:
         return None
-    if isinstance(event_types, str):
-        raise EventError(f"event_types must be a collection of str, got the str {event_types!r}")
-    types = frozenset(event_types)
-    for event_type in types:
+    if isinstance(event_types, str | bytes) or not isinstance(event_types, Iterable):
+        raise EventError(f"event_types must be a collection of str, got {event_types!r}")
+    members = list(event_types)
+    for event_type in members:
         if event_type.__class__ is not str or not event_type:
             raise EventError(f"event_types must hold non-empty str, got {event_type!r}")
-    return types or None
+    return frozenset(members) or None
 
 
 class Subscription:

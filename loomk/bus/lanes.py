@@ -319,8 +319,15 @@ class _LatestLane(Lane):
             self.drop(item, "closed")
             return False
         slots = self._slots
-        key = self._key(item[0].topic, item[1])
-        previous = slots.get(key)
+        try:
+            key = self._key(item[0].topic, item[1])
+            previous = slots.get(key)
+        except Exception as exc:  # a user function must not break the publisher
+            _log.warning(
+                "latest key function raised; event dropped", topic=item[0].topic, error=repr(exc)
+            )
+            self.drop(item, "key_error")
+            return False
         if previous is not None:
             slots[key] = item
             self.drop(previous, "replaced")

@@ -73,7 +73,8 @@ class Overflow:
         """Keep only the newest queued event per key; a newer one replaces it in place.
 
         ``key`` is ``None`` (one slot per topic), a metadata key name, or a function of
-        ``(topic, event)``. When the queue is full of distinct keys the oldest is evicted.
+        ``(topic, event)``. When the queue is full of distinct keys the oldest is evicted. If
+        the key function raises, the event is dropped (reason ``key_error``).
         """
         if key is not None and not isinstance(key, str) and not callable(key):
             raise OverflowPolicyError(
@@ -124,5 +125,5 @@ def parse_overflow(value: object) -> Overflow:
 
 
 def _check_high_water(high_water: object) -> None:
-    if high_water is not None and (not isinstance(high_water, int) or high_water < 1):
+    if high_water is not None and (type(high_water) is not int or high_water < 1):
         raise OverflowPolicyError(f"high_water must be an int >= 1, got {high_water!r}")

@@ -20,6 +20,7 @@ MAX_TOPIC_LENGTH = 1024
 _WHITESPACE = frozenset(" \t\r\n\v\f\x00")
 
 T = TypeVar("T")
+_MISSING: object = object()
 
 
 def _check_common(topic: object) -> str:
@@ -136,13 +137,13 @@ class TopicTrie(Generic[T]):
         assert node is not None
         last = tokens[-1]
         if last == ">":
-            removed = node.tail.pop(key, None) is not None
+            removed = node.tail.pop(key, _MISSING) is not _MISSING
         else:
             path.append((node, last))
             node = node.star if last == "*" else node.children.get(last)
             if node is None:
                 return False
-            removed = node.values.pop(key, None) is not None
+            removed = node.values.pop(key, _MISSING) is not _MISSING
         if removed:
             self._size -= 1
             self._prune(path, node)

@@ -36,15 +36,19 @@ def test_demo_runs_offline_and_reports_what_happened() -> None:
 
 def test_bench_bus_prints_a_table_and_writes_json(tmp_path: Path) -> None:
     target = tmp_path / "out" / "bus.json"
-    result = _run(sys.executable, "-m", "loomk.cli", "bench", "bus", "--quick", "--json", str(target))
+    result = _run(
+        sys.executable, "-m", "loomk.cli", "bench", "bus", "--quick", "--json", str(target)
+    )
     assert result.returncode == 0, result.stderr
-    assert "trio channels" in result.stdout and "ratio" in result.stdout
+    assert "trio channels" in result.stdout
+    assert "ratio" in result.stdout
     assert "... throughput 1 -> 100" in result.stderr  # progress is shown
     figures = json.loads(target.read_text())
     widths = [row["subscribers"] for row in figures["throughput"]]
     assert widths == [1, 10, 100]
     for row in figures["throughput"]:
-        assert row["loomk_per_s"] > 0 and row["baseline_per_s"] > 0
+        assert row["loomk_per_s"] > 0
+        assert row["baseline_per_s"] > 0
         assert row["ratio"] == pytest.approx(row["loomk_per_s"] / row["baseline_per_s"])
     assert {row["side"] for row in figures["latency"]} == {"loomk", "baseline"}
 
@@ -52,7 +56,8 @@ def test_bench_bus_prints_a_table_and_writes_json(tmp_path: Path) -> None:
 def test_config_command_lists_settings_and_reports_bad_environment(tmp_path: Path) -> None:
     result = _run(sys.executable, "-m", "loomk.cli", "config", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "bus_realtime_capacity" in result.stdout and "LOOMK_BUS_REALTIME_CAPACITY" in result.stdout
+    assert "bus_realtime_capacity" in result.stdout
+    assert "LOOMK_BUS_REALTIME_CAPACITY" in result.stdout
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOMK_")}
     env["LOOMK_BUS_REALTIME_CAPACITY"] = "many"
@@ -66,7 +71,8 @@ def test_config_command_lists_settings_and_reports_bad_environment(tmp_path: Pat
         check=False,
     )
     assert bad.returncode == 2
-    assert "bus_realtime_capacity" in bad.stderr and "LOOMK_BUS_REALTIME_CAPACITY" in bad.stderr
+    assert "bus_realtime_capacity" in bad.stderr
+    assert "LOOMK_BUS_REALTIME_CAPACITY" in bad.stderr
     assert "Traceback" not in bad.stderr
 
 
@@ -126,4 +132,5 @@ def test_the_readme_embedding_example_runs_as_documented(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "sensors.kitchen.temp b'22.0'"
-    assert "published=2, delivered=1" in lines[1] and "'replaced': 1" in lines[1]
+    assert "published=2, delivered=1" in lines[1]
+    assert "'replaced': 1" in lines[1]

@@ -99,11 +99,17 @@ async def test_stop_ends_the_body_without_an_error() -> None:
 
 
 async def test_stop_with_an_error_raises_it_after_shutdown() -> None:
-    with pytest.raises(RuntimeError, match="critical agent failed"):
+    kernels: list[Kernel] = []
+
+    async def body() -> None:
         async with loomk.open_kernel() as kernel:
+            kernels.append(kernel)
             kernel.stop(RuntimeError("critical agent failed"))
             await trio.sleep_forever()
-    assert kernel.closed
+
+    with pytest.raises(RuntimeError, match="critical agent failed"):
+        await body()
+    assert kernels[0].closed
 
 
 async def test_background_tasks_are_cancelled_first_and_the_bus_closes_last() -> None:
@@ -146,11 +152,17 @@ async def test_a_failing_background_task_stops_the_kernel_with_its_error() -> No
     async def broken() -> None:
         raise ValueError("edge broke")
 
-    with pytest.raises(ValueError, match="edge broke"):
+    kernels: list[Kernel] = []
+
+    async def body() -> None:
         async with loomk.open_kernel() as kernel:
+            kernels.append(kernel)
             kernel.start_soon(broken)
             await trio.sleep_forever()
-    assert kernel.closed
+
+    with pytest.raises(ValueError, match="edge broke"):
+        await body()
+    assert kernels[0].closed
 
 
 async def test_open_kernel_accepts_a_ready_config() -> None:
