@@ -45,7 +45,7 @@ async def camera(kernel: Kernel) -> None:
 
 async def alarm(kernel: Kernel, sub: loomk.Subscription, done: trio.Event) -> None:
     """Watch every temperature (``sensors.*.temp``) and raise an alert above the threshold."""
-    async for topic, event in sub:
+    async for _, event in sub:
         reading = json.loads(event.payload)
         if reading["celsius"] >= ALARM_AT:
             alert = Event("alert", event.payload, source="alarm", priority=90)
