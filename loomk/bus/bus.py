@@ -87,7 +87,7 @@ class Binding:
     :class:`Subscription`.
     """
 
-    __slots__ = ("attached", "event_types", "filtered", "id", "lane", "pattern")
+    __slots__ = ("attached", "event_types", "filtered", "id", "lane", "offer", "pattern")
 
     def __init__(
         self, ident: int, pattern: str, event_types: frozenset[str] | None, lane: Lane
@@ -96,6 +96,7 @@ class Binding:
         self.pattern = pattern
         self.event_types = event_types
         self.lane = lane
+        self.offer = lane.offer  # bound once: the publish loop calls it per delivery
         self.filtered = 0
         self.attached = True
 
@@ -217,7 +218,7 @@ class EventBus:
                     binding.filtered += 1
                     route.stats.filtered += 1
                     continue
-                accepted = binding.lane.offer(item)
+                accepted = binding.offer(item)
                 if accepted is None:
                     try:
                         accepted = await binding.lane.put(item)

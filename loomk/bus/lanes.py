@@ -62,6 +62,7 @@ class Lane:
 
     __slots__ = (
         "_buf",
+        "_room",
         "capacity",
         "closed",
         "delivered",
@@ -82,6 +83,9 @@ class Lane:
         self.dropped: dict[str, int] = {}
         self.high_water = 0
         self._buf: deque[Item] = deque()
+        # How many items the fast path of offer() may hold: the capacity, or 0 while the
+        # lane is closed or (block policy) publishers are waiting, to force the slow path.
+        self._room = capacity
 
     def __len__(self) -> int:
         return len(self._buf)
@@ -94,18 +98,18 @@ class Lane:
         None means the publisher must ``await put(item)`` (only the ``block`` policy).
         """
         buf = self._buf
+        depth = len(buf)
+        if depth < self._room:
+            buf.append(item)
+            if depth >= self.high_water:
+                self.high_water = depth + 1
+            if self.mailbox.waiter is not None:
+                self.mailbox.wake()
+            return True
         if self.closed:
             self.drop(item, "closed")
             return False
-        if len(buf) >= self.capacity:
-            return self._overflow(item)
-        buf.append(item)
-        if len(buf) > self.high_water:
-            self.high_water = len(buf)
-        mailbox = self.mailbox
-        if mailbox.waiter is not None:
-            mailbox.wake()
-        return True
+        return self._overflow(item)
 
     def _overflow(self, item: Item) -> bool | None:
         self.drop(item, "full")
@@ -136,6 +140,7 @@ class Lane:
     def close(self) -> None:
         """Refuse further events; what is queued stays for the consumer to drain."""
         self.closed = True
+        self._room = 0
 
     def discard(self) -> int:
         """Drop everything still queued (reason ``discarded``); returns how many."""
@@ -165,20 +170,8 @@ class _BlockingLane(Lane):
         super().__init__(qos, capacity, policy, mailbox)
         self._senders: OrderedDict[Any, Item] = OrderedDict()
 
-    def offer(self, item: Item) -> bool | None:
-        buf = self._buf
-        if self.closed:
-            self.drop(item, "closed")
-            return False
-        if len(buf) >= self.capacity or self._senders:
-            return None
-        buf.append(item)
-        if len(buf) > self.high_water:
-            self.high_water = len(buf)
-        mailbox = self.mailbox
-        if mailbox.waiter is not None:
-            mailbox.wake()
-        return True
+    def _overflow(self, item: Item) -> bool | None:
+        return None  # full, or publishers already waiting: the caller must await put()
 
     async def put(self, item: Item) -> bool:
         if self.closed or (len(self._buf) < self.capacity and not self._senders):
@@ -188,9 +181,12 @@ class _BlockingLane(Lane):
                 return offered
         task = _current_task()
         self._senders[task] = item
+        self._room = 0
 
         def abort(_: object) -> trio.lowlevel.Abort:
             del self._senders[task]
+            if not self._senders and not self.closed:
+                self._room = self.capacity
             self.drop(item, "cancelled")
             return _ABORT_SUCCEEDED
 
@@ -204,14 +200,18 @@ class _BlockingLane(Lane):
         item = buf.popleft()
         self.delivered += 1
         item[0].stats.delivered += 1
-        if self._senders:
-            task, waiting = self._senders.popitem(last=False)
+        senders = self._senders
+        if senders:
+            task, waiting = senders.popitem(last=False)
             buf.append(waiting)
             _reschedule(task, Value(True))
+            if not senders and not self.closed:
+                self._room = self.capacity
         return item
 
     def close(self) -> None:
         self.closed = True
+        self._room = 0
         while self._senders:
             task, waiting = self._senders.popitem(last=False)
             self.drop(waiting, "closed")
