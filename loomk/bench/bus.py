@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
@@ -66,29 +66,48 @@ class _Counter:
         self.count += 1
 
 
+Handler = Callable[[str, Event], Awaitable[None]]
+
+
+async def _drain_subscription(sub: Subscription, handle: Handler) -> None:
+    """Call ``handle`` for every delivery: ``receive_nowait`` until empty, then park."""
+    receive_nowait = sub.receive_nowait
+    while True:
+        try:
+            topic, event = receive_nowait()
+        except trio.WouldBlock:
+            try:
+                topic, event = await sub.receive()
+            except trio.EndOfChannel:
+                return
+        except trio.EndOfChannel:
+            return
+        await handle(topic, event)
+
+
+async def _drain_channel(receive: trio.MemoryReceiveChannel[Event], handle: Handler) -> None:
+    """The baseline's consumer: the same drain pattern on a raw trio memory channel."""
+    while True:
+        try:
+            event = receive.receive_nowait()
+        except trio.WouldBlock:
+            try:
+                event = await receive.receive()
+            except trio.EndOfChannel:
+                return
+        except trio.EndOfChannel:
+            return
+        await handle(TOPIC, event)
+
+
 async def _bus_throughput(subscribers: int, events: int) -> float:
     bus = EventBus()
     counters = [_Counter() for _ in range(subscribers)]
     subs = [bus.subscribe(TOPIC, qos=QoS.BATCHED) for _ in range(subscribers)]
 
-    async def consume(sub: Subscription, counter: _Counter) -> None:
-        handle = counter.handle
-        receive_nowait = sub.receive_nowait
-        while True:
-            try:
-                topic, event = receive_nowait()
-            except trio.WouldBlock:
-                try:
-                    topic, event = await sub.receive()
-                except trio.EndOfChannel:
-                    return
-            except trio.EndOfChannel:
-                return
-            await handle(topic, event)
-
     async with trio.open_nursery() as nursery:
         for sub, counter in zip(subs, counters, strict=True):
-            nursery.start_soon(consume, sub, counter)
+            nursery.start_soon(_drain_subscription, sub, counter.handle)
         await trio.testing.wait_all_tasks_blocked()
         started = time.perf_counter()
         publish = bus.publish
@@ -105,23 +124,9 @@ async def _channel_throughput(subscribers: int, events: int) -> float:
     pairs = [trio.open_memory_channel[Event](1024) for _ in range(subscribers)]
     counters = [_Counter() for _ in range(subscribers)]
 
-    async def consume(receive: trio.MemoryReceiveChannel[Event], counter: _Counter) -> None:
-        handle = counter.handle
-        while True:
-            try:
-                event = receive.receive_nowait()
-            except trio.WouldBlock:
-                try:
-                    event = await receive.receive()
-                except trio.EndOfChannel:
-                    return
-            except trio.EndOfChannel:
-                return
-            await handle(TOPIC, event)
-
     async with trio.open_nursery() as nursery:
         for (_, receive), counter in zip(pairs, counters, strict=True):
-            nursery.start_soon(consume, receive, counter)
+            nursery.start_soon(_drain_channel, receive, counter.handle)
         await trio.testing.wait_all_tasks_blocked()
         started = time.perf_counter()
         senders = [send for send, _ in pairs]
@@ -146,7 +151,7 @@ async def _latency(side: str, rate: int, seconds: float) -> LatencyResult:
     interval = 1.0 / rate
     clock = time.perf_counter_ns
 
-    def record(event: Event) -> None:
+    async def record(topic: str, event: Event) -> None:
         latencies.append(clock() - sent[int.from_bytes(event.payload, "little")])
 
     if side == "loomk":
@@ -154,8 +159,7 @@ async def _latency(side: str, rate: int, seconds: float) -> LatencyResult:
         sub = bus.subscribe(TOPIC, qos=QoS.BATCHED)
 
         async def consume() -> None:
-            async for _, event in sub:
-                record(event)
+            await _drain_subscription(sub, record)
 
         async def produce() -> None:
             start = trio.current_time()
@@ -170,17 +174,7 @@ async def _latency(side: str, rate: int, seconds: float) -> LatencyResult:
 
         async def consume() -> None:
             async with receive:
-                while True:
-                    try:
-                        event = receive.receive_nowait()
-                    except trio.WouldBlock:
-                        try:
-                            event = await receive.receive()
-                        except trio.EndOfChannel:
-                            return
-                    except trio.EndOfChannel:
-                        return
-                    record(event)
+                await _drain_channel(receive, record)
 
         async def produce() -> None:
             start = trio.current_time()

@@ -363,18 +363,8 @@ class EventBus:
         """Counters of ``topic`` (zeros for a topic never published)."""
         validate_topic(topic)
         route = self._routes.get(topic)
-        bindings = [binding for _, binding in self._trie.match(topic)]
         counters = route.stats if route is not None else _TopicCounters()
-        return TopicStats(
-            topic=topic,
-            published=counters.published,
-            delivered=counters.delivered,
-            filtered=counters.filtered,
-            dropped=dict(counters.dropped),
-            subscriptions=len(bindings),
-            depth=sum(len(binding.lane) for binding in bindings),
-            high_water=max((binding.lane.high_water for binding in bindings), default=0),
-        )
+        return _snapshot(topic, counters, [binding for _, binding in self._trie.match(topic)])
 
     def topics(self) -> list[str]:
         """Topics the bus currently keeps statistics for."""
@@ -386,17 +376,7 @@ class EventBus:
         total.add(self._retired)
         for route in self._routes.values():
             total.add(route.stats)
-        bindings = [binding for _, binding in self._trie]
-        return TopicStats(
-            topic=">",
-            published=total.published,
-            delivered=total.delivered,
-            filtered=total.filtered,
-            dropped=total.dropped,
-            subscriptions=len(bindings),
-            depth=sum(len(binding.lane) for binding in bindings),
-            high_water=max((binding.lane.high_water for binding in bindings), default=0),
-        )
+        return _snapshot(">", total, [binding for _, binding in self._trie])
 
     def subscription_stats(self) -> list[SubscriptionStats]:
         """Counters of every active subscription, oldest first."""
@@ -405,6 +385,19 @@ class EventBus:
     def bindings(self) -> Iterator[Binding]:
         """Every active binding (for the runtime and observability)."""
         return (binding for _, binding in self._trie)
+
+
+def _snapshot(topic: str, counters: _TopicCounters, bindings: list[Binding]) -> TopicStats:
+    return TopicStats(
+        topic=topic,
+        published=counters.published,
+        delivered=counters.delivered,
+        filtered=counters.filtered,
+        dropped=dict(counters.dropped),
+        subscriptions=len(bindings),
+        depth=sum(len(binding.lane) for binding in bindings),
+        high_water=max((binding.lane.high_water for binding in bindings), default=0),
+    )
 
 
 def _count_unreached(bindings: tuple[Binding, ...], route: Route, event: Event) -> None:

@@ -63,6 +63,7 @@ class Lane:
     __slots__ = (
         "_buf",
         "_room",
+        "_senders",
         "capacity",
         "closed",
         "delivered",
@@ -86,6 +87,8 @@ class Lane:
         # How many items the fast path of offer() may hold: the capacity, or 0 while the
         # lane is closed or (block policy) publishers are waiting, to force the slow path.
         self._room = capacity
+        # Publishers parked on a full ``block`` lane, with their items (None: never blocks).
+        self._senders: OrderedDict[Any, Item] | None = None
 
     def __len__(self) -> int:
         return len(self._buf)
@@ -128,13 +131,20 @@ class Lane:
     # ---- consumer side ----------------------------------------------------------------
 
     def take_nowait(self) -> Item | _Empty:
-        """The oldest item, or EMPTY."""
+        """The oldest item, or EMPTY; hands the freed slot to the first parked publisher."""
         buf = self._buf
         if not buf:
             return EMPTY
         item = buf.popleft()
         self.delivered += 1
         item[0].stats.delivered += 1
+        senders = self._senders
+        if senders:
+            task, waiting = senders.popitem(last=False)
+            buf.append(waiting)
+            _reschedule(task, Value(True))
+            if not senders and not self.closed:
+                self._room = self.capacity
         return item
 
     def close(self) -> None:
@@ -164,11 +174,12 @@ class _BlockingLane(Lane):
     too, so per-publisher order is kept and no publisher starves.
     """
 
-    __slots__ = ("_senders",)
+    __slots__ = ()
+    _senders: OrderedDict[Any, Item]
 
     def __init__(self, qos: QoS, capacity: int, policy: Overflow, mailbox: Mailbox) -> None:
         super().__init__(qos, capacity, policy, mailbox)
-        self._senders: OrderedDict[Any, Item] = OrderedDict()
+        self._senders = OrderedDict()
 
     def _overflow(self, item: Item) -> bool | None:
         return None  # full, or publishers already waiting: the caller must await put()
@@ -192,22 +203,6 @@ class _BlockingLane(Lane):
 
         accepted: bool = await _wait_task_rescheduled(abort)
         return accepted
-
-    def take_nowait(self) -> Item | _Empty:
-        buf = self._buf
-        if not buf:
-            return EMPTY
-        item = buf.popleft()
-        self.delivered += 1
-        item[0].stats.delivered += 1
-        senders = self._senders
-        if senders:
-            task, waiting = senders.popitem(last=False)
-            buf.append(waiting)
-            _reschedule(task, Value(True))
-            if not senders and not self.closed:
-                self._room = self.capacity
-        return item
 
     def close(self) -> None:
         self.closed = True

@@ -35,15 +35,6 @@ def run(main: Callable[[], object]) -> None:
     trio.run(guarded, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
-def drain(sub: Subscription) -> list[tuple[str, Event]]:
-    items: list[tuple[str, Event]] = []
-    while True:
-        try:
-            items.append(sub.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
-            return items
-
-
 def matches(pattern: str, topic: str) -> bool:
     """Reference matcher, independent of the bus's trie."""
     p, t = pattern.split("."), topic.split(".")

@@ -9,30 +9,12 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
+from support import drain, ev, indices
 
 from loomk import Event, EventBus, KernelClosed, Overflow, QoS
 from loomk.bus import CHECKPOINT_EVERY, DEFAULT_CAPACITY, Subscription
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def ev(i: int, etype: str = "msg", **metadata: str) -> Event:
-    """An event whose payload is the decimal index ``i``."""
-    return Event(etype, str(i).encode(), metadata=metadata)
-
-
-def drain(sub: Subscription) -> list[tuple[str, Event]]:
-    """Everything a subscription holds right now, without waiting."""
-    items: list[tuple[str, Event]] = []
-    while True:
-        try:
-            items.append(sub.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
-            return items
-
-
-def indices(items: list[tuple[str, Event]]) -> list[int]:
-    return [int(event.payload) for _, event in items]
 
 
 async def collect(sub: Subscription, out: list[tuple[str, Event]]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+from support import drain
 
 from loomk import (
     Event,
@@ -18,15 +19,6 @@ from loomk import (
 from loomk.bus import Subscription
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def drain(sub: Subscription) -> list[tuple[str, Event]]:
-    items: list[tuple[str, Event]] = []
-    while True:
-        try:
-            items.append(sub.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
-            return items
 
 
 async def make_bus() -> tuple[EventBus, list[Subscription]]:

@@ -5,39 +5,11 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
+from support import assert_conserved, drain, ev, indices, payloads
 
 from loomk import Event, EventBus, Overflow, OverflowPolicyError, QoS
-from loomk.bus import Subscription
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def ev(i: int, etype: str = "msg", **metadata: str) -> Event:
-    """An event whose payload is the decimal index ``i``."""
-    return Event(etype, str(i).encode(), metadata=metadata)
-
-
-def drain(sub: Subscription) -> list[tuple[str, Event]]:
-    items: list[tuple[str, Event]] = []
-    while True:
-        try:
-            items.append(sub.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
-            return items
-
-
-def payloads(items: list[tuple[str, Event]]) -> list[bytes]:
-    return [event.payload for _, event in items]
-
-
-def indices(items: list[tuple[str, Event]]) -> list[int]:
-    return [int(event.payload) for _, event in items]
-
-
-def assert_conserved(sub: Subscription, matched: int) -> None:
-    stats = sub.stats()
-    assert stats.depth == 0, "drain first"
-    assert matched == stats.delivered + stats.dropped_total + stats.filtered, stats
 
 
 # --- names --------------------------------------------------------------------------------
