@@ -29,10 +29,11 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 demo: $(STAMP)
-	$(PY) examples/hello_bus.py
+	$(PY) examples/smart_home.py
 
 bench: $(STAMP)
 	$(VENV)/bin/loomk bench bus --json bench-results/bus.json
+	$(VENV)/bin/loomk bench agents --json bench-results/agents.json
 
 clean:
 	rm -rf $(VENV) bench-results .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -4,6 +4,17 @@ Embed it with ``loomk.run(main)`` or ``async with loomk.open_kernel() as kernel`
 subscribe through ``kernel.bus``. See README.md and DESIGN.md for the architecture.
 """
 
+from loomk.agents import (
+    Agent,
+    AgentDirectory,
+    AgentHandle,
+    AgentInfo,
+    AgentStats,
+    Context,
+    RestartPolicy,
+    Topic,
+    agent,
+)
 from loomk.bus import (
     EventBus,
     Overflow,
@@ -14,10 +25,18 @@ from loomk.bus import (
 from loomk.config import Config
 from loomk.envelope import Envelope, ThreadTopicKind, agent_reply_topic
 from loomk.errors import (
+    AgentContractError,
+    AgentError,
+    AgentExists,
+    AgentFailed,
+    AgentNotFound,
+    AlreadySubscribed,
     ConfigError,
     EventError,
+    InvalidAgentId,
     KernelClosed,
     LoomkError,
+    NotSubscribed,
     OverflowPolicyError,
     TopicError,
 )
@@ -27,24 +46,41 @@ from loomk.kernel import Kernel, open_kernel, run
 __version__ = "0.1.0"
 
 __all__ = [
+    "Agent",
+    "AgentContractError",
+    "AgentDirectory",
+    "AgentError",
+    "AgentExists",
+    "AgentFailed",
+    "AgentHandle",
+    "AgentInfo",
+    "AgentNotFound",
+    "AgentStats",
+    "AlreadySubscribed",
     "Config",
     "ConfigError",
+    "Context",
     "Envelope",
     "Event",
     "EventBus",
     "EventError",
+    "InvalidAgentId",
     "Kernel",
     "KernelClosed",
     "LoomkError",
+    "NotSubscribed",
     "Overflow",
     "OverflowPolicyError",
     "QoS",
+    "RestartPolicy",
     "Subscription",
     "SubscriptionStats",
     "ThreadTopicKind",
+    "Topic",
     "TopicError",
     "TopicStats",
     "__version__",
+    "agent",
     "agent_reply_topic",
     "open_kernel",
     "run",

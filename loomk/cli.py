@@ -1,8 +1,9 @@
 """The ``loomk`` command: benchmarks and configuration at a glance.
 
-``loomk bench bus``  measure the bus against raw trio memory channels (``--json PATH``)
-``loomk config``     show every setting with its effective value and where to set it
-``loomk version``    print the version
+``loomk bench bus``     measure the bus against raw trio memory channels (``--json PATH``)
+``loomk bench agents``  idle agents' time and memory, delivery through the runtime
+``loomk config``        show every setting with its effective value and where to set it
+``loomk version``       print the version
 """
 
 from __future__ import annotations
@@ -18,12 +19,22 @@ from loomk.config import Config, describe
 from loomk.errors import LoomkError
 
 
+def _progress(message: str) -> None:
+    print(f"... {message}", file=sys.stderr, flush=True)
+
+
+def _write_json(path_text: str | None, figures: dict[str, object]) -> None:
+    if path_text:
+        path = Path(path_text)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(figures, indent=2) + "\n")
+        print(f"figures written to {path}", file=sys.stderr)
+
+
 def _bench_bus(args: argparse.Namespace) -> int:
     from loomk.bench.bus import format_report, run_bus_bench
 
-    def progress(message: str) -> None:
-        print(f"... {message}", file=sys.stderr, flush=True)
-
+    progress = _progress
     if args.quick:
         report = run_bus_bench(
             deliveries=20_000, repeats=1, latency_seconds=0.2, rate=5_000, progress=progress
@@ -37,11 +48,26 @@ def _bench_bus(args: argparse.Namespace) -> int:
             progress=progress,
         )
     print(format_report(report))
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
-        print(f"figures written to {path}", file=sys.stderr)
+    _write_json(args.json, report.as_dict())
+    return 0
+
+
+def _bench_agents(args: argparse.Namespace) -> int:
+    from loomk.bench.agents import format_report, run_agents_bench
+
+    if args.quick:
+        report = run_agents_bench(
+            spawn_sizes=(200, 1_000), deliveries=5_000, repeats=1, progress=_progress
+        )
+    else:
+        report = run_agents_bench(
+            spawn_sizes=tuple(args.spawn),
+            deliveries=args.deliveries,
+            repeats=args.repeats,
+            progress=_progress,
+        )
+    print(format_report(report))
+    _write_json(args.json, report.as_dict())
     return 0
 
 
@@ -76,6 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
     bus.add_argument("--rate", type=int, default=10_000, help="offered events/s for latency")
     bus.add_argument("--latency-seconds", type=float, default=2.0, help="latency run length")
     bus.set_defaults(handler=_bench_bus)
+    agents = scenarios.add_parser("agents", help="idle agents' cost, delivery through the runtime")
+    agents.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    agents.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
+    agents.add_argument(
+        "--spawn", type=int, nargs="+", default=[1_000, 10_000, 100_000], help="agent counts"
+    )
+    agents.add_argument("--deliveries", type=int, default=200_000, help="per fan-out width")
+    agents.add_argument("--repeats", type=int, default=3, help="best of this many runs")
+    agents.set_defaults(handler=_bench_agents)
 
     config = commands.add_parser("config", help="show the effective configuration")
     config.set_defaults(handler=_config)

@@ -9,10 +9,10 @@ and drops the event when it returns False, so a message can never circle forever
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 
+from loomk._hop import _HOP_MAX, _TTL_MAX, _TTL_MIN, DEFAULT_TTL, _parse_int
 from loomk._metakeys import CORRELATION_ID, HOP, REPLY_TO, RESERVED_KEYS, SENDER, THREAD_ID, TS, TTL
 from loomk.events import Event, now_ms
 
@@ -25,11 +25,6 @@ __all__ = [
     "thread_broadcast_topic",
     "thread_reply_topic",
 ]
-
-DEFAULT_TTL = 16
-_HOP_MAX = 2**32 - 1  # Loom stores hop as u32 and saturates
-_TTL_MIN, _TTL_MAX = -(2**31), 2**31 - 1  # Loom stores ttl as i32
-_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 def agent_reply_topic(agent_id: str) -> str:
@@ -167,13 +162,27 @@ class Envelope:
         return ""
 
 
-def _parse_int(raw: str | None, default: int | None, low: int | None, high: int | None) -> int:
-    """Parse a metadata integer as Rust's ``str::parse`` does (ASCII digits, optional sign,
-    nothing else); absent, unparsable or out of range gives the default, as in Loom."""
-    fallback = now_ms() if default is None else default
-    if raw is None or _INTEGER.fullmatch(raw) is None:
-        return fallback
-    value = int(raw)
-    if (low is not None and value < low) or (high is not None and value > high):
-        return fallback
-    return value
+_EXPIRED = True  # cached on an event whose TTL ran out, so every receiver drops it cheaply
+
+
+def delivered_event(event: Event, receiver_sender: str) -> Event | None:
+    """The event as a receiving agent sees it after one hop, or None if it expired.
+
+    Loom's agent loop (LOOM-REFERENCE §3): read the envelope (thread defaults to the event
+    id), fill an empty sender with the receiver's ``agent.{id}``, take one hop, drop the event
+    when the TTL is spent, and write the envelope back. Events are shared between receivers,
+    so this returns a copy, whose metadata is written when first read; when the sender is
+    set the copy is the same for every receiver and is made once per event.
+    """
+    cached = event._delivered
+    if cached is not None:
+        return None if cached is _EXPIRED else cached  # type: ignore[return-value]
+    metadata = event._metadata
+    if metadata is None:
+        metadata = event.metadata
+    raw_ttl = metadata.get(TTL)
+    alive = raw_ttl is None or _parse_int(raw_ttl, DEFAULT_TTL, _TTL_MIN, _TTL_MAX) > 1
+    result = event._hopped(receiver_sender) if alive else None
+    if metadata.get(SENDER):
+        event._delivered = _EXPIRED if result is None else result
+    return result

@@ -59,3 +59,56 @@ class KernelClosed(LoomkError, RuntimeError):
     """The kernel (or its bus) has shut down and accepts no more work."""
 
     code = "KERNEL_CLOSED"
+
+
+class AgentError(LoomkError):
+    """Base class of agent-runtime errors."""
+
+    code = "AGENT_ERROR"
+
+
+class InvalidAgentId(AgentError, ValueError):
+    """An agent id is empty, has whitespace or wildcards, or is otherwise unusable in topics."""
+
+    code = "AGENT_ID_INVALID"
+
+
+class AgentExists(AgentError):
+    """An agent with this id is already running."""
+
+    code = "AGENT_EXISTS"
+
+
+class AgentNotFound(AgentError, LookupError):
+    """No running agent has this id."""
+
+    code = "AGENT_NOT_FOUND"
+
+
+class AlreadySubscribed(AgentError):
+    """The agent is already subscribed to this pattern."""
+
+    code = "AGENT_ALREADY_SUBSCRIBED"
+
+
+class NotSubscribed(AgentError, LookupError):
+    """The agent is not subscribed to this pattern."""
+
+    code = "AGENT_NOT_SUBSCRIBED"
+
+
+class AgentContractError(AgentError, TypeError):
+    """An agent broke its contract, e.g. a handler returned a value instead of None."""
+
+    code = "AGENT_CONTRACT"
+
+
+class AgentFailed(AgentError):
+    """An agent failed more often than its restart policy allows (raised for critical agents)."""
+
+    code = "AGENT_FAILED"
+
+    def __init__(self, agent_id: str, cause: BaseException | None) -> None:
+        super().__init__(f"agent {agent_id!r} failed past its restart limit: {cause!r}")
+        self.agent_id = agent_id
+        self.cause = cause

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from loomk._hop import hop_metadata
 from loomk._metakeys import CORRELATION_ID, REPLY_TO, SENDER, THREAD_ID
 from loomk.errors import EventError
 
@@ -70,9 +71,12 @@ class Event:
     """
 
     __slots__ = (
+        "_delivered",
+        "_hop_metadata",
+        "_hop_sender",
         "_id",
+        "_metadata",
         "confidence",
-        "metadata",
         "payload",
         "priority",
         "source",
@@ -82,10 +86,13 @@ class Event:
     )
 
     _id: str | None
+    _delivered: Event | bool | None
+    _metadata: dict[str, str] | None
+    _hop_metadata: dict[str, str]
+    _hop_sender: str
     type: str
     timestamp_ms: int
     source: str
-    metadata: dict[str, str]
     payload: bytes
     confidence: float
     tags: tuple[str, ...]
@@ -113,7 +120,7 @@ class Event:
         self.type = type
         self.payload = payload
         self.source = source
-        self.metadata = {} if metadata is None else _checked_metadata(metadata)
+        self._metadata = {} if metadata is None else _checked_metadata(metadata)
         self.tags = tags if tags is _EMPTY_TAGS else _checked_tags(tags)
         if priority.__class__ is not int or not 0 <= priority <= 100:
             raise EventError(f"event priority must be an int from 0 to 100, got {priority!r}")
@@ -124,6 +131,7 @@ class Event:
         if id is not None and (id.__class__ is not str or not id):
             raise EventError(f"event id must be a non-empty str, got {id!r}")
         self._id = id
+        self._delivered = None
         if timestamp_ms is None:
             timestamp_ms = time.time_ns() // 1_000_000
         elif timestamp_ms.__class__ is not int:
@@ -139,6 +147,37 @@ class Event:
         return ident
 
     # ---- copies --------------------------------------------------------------------------
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """String metadata; carries the envelope (thread, correlation, sender, ttl, hop)."""
+        metadata = self._metadata
+        if metadata is None:  # a delivered copy: its envelope is written on first read
+            metadata = hop_metadata(self._hop_metadata, self.id, self._hop_sender)
+            assert metadata is not None, "a delivered copy is made only while its TTL lasts"
+            self._metadata = metadata
+        return metadata
+
+    def _hopped(self, sender: str) -> Event:
+        """A copy one hop further, for the agent runtime (see ``envelope.delivered_event``).
+
+        Its metadata (``hop_metadata`` of this event's) is built only if someone reads it:
+        most handlers never do, and this runs for every delivery to an agent.
+        """
+        copy = Event.__new__(Event)
+        copy._id = self.id
+        copy.type = self.type
+        copy.timestamp_ms = self.timestamp_ms
+        copy.source = self.source
+        copy._metadata = None
+        copy._hop_metadata = self.metadata
+        copy._hop_sender = sender
+        copy.payload = self.payload
+        copy.confidence = self.confidence
+        copy.tags = self.tags
+        copy.priority = self.priority
+        copy._delivered = None
+        return copy
 
     def replace(self, **changes: Any) -> Event:
         """A copy with the given fields changed (validated like the constructor)."""

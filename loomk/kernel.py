@@ -16,12 +16,14 @@ Shutdown cancels the edges, then stops the agents (they drain, bounded by
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import trio
 
+from loomk.agents.agent import Agent
+from loomk.agents.runtime import AgentHandle, AgentRuntime
 from loomk.bus.bus import EventBus
 from loomk.config import Config
 from loomk.errors import KernelClosed
@@ -47,7 +49,10 @@ class Kernel:
             },
             max_topics=config.bus_max_topics,
         )
+        self.agents = AgentRuntime(self)
+        self.directory = self.agents.directory
         self._edges: trio.Nursery | None = None
+        self._graceful = trio.CancelScope()
         self._body_scope = trio.CancelScope()
         self._stopping = False
         self._closed = False
@@ -84,6 +89,35 @@ class Kernel:
             raise KernelClosed("cannot start a task: the kernel is not running")
         return await self._edges.start(fn, *args, name=name)
 
+    # ---- agents (see loomk.agents.runtime) -------------------------------------------------
+
+    async def spawn(self, agent: Agent, **supervision: Any) -> AgentHandle:
+        """Start a supervised agent; see :meth:`AgentRuntime.spawn` for the options."""
+        return await self.agents.spawn(agent, **supervision)
+
+    async def spawn_many(self, agents: Iterable[Agent], **supervision: Any) -> list[AgentHandle]:
+        """Start many agents at once, checked before any starts (faster than one by one)."""
+        return await self.agents.spawn_many(agents, **supervision)
+
+    async def stop_agent(self, agent_id: str, timeout_s: float | None = None) -> None:
+        """Stop an agent gracefully (drain, ``on_stop``), cancelling it past the timeout."""
+        await self.agents.stop(agent_id, timeout_s)
+
+    async def subscribe_agent(self, agent_id: str, pattern: str, **options: Any) -> None:
+        """Subscribe a running agent to ``pattern`` (options: qos, event_types, overflow,
+        capacity)."""
+        await self.agents.subscribe(agent_id, pattern, **options)
+
+    async def unsubscribe_agent(self, agent_id: str, pattern: str) -> None:
+        """Unsubscribe a running agent from ``pattern``."""
+        await self.agents.unsubscribe(agent_id, pattern)
+
+    def subscriptions(self, agent_id: str) -> list[str]:
+        """The patterns an agent is subscribed to."""
+        return self.agents.subscriptions(agent_id)
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
     def stop(self, error: BaseException | None = None) -> None:
         """Request a graceful shutdown; safe to call from any task, any number of times.
 
@@ -108,6 +142,7 @@ class Kernel:
                     self.stop()
                 else:
                     _log.warning("second signal, forcing shutdown")
+                    self._graceful.cancel()
                     raise _ForcedShutdown
 
 
@@ -135,6 +170,7 @@ async def open_kernel(config: Config | None = None, **settings: Any) -> AsyncIte
                 await core.start(kernel._watch_signals)
             try:
                 async with trio.open_nursery() as agents:
+                    kernel.agents.attach(agents)
                     try:
                         async with trio.open_nursery() as edges:
                             kernel._edges = edges
@@ -145,6 +181,8 @@ async def open_kernel(config: Config | None = None, **settings: Any) -> AsyncIte
                                 kernel._stopping = True
                                 edges.cancel_scope.cancel()
                     finally:
+                        with kernel._graceful, trio.CancelScope(shield=True):
+                            await kernel.agents.shutdown(config.shutdown_timeout_s)
                         agents.cancel_scope.cancel()
             finally:
                 kernel.bus.close()

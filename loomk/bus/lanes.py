@@ -44,6 +44,9 @@ class _Empty:
         return "EMPTY"
 
 
+_NO_DROPS: dict[str, int] = {}  # shared by lanes that never dropped; never written
+_UNALLOCATED: Any = ()  # the queue of a lane that never received an event
+
 EMPTY: Final = _Empty()
 """Returned by ``take_nowait`` when there is nothing to take."""
 
@@ -81,12 +84,14 @@ class Lane:
         self.mailbox = mailbox
         self.closed = False
         self.delivered = 0
-        self.dropped: dict[str, int] = {}
+        self.dropped: dict[str, int] = _NO_DROPS  # a lane's own dict from its first drop
         self.high_water = 0
-        self._buf: deque[Item] = deque()
+        # The queue is made on the first event: most lanes of idle agents never get one, and
+        # an empty deque costs 600 bytes. Until then ``_room`` is 0 to take the slow path.
+        self._buf: deque[Item] = _UNALLOCATED
         # How many items the fast path of offer() may hold: the capacity, or 0 while the
-        # lane is closed or (block policy) publishers are waiting, to force the slow path.
-        self._room = capacity
+        # lane is closed, unallocated or (block policy) publishers are waiting.
+        self._room = 0
         # Publishers parked on a full ``block`` lane, with their items (None: never blocks).
         self._senders: OrderedDict[Any, Item] | None = None
 
@@ -106,12 +111,22 @@ class Lane:
             buf.append(item)
             if depth >= self.high_water:
                 self.high_water = depth + 1
-            if self.mailbox.waiter is not None:
-                self.mailbox.wake()
+            mailbox = self.mailbox
+            total = mailbox.depth + 1
+            mailbox.depth = total
+            if total > mailbox.high_water:
+                mailbox.high_water = total
+            if mailbox.waiter is not None:
+                mailbox.wake()
             return True
         if self.closed:
             self.drop(item, "closed")
             return False
+        if buf is _UNALLOCATED:
+            self._buf = deque()
+            if not self._senders:
+                self._room = self.capacity
+            return self.offer(item)
         return self._overflow(item)
 
     def _overflow(self, item: Item) -> bool | None:
@@ -124,6 +139,8 @@ class Lane:
 
     def drop(self, item: Item, reason: str) -> None:
         """Count one lost event on this lane and on its topic."""
+        if self.dropped is _NO_DROPS:
+            self.dropped = {}
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
         stats = item[0].stats
         stats.dropped[reason] = stats.dropped.get(reason, 0) + 1
@@ -139,12 +156,14 @@ class Lane:
         self.delivered += 1
         item[0].stats.delivered += 1
         senders = self._senders
-        if senders:
+        if senders:  # the freed slot goes to the first parked publisher: depth unchanged
             task, waiting = senders.popitem(last=False)
             buf.append(waiting)
             _reschedule(task, Value(True))
             if not senders and not self.closed:
                 self._room = self.capacity
+        else:
+            self.mailbox.depth -= 1
         return item
 
     def close(self) -> None:
@@ -160,6 +179,7 @@ class Lane:
             if item is EMPTY:
                 return count
             assert not isinstance(item, _Empty)
+            self.mailbox.depth -= 1
             self.drop(item, "discarded")
             count += 1
 
@@ -297,6 +317,7 @@ class _LatestLane(Lane):
     def __init__(self, qos: QoS, capacity: int, policy: Overflow, mailbox: Mailbox) -> None:
         super().__init__(qos, capacity, policy, mailbox)
         self._slots: OrderedDict[Hashable, Item] = OrderedDict()
+        self._buf = self._slots  # type: ignore[assignment]  # what Mailbox checks for items
         self._key: KeyFunction
         key = policy.key
         if key is None:
@@ -330,10 +351,15 @@ class _LatestLane(Lane):
         if len(slots) >= self.capacity:
             _, oldest = slots.popitem(last=False)
             self.drop(oldest, "evicted")
+            self.mailbox.depth -= 1
         slots[key] = item
         if len(slots) > self.high_water:
             self.high_water = len(slots)
         mailbox = self.mailbox
+        total = mailbox.depth + 1
+        mailbox.depth = total
+        if total > mailbox.high_water:
+            mailbox.high_water = total
         if mailbox.waiter is not None:
             mailbox.wake()
         return True
@@ -344,6 +370,7 @@ class _LatestLane(Lane):
         _, item = self._slots.popitem(last=False)
         self.delivered += 1
         item[0].stats.delivered += 1
+        self.mailbox.depth -= 1
         return item
 
     def _pop_for_discard(self) -> Item | _Empty:
@@ -386,12 +413,14 @@ class Mailbox:
     closed.
     """
 
-    __slots__ = ("_lanes", "closed", "waiter")
+    __slots__ = ("_lanes", "closed", "depth", "high_water", "waiter")
 
     def __init__(self) -> None:
         self.waiter: Any = None
         self.closed = False
         self._lanes: list[Lane] = []
+        self.depth = 0  # events queued in all lanes, kept by the lanes
+        self.high_water = 0  # the largest depth seen
 
     @property
     def lanes(self) -> tuple[Lane, ...]:
@@ -408,20 +437,23 @@ class Mailbox:
         self._lanes.remove(lane)
 
     def __len__(self) -> int:
-        return sum(len(lane) for lane in self._lanes)
+        return self.depth
+
+    def prune(self) -> None:
+        """Detach lanes that are closed and drained (their subscription ended)."""
+        self._lanes = [lane for lane in self._lanes if not lane.closed or len(lane)]
 
     def take_nowait(self) -> Item | _Empty:
         """The next item by priority, or EMPTY."""
         for lane in self._lanes:
-            item = lane.take_nowait()
-            if item is not EMPTY:
-                return item
+            if lane._buf:
+                return lane.take_nowait()
         return EMPTY
 
     async def wait(self) -> None:
         """Park until some lane has an item or the mailbox is closed (a checkpoint)."""
         lanes = self._lanes
-        if self.closed or any(map(len, lanes)) or all(lane.closed for lane in lanes):
+        if self.closed or any(map(len, lanes)) or (lanes and all(lane.closed for lane in lanes)):
             await trio.lowlevel.checkpoint()
             return
         if self.waiter is not None:

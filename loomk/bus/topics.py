@@ -9,8 +9,9 @@ the number of subscriptions.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from loomk.errors import TopicError
 
@@ -21,6 +22,7 @@ _WHITESPACE = frozenset(" \t\r\n\v\f\x00")
 
 T = TypeVar("T")
 _MISSING: object = object()
+_NONE: dict[Any, Any] = {}  # shared empty map of trie nodes: replaced, never written
 
 
 def _check_common(topic: object) -> str:
@@ -37,8 +39,19 @@ def _check_common(topic: object) -> str:
     return topic
 
 
+_TOKEN = r"[^ \t\r\n\v\f\x00.*>]+"
+_VALID_TOPIC = re.compile(rf"{_TOKEN}(?:\.{_TOKEN})*")
+_VALID_PATTERN = re.compile(rf"(?:{_TOKEN}|\*)(?:\.(?:{_TOKEN}|\*))*(?:\.>)?|>")
+
+
 def validate_topic(topic: object) -> str:
     """Check a publish topic: non-empty dot tokens, no whitespace, no wildcards."""
+    if (
+        topic.__class__ is str
+        and len(topic) <= MAX_TOPIC_LENGTH
+        and _VALID_TOPIC.fullmatch(topic) is not None
+    ):
+        return topic
     _check_common(topic)
     assert isinstance(topic, str)
     if "*" in topic or ">" in topic:
@@ -48,6 +61,12 @@ def validate_topic(topic: object) -> str:
 
 def validate_pattern(pattern: object) -> str:
     """Check a subscription pattern: like a topic, plus whole-token ``*`` and a final ``>``."""
+    if (
+        pattern.__class__ is str
+        and len(pattern) <= MAX_TOPIC_LENGTH
+        and _VALID_PATTERN.fullmatch(pattern) is not None
+    ):
+        return pattern
     _check_common(pattern)
     assert isinstance(pattern, str)
     tokens = pattern.split(".")
@@ -83,11 +102,13 @@ def pattern_matches(pattern: str, topic: str) -> bool:
 class _Node(Generic[T]):
     __slots__ = ("children", "star", "tail", "values")
 
+    # Empty maps are one shared, never-written dict until a node needs its own: most nodes
+    # use one of the three, and a kernel can hold hundreds of thousands of nodes.
     def __init__(self) -> None:
-        self.children: dict[str, _Node[T]] = {}
+        self.children: dict[str, _Node[T]] = _NONE
         self.star: _Node[T] | None = None
-        self.tail: dict[int, T] = {}  # values whose pattern ends here with '>'
-        self.values: dict[int, T] = {}  # values whose pattern ends exactly here
+        self.tail: dict[int, T] = _NONE  # patterns ending in '>' here
+        self.values: dict[int, T] = _NONE  # patterns ending exactly here
 
     def is_empty(self) -> bool:
         return not (self.children or self.star or self.tail or self.values)
@@ -117,9 +138,13 @@ class TopicTrie(Generic[T]):
             node = self._child(node, token)
         last = tokens[-1]
         if last == ">":
+            if node.tail is _NONE:
+                node.tail = {}
             node.tail[key] = value
         else:
             node = self._child(node, last)
+            if node.values is _NONE:
+                node.values = {}
             node.values[key] = value
         self._size += 1
 
@@ -176,6 +201,8 @@ class TopicTrie(Generic[T]):
             return node.star
         child = node.children.get(token)
         if child is None:
+            if node.children is _NONE:
+                node.children = {}
             child = node.children[token] = _Node()
         return child
 

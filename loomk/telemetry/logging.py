@@ -6,6 +6,7 @@ keeps its own logging set-up. Log calls below the configured level cost one meth
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 
@@ -43,10 +44,27 @@ def configure_logging(level: str = "warning", fmt: str = "console") -> bool:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_StderrLogger,
         cache_logger_on_first_use=True,
     )
     return True
+
+
+class _StderrLogger:
+    """Writes each rendered line to the current ``sys.stderr``; never raises.
+
+    The stream is looked up per line (a test runner or host may swap it), and a failed write
+    is dropped: logging from an error path must not take the kernel down with it.
+    """
+
+    def __init__(self, *args: object) -> None:
+        pass
+
+    def msg(self, message: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:

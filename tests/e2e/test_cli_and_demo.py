@@ -23,7 +23,19 @@ def _run(*args: str, cwd: Path = ROOT, timeout: float = 120) -> subprocess.Compl
     )
 
 
-def test_demo_runs_offline_and_reports_what_happened() -> None:
+def test_make_demo_runs_agents_offline_and_reports_what_happened() -> None:
+    result = _run(sys.executable, "examples/smart_home.py")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[3:5] == ["  too hot in the attic: 36.5 C", "  too hot in the attic: 38.0 C"]
+    assert "supervisor: system.agent.restarted ValueError(" in result.stdout
+    assert "directory: alarm.heat -> ['alarm']" in lines
+    assert "alarm      running        7        1        1" in lines
+    assert "notifier   running        2        0        0" in lines
+    assert result.stderr == ""
+
+
+def test_bus_example_runs_offline_and_reports_what_happened() -> None:
     result = _run(sys.executable, "examples/hello_bus.py")
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -134,3 +146,21 @@ def test_the_readme_embedding_example_runs_as_documented(tmp_path: Path) -> None
     assert lines[0] == "sensors.kitchen.temp b'22.0'"
     assert "published=2, delivered=1" in lines[1]
     assert "'replaced': 1" in lines[1]
+
+
+def test_bench_agents_prints_tables_and_writes_json(tmp_path: Path) -> None:
+    target = tmp_path / "agents.json"
+    result = _run(
+        sys.executable, "-m", "loomk.cli", "bench", "agents", "--quick", "--json", str(target)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "KiB/agent" in result.stdout
+    assert "bus-only" in result.stdout
+    figures = json.loads(target.read_text())
+    assert [row["agents"] for row in figures["spawn"]] == [200, 1000]
+    for row in figures["spawn"]:
+        assert row["seconds"] > 0
+        assert row["rss_bytes_per_agent"] > 0
+    assert [row["agents"] for row in figures["delivery"]] == [1, 10, 100]
+    for row in figures["delivery"]:
+        assert row["ratio"] == pytest.approx(row["runtime_per_s"] / row["bus_per_s"])

@@ -529,3 +529,36 @@ def test_bad_high_water_is_rejected(high_water: object) -> None:
         Overflow.sample(2, high_water=high_water)  # type: ignore[arg-type]
     with pytest.raises(OverflowPolicyError):
         Overflow.aggregate(lambda a, b: b, high_water=high_water)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "overflow",
+    [
+        "block",
+        "drop_oldest",
+        "drop_newest",
+        Overflow.sample(3, high_water=2),
+        Overflow.latest("k"),
+        Overflow.aggregate(lambda queued, new: new, high_water=3),
+    ],
+    ids=str,
+)
+async def test_mailbox_depth_and_high_water_track_every_policy(overflow: object) -> None:
+    bus = EventBus()
+    sub = bus.subscribe("t", overflow=overflow, capacity=4)  # type: ignore[arg-type]
+    mailbox = sub._mailbox
+    seen_high = 0
+    for i in range(40):
+        if i % 7 == 6:
+            drain(sub)
+        elif i % 5 == 4 and sub.stats().depth:
+            sub.receive_nowait()
+        else:
+            with trio.move_on_after(0):  # a full `block` lane: skip this publish
+                await bus.publish("t", ev(i, k=str(i % 3)))
+        depth = sub.stats().depth
+        seen_high = max(seen_high, depth)
+        assert len(mailbox) == depth
+        assert mailbox.high_water == sub.stats().high_water == seen_high
+    sub.close()
+    assert len(mailbox) == 0

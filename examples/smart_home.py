@@ -1,0 +1,118 @@
+"""Agents at home: sensors feed a supervised alarm, which asks a notifier to warn people.
+
+Run it with ``make demo`` (or ``python examples/smart_home.py``). Offline and deterministic.
+It shows the agent API (class and function form), private reply topics, ``ctx.emit`` and
+``ctx.reply``, a crashing agent that its supervisor restarts without losing queued events,
+the agent directory, and the statistics of the bus and of each agent.
+"""
+
+from __future__ import annotations
+
+import json
+
+import trio
+import trio.testing
+
+import loomk
+from loomk import Agent, Context, Event, Kernel, Topic
+
+READINGS = [  # (room, degrees Celsius)
+    ("kitchen", 21.5),
+    ("attic", 31.0),
+    ("garage", 13.0),
+    ("attic", 36.5),
+    ("kitchen", 99.9),  # a broken sensor: the alarm agent crashes on it, and is restarted
+    ("attic", 38.0),
+]
+
+
+class Alarm(Agent):
+    """Watches every temperature and asks the notifier to warn above a threshold."""
+
+    topics = ("sensors.*.temp",)
+    capabilities = ("alarm.heat",)
+
+    def __init__(self, agent_id: str, threshold: float) -> None:
+        super().__init__(agent_id)
+        self.threshold = threshold
+
+    async def on_start(self, ctx: Context) -> None:
+        ctx.log.info("alarm armed", threshold=self.threshold)
+
+    async def on_event(self, ctx: Context, event: Event) -> None:
+        if event.type != "temp":
+            return  # acknowledgements on our private topic: the recorder keeps those
+        reading = json.loads(event.payload)
+        if reading["celsius"] > 90:
+            raise ValueError(f"implausible reading {reading}")  # the supervisor restarts us
+        if reading["celsius"] >= self.threshold:
+            warning = Event("warn", event.payload, metadata={"reply_to": ctx.reply_topic})
+            await ctx.emit("agent.notifier.replies", warning)
+
+
+@loomk.agent("notifier", capabilities=["notify.push"])
+async def notifier(ctx: Context, event: Event) -> None:
+    """Pushes warnings (it listens on its private topic) and confirms each one."""
+    if event.type == "warn":
+        reading = json.loads(event.payload)
+        message = f"too hot in the {reading['room']}: {reading['celsius']} C"
+        await ctx.kernel.bus.publish("ui.push", Event("push", message.encode()))
+        await ctx.reply(event, Event("ack", message.encode()))
+
+
+class Recorder(Agent):
+    """Keeps what the alarm hears back, so the demo can print it."""
+
+    topics = (Topic("agent.alarm.replies", event_types=["ack"]),)
+
+    def __init__(self, agent_id: str, acks: list[str]) -> None:
+        super().__init__(agent_id)
+        self.acks = acks
+
+    async def on_event(self, ctx: Context, event: Event) -> None:
+        self.acks.append(event.payload.decode())
+
+
+async def main(kernel: Kernel) -> None:
+    pushes = kernel.bus.subscribe("ui.push")
+    system = kernel.bus.subscribe("system.agent.>")
+    acks: list[str] = []
+    alarm = await kernel.spawn(Alarm("alarm", threshold=35.0), backoff_s=0.01, jitter=0.0)
+    await kernel.spawn(notifier)
+    await kernel.spawn(Recorder("recorder", acks))
+
+    for room, celsius in READINGS:
+        reading = json.dumps({"room": room, "celsius": celsius}).encode()
+        await kernel.bus.publish(f"sensors.{room}.temp", Event("temp", reading))
+    topic, restarted = await system.receive()  # the alarm crashed on 99.9 C and came back
+    for _ in range(2):
+        await pushes.receive()
+    await trio.testing.wait_all_tasks_blocked()
+
+    print("loomk demo: agents at home\n")
+    print("pushed to the UI:")
+    for message in acks:
+        print(f"  {message}")
+    print(f"supervisor: {topic} {json.loads(restarted.payload)['error']}")
+    print("directory: alarm.heat ->", kernel.directory.by_capability("alarm.heat"))
+    print("directory: sensors.attic.temp ->", kernel.directory.by_topic("sensors.attic.temp"))
+
+    print("\nagents")
+    print(f"{'agent':<10} {'status':<8} {'handled':>7} {'failures':>8} {'restarts':>8}")
+    for agent_id in kernel.agents.list():
+        stats = kernel.agents.get(agent_id).stats()
+        print(
+            f"{agent_id:<10} {stats.status:<8} {stats.handled:>7} {stats.failures:>8} "
+            f"{stats.restarts:>8}"
+        )
+    assert alarm.restarts == 1
+
+    print("\nbus")
+    print(f"{'topic':<24} {'published':>9} {'delivered':>9} {'filtered':>8}")
+    for name in sorted(kernel.bus.topics()):
+        stats = kernel.bus.stats(name)
+        print(f"{name:<24} {stats.published:>9} {stats.delivered:>9} {stats.filtered:>8}")
+
+
+if __name__ == "__main__":
+    loomk.run(main, log_level="critical")  # the crash is shown above; keep stderr quiet

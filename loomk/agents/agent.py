@@ -1,0 +1,146 @@
+"""The Agent API: a class with ``on_start``/``on_event``/``on_stop``, or a decorated function.
+
+An agent declares what it listens to in ``topics`` (patterns, or :class:`Topic` for a
+non-default QoS or overflow policy) and reacts to one event at a time. The runtime may replace
+a failed agent with a fresh instance, so an agent is built from its constructor arguments:
+they are recorded when the instance is made and used again on restart.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from loomk.bus.overflow import OverflowLike
+from loomk.errors import InvalidAgentId
+from loomk.events import Event, QoS
+
+if TYPE_CHECKING:
+    from loomk.agents.context import Context
+
+__all__ = ["Agent", "FunctionAgent", "Topic", "agent", "validate_agent_id"]
+
+_AGENT_ID = re.compile(r"[A-Za-z0-9_\-:]+(\.[A-Za-z0-9_\-:]+)*")
+MAX_AGENT_ID_LENGTH = 200
+
+
+def validate_agent_id(agent_id: object) -> str:
+    """Check that ``agent_id`` can name an agent and its topics (``agent.{id}.replies``).
+
+    Letters, digits, ``_ - :``, and dots between non-empty parts; no whitespace or wildcards.
+    """
+    if not isinstance(agent_id, str) or not agent_id:
+        raise InvalidAgentId(f"agent id must be a non-empty str, got {agent_id!r}")
+    if len(agent_id) > MAX_AGENT_ID_LENGTH:
+        raise InvalidAgentId(f"agent id longer than {MAX_AGENT_ID_LENGTH} characters")
+    if _AGENT_ID.fullmatch(agent_id) is None:
+        raise InvalidAgentId(
+            f"invalid agent id {agent_id!r}: use letters, digits, '_', '-', ':' and dots "
+            "between non-empty parts (no whitespace, no '*' or '>')"
+        )
+    return agent_id
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """A subscription an agent declares: a pattern plus how its events are queued."""
+
+    pattern: str
+    qos: QoS = QoS.BATCHED
+    overflow: OverflowLike | None = None
+    capacity: int | None = None
+    event_types: Collection[str] | None = None
+
+
+TopicLike = str | Topic
+
+
+class Agent:
+    """Base class of agents. Override :meth:`on_event`; optionally ``on_start``/``on_stop``.
+
+    Class attributes: ``topics`` (patterns or :class:`Topic`), ``capabilities`` and
+    ``metadata`` (published in the agent directory). The id is given to the constructor.
+    """
+
+    topics: ClassVar[Sequence[TopicLike]] = ()
+    capabilities: ClassVar[Sequence[str]] = ()
+    metadata: ClassVar[Mapping[str, str]] = {}
+
+    agent_id: str
+    _init_args: tuple[tuple[Any, ...], dict[str, Any]]
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Agent:
+        instance = super().__new__(cls)
+        instance._init_args = (args, kwargs)
+        return instance
+
+    def __init__(self, agent_id: str) -> None:
+        self.agent_id = validate_agent_id(agent_id)
+
+    def fresh(self) -> Agent:
+        """A new instance built from the same constructor arguments (used on restart)."""
+        args, kwargs = self._init_args
+        return type(self)(*args, **kwargs)
+
+    def declared_topics(self) -> list[Topic]:
+        """``topics`` normalised to :class:`Topic` values."""
+        return [t if isinstance(t, Topic) else Topic(t) for t in self.topics]
+
+    async def on_start(self, ctx: Context) -> None:
+        """Called once per instance before its first event."""
+
+    async def on_event(self, ctx: Context, event: Event) -> None:
+        """Called for each delivered event, one at a time; must return None."""
+
+    async def on_stop(self, ctx: Context) -> None:
+        """Called when the instance stops: on ``stop_agent``, shutdown, or before a restart."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {getattr(self, 'agent_id', '?')!r}>"
+
+
+Handler = Callable[["Context", Event], Awaitable[None]]
+
+
+class FunctionAgent(Agent):
+    """An agent whose ``on_event`` is a plain async function (see :func:`agent`)."""
+
+    def __init__(
+        self,
+        agent_id: str,
+        handler: Handler,
+        topics: Sequence[TopicLike] = (),
+        capabilities: Sequence[str] = (),
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(agent_id)
+        self.handler = handler
+        self.topics = tuple(topics)  # type: ignore[misc]  # per-instance override
+        self.capabilities = tuple(capabilities)  # type: ignore[misc]
+        self.metadata = dict(metadata or {})  # type: ignore[misc]
+
+    async def on_event(self, ctx: Context, event: Event) -> None:
+        return await self.handler(ctx, event)
+
+
+def agent(
+    agent_id: str,
+    *,
+    topics: Sequence[TopicLike] = (),
+    capabilities: Sequence[str] = (),
+    metadata: Mapping[str, str] | None = None,
+) -> Callable[[Handler], FunctionAgent]:
+    """Build an agent from an ``async def handler(ctx, event)``; spawn the result.
+
+    >>> @loomk.agent("greeter", topics=["hello.>"])
+    ... async def greeter(ctx, event): ...
+    >>> await kernel.spawn(greeter)
+    """
+    validate_agent_id(agent_id)
+
+    def wrap(handler: Handler) -> FunctionAgent:
+        return FunctionAgent(agent_id, handler, topics, capabilities, metadata)
+
+    return wrap
