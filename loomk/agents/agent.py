@@ -55,6 +55,11 @@ class Topic:
 
 
 TopicLike = str | Topic
+_NO_KWARGS: dict[str, Any] = {}  # shared by agents built without keyword arguments; never written
+
+# Normalised ``topics`` per tuple object (kept alive by the entry, so its id stays unique):
+# agents of one class share their ``topics``, and spawn runs this once per agent.
+_NORMALISED: dict[int, tuple[Sequence[TopicLike], tuple[Topic, ...]]] = {}
 
 
 class Agent:
@@ -73,7 +78,7 @@ class Agent:
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Agent:
         instance = super().__new__(cls)
-        instance._init_args = (args, kwargs)
+        instance._init_args = (args, kwargs or _NO_KWARGS)
         return instance
 
     def __init__(self, agent_id: str) -> None:
@@ -84,9 +89,16 @@ class Agent:
         args, kwargs = self._init_args
         return type(self)(*args, **kwargs)
 
-    def declared_topics(self) -> list[Topic]:
-        """``topics`` normalised to :class:`Topic` values."""
-        return [t if isinstance(t, Topic) else Topic(t) for t in self.topics]
+    def declared_topics(self) -> tuple[Topic, ...]:
+        """``topics`` normalised to :class:`Topic` values (computed once per sequence)."""
+        topics = self.topics
+        cached = _NORMALISED.get(id(topics))
+        if cached is not None and cached[0] is topics:
+            return cached[1]
+        normalised = tuple(t if isinstance(t, Topic) else Topic(t) for t in topics)
+        if isinstance(topics, tuple) and len(_NORMALISED) < 4096:  # immutable: safe to keep
+            _NORMALISED[id(topics)] = (topics, normalised)
+        return normalised
 
     async def on_start(self, ctx: Context) -> None:
         """Called once per instance before its first event."""

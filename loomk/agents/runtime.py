@@ -17,9 +17,11 @@ from __future__ import annotations
 import builtins
 import gc
 import json
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -68,6 +70,10 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+_NO_METADATA: Mapping[str, str] = MappingProxyType({})
+_NO_PATTERNS: AbstractSet[str] = frozenset()
 
 
 def _check_stop_timeout(value: object) -> None:
@@ -127,8 +133,10 @@ class AgentHandle:
         self.stop_timeout_s = stop_timeout_s
         self.mailbox = Mailbox()
         self.bindings: dict[str, Binding] = {}
-        self.own: set[str] = set()  # patterns the current instance subscribed itself
-        self.carried: set[str] = set()  # the previous instance's, until on_start re-makes them
+        # Patterns the current instance subscribed itself, and the previous instance's until
+        # on_start makes them again; a shared empty set until used (most agents never do).
+        self.own: AbstractSet[str] = _NO_PATTERNS
+        self.carried: AbstractSet[str] = _NO_PATTERNS
         self.status = "starting"
         self.stopping = False
         self.handled = 0
@@ -313,12 +321,13 @@ class AgentRuntime:
             self._detach_all(handle)
             raise
         self._agents[agent.agent_id] = handle
+        metadata = agent.metadata
         self.directory._register(
             AgentInfo(
                 agent.agent_id,
                 tuple(handle.bindings),
                 tuple(agent.capabilities),
-                dict(agent.metadata),
+                dict(metadata) if metadata else _NO_METADATA,
             )
         )
         self._nursery.start_soon(self._run, handle)
@@ -387,15 +396,15 @@ class AgentRuntime:
         handle = self._live(agent_id)
         validate_pattern(pattern)
         if by_instance and pattern in handle.carried:
-            handle.carried.discard(pattern)  # re-made by the restarted instance: keep it
-            handle.own.add(pattern)
+            handle.carried = handle.carried - {pattern}  # re-made by the new instance: kept
+            handle.own = handle.own | {pattern}
             await trio.lowlevel.checkpoint()
             return
         if pattern in handle.bindings:
             raise AlreadySubscribed(f"Agent {agent_id} already subscribed to topic {pattern}")
         self._attach(handle, Topic(pattern, QoS(qos), overflow, capacity, event_types))
         if by_instance:
-            handle.own.add(pattern)
+            handle.own = handle.own | {pattern}
         self.directory.add_topic(agent_id, pattern)
         await trio.lowlevel.checkpoint()
 
@@ -405,8 +414,10 @@ class AgentRuntime:
         binding = handle.bindings.pop(pattern, None)
         if binding is None:
             raise NotSubscribed(f"Agent {agent_id} not subscribed to topic {pattern}")
-        handle.own.discard(pattern)
-        handle.carried.discard(pattern)
+        if pattern in handle.own:
+            handle.own = handle.own - {pattern}
+        if pattern in handle.carried:
+            handle.carried = handle.carried - {pattern}
         self.bus.detach(binding)
         binding.lane.close()
         handle.mailbox.wake()
@@ -416,7 +427,7 @@ class AgentRuntime:
     async def _end_carried(self, handle: AgentHandle) -> None:
         """Unsubscribe what the previous instance subscribed and this one did not again."""
         if handle.stopping:
-            handle.carried.clear()
+            handle.carried = _NO_PATTERNS
             return
         for pattern in list(handle.carried):
             await self.unsubscribe(handle.agent_id, pattern)
@@ -498,7 +509,7 @@ class AgentRuntime:
 
     async def _supervise(self, handle: AgentHandle) -> None:
         policy = handle.policy
-        tracker = RestartTracker(policy)
+        tracker: RestartTracker | None = None  # made at the first restart
         instance = handle.agent
         while True:
             failure = await self._run_instance(handle, instance)
@@ -508,6 +519,8 @@ class AgentRuntime:
                 if failure is not None:
                     await self._give_up(handle, failure)
                 return
+            if tracker is None:
+                tracker = RestartTracker(policy)
             if not tracker.allow(trio.current_time()):
                 await self._give_up(handle, failure)
                 return
@@ -520,7 +533,7 @@ class AgentRuntime:
             instance = instance.fresh()
             handle.agent = instance
             handle.restarts += 1
-            handle.carried, handle.own = handle.own, set()
+            handle.carried, handle.own = handle.own, _NO_PATTERNS
             await self._announce(RESTARTED_TOPIC, "agent.restarted", handle, failure)
 
     async def _run_instance(self, handle: AgentHandle, instance: Agent) -> Exception | None:

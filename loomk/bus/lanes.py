@@ -195,11 +195,7 @@ class _BlockingLane(Lane):
     """
 
     __slots__ = ()
-    _senders: OrderedDict[Any, Item]
-
-    def __init__(self, qos: QoS, capacity: int, policy: Overflow, mailbox: Mailbox) -> None:
-        super().__init__(qos, capacity, policy, mailbox)
-        self._senders = OrderedDict()
+    # ``_senders`` stays None until a publisher first has to wait (most lanes never fill).
 
     def _overflow(self, item: Item) -> bool | None:
         return None  # full, or publishers already waiting: the caller must await put()
@@ -211,12 +207,15 @@ class _BlockingLane(Lane):
             if offered is not None:
                 return offered
         task = _current_task()
-        self._senders[task] = item
+        if self._senders is None:
+            self._senders = OrderedDict()
+        senders = self._senders
+        senders[task] = item
         self._room = 0
 
         def abort(_: object) -> trio.lowlevel.Abort:
-            del self._senders[task]
-            if not self._senders and not self.closed:
+            del senders[task]
+            if not senders and not self.closed:
                 self._room = self.capacity
             self.drop(item, "cancelled")
             return _ABORT_SUCCEEDED
@@ -459,12 +458,11 @@ class Mailbox:
         if self.waiter is not None:
             raise trio.BusyResourceError("another task is already waiting on this mailbox")
         self.waiter = _current_task()
+        await _wait_task_rescheduled(self._abort_wait)
 
-        def abort(_: object) -> trio.lowlevel.Abort:
-            self.waiter = None
-            return _ABORT_SUCCEEDED
-
-        await _wait_task_rescheduled(abort)
+    def _abort_wait(self, _: object) -> trio.lowlevel.Abort:
+        self.waiter = None
+        return _ABORT_SUCCEEDED
 
     def wake(self) -> None:
         """Reschedule the parked consumer, if any."""

@@ -118,13 +118,15 @@ class TopicTrie(Generic[T]):
     """Values stored under subscription patterns, found by matching a concrete topic.
 
     Each value is stored under a caller-chosen integer key (unique per stored value), so the
-    same pattern can hold many values and removal is exact.
+    same pattern can hold many values and removal is exact. Patterns without wildcards (most
+    of them, e.g. every agent's ``agent.{id}.replies``) live in a plain dict beside the trie.
     """
 
-    __slots__ = ("_root", "_size")
+    __slots__ = ("_exact", "_root", "_size")
 
     def __init__(self) -> None:
         self._root: _Node[T] = _Node()
+        self._exact: dict[str, dict[int, T]] = {}
         self._size = 0
 
     def __len__(self) -> int:
@@ -132,6 +134,13 @@ class TopicTrie(Generic[T]):
 
     def insert(self, pattern: str, key: int, value: T) -> None:
         """Store ``value`` under ``pattern`` (which must already be valid)."""
+        self._size += 1
+        if not is_wildcard(pattern):
+            values = self._exact.get(pattern)
+            if values is None:
+                values = self._exact[pattern] = {}
+            values[key] = value
+            return
         node = self._root
         tokens = pattern.split(".")
         for token in tokens[:-1]:
@@ -146,10 +155,17 @@ class TopicTrie(Generic[T]):
             if node.values is _NONE:
                 node.values = {}
             node.values[key] = value
-        self._size += 1
 
     def remove(self, pattern: str, key: int) -> bool:
         """Remove the value stored under ``pattern`` and ``key``; False if absent."""
+        if not is_wildcard(pattern):
+            values = self._exact.get(pattern)
+            if values is None or values.pop(key, _MISSING) is _MISSING:
+                return False
+            if not values:
+                del self._exact[pattern]
+            self._size -= 1
+            return True
         path: list[tuple[_Node[T], str]] = []
         node: _Node[T] | None = self._root
         tokens = pattern.split(".")
@@ -176,12 +192,18 @@ class TopicTrie(Generic[T]):
 
     def match(self, topic: str) -> list[tuple[int, T]]:
         """Every (key, value) whose pattern matches ``topic``, in ascending key order."""
-        found: list[tuple[int, T]] = []
-        self._collect(self._root, topic.split("."), 0, found)
-        found.sort(key=_first)
+        exact = self._exact.get(topic)
+        found: list[tuple[int, T]] = [] if exact is None else list(exact.items())
+        root = self._root
+        if root.children or root.star is not None or root.tail:
+            self._collect(root, topic.split("."), 0, found)
+        if len(found) > 1:
+            found.sort(key=_first)
         return found
 
     def __iter__(self) -> Iterator[tuple[int, T]]:
+        for values in self._exact.values():
+            yield from values.items()
         stack = [self._root]
         while stack:
             node = stack.pop()

@@ -304,14 +304,28 @@ def test_removing_everything_prunes_to_an_empty_trie() -> None:
 
 def test_partial_removal_prunes_only_empty_branches() -> None:
     trie: TopicTrie[str] = TopicTrie()
-    trie.insert("a.b.c", 1, "deep")
-    trie.insert("a", 2, "shallow")
-    assert trie.remove("a.b.c", 1) is True
-    assert trie.match("a") == [(2, "shallow")]
+    trie.insert("a.b.*", 1, "deep")
+    trie.insert("a.>", 2, "shallow")
+    assert trie.remove("a.b.*", 1) is True
+    assert trie.match("a.b.c") == [(2, "shallow")]
     assert list(trie) == [(2, "shallow")]
     assert "b" not in trie._root.children["a"].children
-    assert trie.remove("a", 2) is True
+    assert trie.remove("a.>", 2) is True
     assert trie._root.is_empty()
+
+
+def test_literal_patterns_leave_no_trie_nodes_behind() -> None:
+    trie: TopicTrie[str] = TopicTrie()
+    trie.insert("agent.a.replies", 1, "a")
+    trie.insert("agent.*.replies", 2, "any")
+    assert trie.match("agent.a.replies") == [(1, "a"), (2, "any")]
+    assert trie.remove("agent.a.replies", 1) is True
+    assert trie.remove("agent.a.replies", 1) is False
+    assert trie.match("agent.a.replies") == [(2, "any")]
+    assert trie.remove("agent.*.replies", 2) is True
+    assert trie._root.is_empty()
+    assert trie._exact == {}
+    assert len(trie) == 0
 
 
 def test_iteration_yields_every_entry_once() -> None:
