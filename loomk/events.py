@@ -72,10 +72,10 @@ class Event:
 
     __slots__ = (
         "_delivered",
-        "_hop_metadata",
         "_hop_sender",
         "_id",
         "_metadata",
+        "_origin",
         "confidence",
         "payload",
         "priority",
@@ -88,8 +88,8 @@ class Event:
     _id: str | None
     _delivered: Event | bool | None
     _metadata: dict[str, str] | None
-    _hop_metadata: dict[str, str]
     _hop_sender: str
+    _origin: Event | None  # for a delivered copy: the event it was made from
     type: str
     timestamp_ms: int
     source: str
@@ -132,6 +132,7 @@ class Event:
             raise EventError(f"event id must be a non-empty str, got {id!r}")
         self._id = id
         self._delivered = None
+        self._origin = None
         if timestamp_ms is None:
             timestamp_ms = time.time_ns() // 1_000_000
         elif timestamp_ms.__class__ is not int:
@@ -143,7 +144,8 @@ class Event:
         """The event id, made on first read when the event was created without one."""
         ident = self._id
         if ident is None:
-            ident = self._id = new_event_id()
+            origin = self._origin
+            ident = self._id = new_event_id() if origin is None else origin.id
         return ident
 
     # ---- copies --------------------------------------------------------------------------
@@ -153,9 +155,12 @@ class Event:
         """String metadata; carries the envelope (thread, correlation, sender, ttl, hop)."""
         metadata = self._metadata
         if metadata is None:  # a delivered copy: its envelope is written on first read
-            metadata = hop_metadata(self._hop_metadata, self.id, self._hop_sender)
+            origin = self._origin
+            assert origin is not None
+            metadata = hop_metadata(origin.metadata, self.id, self._hop_sender)
             assert metadata is not None, "a delivered copy is made only while its TTL lasts"
             self._metadata = metadata
+            self._origin = None  # id and metadata are its own now: let the origin go
         return metadata
 
     def _hopped(self, sender: str) -> Event:
@@ -165,12 +170,12 @@ class Event:
         most handlers never do, and this runs for every delivery to an agent.
         """
         copy = Event.__new__(Event)
-        copy._id = self.id
+        copy._id = self._id  # when None, both take the origin's id on first read
         copy.type = self.type
         copy.timestamp_ms = self.timestamp_ms
         copy.source = self.source
         copy._metadata = None
-        copy._hop_metadata = self.metadata
+        copy._origin = self
         copy._hop_sender = sender
         copy.payload = self.payload
         copy.confidence = self.confidence
@@ -283,7 +288,7 @@ def _coerce_payload(payload: object) -> bytes:
 
 
 def _checked_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
-    if not isinstance(metadata, Mapping):
+    if metadata.__class__ is not dict and not isinstance(metadata, Mapping):  # ABC checks are slow
         raise EventError(f"event metadata must be a mapping of str to str, got {metadata!r}")
     checked = dict(metadata)
     for key, value in checked.items():
