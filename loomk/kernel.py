@@ -143,6 +143,7 @@ class Kernel:
                 else:
                     _log.warning("second signal, forcing shutdown")
                     self._graceful.cancel()
+                    self.agents.force()
                     raise _ForcedShutdown
 
 
@@ -181,7 +182,9 @@ async def open_kernel(config: Config | None = None, **settings: Any) -> AsyncIte
                                 kernel._stopping = True
                                 edges.cancel_scope.cancel()
                     finally:
-                        with kernel._graceful, trio.CancelScope(shield=True):
+                        # shielded from outside cancellation; a second signal cancels
+                        # ``_graceful`` itself to stop waiting for the agents
+                        with trio.CancelScope(shield=True), kernel._graceful:
                             await kernel.agents.shutdown(config.shutdown_timeout_s)
                         agents.cancel_scope.cancel()
             finally:

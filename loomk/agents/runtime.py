@@ -204,6 +204,8 @@ class AgentRuntime:
         self._agents: dict[str, AgentHandle] = {}
         self._nursery: trio.Nursery | None = None
         self._closing = False
+        self._forced = False
+        self._on_stop_scopes: set[trio.CancelScope] = set()
 
     def attach(self, nursery: trio.Nursery) -> None:
         """Give the runtime the nursery its agents run in (the kernel's agent layer)."""
@@ -600,19 +602,27 @@ class AgentRuntime:
                 await trio.lowlevel.checkpoint()
 
     async def _stop_instance(self, handle: AgentHandle, instance: Agent, ctx: Context) -> None:
-        with trio.CancelScope(shield=True):
-            with trio.move_on_after(handle.stop_timeout_s) as timer:
-                try:
-                    await instance.on_stop(ctx)
-                except Exception as error:
-                    _log.error(
-                        "on_stop failed",
-                        agent_id=handle.agent_id,
-                        error=repr(error),
-                        exc_info=error,
-                    )
-            if timer.cancelled_caught:
-                _log.warning("on_stop timed out", agent_id=handle.agent_id)
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + handle.stop_timeout_s
+            if self._forced:
+                scope.cancel()
+            self._on_stop_scopes.add(scope)
+            try:
+                await instance.on_stop(ctx)
+            except Exception as error:
+                _log.error(
+                    "on_stop failed", agent_id=handle.agent_id, error=repr(error), exc_info=error
+                )
+            finally:
+                self._on_stop_scopes.discard(scope)
+        if scope.cancelled_caught:
+            _log.warning("on_stop cut short", agent_id=handle.agent_id, forced=self._forced)
+
+    def force(self) -> None:
+        """Abandon graceful stopping: cut every running ``on_stop`` short, now and later."""
+        self._forced = True
+        for scope in list(self._on_stop_scopes):
+            scope.cancel()
 
     async def _give_up(self, handle: AgentHandle, failure: Exception | None) -> None:
         handle.status = "failed"

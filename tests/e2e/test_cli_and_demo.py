@@ -164,3 +164,56 @@ def test_bench_agents_prints_tables_and_writes_json(tmp_path: Path) -> None:
     assert [row["agents"] for row in figures["delivery"]] == [1, 10, 100]
     for row in figures["delivery"]:
         assert row["ratio"] == pytest.approx(row["runtime_per_s"] / row["bus_per_s"])
+
+
+_STUBBORN_PROGRAM = textwrap.dedent(
+    """
+    import trio, trio.testing, loomk
+
+    class Stubborn(loomk.Agent):
+        topics = ["work"]
+        async def on_event(self, ctx, event):
+            await trio.sleep_forever()  # never finishes: the graceful stop would wait
+        async def on_stop(self, ctx):
+            await trio.sleep_forever()  # and neither does its clean-up
+
+    async def main(kernel):
+        async def edge():
+            try:
+                await trio.sleep_forever()
+            finally:
+                print("shutting down", flush=True)
+        kernel.start_soon(edge)
+        await kernel.spawn(Stubborn("stubborn"))
+        await kernel.bus.publish("work", loomk.Event("job"))
+        await trio.testing.wait_all_tasks_blocked()
+        print("ready", flush=True)
+        await trio.sleep_forever()
+
+    print(f"run returned {loomk.run(main, shutdown_timeout_s=3600)!r}", flush=True)
+    """
+)
+
+
+def test_a_second_signal_abandons_a_graceful_shutdown_that_hangs() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOMK_")}
+    process = subprocess.Popen(
+        [sys.executable, "-c", _STUBBORN_PROGRAM],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+        process.send_signal(signal.SIGINT)
+        assert process.stdout.readline().strip() == "shutting down"  # graceful stop began
+        process.send_signal(signal.SIGINT)  # the agent would hold it for an hour
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert out.splitlines() == ["run returned None"]
+    assert "Traceback" not in err
