@@ -27,7 +27,7 @@ import trio.testing
 
 from loomk.agents.agent import Agent
 from loomk.agents.context import Context
-from loomk.bench.bus import PAYLOAD, TOPIC, _Counter, _drain_subscription
+from loomk.bench.bus import PAYLOAD, TOPIC, _best_of, _Counter, _drain_subscription
 from loomk.events import Event
 from loomk.kernel import open_kernel
 
@@ -158,14 +158,6 @@ async def _bus_delivery(agents: int, events: int) -> float:
         elapsed = time.perf_counter() - started
         assert all(counter.count == events for counter in counters)
     return agents * events / elapsed
-
-
-def _best_of(repeats: int, fn: Callable[[], float]) -> float:
-    best = 0.0
-    for _ in range(repeats):
-        gc.collect()
-        best = max(best, fn())
-    return best
 
 
 @dataclass(frozen=True, slots=True)

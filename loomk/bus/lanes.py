@@ -111,7 +111,7 @@ class Lane:
             buf.append(item)
             if depth >= self.high_water:
                 self.high_water = depth + 1
-            mailbox = self.mailbox
+            mailbox = self.mailbox  # Mailbox.added(), inlined: this runs per delivery
             total = mailbox.depth + 1
             mailbox.depth = total
             if total > mailbox.high_water:
@@ -354,13 +354,7 @@ class _LatestLane(Lane):
         slots[key] = item
         if len(slots) > self.high_water:
             self.high_water = len(slots)
-        mailbox = self.mailbox
-        total = mailbox.depth + 1
-        mailbox.depth = total
-        if total > mailbox.high_water:
-            mailbox.high_water = total
-        if mailbox.waiter is not None:
-            mailbox.wake()
+        self.mailbox.added()
         return True
 
     def take_nowait(self) -> Item | _Empty:
@@ -463,6 +457,14 @@ class Mailbox:
     def _abort_wait(self, _: object) -> trio.lowlevel.Abort:
         self.waiter = None
         return _ABORT_SUCCEEDED
+
+    def added(self) -> None:
+        """Count one more queued event and wake the consumer if it is parked."""
+        self.depth += 1
+        if self.depth > self.high_water:
+            self.high_water = self.depth
+        if self.waiter is not None:
+            self.wake()
 
     def wake(self) -> None:
         """Reschedule the parked consumer, if any."""

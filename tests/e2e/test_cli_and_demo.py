@@ -88,6 +88,18 @@ def test_config_command_lists_settings_and_reports_bad_environment(tmp_path: Pat
     assert "Traceback" not in bad.stderr
 
 
+def _start_program(code: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOMK_")}
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 _SIGNAL_PROGRAM = textwrap.dedent(
     """
     import sys, trio, loomk
@@ -112,15 +124,7 @@ _SIGNAL_PROGRAM = textwrap.dedent(
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_shuts_the_kernel_down_cleanly(signum: signal.Signals) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOMK_")}
-    process = subprocess.Popen(
-        [sys.executable, "-c", _SIGNAL_PROGRAM],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _start_program(_SIGNAL_PROGRAM)
     try:
         assert process.stdout is not None
         assert process.stdout.readline().strip() == "ready"
@@ -196,15 +200,7 @@ _STUBBORN_PROGRAM = textwrap.dedent(
 
 
 def test_a_second_signal_abandons_a_graceful_shutdown_that_hangs() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOMK_")}
-    process = subprocess.Popen(
-        [sys.executable, "-c", _STUBBORN_PROGRAM],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _start_program(_STUBBORN_PROGRAM)
     try:
         assert process.stdout is not None
         assert process.stdout.readline().strip() == "ready"
