@@ -63,7 +63,26 @@ class Config:
     )
     data_dir: Path = field(
         default=Path(".loomk"),
-        metadata={"doc": "Directory for persistent state (LevelDB)."},
+        metadata={
+            "doc": "Directory of the persistent state (LevelDB); a relative path is taken "
+            "from the directory of the running program.",
+        },
+    )
+    state_sync: bool = field(
+        default=True,
+        metadata={"doc": "fsync every state commit (group-committed) before acknowledging it."},
+    )
+    state_temporary: bool = field(
+        default=False,
+        metadata={"doc": "Keep state in a temporary directory, deleted when the kernel stops."},
+    )
+    memory_max_items: int = field(
+        default=256,
+        metadata={"doc": "How many items an agent's ephemeral memory keeps.", "min": 1},
+    )
+    memory_max_bytes: int = field(
+        default=262144,
+        metadata={"doc": "How many bytes an agent's ephemeral memory keeps.", "min": 1},
     )
     log_level: str = field(
         default="warning",

@@ -112,3 +112,21 @@ class AgentFailed(AgentError):
         super().__init__(f"agent {agent_id!r} failed past its restart limit: {cause!r}")
         self.agent_id = agent_id
         self.cause = cause
+
+
+class StoreError(LoomkError):
+    """The durable store cannot be opened, read or written; the message names the path."""
+
+    code = "STORE_ERROR"
+
+
+class DataDirInUse(StoreError):
+    """Another kernel holds the data directory."""
+
+    code = "DATA_DIR_IN_USE"
+
+
+class StateError(LoomkError, ValueError):
+    """A state value cannot be stored (not JSON-serialisable) or a key is not a str."""
+
+    code = "STATE_INVALID"

@@ -26,8 +26,9 @@ from loomk.agents.agent import Agent
 from loomk.agents.runtime import AgentHandle, AgentRuntime
 from loomk.bus.bus import EventBus
 from loomk.config import Config
-from loomk.errors import KernelClosed
+from loomk.errors import AgentError, KernelClosed
 from loomk.events import QoS
+from loomk.state.service import AgentState, StateService
 from loomk.telemetry.logging import configure_logging, get_logger
 
 __all__ = ["Kernel", "open_kernel", "run"]
@@ -49,6 +50,7 @@ class Kernel:
             },
             max_topics=config.bus_max_topics,
         )
+        self.state = StateService(config)
         self.agents = AgentRuntime(self)
         self.directory = self.agents.directory
         self._edges: trio.Nursery | None = None
@@ -116,6 +118,28 @@ class Kernel:
         """The patterns an agent is subscribed to."""
         return self.agents.subscriptions(agent_id)
 
+    # ---- state (see loomk.state) ----------------------------------------------------------
+
+    async def forget_agent(self, agent_id: str) -> int:
+        """Delete everything stored for an agent that is not running (right to erasure).
+
+        Returns how many keys were deleted. Stop the agent first: a running agent would
+        write its state back.
+        """
+        if agent_id in self.agents:
+            raise AgentError(f"Agent {agent_id} is running: stop it before forgetting it")
+        return await self.state.forget(agent_id)
+
+    def agent_state(self, agent_id: str) -> AgentState:
+        """The committed state of an agent as ``loom.v1.AgentState`` (running or not)."""
+        ephemeral, metadata = b"[]", None
+        if agent_id in self.agents:
+            handle = self.agents.get(agent_id)
+            ephemeral = handle.memory(self.config).as_json()
+            info = self.directory.get(agent_id)
+            metadata = dict(info.metadata) if info is not None else None
+        return self.state.snapshot(agent_id, ephemeral, metadata)
+
     # ---- lifecycle ----------------------------------------------------------------------
 
     def stop(self, error: BaseException | None = None) -> None:
@@ -167,6 +191,7 @@ async def open_kernel(config: Config | None = None, **settings: Any) -> AsyncIte
     kernel = Kernel(config)
     try:
         async with trio.open_nursery() as core:
+            kernel.state.attach(core)
             if config.handle_signals:
                 await core.start(kernel._watch_signals)
             try:
@@ -188,6 +213,8 @@ async def open_kernel(config: Config | None = None, **settings: Any) -> AsyncIte
                             await kernel.agents.shutdown(config.shutdown_timeout_s)
                         agents.cancel_scope.cancel()
             finally:
+                with trio.CancelScope(shield=True):  # what agents committed reaches the disk
+                    await kernel.state.aclose()
                 kernel.bus.close()
                 kernel._closed = True
                 core.cancel_scope.cancel()

@@ -10,15 +10,20 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
+import trio
+
 from loomk._metakeys import CORRELATION_ID, SENDER, THREAD_ID
 from loomk.bus.overflow import OverflowLike
+from loomk.bus.topics import validate_topic
 from loomk.envelope import Envelope, agent_reply_topic
 from loomk.errors import EventError
 from loomk.events import Event, QoS
+from loomk.state.agent_state import AgentStateView
+from loomk.state.memory import EphemeralMemory
 from loomk.telemetry.logging import get_logger
 
 if TYPE_CHECKING:
-    from loomk.agents.runtime import AgentRuntime
+    from loomk.agents.runtime import AgentHandle, AgentRuntime
     from loomk.kernel import Kernel
 
 __all__ = ["Context"]
@@ -27,15 +32,69 @@ __all__ = ["Context"]
 class Context:
     """An agent instance's handle on the kernel."""
 
-    __slots__ = ("_log", "_runtime", "_stop_requested", "agent_id", "kernel", "sender")
+    __slots__ = (
+        "_handle",
+        "_holding",
+        "_log",
+        "_outbox",
+        "_runtime",
+        "_state",
+        "_stop_requested",
+        "agent_id",
+        "kernel",
+        "sender",
+    )
 
-    def __init__(self, runtime: AgentRuntime, agent_id: str) -> None:
+    def __init__(self, runtime: AgentRuntime, handle: AgentHandle) -> None:
         self._runtime = runtime
+        self._handle = handle
         self.kernel: Kernel = runtime.kernel
-        self.agent_id = agent_id
-        self.sender = f"agent.{agent_id}"
+        self.agent_id = handle.agent_id
+        self.sender = f"agent.{handle.agent_id}"
         self._log: Any = None
         self._stop_requested = False
+        self._holding = False  # True while a handler runs: emits wait for its commit
+        self._outbox: list[tuple[str, Event]] = []
+        self._state: AgentStateView | None = None
+
+    # ---- state and memory ---------------------------------------------------------------
+
+    @property
+    def state(self) -> AgentStateView:
+        """The agent's persistent state (see :mod:`loomk.state.agent_state` for the rules)."""
+        if self._state is None:
+            committed = self.kernel.state.load(self.agent_id)
+            self._state = AgentStateView(committed, self.flush)
+        return self._state
+
+    @property
+    def memory(self) -> EphemeralMemory:
+        """The agent's ephemeral context window (in memory, bounded; survives restarts)."""
+        return self._handle.memory(self.kernel.config)
+
+    @property
+    def dirty(self) -> bool:
+        """Whether state writes or held events await a commit."""
+        state = self._state
+        return bool(self._outbox) or (state is not None and state.dirty)
+
+    async def flush(self) -> None:
+        """Commit the state written so far, then publish the held events, in order."""
+        state = self._state
+        if state is not None and state.dirty:
+            puts, deletes = state.pending_operations(self.kernel.state.state_prefix(self.agent_id))
+            await self.kernel.state.commit(self.agent_id, puts, deletes)
+            state.applied()
+        outbox, self._outbox = self._outbox, []
+        publish = self.kernel.bus.publish
+        for topic, event in outbox:
+            await publish(topic, event)
+
+    def discard(self) -> None:
+        """Drop uncommitted writes and held events (their handler failed)."""
+        if self._state is not None:
+            self._state.discard()
+        self._outbox = []
 
     @property
     def log(self) -> Any:
@@ -50,21 +109,30 @@ class Context:
         return agent_reply_topic(self.agent_id)
 
     async def emit(self, topic: str, event: Event) -> int:
-        """Publish ``event`` on ``topic`` as this agent; returns the deliveries made.
+        """Publish ``event`` on ``topic`` as this agent.
 
-        An event without a sender is stamped ``sender = agent.{id}`` (on a copy).
+        Inside a handler the event is held and published when the handler's state commits
+        (a transactional outbox; returns 0). Outside one it goes out at once and the
+        deliveries made are returned. An event without a sender is stamped
+        ``sender = agent.{id}`` (on a copy).
         """
         if event.__class__ is not Event:
             raise EventError(f"emit takes an Event, got {type(event).__name__}")
+        validate_topic(topic)
         if not event.metadata.get(SENDER):
             event = event.with_metadata(**{SENDER: self.sender})
+        if self._holding:
+            self._outbox.append((topic, event))
+            await trio.lowlevel.checkpoint()
+            return 0
         return await self.kernel.bus.publish(topic, event)
 
     async def reply(self, request: Event, event: Event) -> int:
-        """Answer ``request``: publish ``event`` on the request's ``reply_to`` topic.
+        """Answer ``request``: emit ``event`` on the request's ``reply_to`` topic.
 
-        The answer carries the request's ``thread_id`` and ``correlation_id`` and this agent
-        as sender, so the requester can match it.
+        Like :meth:`emit`, held until the handler commits. The answer carries the request's
+        ``thread_id`` and ``correlation_id`` and this agent as sender, so the requester can
+        match it.
         """
         if request.__class__ is not Event or event.__class__ is not Event:
             raise EventError("reply takes the request Event and the reply Event")
@@ -76,7 +144,7 @@ class Context:
                 SENDER: self.sender,
             }
         )
-        return await self.kernel.bus.publish(envelope.reply_to, answer)
+        return await self.emit(envelope.reply_to, answer)
 
     async def subscribe(
         self,

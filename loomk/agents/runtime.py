@@ -46,9 +46,11 @@ from loomk.errors import (
     NotSubscribed,
 )
 from loomk.events import Event, QoS
+from loomk.state.memory import EphemeralMemory
 from loomk.telemetry.logging import get_logger
 
 if TYPE_CHECKING:
+    from loomk.config import Config
     from loomk.kernel import Kernel
 
 __all__ = ["AgentHandle", "AgentRuntime", "AgentStats"]
@@ -103,6 +105,7 @@ class AgentHandle:
 
     __slots__ = (
         "_done",
+        "_memory",
         "agent",
         "agent_id",
         "backoff",
@@ -144,6 +147,7 @@ class AgentHandle:
         self.failures = 0
         self.restarts = 0
         self.last_error: BaseException | None = None
+        self._memory: EphemeralMemory | None = None
         self.context: Context | None = None
         self.scope = trio.CancelScope()
         self.backoff: trio.CancelScope | None = None
@@ -170,6 +174,12 @@ class AgentHandle:
         self._mark_started()
         if self._done is not None:
             self._done.set()
+
+    def memory(self, config: Config) -> EphemeralMemory:
+        """The agent's ephemeral memory (made on first use, kept across restarts)."""
+        if self._memory is None:
+            self._memory = EphemeralMemory(config.memory_max_items, config.memory_max_bytes)
+        return self._memory
 
     def subscriptions(self) -> list[str]:
         """The patterns the agent is subscribed to, in subscription order."""
@@ -540,23 +550,28 @@ class AgentRuntime:
 
     async def _run_instance(self, handle: AgentHandle, instance: Agent) -> Exception | None:
         """Run one instance until it stops; returns the exception that ended it, if any."""
-        ctx = Context(self, handle.agent_id)
+        ctx = Context(self, handle)
         handle.context = ctx
         failure: Exception | None = None
         try:
             handle.status = "starting"
+            ctx._holding = True
             started: object = await instance.on_start(ctx)  # type: ignore[func-returns-value]
             if started is not None:
                 raise AgentContractError(
                     f"{type(instance).__name__}.on_start must return None, "
                     f"got {type(started).__name__}"
                 )
+            if ctx.dirty:
+                await ctx.flush()
+            ctx._holding = False
             await self._end_carried(handle)
             handle.status = "running"
             handle._mark_started()
             await self._serve(handle, instance, ctx)
         except Exception as error:
             failure = error
+            ctx.discard()  # the failed handler's writes and held events never happened
             handle.failures += 1
             handle.last_error = error
             _log.error("agent failed", agent_id=handle.agent_id, error=repr(error), exc_info=error)
@@ -589,13 +604,17 @@ class AgentRuntime:
                 if event is None:
                     handle.expired += 1
                     continue
+            ctx._holding = True
             result: object = await on_event(ctx, event)  # type: ignore[func-returns-value]
-            handle.handled += 1
             if result is not None:
                 raise AgentContractError(
                     f"{type(instance).__name__}.on_event must return None, "
                     f"got {type(result).__name__}"
                 )
+            if ctx._outbox or (ctx._state is not None and ctx._state._pending):
+                await ctx.flush()  # the handler's state, then its held events
+            ctx._holding = False
+            handle.handled += 1
             budget -= 1
             if not budget:
                 budget = _CHECKPOINT_EVERY
@@ -608,8 +627,12 @@ class AgentRuntime:
                 scope.cancel()
             self._on_stop_scopes.add(scope)
             try:
+                ctx._holding = True
                 await instance.on_stop(ctx)
+                if ctx.dirty:
+                    await ctx.flush()
             except Exception as error:
+                ctx.discard()
                 _log.error(
                     "on_stop failed", agent_id=handle.agent_id, error=repr(error), exc_info=error
                 )

@@ -174,7 +174,7 @@ async def test_events_published_during_on_start_are_handled_after_it() -> None:
     async with loomk.open_kernel() as kernel:
         agent = EarlyBird("early", "jobs")
         await kernel.spawn(agent)
-        assert agent.deliveries == [1, 1]  # both subscriptions were in place already
+        assert agent.deliveries == [0, 0]  # held until on_start commits (the outbox)
         await settle()
         assert agent.trace[:2] == ["start", "started"]
         assert sorted(agent.trace[2:]) == ["event 0", "event 1"]
@@ -937,14 +937,14 @@ class Forwarder(Agent):
         self.results.append(await ctx.emit("nowhere", Event("fwd", b"lost")))
 
 
-async def test_emit_stamps_the_sender_and_returns_deliveries() -> None:
+async def test_emit_stamps_the_sender_and_is_held_until_the_handler_returns() -> None:
     async with loomk.open_kernel() as kernel:
         agent = Forwarder("emitter")
         await kernel.spawn(agent)
         watch, watch2 = kernel.bus.subscribe("out"), kernel.bus.subscribe("out")
         await kernel.bus.publish("in", ev(1))
         await settle()
-        assert agent.results == [2, 2, 0]
+        assert agent.results == [0, 0, 0]  # held in the outbox while the handler ran
         received = drain(watch)
         assert [event.payload for _, event in received] == [b"1", b"boss"]
         assert [event.metadata["sender"] for _, event in received] == [

@@ -13,6 +13,10 @@ from loomk.errors import ConfigError
 DEFAULTS: dict[str, object] = {
     "name": "loomk",
     "data_dir": ".loomk",
+    "state_sync": True,
+    "state_temporary": False,
+    "memory_max_items": 256,
+    "memory_max_bytes": 262144,
     "log_level": "warning",
     "log_format": "console",
     "bus_realtime_capacity": 64,

@@ -1,0 +1,15 @@
+"""Durable agent state (LevelDB), its per-handler commits, and ephemeral memory."""
+
+from loomk.state.agent_state import AgentStateView
+from loomk.state.memory import EphemeralMemory
+from loomk.state.service import AgentState, StateService
+from loomk.state.store import Store, StoreStats
+
+__all__ = [
+    "AgentState",
+    "AgentStateView",
+    "EphemeralMemory",
+    "StateService",
+    "Store",
+    "StoreStats",
+]

@@ -1,0 +1,232 @@
+"""The kernel's durable store: one LevelDB database (plyvel) per data directory.
+
+Writes are group-committed: every caller of :meth:`Store.commit` hands over its operations
+and waits; one writer task folds all pending operations into a single ``WriteBatch`` and
+acknowledges them together once it is written. With ``sync`` on (the default) that batch is
+fsync'd in a worker thread, one thread crossing per batch however many writes it carries;
+with ``sync`` off it is written on the trio thread (a 1k-write batch takes ~1.5 ms).
+A commit that was acknowledged survives a crash of the process (with ``sync``, of the
+machine too); one that was not is either wholly there or wholly absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import plyvel
+import trio
+
+from loomk.errors import DataDirInUse, KernelClosed, StoreError
+
+__all__ = ["Store", "StoreStats"]
+
+_MAX_BATCH_OPS = 10_000  # a bigger backlog is written as several batches, in order
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """What the store has written."""
+
+    commits: int
+    batches: int
+    operations: int
+
+
+class _Commit:
+    __slots__ = ("deletes", "done", "error", "puts")
+
+    def __init__(self, puts: Mapping[bytes, bytes], deletes: Iterable[bytes]) -> None:
+        self.puts = puts
+        self.deletes = tuple(deletes)
+        self.done = trio.Event()
+        self.error: BaseException | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.puts) + len(self.deletes)
+
+
+class Store:
+    """A LevelDB database with a group-committing writer. Use :meth:`open`, then run
+    :meth:`run` in a nursery for the writer, and :meth:`aclose` at the end."""
+
+    def __init__(self, db: plyvel.DB, path: Path, *, sync: bool) -> None:
+        self._db = db
+        self.path = path
+        self.sync = sync
+        self._pending: list[_Commit] = []
+        self._wakeup = trio.Event()
+        self._closing = False
+        self._closed = False
+        self._stopped = trio.Event()
+        self._commits = 0
+        self._batches = 0
+        self._operations = 0
+
+    @classmethod
+    def open(cls, path: Path, *, sync: bool = True) -> Store:
+        """Open (creating if needed) the database in ``path``.
+
+        Raises :class:`DataDirInUse` when another kernel holds it and :class:`StoreError`
+        (naming the path and the cause) when it is corrupted or unreadable.
+        """
+        path = Path(path)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            db = plyvel.DB(str(path), create_if_missing=True)
+        except plyvel.IOError as error:
+            if _is_lock_error(error):
+                raise DataDirInUse(
+                    f"data directory in use: {path} is held by another kernel ({_describe(error)})"
+                ) from error
+            raise StoreError(f"cannot open the store in {path}: {_describe(error)}") from error
+        except plyvel.CorruptionError as error:
+            raise StoreError(f"the store in {path} is corrupted: {_describe(error)}") from error
+        except (plyvel.Error, OSError) as error:
+            raise StoreError(f"cannot open the store in {path}: {_describe(error)}") from error
+        return cls(db, path, sync=sync)
+
+    # ---- reading (synchronous: LevelDB reads take microseconds) -------------------------
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value under ``key``, or None."""
+        self._check_open()
+        value: bytes | None = self._db.get(key)
+        return value
+
+    def scan(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        """Every (key, value) whose key starts with ``prefix``, in key order."""
+        self._check_open()
+        return list(self._db.iterator(prefix=prefix))
+
+    async def scan_in_thread(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        """:meth:`scan` in a worker thread, for prefixes that may hold many keys."""
+        self._check_open()
+        return await trio.to_thread.run_sync(self.scan, prefix)
+
+    # ---- writing ------------------------------------------------------------------------
+
+    async def commit(self, puts: Mapping[bytes, bytes], deletes: Iterable[bytes] = ()) -> None:
+        """Write ``puts`` and ``deletes`` atomically; returns once they are durable.
+
+        Cancelling the wait does not withdraw the commit: it may still be written.
+        """
+        if self._closing:
+            raise KernelClosed(f"the store in {self.path} is closed")
+        commit = _Commit(puts, deletes)
+        self._pending.append(commit)
+        self._wakeup.set()
+        await commit.done.wait()
+        if commit.error is not None:
+            raise StoreError(
+                f"writing to the store in {self.path} failed: {commit.error}"
+            ) from commit.error
+
+    async def delete_prefix(self, prefix: bytes) -> int:
+        """Delete every key starting with ``prefix`` in one commit; returns how many went."""
+        keys = [key for key, _ in await self.scan_in_thread(prefix)]
+        if keys:
+            await self.commit({}, keys)
+        return len(keys)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The writer: group-commit what is pending until :meth:`aclose` (then flush)."""
+        task_status.started()
+        try:
+            while True:
+                if not self._pending:
+                    if self._closing:
+                        return
+                    await self._wakeup.wait()
+                    self._wakeup = trio.Event()
+                    continue
+                batch, self._pending = _take_batch(self._pending)
+                await self._write(batch)
+        finally:
+            self._stopped.set()
+
+    async def _write(self, batch: list[_Commit]) -> None:
+        try:
+            if self.sync:
+                await trio.to_thread.run_sync(self._write_batch, batch, True)
+            else:
+                self._write_batch(batch, False)
+        except Exception as error:  # the waiters get it as a StoreError
+            for commit in batch:
+                commit.error = error
+        else:
+            self._commits += len(batch)
+            self._batches += 1
+            self._operations += sum(commit.size for commit in batch)
+        for commit in batch:
+            commit.done.set()
+
+    def _write_batch(self, batch: list[_Commit], sync: bool) -> None:
+        with self._db.write_batch(sync=sync) as write:
+            for commit in batch:
+                for key in commit.deletes:
+                    write.delete(key)
+                for key, value in commit.puts.items():
+                    write.put(key, value)
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` has finished."""
+        return self._closed
+
+    def stats(self) -> StoreStats:
+        """Counts of what was written."""
+        return StoreStats(self._commits, self._batches, self._operations)
+
+    async def aclose(self) -> None:
+        """Refuse new commits, let the writer flush what is pending, close the database.
+
+        Run it while the writer task is still running (the kernel does).
+        """
+        if self._closed:
+            return
+        self._closing = True
+        self._wakeup.set()
+        await self._stopped.wait()
+        for commit in self._pending:  # the writer is gone: nobody will write these
+            commit.error = KernelClosed("the store closed before this commit was written")
+            commit.done.set()
+        self._pending.clear()
+        self._db.close()
+        self._closed = True
+
+    def close_now(self) -> None:
+        """Close the database without flushing (the writer must be gone)."""
+        if not self._closed:
+            self._db.close()
+            self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise KernelClosed(f"the store in {self.path} is closed")
+
+
+def _take_batch(pending: list[_Commit]) -> tuple[list[_Commit], list[_Commit]]:
+    """Split off the oldest commits, up to about ``_MAX_BATCH_OPS`` operations."""
+    operations = 0
+    for index, commit in enumerate(pending):
+        operations += commit.size
+        if operations > _MAX_BATCH_OPS and index > 0:
+            return pending[:index], pending[index:]
+    return pending, []
+
+
+def _describe(error: Exception) -> str:
+    """plyvel's messages arrive as bytes: decode them for people."""
+    if error.args and isinstance(error.args[0], bytes):
+        return error.args[0].decode("utf-8", "replace")
+    return str(error)
+
+
+def _is_lock_error(error: Exception) -> bool:
+    text = _describe(error)
+    return "/LOCK" in text and ("lock" in text or "temporarily unavailable" in text)
