@@ -38,10 +38,13 @@ from loomk.errors import (
     LoomkError,
     NotSubscribed,
     OverflowPolicyError,
+    StateError,
+    StoreError,
     TopicError,
 )
 from loomk.events import Event, QoS
 from loomk.kernel import Kernel, open_kernel, run
+from loomk.state import AgentState, AgentStateView, EphemeralMemory, Store
 
 __version__ = "0.1.0"
 
@@ -55,12 +58,16 @@ __all__ = [
     "AgentHandle",
     "AgentInfo",
     "AgentNotFound",
+    "AgentState",
+    "AgentStateView",
     "AgentStats",
     "AlreadySubscribed",
     "Config",
     "ConfigError",
     "Context",
+    "DataDirInUse",
     "Envelope",
+    "EphemeralMemory",
     "Event",
     "EventBus",
     "EventError",
@@ -73,6 +80,9 @@ __all__ = [
     "OverflowPolicyError",
     "QoS",
     "RestartPolicy",
+    "StateError",
+    "Store",
+    "StoreError",
     "Subscription",
     "SubscriptionStats",
     "ThreadTopicKind",

@@ -2,6 +2,7 @@
 
 ``loomk bench bus``     measure the bus against raw trio memory channels (``--json PATH``)
 ``loomk bench agents``  idle agents' time and memory, delivery through the runtime
+``loomk bench state``   acknowledged state writes/s, sync on and off, vs raw plyvel
 ``loomk config``        show every setting with its effective value and where to set it
 ``loomk version``       print the version
 """
@@ -71,6 +72,20 @@ def _bench_agents(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_state(args: argparse.Namespace) -> int:
+    from loomk.bench.state import format_report, run_state_bench
+
+    if args.quick:
+        report = run_state_bench(agents=20, events=10, keys=5, fsync_writes=50, progress=_progress)
+    else:
+        report = run_state_bench(
+            agents=args.agents, events=args.events, keys=args.keys, progress=_progress
+        )
+    print(format_report(report))
+    _write_json(args.json, report.as_dict())
+    return 0
+
+
 def _config(args: argparse.Namespace) -> int:
     config = Config.load()
     values = config.as_dict()
@@ -111,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     agents.add_argument("--deliveries", type=int, default=200_000, help="per fan-out width")
     agents.add_argument("--repeats", type=int, default=3, help="best of this many runs")
     agents.set_defaults(handler=_bench_agents)
+    state = scenarios.add_parser("state", help="acknowledged state writes/s vs raw plyvel")
+    state.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    state.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
+    state.add_argument("--agents", type=int, default=200, help="agents writing at once")
+    state.add_argument("--events", type=int, default=100, help="handlers per agent")
+    state.add_argument("--keys", type=int, default=5, help="state keys written per handler")
+    state.set_defaults(handler=_bench_state)
 
     config = commands.add_parser("config", help="show the effective configuration")
     config.set_defaults(handler=_config)

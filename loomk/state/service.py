@@ -108,7 +108,7 @@ class StateService:
 
     async def commit(self, agent_id: str, puts: dict[bytes, bytes], deletes: list[bytes]) -> None:
         """Write one handler's state changes atomically, stamping ``last_update_ms``."""
-        puts[_meta_key(agent_id)] = json.dumps({"last_update_ms": now_ms()}).encode()
+        puts[_meta_key(agent_id)] = b'{"last_update_ms":%d}' % now_ms()
         await self.store.commit(puts, deletes)
 
     def state_prefix(self, agent_id: str) -> bytes:

@@ -34,18 +34,19 @@ class StoreStats:
     operations: int
 
 
-class _Commit:
-    __slots__ = ("deletes", "done", "error", "puts")
+class _Generation:
+    """The commits that will be written in one batch, and the event that acknowledges them.
 
-    def __init__(self, puts: Mapping[bytes, bytes], deletes: Iterable[bytes]) -> None:
-        self.puts = puts
-        self.deletes = tuple(deletes)
+    Sharing one event per batch keeps a commit as cheap as appending to a list.
+    """
+
+    __slots__ = ("commits", "done", "error", "size")
+
+    def __init__(self) -> None:
+        self.commits: list[tuple[Mapping[bytes, bytes], tuple[bytes, ...]]] = []
+        self.size = 0
         self.done = trio.Event()
         self.error: BaseException | None = None
-
-    @property
-    def size(self) -> int:
-        return len(self.puts) + len(self.deletes)
 
 
 class Store:
@@ -56,7 +57,8 @@ class Store:
         self._db = db
         self.path = path
         self.sync = sync
-        self._pending: list[_Commit] = []
+        self._open = _Generation()  # what commits join now
+        self._sealed: list[_Generation] = []  # full generations waiting for the writer
         self._wakeup = trio.Event()
         self._closing = False
         self._closed = False
@@ -115,14 +117,18 @@ class Store:
         """
         if self._closing:
             raise KernelClosed(f"the store in {self.path} is closed")
-        commit = _Commit(puts, deletes)
-        self._pending.append(commit)
+        generation = self._open
+        if generation.size >= _MAX_BATCH_OPS:  # full: the next batch takes the rest
+            generation = self._open = self._seal_and_open()
+        deletes = tuple(deletes)
+        generation.commits.append((puts, deletes))
+        generation.size += len(puts) + len(deletes)
         self._wakeup.set()
-        await commit.done.wait()
-        if commit.error is not None:
+        await generation.done.wait()
+        if generation.error is not None:
             raise StoreError(
-                f"writing to the store in {self.path} failed: {commit.error}"
-            ) from commit.error
+                f"writing to the store in {self.path} failed: {generation.error}"
+            ) from generation.error
 
     async def delete_prefix(self, prefix: bytes) -> int:
         """Delete every key starting with ``prefix`` in one commit; returns how many went."""
@@ -136,39 +142,43 @@ class Store:
         task_status.started()
         try:
             while True:
-                if not self._pending:
-                    if self._closing:
-                        return
+                if self._sealed:
+                    await self._write(self._sealed.pop(0))
+                elif self._open.commits:
+                    generation, self._open = self._open, _Generation()
+                    await self._write(generation)
+                elif self._closing:
+                    return
+                else:
                     await self._wakeup.wait()
                     self._wakeup = trio.Event()
-                    continue
-                batch, self._pending = _take_batch(self._pending)
-                await self._write(batch)
         finally:
             self._stopped.set()
 
-    async def _write(self, batch: list[_Commit]) -> None:
+    def _seal_and_open(self) -> _Generation:
+        self._sealed.append(self._open)
+        return _Generation()
+
+    async def _write(self, generation: _Generation) -> None:
         try:
             if self.sync:
-                await trio.to_thread.run_sync(self._write_batch, batch, True)
+                await trio.to_thread.run_sync(self._write_batch, generation, True)
             else:
-                self._write_batch(batch, False)
-        except Exception as error:  # the waiters get it as a StoreError
-            for commit in batch:
-                commit.error = error
+                self._write_batch(generation, False)
+        except Exception as error:  # every waiter gets it, as a StoreError
+            generation.error = error
         else:
-            self._commits += len(batch)
+            self._commits += len(generation.commits)
             self._batches += 1
-            self._operations += sum(commit.size for commit in batch)
-        for commit in batch:
-            commit.done.set()
+            self._operations += generation.size
+        generation.done.set()
 
-    def _write_batch(self, batch: list[_Commit], sync: bool) -> None:
+    def _write_batch(self, generation: _Generation, sync: bool) -> None:
         with self._db.write_batch(sync=sync) as write:
-            for commit in batch:
-                for key in commit.deletes:
+            for puts, deletes in generation.commits:
+                for key in deletes:
                     write.delete(key)
-                for key, value in commit.puts.items():
+                for key, value in puts.items():
                     write.put(key, value)
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -192,10 +202,11 @@ class Store:
         self._closing = True
         self._wakeup.set()
         await self._stopped.wait()
-        for commit in self._pending:  # the writer is gone: nobody will write these
-            commit.error = KernelClosed("the store closed before this commit was written")
-            commit.done.set()
-        self._pending.clear()
+        for generation in [*self._sealed, self._open]:  # the writer is gone: none written
+            if generation.commits:
+                generation.error = KernelClosed("the store closed before this was written")
+                generation.done.set()
+        self._sealed.clear()
         self._db.close()
         self._closed = True
 
@@ -208,16 +219,6 @@ class Store:
     def _check_open(self) -> None:
         if self._closed:
             raise KernelClosed(f"the store in {self.path} is closed")
-
-
-def _take_batch(pending: list[_Commit]) -> tuple[list[_Commit], list[_Commit]]:
-    """Split off the oldest commits, up to about ``_MAX_BATCH_OPS`` operations."""
-    operations = 0
-    for index, commit in enumerate(pending):
-        operations += commit.size
-        if operations > _MAX_BATCH_OPS and index > 0:
-            return pending[:index], pending[index:]
-    return pending, []
 
 
 def _describe(error: Exception) -> str:

@@ -213,3 +213,17 @@ def test_a_second_signal_abandons_a_graceful_shutdown_that_hangs() -> None:
     assert process.returncode == 0, err
     assert out.splitlines() == ["run returned None"]
     assert "Traceback" not in err
+
+
+def test_bench_state_prints_a_table_and_writes_json(tmp_path: Path) -> None:
+    target = tmp_path / "state.json"
+    result = _run(
+        sys.executable, "-m", "loomk.cli", "bench", "state", "--quick", "--json", str(target)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "acknowledged state writes/s" in result.stdout
+    rows = json.loads(target.read_text())["results"]
+    assert [row["sync"] for row in rows] == [False, True]
+    for row in rows:
+        assert row["writes"] == 20 * 10 * 5
+        assert row["ratio"] == pytest.approx(row["loomk_per_s"] / row["baseline_per_s"])
