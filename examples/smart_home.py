@@ -2,8 +2,9 @@
 
 Run it with ``make demo`` (or ``python examples/smart_home.py``). Offline and deterministic.
 It shows the agent API (class and function form), private reply topics, ``ctx.emit`` and
-``ctx.reply``, a crashing agent that its supervisor restarts without losing queued events,
-the agent directory, and the statistics of the bus and of each agent.
+``ctx.reply``, persistent ``ctx.state`` committed with the events a handler emits, a crashing
+agent that its supervisor restarts without losing queued events, the agent directory, and the
+statistics of the bus and of each agent.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ class Alarm(Agent):
         if reading["celsius"] > 90:
             raise ValueError(f"implausible reading {reading}")  # the supervisor restarts us
         if reading["celsius"] >= self.threshold:
+            # Both the count and the warning take effect when this handler returns, together:
+            # after a crash neither or both are there (the warning is held until the commit).
+            ctx.state["warnings"] = ctx.state.get("warnings", 0) + 1
             warning = Event("warn", event.payload, metadata={"reply_to": ctx.reply_topic})
             await ctx.emit("agent.notifier.replies", warning)
 
@@ -94,6 +98,7 @@ async def main(kernel: Kernel) -> None:
     for message in acks:
         print(f"  {message}")
     print(f"supervisor: {topic} {json.loads(restarted.payload)['error']}")
+    print("alarm state:", json.loads(kernel.agent_state("alarm").persistent_state))
     print("directory: alarm.heat ->", kernel.directory.by_capability("alarm.heat"))
     print("directory: sensors.attic.temp ->", kernel.directory.by_topic("sensors.attic.temp"))
 
@@ -115,4 +120,6 @@ async def main(kernel: Kernel) -> None:
 
 
 if __name__ == "__main__":
-    loomk.run(main, log_level="critical")  # the crash is shown above; keep stderr quiet
+    # state_temporary: the demo keeps its state in a throw-away directory; drop it to keep
+    # the alarm's count in .loomk/ beside this file across runs.
+    loomk.run(main, log_level="critical", state_temporary=True)

@@ -30,6 +30,7 @@ def test_make_demo_runs_agents_offline_and_reports_what_happened() -> None:
     assert lines[3:5] == ["  too hot in the attic: 36.5 C", "  too hot in the attic: 38.0 C"]
     assert "supervisor: system.agent.restarted ValueError(" in result.stdout
     assert "directory: alarm.heat -> ['alarm']" in lines
+    assert "alarm state: {'warnings': 2}" in lines
     assert "alarm      running        7        1        1" in lines
     assert "notifier   running        2        0        0" in lines
     assert result.stderr == ""
