@@ -32,6 +32,7 @@ from loomk.errors import (
     AgentNotFound,
     AlreadySubscribed,
     ConfigError,
+    DataDirInUse,
     EventError,
     InvalidAgentId,
     KernelClosed,

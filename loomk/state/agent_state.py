@@ -36,11 +36,11 @@ def encode_value(key: str, value: Any) -> bytes:
         return _RAW + bytes(value)
     try:
         text = json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
-    except (TypeError, ValueError) as error:
+        return _JSON + text.encode()
+    except (TypeError, ValueError) as error:  # UnicodeEncodeError (lone surrogates) too
         raise StateError(
             f"state value for key {key!r} cannot be stored ({type(value).__name__}): {error}"
         ) from error
-    return _JSON + text.encode()
 
 
 def decode_value(raw: bytes) -> Any:
@@ -51,6 +51,14 @@ def decode_value(raw: bytes) -> Any:
 
 
 _DELETED = object()
+
+
+def _encodable(key: str) -> bool:
+    try:
+        key.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class AgentStateView(MutableMapping[str, Any]):
@@ -74,8 +82,8 @@ class AgentStateView(MutableMapping[str, Any]):
         return self._committed[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
-        if key.__class__ is not str:
-            raise StateError(f"state keys are str, got {key!r}")
+        if key.__class__ is not str or not _encodable(key):
+            raise StateError(f"state keys are str that encode to UTF-8, got {key!r}")
         self._pending[key] = (value, encode_value(key, value))
 
     def __delitem__(self, key: str) -> None:
@@ -122,13 +130,17 @@ class AgentStateView(MutableMapping[str, Any]):
         return puts, deletes
 
     def applied(self) -> None:
-        """The pending writes were committed: fold them into the committed values."""
+        """The pending writes were committed: fold them into the committed values.
+
+        The committed values are decoded from what was stored, so later handlers read
+        exactly what a restarted agent would (not an object mutated since it was assigned).
+        """
         committed = self._committed
         for key, pending in self._pending.items():
             if pending is _DELETED:
                 committed.pop(key, None)
             else:
-                committed[key] = pending[0]
+                committed[key] = decode_value(pending[1])
         self._pending = {}
 
     def discard(self) -> None:

@@ -20,11 +20,11 @@ __all__ = ["EphemeralMemory"]
 def _size(item: Any) -> int:
     if isinstance(item, bytes):
         return len(item)
-    if isinstance(item, str):
-        return len(item.encode())
     try:
+        if isinstance(item, str):
+            return len(item.encode())
         return len(json.dumps(item, separators=(",", ":"), allow_nan=False))
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError) as error:  # UnicodeEncodeError (lone surrogates) too
         kind = type(item).__name__
         raise StateError(f"memory items are JSON-serialisable, got {kind}") from error
 

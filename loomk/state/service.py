@@ -5,7 +5,7 @@ in ``data_dir`` (a relative path is taken from the running program's directory, 
 program's state sits beside it), or in a temporary directory when ``state_temporary`` is set.
 
 Key layout, one prefix per agent so that forgetting an agent is one range of keys:
-``a/{agent_id}/s/{key}`` holds a state value, ``a/{agent_id}/meta`` the agent's metadata.
+``a/{agent_id}/s/{key}`` holds a state value, ``a/{agent_id}/meta`` its ``last_update_ms``.
 """
 
 from __future__ import annotations

@@ -117,10 +117,11 @@ class Store:
         """
         if self._closing:
             raise KernelClosed(f"the store in {self.path} is closed")
+        deletes = tuple(deletes)
+        _check_operations(puts, deletes)
         generation = self._open
         if generation.size >= _MAX_BATCH_OPS:  # full: the next batch takes the rest
             generation = self._open = self._seal_and_open()
-        deletes = tuple(deletes)
         generation.commits.append((puts, deletes))
         generation.size += len(puts) + len(deletes)
         self._wakeup.set()
@@ -174,7 +175,7 @@ class Store:
         generation.done.set()
 
     def _write_batch(self, generation: _Generation, sync: bool) -> None:
-        with self._db.write_batch(sync=sync) as write:
+        with self._db.write_batch(sync=sync, transaction=True) as write:  # all or nothing
             for puts, deletes in generation.commits:
                 for key in deletes:
                     write.delete(key)
@@ -219,6 +220,18 @@ class Store:
     def _check_open(self) -> None:
         if self._closed:
             raise KernelClosed(f"the store in {self.path} is closed")
+
+
+def _check_operations(puts: Mapping[bytes, bytes], deletes: tuple[bytes, ...]) -> None:
+    """Refuse a malformed commit before it joins a batch (it would fail the others too)."""
+    for key, value in puts.items():
+        if key.__class__ is not bytes or value.__class__ is not bytes:
+            raise StoreError(
+                f"store keys and values are bytes, got {key!r}: {type(value).__name__}"
+            )
+    for key in deletes:
+        if key.__class__ is not bytes:
+            raise StoreError(f"store keys are bytes, got {key!r}")
 
 
 def _describe(error: Exception) -> str:
