@@ -15,13 +15,13 @@ starves other tasks, while a burst of publishes costs no scheduler round-trip pe
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 
 import trio
 
-from loomk.bus.lanes import EMPTY, Lane, Mailbox, make_lane
+from loomk.bus.lanes import EMPTY, Item, Lane, Mailbox, make_lane
 from loomk.bus.overflow import Overflow, OverflowLike, parse_overflow
 from loomk.bus.topics import TopicTrie, is_wildcard, validate_pattern, validate_topic
 from loomk.errors import EventError, KernelClosed, OverflowPolicyError
@@ -71,13 +71,22 @@ class _TopicCounters:
 class Route:
     """A published topic, the subscriptions it currently reaches, and its counters."""
 
-    __slots__ = ("bindings", "generation", "stats", "topic")
+    __slots__ = ("bindings", "generation", "offers", "stats", "topic")
 
     def __init__(self, topic: str) -> None:
         self.topic = topic
         self.bindings: tuple[Binding, ...] = ()
+        # The bindings' bound ``offer`` methods when none filters by event type (the common
+        # case), for a publish loop without per-binding checks; None otherwise.
+        self.offers: tuple[Callable[[Item], bool | None], ...] | None = None
         self.generation = -1
         self.stats = _TopicCounters()
+
+    def set_bindings(self, bindings: tuple[Binding, ...]) -> None:
+        """Route to ``bindings`` from now on."""
+        self.bindings = bindings
+        unfiltered = bindings and all(b.event_types is None for b in bindings)
+        self.offers = tuple(b.offer for b in bindings) if unfiltered else None
 
 
 class Binding:
@@ -209,7 +218,23 @@ class EventBus:
         stats.published += 1
         delivered = 0
         bindings = route.bindings
-        if bindings:
+        offers = route.offers
+        if offers is not None:  # no type filters on this topic: the lean loop
+            item = (route, event)
+            for offer in offers:
+                accepted = offer(item)
+                if accepted:
+                    delivered += 1
+                elif accepted is None:  # a full lossless lane: wait for room
+                    binding = bindings[offers.index(offer)]
+                    try:
+                        accepted = await binding.lane.put(item)
+                    except trio.Cancelled:
+                        _count_unreached(bindings[bindings.index(binding) + 1 :], route, event)
+                        raise
+                    if accepted:
+                        delivered += 1
+        elif bindings:
             item = (route, event)
             event_type = event.type
             for binding in bindings:
@@ -242,7 +267,7 @@ class EventBus:
             if len(self._routes) >= self._max_topics:
                 self._prune()
             route = self._routes[topic] = Route(topic)
-        route.bindings = tuple(binding for _, binding in self._trie.match(topic))
+        route.set_bindings(tuple(binding for _, binding in self._trie.match(topic)))
         route.generation = self._generation
         return route
 
@@ -317,7 +342,7 @@ class EventBus:
         else:
             route = self._routes.get(pattern)
             if route is not None and route.generation == self._generation:
-                route.bindings = (*route.bindings, binding)
+                route.set_bindings((*route.bindings, binding))
         return binding
 
     def detach(self, binding: Binding) -> None:
@@ -331,7 +356,7 @@ class EventBus:
         else:
             route = self._routes.get(binding.pattern)
             if route is not None and route.generation == self._generation:
-                route.bindings = tuple(b for b in route.bindings if b is not binding)
+                route.set_bindings(tuple(b for b in route.bindings if b is not binding))
 
     def unsubscribe(self, subscription: Subscription) -> None:
         """Same as ``subscription.unsubscribe()``."""
