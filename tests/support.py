@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import trio
 
-from loomk import Event
+from loomk import Agent, Context, Event
 from loomk.bus import Subscription
+
+Step = Callable[[Context], Awaitable[None]]
 
 
 def ev(i: int, etype: str = "msg", **metadata: str) -> Event:
@@ -38,3 +42,32 @@ def assert_conserved(sub: Subscription, matched: int) -> None:
     stats = sub.stats()
     assert stats.depth == 0, "drain first"
     assert matched == stats.delivered + stats.dropped_total + stats.filtered, stats
+
+
+class Scripted(Agent):
+    """Runs, for each event on ``in.{id}``, the step registered under the event's type;
+    ``on_start``/``on_stop`` run the ``"start"``/``"stop"`` steps when there are some.
+
+    ``steps`` is a constructor argument, so a restarted instance shares it with the old one,
+    and a test may add steps after the spawn.
+    """
+
+    metadata = {"role": "scripted", "team": "tests"}  # noqa: RUF012
+
+    def __init__(self, agent_id: str, steps: dict[str, Step]) -> None:
+        super().__init__(agent_id)
+        self.topics = (f"in.{agent_id}",)  # type: ignore[misc]  # per-instance topics
+        self.steps = steps
+
+    async def on_start(self, ctx: Context) -> None:
+        step = self.steps.get("start")
+        if step is not None:
+            await step(ctx)
+
+    async def on_event(self, ctx: Context, event: Event) -> None:
+        await self.steps[event.type](ctx)
+
+    async def on_stop(self, ctx: Context) -> None:
+        step = self.steps.get("stop")
+        if step is not None:
+            await step(ctx)

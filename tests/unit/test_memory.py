@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
+from support import Scripted, Step
 
 import loomk
-from loomk import Agent, Context, Event
+from loomk import Context, Event
 from loomk.errors import StateError
 from loomk.state import EphemeralMemory
 
@@ -140,31 +140,9 @@ def test_bounds_below_one_are_refused(max_items: int, max_bytes: int) -> None:
 
 # --- ctx.memory through a kernel --------------------------------------------------------
 
-Step = Callable[[Context], Awaitable[None]]
-
 
 class Boom(Exception):
     """A handler failure the tests provoke."""
-
-
-class Scripted(Agent):
-    """Runs, for each event on ``in.{id}``, the step registered under the event's type.
-
-    ``steps`` is a constructor argument, so a restarted instance shares it with the old one.
-    """
-
-    def __init__(self, agent_id: str, steps: dict[str, Step]) -> None:
-        super().__init__(agent_id)
-        self.topics = (f"in.{agent_id}",)  # type: ignore[misc]  # per-instance topics
-        self.steps = steps
-
-    async def on_start(self, ctx: Context) -> None:
-        step = self.steps.get("start")
-        if step is not None:
-            await step(ctx)
-
-    async def on_event(self, ctx: Context, event: Event) -> None:
-        await self.steps[event.type](ctx)
 
 
 def kernel_on(tmp_path: Path, **settings: Any) -> Any:

@@ -17,58 +17,25 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
-from support import drain
+from support import Scripted, Step, drain
 
 import loomk
 from loomk import AgentError, Context, Event, Kernel, KernelClosed
-from loomk.agents import Agent
 from loomk.errors import DataDirInUse, StateError
 from loomk.state import AgentState
 
 settle = trio.testing.wait_all_tasks_blocked
 WAIT_LIMIT_S = 5.0
 
-Step = Callable[[Context], Awaitable[None]]
-
 
 class Boom(Exception):
     """A handler failure the tests provoke."""
-
-
-class Scripted(Agent):
-    """Runs, for each event on ``in.{id}``, the step registered under the event's type;
-    ``on_start``/``on_stop`` run the ``"start"``/``"stop"`` steps when there are some.
-
-    ``steps`` is a constructor argument, so a restarted instance shares it with the old one,
-    and a test may add steps after the spawn.
-    """
-
-    metadata = {"role": "scripted", "team": "tests"}  # noqa: RUF012
-
-    def __init__(self, agent_id: str, steps: dict[str, Step]) -> None:
-        super().__init__(agent_id)
-        self.topics = (f"in.{agent_id}",)  # type: ignore[misc]  # per-instance topics
-        self.steps = steps
-
-    async def on_start(self, ctx: Context) -> None:
-        step = self.steps.get("start")
-        if step is not None:
-            await step(ctx)
-
-    async def on_event(self, ctx: Context, event: Event) -> None:
-        await self.steps[event.type](ctx)
-
-    async def on_stop(self, ctx: Context) -> None:
-        step = self.steps.get("stop")
-        if step is not None:
-            await step(ctx)
 
 
 def kernel_on(data_dir: Path, **settings: Any) -> Any:

@@ -63,6 +63,12 @@ class Journal:
     def count(self, what: str) -> int:
         return sum(1 for w, *_ in self.entries if w == what)
 
+    def restart_gaps(self) -> list[float]:
+        """Seconds from each failing ``boom`` event to the start of the next instance."""
+        fails = self.times("event", b"boom")
+        starts = self.times("start")[1:]
+        return [s - f for f, s in zip(fails, starts, strict=True)]
+
     def payloads(self) -> list[object]:
         return [d for w, _, d, _ in self.entries if w == "event"]
 
@@ -495,9 +501,7 @@ async def test_backoff_doubles_within_the_window_and_is_capped(
         await publish(kernel, *[b"boom"] * 6, b"done")
         await trio.sleep(10)
         assert handle.restarts == 6
-        fails = journal.times("event", b"boom")
-        starts = journal.times("start")[1:]
-        gaps = [s - f for f, s in zip(fails, starts, strict=True)]
+        gaps = journal.restart_gaps()
         assert gaps == pytest.approx([0.1, 0.2, 0.4, 0.5, 0.5, 0.5])
         assert journal.payloads()[-1] == b"done"
 
@@ -512,9 +516,7 @@ async def test_backoff_starts_over_once_the_window_has_passed(
         await trio.sleep(30)
         await publish(kernel, b"boom")
         await trio.sleep(30)
-        fails = journal.times("event", b"boom")
-        starts = journal.times("start")[1:]
-        gaps = [s - f for f, s in zip(fails, starts, strict=True)]
+        gaps = journal.restart_gaps()
         assert gaps == pytest.approx([1, 2, 1])
 
 
@@ -534,9 +536,7 @@ async def test_backoff_jitter_stays_within_its_bounds(
         await publish(kernel, *[b"boom"] * 10)
         await trio.sleep(500)
         assert handle.restarts == 10
-        fails = journal.times("event", b"boom")
-        starts = journal.times("start")[1:]
-        gaps = [s - f for f, s in zip(fails, starts, strict=True)]
+        gaps = journal.restart_gaps()
         bases = [1, 2, 4, 8, 8, 8, 8, 8, 8, 8]
         for gap, base in zip(gaps, bases, strict=True):
             assert 0.5 * base - 1e-9 <= gap <= 1.5 * base + 1e-9, (gap, base)
