@@ -33,6 +33,7 @@ class Context:
     """An agent instance's handle on the kernel."""
 
     __slots__ = (
+        "_dirty",
         "_handle",
         "_holding",
         "_log",
@@ -54,6 +55,7 @@ class Context:
         self._log: Any = None
         self._stop_requested = False
         self._holding = False  # True while a handler runs: emits wait for its commit
+        self._dirty = False  # state written or events held since the last commit
         self._outbox: list[tuple[str, Event]] = []
         self._state: AgentStateView | None = None
 
@@ -64,7 +66,7 @@ class Context:
         """The agent's persistent state (see :mod:`loomk.state.agent_state` for the rules)."""
         if self._state is None:
             committed = self.kernel.state.load(self.agent_id)
-            self._state = AgentStateView(committed, self.flush)
+            self._state = AgentStateView(committed, self.flush, self)
         return self._state
 
     @property
@@ -75,11 +77,15 @@ class Context:
     @property
     def dirty(self) -> bool:
         """Whether state writes or held events await a commit."""
-        state = self._state
-        return bool(self._outbox) or (state is not None and state.dirty)
+        return self._dirty
+
+    def mark_dirty(self) -> None:
+        """Note a state write (the runtime commits after the handler)."""
+        self._dirty = True
 
     async def flush(self) -> None:
         """Commit the state written so far, then publish the held events, in order."""
+        self._dirty = False
         state = self._state
         if state is not None and state.dirty:
             puts, deletes = state.pending_operations(self.kernel.state.state_prefix(self.agent_id))
@@ -95,6 +101,7 @@ class Context:
         if self._state is not None:
             self._state.discard()
         self._outbox = []
+        self._dirty = False
 
     @property
     def log(self) -> Any:
@@ -123,6 +130,7 @@ class Context:
             event = event.with_metadata(**{SENDER: self.sender})
         if self._holding:
             self._outbox.append((topic, event))
+            self._dirty = True
             await trio.lowlevel.checkpoint()
             return 0
         return await self.kernel.bus.publish(topic, event)

@@ -586,6 +586,7 @@ class AgentRuntime:
         on_event = instance.on_event
         sender = ctx.sender
         budget = _CHECKPOINT_EVERY
+        ctx._holding = True  # while handlers run (all of this loop but parking)
         while not ctx._stop_requested:
             for lane in mailbox._lanes:  # Mailbox.take_nowait, inlined: this runs per event
                 if lane._buf:
@@ -595,7 +596,9 @@ class AgentRuntime:
                 if handle.stopping:
                     return
                 mailbox.prune()
+                ctx._holding = False  # parked: no handler runs, emits go out at once
                 await mailbox.wait()
+                ctx._holding = True
                 budget = _CHECKPOINT_EVERY
                 continue
             event = item[1]._delivered  # type: ignore[index]
@@ -604,16 +607,14 @@ class AgentRuntime:
                 if event is None:
                     handle.expired += 1
                     continue
-            ctx._holding = True
             result: object = await on_event(ctx, event)  # type: ignore[func-returns-value]
             if result is not None:
                 raise AgentContractError(
                     f"{type(instance).__name__}.on_event must return None, "
                     f"got {type(result).__name__}"
                 )
-            if ctx._outbox or (ctx._state is not None and ctx._state._pending):
+            if ctx._dirty:
                 await ctx.flush()  # the handler's state, then its held events
-            ctx._holding = False
             handle.handled += 1
             budget -= 1
             if not budget:

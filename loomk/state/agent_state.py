@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
 from loomk.errors import StateError
 
@@ -53,6 +53,10 @@ def decode_value(raw: bytes) -> Any:
 _DELETED = object()
 
 
+class _WriteObserver(Protocol):
+    def mark_dirty(self) -> None: ...
+
+
 def _encodable(key: str) -> bool:
     try:
         key.encode()
@@ -64,11 +68,17 @@ def _encodable(key: str) -> bool:
 class AgentStateView(MutableMapping[str, Any]):
     """The state of one agent as its handlers see it: committed values plus pending writes."""
 
-    __slots__ = ("_committed", "_flush", "_pending")
+    __slots__ = ("_committed", "_flush", "_owner", "_pending")
 
-    def __init__(self, committed: dict[str, Any], flush: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        committed: dict[str, Any],
+        flush: Callable[[], Awaitable[None]],
+        owner: _WriteObserver | None = None,
+    ) -> None:
         self._committed = committed
         self._flush = flush  # the context's commit: state writes and held events together
+        self._owner = owner  # told of every write, so the runtime knows a commit is due
         self._pending: dict[str, Any] = {}  # key -> (value, encoded) or _DELETED
 
     # ---- the mapping --------------------------------------------------------------------
@@ -85,11 +95,15 @@ class AgentStateView(MutableMapping[str, Any]):
         if key.__class__ is not str or not _encodable(key):
             raise StateError(f"state keys are str that encode to UTF-8, got {key!r}")
         self._pending[key] = (value, encode_value(key, value))
+        if self._owner is not None:
+            self._owner.mark_dirty()
 
     def __delitem__(self, key: str) -> None:
         if key not in self:
             raise KeyError(key)
         self._pending[key] = _DELETED
+        if self._owner is not None:
+            self._owner.mark_dirty()
 
     def __contains__(self, key: object) -> bool:
         pending = self._pending.get(key)  # type: ignore[call-overload]
