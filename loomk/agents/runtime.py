@@ -520,6 +520,7 @@ class AgentRuntime:
             handle._mark_finished()
 
     async def _supervise(self, handle: AgentHandle) -> None:
+        """Run instances of the agent one after another, as its restart policy allows."""
         policy = handle.policy
         tracker: RestartTracker | None = None  # made at the first restart
         instance = handle.agent
@@ -542,7 +543,13 @@ class AgentRuntime:
             handle.backoff = None
             if handle.stopping:
                 return
-            instance = instance.fresh()
+            try:
+                instance = instance.fresh()
+            except Exception as error:  # the agent's constructor failed: nothing to restart
+                handle.failures += 1
+                handle.last_error = error
+                await self._give_up(handle, error)
+                return
             handle.agent = instance
             handle.restarts += 1
             handle.carried, handle.own = handle.own, _NO_PATTERNS

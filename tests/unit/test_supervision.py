@@ -989,3 +989,39 @@ async def test_on_start_returning_a_value_is_a_contained_contract_failure(
         assert handle.failures == 1
         assert handle.restarts == 1
         assert handle.status == "running"
+
+
+class BuiltOnce(Agent):
+    """An agent whose constructor works once: a restart cannot rebuild it."""
+
+    topics = ("work",)
+    built = 0
+
+    def __init__(self, agent_id: str) -> None:
+        super().__init__(agent_id)
+        BuiltOnce.built += 1
+        if BuiltOnce.built > 1:
+            raise RuntimeError("cannot be built twice")
+
+    async def on_event(self, ctx: Context, event: Event) -> None:
+        raise ValueError("boom")
+
+
+async def test_a_failing_constructor_on_restart_gives_up_without_stopping_the_kernel(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    BuiltOnce.built = 0
+    seen: list[tuple[float, bytes]] = []
+    async with loomk.open_kernel() as kernel:
+        watch = kernel.bus.subscribe("system.agent.failed")
+        handle = await kernel.spawn(BuiltOnce("once"), backoff_s=0.1, jitter=0)
+        await kernel.spawn(Recorder("other", seen))
+        await kernel.bus.publish("work", Event("job"))
+        with trio.fail_after(60):
+            _, failed = await watch.receive()
+        assert json.loads(failed.payload)["error"].startswith("RuntimeError(")
+        assert handle.status == "failed"
+        assert "once" not in kernel.agents.list()
+        await kernel.bus.publish("other", Event("job", b"still here"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert [payload for _, payload in seen] == [b"still here"]
