@@ -10,10 +10,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from loomk import __version__
 from loomk.config import Config, describe
@@ -32,56 +34,20 @@ def _write_json(path_text: str | None, figures: dict[str, object]) -> None:
         print(f"figures written to {path}", file=sys.stderr)
 
 
-def _bench_bus(args: argparse.Namespace) -> int:
-    from loomk.bench.bus import format_report, run_bus_bench
-
-    progress = _progress
-    if args.quick:
-        report = run_bus_bench(
-            deliveries=20_000, repeats=1, latency_seconds=0.2, rate=5_000, progress=progress
-        )
-    else:
-        report = run_bus_bench(
-            deliveries=args.deliveries,
-            repeats=args.repeats,
-            latency_seconds=args.latency_seconds,
-            rate=args.rate,
-            progress=progress,
-        )
-    print(format_report(report))
-    _write_json(args.json, report.as_dict())
-    return 0
+# Tiny sizes per scenario for ``--quick`` (a smoke run, as the end-to-end tests use).
+_QUICK: dict[str, dict[str, Any]] = {
+    "bus": {"deliveries": 20_000, "repeats": 1, "latency_seconds": 0.2, "rate": 5_000},
+    "agents": {"spawn_sizes": (200, 1_000), "deliveries": 5_000, "repeats": 1},
+    "state": {"agents": 20, "events": 10, "keys": 5, "fsync_writes": 50},
+}
 
 
-def _bench_agents(args: argparse.Namespace) -> int:
-    from loomk.bench.agents import format_report, run_agents_bench
-
-    if args.quick:
-        report = run_agents_bench(
-            spawn_sizes=(200, 1_000), deliveries=5_000, repeats=1, progress=_progress
-        )
-    else:
-        report = run_agents_bench(
-            spawn_sizes=tuple(args.spawn),
-            deliveries=args.deliveries,
-            repeats=args.repeats,
-            progress=_progress,
-        )
-    print(format_report(report))
-    _write_json(args.json, report.as_dict())
-    return 0
-
-
-def _bench_state(args: argparse.Namespace) -> int:
-    from loomk.bench.state import format_report, run_state_bench
-
-    if args.quick:
-        report = run_state_bench(agents=20, events=10, keys=5, fsync_writes=50, progress=_progress)
-    else:
-        report = run_state_bench(
-            agents=args.agents, events=args.events, keys=args.keys, progress=_progress
-        )
-    print(format_report(report))
+def _bench(args: argparse.Namespace) -> int:
+    """Run ``loomk.bench.{scenario}``: print its table, write its JSON if asked."""
+    module = importlib.import_module(f"loomk.bench.{args.scenario}")
+    options = _QUICK[args.scenario] if args.quick else args.options(args)
+    report = getattr(module, f"run_{args.scenario}_bench")(progress=_progress, **options)
+    print(module.format_report(report))
     _write_json(args.json, report.as_dict())
     return 0
 
@@ -109,30 +75,45 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="run a benchmark and print its table")
     scenarios = bench.add_subparsers(dest="scenario", required=True, metavar="SCENARIO")
-    bus = scenarios.add_parser("bus", help="bus throughput and latency vs trio channels")
-    bus.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
-    bus.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
+
+    def scenario(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = scenarios.add_parser(name, help=help_text)
+        sub.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+        sub.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
+        sub.set_defaults(handler=_bench)
+        return sub
+
+    bus = scenario("bus", "bus throughput and latency vs trio channels")
     bus.add_argument("--deliveries", type=int, default=300_000, help="per fan-out width")
     bus.add_argument("--repeats", type=int, default=3, help="best of this many runs")
     bus.add_argument("--rate", type=int, default=10_000, help="offered events/s for latency")
     bus.add_argument("--latency-seconds", type=float, default=2.0, help="latency run length")
-    bus.set_defaults(handler=_bench_bus)
-    agents = scenarios.add_parser("agents", help="idle agents' cost, delivery through the runtime")
-    agents.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
-    agents.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
+    bus.set_defaults(
+        options=lambda a: {
+            "deliveries": a.deliveries,
+            "repeats": a.repeats,
+            "rate": a.rate,
+            "latency_seconds": a.latency_seconds,
+        }
+    )
+    agents = scenario("agents", "idle agents' cost, delivery through the runtime")
     agents.add_argument(
         "--spawn", type=int, nargs="+", default=[1_000, 10_000, 100_000], help="agent counts"
     )
     agents.add_argument("--deliveries", type=int, default=200_000, help="per fan-out width")
     agents.add_argument("--repeats", type=int, default=3, help="best of this many runs")
-    agents.set_defaults(handler=_bench_agents)
-    state = scenarios.add_parser("state", help="acknowledged state writes/s vs raw plyvel")
-    state.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
-    state.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
+    agents.set_defaults(
+        options=lambda a: {
+            "spawn_sizes": tuple(a.spawn),
+            "deliveries": a.deliveries,
+            "repeats": a.repeats,
+        }
+    )
+    state = scenario("state", "acknowledged state writes/s vs raw plyvel")
     state.add_argument("--agents", type=int, default=200, help="agents writing at once")
     state.add_argument("--events", type=int, default=100, help="handlers per agent")
     state.add_argument("--keys", type=int, default=5, help="state keys written per handler")
-    state.set_defaults(handler=_bench_state)
+    state.set_defaults(options=lambda a: {"agents": a.agents, "events": a.events, "keys": a.keys})
 
     config = commands.add_parser("config", help="show the effective configuration")
     config.set_defaults(handler=_config)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import trio
+import trio.testing
 
-from loomk import Agent, Context, Event
+from loomk import Agent, Context, Event, EventBus
 from loomk.bus import Subscription
 
 Step = Callable[[Context], Awaitable[None]]
@@ -71,3 +73,22 @@ class Scripted(Agent):
         step = self.steps.get("stop")
         if step is not None:
             await step(ctx)
+
+
+@asynccontextmanager
+async def parked_publish(bus: EventBus, topic: str, event: Event) -> AsyncIterator[list[int]]:
+    """Publish ``event`` in a task that must park on a full ``block`` lane.
+
+    The body runs while the publisher waits; after the block, the list holds what
+    ``publish`` returned.
+    """
+    results: list[int] = []
+
+    async def publisher() -> None:
+        results.append(await bus.publish(topic, event))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(publisher)
+        await trio.testing.wait_all_tasks_blocked()
+        assert results == [], "the publisher was expected to park"
+        yield results

@@ -68,9 +68,10 @@ async def _loomk_writes(path: Path, *, sync: bool, agents: int, events: int, key
         event = Event("write", b"", metadata={"sender": "agent.bench"})
         for _ in range(events):
             await kernel.bus.publish("bench.state", event)
-        for writer in writers:
-            while writer.done < events:
-                await trio.sleep(0.001)  # commits may be in a worker thread (sync on)
+        for writer in writers:  # ``handled`` counts a handler once its commit is acknowledged
+            handle = kernel.agents.get(writer.agent_id)
+            while handle.handled < events:
+                await trio.sleep(0.001)  # the last commits may be in the fsync thread
         elapsed = time.perf_counter() - started
     return agents * events * keys / elapsed
 

@@ -15,7 +15,7 @@ starves other tasks, while a burst of publishes costs no scheduler round-trip pe
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -407,9 +407,6 @@ class EventBus:
         """Counters of every active subscription, oldest first."""
         return sorted((binding_stats(b) for _, b in self._trie), key=lambda s: s.id)
 
-    def bindings(self) -> Iterator[Binding]:
-        """Every active binding (for the runtime and observability)."""
-        return (binding for _, binding in self._trie)
 
 
 def _snapshot(topic: str, counters: _TopicCounters, bindings: list[Binding]) -> TopicStats:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
-from support import drain, ev, indices
+from support import drain, ev, indices, parked_publish
 
 from loomk import Event, EventBus, KernelClosed, Overflow, QoS
 from loomk.bus import CHECKPOINT_EVERY, DEFAULT_CAPACITY, Subscription
@@ -243,15 +243,7 @@ async def test_bus_close_releases_a_parked_publisher() -> None:
     sub = bus.subscribe("a", overflow="block", capacity=1)
     later = bus.subscribe("a", qos=QoS.REALTIME)
     await bus.publish("a", ev(0))
-    results: list[int] = []
-
-    async def publisher() -> None:
-        results.append(await bus.publish("a", ev(1)))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(publisher)
-        await trio.testing.wait_all_tasks_blocked()
-        assert results == []
+    async with parked_publish(bus, "a", ev(1)) as results:
         bus.close()
     assert results == [0]
     assert sub.stats().dropped == {"closed": 1}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
-from support import assert_conserved, drain, ev, indices, payloads
+from support import assert_conserved, drain, ev, indices, parked_publish, payloads
 
 from loomk import Event, EventBus, Overflow, OverflowPolicyError, QoS
 
@@ -290,15 +290,7 @@ async def test_block_parks_publisher_when_full_and_releases_it_on_take() -> None
     sub = bus.subscribe("a", overflow="block", capacity=2)
     assert await bus.publish("a", ev(0)) == 1
     assert await bus.publish("a", ev(1)) == 1
-    results: list[int] = []
-
-    async def publisher() -> None:
-        results.append(await bus.publish("a", ev(2)))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(publisher)
-        await trio.testing.wait_all_tasks_blocked()
-        assert results == []  # parked
+    async with parked_publish(bus, "a", ev(2)) as results:
         assert sub.stats().depth == 2
         await trio.testing.wait_all_tasks_blocked()
         assert results == []  # still parked: nothing was taken
@@ -422,15 +414,7 @@ async def test_block_unsubscribe_releases_parked_publisher() -> None:
     sub = bus.subscribe("a", overflow="block", capacity=1)
     other = bus.subscribe("a", qos=QoS.REALTIME)
     await bus.publish("a", ev(0))
-    results: list[int] = []
-
-    async def publisher() -> None:
-        results.append(await bus.publish("a", ev(1)))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(publisher)
-        await trio.testing.wait_all_tasks_blocked()
-        assert results == []
+    async with parked_publish(bus, "a", ev(1)) as results:
         sub.unsubscribe()
     assert results == [1]  # ``other`` still got it
     assert sub.stats().dropped == {"closed": 1}
@@ -445,14 +429,7 @@ async def test_block_fan_out_waits_in_subscription_order() -> None:
     blocking = bus.subscribe("a", overflow="block", capacity=1)
     after = bus.subscribe("a", qos=QoS.REALTIME)
     await bus.publish("a", ev(0))
-    results: list[int] = []
-
-    async def publisher() -> None:
-        results.append(await bus.publish("a", ev(1)))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(publisher)
-        await trio.testing.wait_all_tasks_blocked()
+    async with parked_publish(bus, "a", ev(1)) as results:
         assert before.stats().depth == 2  # offered before the blocking subscription
         assert after.stats().depth == 1  # not yet
         blocking.receive_nowait()
