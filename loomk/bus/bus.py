@@ -408,7 +408,6 @@ class EventBus:
         return sorted((binding_stats(b) for _, b in self._trie), key=lambda s: s.id)
 
 
-
 def _snapshot(topic: str, counters: _TopicCounters, bindings: list[Binding]) -> TopicStats:
     return TopicStats(
         topic=topic,
