@@ -946,7 +946,7 @@ async def test_spawn_rejects_a_bad_policy_and_registers_nothing(
             await kernel.spawn(Worker("w", journal), **options)
         assert kernel.agents.list() == []
         assert len(kernel.directory) == 0
-        assert list(kernel.bus.bindings()) == []
+        assert kernel.bus.subscription_stats() == []
         assert journal.count("start") == 0
         await kernel.spawn(Worker("w", journal))  # the id is still free
         assert kernel.agents.list() == ["w"]
