@@ -20,6 +20,7 @@ from loomk.errors import EventError
 from loomk.events import Event, QoS
 from loomk.state.agent_state import AgentStateView
 from loomk.state.memory import EphemeralMemory
+from loomk.state.service import state_prefix
 from loomk.telemetry.logging import get_logger
 
 if TYPE_CHECKING:
@@ -34,10 +35,12 @@ class Context:
 
     __slots__ = (
         "_dirty",
+        "_grouped",
         "_handle",
         "_holding",
         "_log",
         "_outbox",
+        "_outbox_mark",
         "_runtime",
         "_state",
         "_stop_requested",
@@ -55,8 +58,10 @@ class Context:
         self._log: Any = None
         self._stop_requested = False
         self._holding = False  # True while a handler runs: emits wait for its commit
-        self._dirty = False  # state written or events held since the last commit
+        self._dirty = False  # events held since the last commit (state tracks its own)
         self._outbox: list[tuple[str, Event]] = []
+        self._outbox_mark = 0  # held events before it belong to handlers that returned
+        self._grouped = 0  # handlers that returned, awaiting their group commit (runtime's)
         self._state: AgentStateView | None = None
 
     # ---- state and memory ---------------------------------------------------------------
@@ -66,7 +71,7 @@ class Context:
         """The agent's persistent state (see :mod:`loomk.state.agent_state` for the rules)."""
         if self._state is None:
             committed = self.kernel.state.load(self.agent_id)
-            self._state = AgentStateView(committed, self.flush, self)
+            self._state = AgentStateView(committed, self.flush)
         return self._state
 
     @property
@@ -77,30 +82,45 @@ class Context:
     @property
     def dirty(self) -> bool:
         """Whether state writes or held events await a commit."""
-        return self._dirty
+        state = self._state
+        return self._dirty or (state is not None and state.dirty)
 
-    def mark_dirty(self) -> None:
-        """Note a state write (the runtime commits after the handler)."""
-        self._dirty = True
+    def seal(self) -> None:
+        """The running handler returned: its writes and held events join the commit group."""
+        if self._state is not None:
+            self._state.seal()
+        self._outbox_mark = len(self._outbox)
 
     async def flush(self) -> None:
         """Commit the state written so far, then publish the held events, in order."""
-        self._dirty = False
         state = self._state
         if state is not None and state.dirty:
-            puts, deletes = state.pending_operations(self.kernel.state.state_prefix(self.agent_id))
+            puts, deletes = state.pending_operations(state_prefix(self.agent_id))
             await self.kernel.state.commit(self.agent_id, puts, deletes)
             state.applied()
         outbox, self._outbox = self._outbox, []
+        self._outbox_mark = 0
+        self._dirty = False
         publish = self.kernel.bus.publish
         for topic, event in outbox:
             await publish(topic, event)
 
     def discard(self) -> None:
-        """Drop uncommitted writes and held events (their handler failed)."""
+        """Drop the running handler's writes and held events (it failed).
+
+        What earlier handlers of the group wrote stays, to be committed.
+        """
         if self._state is not None:
             self._state.discard()
+        del self._outbox[self._outbox_mark :]
+        self._dirty = bool(self._outbox)
+
+    def abandon(self) -> None:
+        """Drop every uncommitted write and held event (their commit failed)."""
+        if self._state is not None:
+            self._state.abandon()
         self._outbox = []
+        self._outbox_mark = 0
         self._dirty = False
 
     @property

@@ -53,10 +53,16 @@ if TYPE_CHECKING:
     from loomk.config import Config
     from loomk.kernel import Kernel
 
-__all__ = ["AgentHandle", "AgentRuntime", "AgentStats"]
+__all__ = ["COMMIT_GROUP_MAX", "AgentHandle", "AgentRuntime", "AgentStats"]
 
 _log = get_logger("loomk.runtime")
 _CHECKPOINT_EVERY = 64  # events an agent handles before letting other tasks run
+COMMIT_GROUP_MAX = 64
+"""Most handlers of one agent whose commits are grouped into one batch while it has a backlog.
+
+Grouping saves a park per handler (the commit wait); the bound caps how long the first
+handler's held events wait for the group's commit.
+"""
 
 RESTARTED_TOPIC = "system.agent.restarted"
 FAILED_TOPIC = "system.agent.failed"
@@ -588,45 +594,63 @@ class AgentRuntime:
         return failure
 
     async def _serve(self, handle: AgentHandle, instance: Agent, ctx: Context) -> None:
-        """Drain the mailbox: take until empty, park, repeat; one handler call at a time."""
+        """Drain the mailbox: take until empty, commit, park, repeat; one handler at a time.
+
+        Handlers that run back to back share one commit (at most ``COMMIT_GROUP_MAX``), made
+        before the agent parks; ``handle.handled`` counts a handler once it is committed.
+        """
         mailbox = handle.mailbox
         on_event = instance.on_event
         sender = ctx.sender
         budget = _CHECKPOINT_EVERY
+        grouped = 0  # handlers returned since the last commit
         ctx._holding = True  # while handlers run (all of this loop but parking)
-        while not ctx._stop_requested:
-            for lane in mailbox._lanes:  # Mailbox.take_nowait, inlined: this runs per event
-                if lane._buf:
-                    item = lane.take_nowait()
-                    break
-            else:
-                if handle.stopping:
-                    return
-                mailbox.prune()
-                ctx._holding = False  # parked: no handler runs, emits go out at once
-                await mailbox.wait()
-                ctx._holding = True
-                budget = _CHECKPOINT_EVERY
-                continue
-            event = item[1]._delivered  # type: ignore[index]
-            if event.__class__ is not Event:  # not yet hopped for receivers, or expired
-                event = delivered_event(item[1], sender)  # type: ignore[index]
-                if event is None:
-                    handle.expired += 1
+        try:
+            while not ctx._stop_requested:
+                for lane in mailbox._lanes:  # Mailbox.take_nowait, inlined: this runs per event
+                    if lane._buf:
+                        item = lane.take_nowait()
+                        break
+                else:
+                    if grouped:
+                        if ctx.dirty:
+                            await ctx.flush()  # the group's state, then its held events
+                        handle.handled += grouped
+                        grouped = 0
+                        continue  # events may have come while the commit was written
+                    if handle.stopping:
+                        return
+                    mailbox.prune()
+                    ctx._holding = False  # parked: no handler runs, emits go out at once
+                    await mailbox.wait()
+                    ctx._holding = True
+                    budget = _CHECKPOINT_EVERY
                     continue
-            result: object = await on_event(ctx, event)  # type: ignore[func-returns-value]
-            if result is not None:
-                raise AgentContractError(
-                    f"{type(instance).__name__}.on_event must return None, "
-                    f"got {type(result).__name__}"
-                )
-            if ctx._dirty:
-                await ctx.flush()  # the handler's state, then its held events
-            handle.handled += 1
-            budget -= 1
-            if not budget:
-                budget = _CHECKPOINT_EVERY
-                await trio.lowlevel.checkpoint()
+                event = item[1]._delivered  # type: ignore[index]
+                if event.__class__ is not Event:  # not yet hopped for receivers, or expired
+                    event = delivered_event(item[1], sender)  # type: ignore[index]
+                    if event is None:
+                        handle.expired += 1
+                        continue
+                result: object = await on_event(ctx, event)  # type: ignore[func-returns-value]
+                if result is not None:
+                    raise AgentContractError(
+                        f"{type(instance).__name__}.on_event must return None, "
+                        f"got {type(result).__name__}"
+                    )
+                ctx.seal()
+                grouped += 1
+                if grouped == COMMIT_GROUP_MAX:
+                    if ctx.dirty:
+                        await ctx.flush()
+                    handle.handled += grouped
+                    grouped = 0
+                budget -= 1
+                if not budget:
+                    budget = _CHECKPOINT_EVERY
+                    await trio.lowlevel.checkpoint()
+        finally:  # a stop or a failure: _stop_instance commits the group
+            ctx._grouped = grouped
 
     async def _stop_instance(self, handle: AgentHandle, instance: Agent, ctx: Context) -> None:
         with trio.CancelScope(shield=True) as scope:
@@ -636,6 +660,7 @@ class AgentRuntime:
             self._on_stop_scopes.add(scope)
             try:
                 ctx._holding = True
+                await self._commit_group(handle, ctx)
                 await instance.on_stop(ctx)
                 if ctx.dirty:
                     await ctx.flush()
@@ -648,6 +673,18 @@ class AgentRuntime:
                 self._on_stop_scopes.discard(scope)
         if scope.cancelled_caught:
             _log.warning("on_stop cut short", agent_id=handle.agent_id, forced=self._forced)
+
+    async def _commit_group(self, handle: AgentHandle, ctx: Context) -> None:
+        """Commit what the handlers that returned before a stop or a failure wrote."""
+        grouped, ctx._grouped = ctx._grouped, 0
+        try:
+            if ctx.dirty:
+                await ctx.flush()
+        except Exception as error:  # e.g. the store failed: those handlers are lost
+            ctx.abandon()
+            _log.error("commit failed", agent_id=handle.agent_id, error=repr(error), exc_info=error)
+        else:
+            handle.handled += grouped
 
     def force(self) -> None:
         """Abandon graceful stopping: cut every running ``on_stop`` short, now and later."""

@@ -24,6 +24,7 @@ from loomk.agents.agent import Agent
 from loomk.agents.context import Context
 from loomk.events import Event
 from loomk.kernel import open_kernel
+from loomk.state.service import state_prefix
 
 VALUE = b"v" * 200
 
@@ -76,15 +77,22 @@ async def _loomk_writes(path: Path, *, sync: bool, agents: int, events: int, key
     return agents * events * keys / elapsed
 
 
-def _raw_batches(path: Path, writes: int) -> float:
+def _raw_batches(path: Path, agents: int, events: int, keys: int) -> float:
+    """The same keys and stored values as the agents write, in 1,000-put batches."""
+    stored = b"\x00" + VALUE  # how ctx.state stores bytes
+    keys_in_order = [
+        state_prefix(f"writer-{a}") + f"k{n}".encode()
+        for n in range(events * keys)
+        for a in range(agents)
+    ]
     db = plyvel.DB(str(path), create_if_missing=True)
     try:
         started = time.perf_counter()
-        for offset in range(0, writes, 1000):
+        for offset in range(0, len(keys_in_order), 1000):
             with db.write_batch() as batch:
-                for i in range(offset, min(offset + 1000, writes)):
-                    batch.put(f"k{i}".encode(), VALUE)
-        return writes / (time.perf_counter() - started)
+                for key in keys_in_order[offset : offset + 1000]:
+                    batch.put(key, stored)
+        return len(keys_in_order) / (time.perf_counter() - started)
     finally:
         db.close()
 
@@ -124,7 +132,7 @@ def run_state_bench(
     with tempfile.TemporaryDirectory(prefix="loomk-bench-state-") as scratch:
         root = Path(scratch)
         progress(f"raw plyvel: {writes:,} puts in 1,000-put batches, {fsync_writes} fsync'd puts")
-        batches = _raw_batches(root / "raw-batches", writes)
+        batches = _raw_batches(root / "raw-batches", agents, events, keys)
         fsyncs = _raw_fsync(root / "raw-fsync", fsync_writes)
         progress(f"loomk, sync off: {agents} agents x {events} handlers x {keys} keys")
         unsynced = trio.run(

@@ -46,7 +46,8 @@ def agent_prefix(agent_id: str) -> bytes:
     return f"a/{agent_id}/".encode()
 
 
-def _state_prefix(agent_id: str) -> bytes:
+def state_prefix(agent_id: str) -> bytes:
+    """The key prefix of an agent's ``ctx.state`` values."""
     return f"a/{agent_id}/s/".encode()
 
 
@@ -100,7 +101,7 @@ class StateService:
 
     def load(self, agent_id: str) -> dict[str, Any]:
         """An agent's committed state."""
-        prefix = _state_prefix(agent_id)
+        prefix = state_prefix(agent_id)
         return {
             key[len(prefix) :].decode(): decode_value(value)
             for key, value in self.store.scan(prefix)
@@ -110,10 +111,6 @@ class StateService:
         """Write one handler's state changes atomically, stamping ``last_update_ms``."""
         puts[_meta_key(agent_id)] = b'{"last_update_ms":%d}' % now_ms()
         await self.store.commit(puts, deletes)
-
-    def state_prefix(self, agent_id: str) -> bytes:
-        """The key prefix of an agent's state values."""
-        return _state_prefix(agent_id)
 
     async def forget(self, agent_id: str) -> int:
         """Delete everything stored for ``agent_id``; returns how many keys went."""

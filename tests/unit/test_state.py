@@ -51,10 +51,11 @@ async def send(kernel: Kernel, agent_id: str, step: str) -> None:
 
 async def handled(kernel: Kernel, agent_id: str, steps: dict[str, Step]) -> None:
     """Wait until the agent has handled, and committed, everything sent to it before:
-    it handles one event at a time, and each handler's commit ends before the next starts."""
+    it handles one event at a time, and ``flush`` commits the group of handlers so far."""
     reached = trio.Event()
 
     async def mark(ctx: Context) -> None:
+        await ctx.flush()
         reached.set()
 
     steps["mark"] = mark
