@@ -95,6 +95,10 @@ class Config:
         default="console",
         metadata={"doc": "Log output format.", "choices": ("console", "json")},
     )
+    action_timeout_s: float = field(
+        default=30.0,
+        metadata={"doc": "Default timeout of a capability call without its own.", "min": 0.001},
+    )
     bus_realtime_capacity: int = field(
         default=64,
         metadata={"doc": "Default queue capacity of realtime subscriptions.", "min": 1},

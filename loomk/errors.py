@@ -130,3 +130,21 @@ class StateError(LoomkError, ValueError):
     """A state value cannot be stored (not JSON-serialisable) or a key is not a str."""
 
     code = "STATE_INVALID"
+
+
+class CapabilityError(LoomkError, ValueError):
+    """A capability descriptor or provider is malformed (bad name, version or metadata)."""
+
+    code = "CAPABILITY_INVALID"
+
+
+class CollabError(LoomkError, ValueError):
+    """A collaboration call was asked for with invalid arguments (Loom's validation errors)."""
+
+    code = "COLLAB_INVALID"
+
+
+class CollabTimeout(LoomkError, TimeoutError):
+    """A collaboration call got no (or not enough) answers before its timeout."""
+
+    code = "COLLAB_TIMEOUT"

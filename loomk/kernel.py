@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 import trio
 
+from loomk.actions.broker import ActionBroker
+from loomk.actions.directory import CapabilityDirectory
 from loomk.agents.agent import Agent
 from loomk.agents.runtime import AgentHandle, AgentRuntime
 from loomk.bus.bus import EventBus
@@ -51,6 +53,8 @@ class Kernel:
             max_topics=config.bus_max_topics,
         )
         self.state = StateService(config)
+        self.broker = ActionBroker(default_timeout_s=config.action_timeout_s)
+        self.capabilities = CapabilityDirectory(self.broker)
         self.agents = AgentRuntime(self)
         self.directory = self.agents.directory
         self._edges: trio.Nursery | None = None

@@ -21,7 +21,7 @@ from types import TracebackType
 
 import trio
 
-from loomk.bus.lanes import EMPTY, Item, Lane, Mailbox, make_lane
+from loomk.bus.lanes import EMPTY, EventHandler, HandlerLane, Item, Lane, Mailbox, make_lane
 from loomk.bus.overflow import Overflow, OverflowLike, parse_overflow
 from loomk.bus.topics import TopicTrie, is_wildcard, validate_pattern, validate_topic
 from loomk.errors import EventError, KernelClosed, OverflowPolicyError
@@ -344,6 +344,28 @@ class EventBus:
             if route is not None and route.generation == self._generation:
                 route.set_bindings((*route.bindings, binding))
         return binding
+
+    def attach_handler(
+        self, pattern: str, handler: EventHandler, *, event_types: Collection[str] | None = None
+    ) -> Binding:
+        """Hand events matching ``pattern`` to ``handler(topic, event)`` as they are published.
+
+        The handler runs inside ``publish``: it must be quick, must not block, and returns
+        whether it claimed the event (unclaimed ones count as dropped). :meth:`detach` ends it.
+        """
+        if not callable(handler):
+            raise EventError(f"an event handler must be callable, got {handler!r}")
+        return self.attach(
+            pattern, HandlerLane(handler, parse_overflow("drop_newest")), event_types=event_types
+        )
+
+    def forget_topic(self, topic: str) -> None:
+        """Drop the cached route of a topic nothing subscribes to exactly (a finished call's
+        reply topic, say), so short-lived topics do not crowd the table; its counts move into
+        the totals."""
+        route = self._routes.get(topic)
+        if route is not None and all(binding.pattern != topic for binding in route.bindings):
+            self._retire(self._routes.pop(topic))
 
     def detach(self, binding: Binding) -> None:
         """Stop delivering into ``binding``'s lane (idempotent); queued events stay."""

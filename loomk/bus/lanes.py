@@ -17,7 +17,7 @@ Lanes hold ``(route, event)`` items; a route carries the published topic and its
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
@@ -30,7 +30,7 @@ from loomk.telemetry.logging import get_logger
 if TYPE_CHECKING:
     from loomk.bus.bus import Route
 
-__all__ = ["EMPTY", "Lane", "Mailbox", "make_lane"]
+__all__ = ["EMPTY", "EventHandler", "HandlerLane", "Lane", "Mailbox", "make_lane"]
 
 _log = get_logger("loomk.bus")
 
@@ -389,6 +389,42 @@ _LANES: dict[str, type[Lane]] = {
     "latest": _LatestLane,
     "aggregate": _AggregateLane,
 }
+
+
+EventHandler = Callable[[str, Event], bool]
+"""Takes ``(topic, event)`` at publish time; True if it claimed the event."""
+
+
+class HandlerLane(Lane):
+    """A lane without a queue: the publisher hands each event to a synchronous handler.
+
+    For kernel services that only route events onward without waiting (the collaboration
+    service matching replies to the calls that wait for them). An event the handler does not
+    claim, or that makes it raise, is counted as dropped (``unclaimed``, ``handler_error``).
+    """
+
+    __slots__ = ("handler",)
+
+    def __init__(self, handler: EventHandler, policy: Overflow) -> None:
+        super().__init__(QoS.REALTIME, 1, policy, Mailbox())
+        self.handler = handler
+
+    def offer(self, item: Item) -> bool:
+        """Hand the event over at once; never queues, never waits."""
+        if self.closed:
+            self.drop(item, "closed")
+            return False
+        try:
+            claimed = self.handler(item[0].topic, item[1])
+        except Exception as error:  # a broken handler must not break the publisher
+            _log.error("event handler failed", error=repr(error), exc_info=error)
+            self.drop(item, "handler_error")
+            return False
+        if claimed:
+            self.delivered += 1
+            return True
+        self.drop(item, "unclaimed")
+        return False
 
 
 def make_lane(qos: QoS, capacity: int, policy: Overflow, mailbox: Mailbox) -> Lane:

@@ -1,0 +1,316 @@
+"""The action broker: a registry of capability providers and the one way to invoke them.
+
+``invoke`` never raises for a failed call; every outcome is an :class:`ActionResult`:
+
+1. The envelope headers are filled (all seven keys, Loom §3) and ``correlation_id`` follows
+   them.
+2. A call id seen before is answered from a bounded cache (errors and timeouts too); a call
+   with the id of one still running waits for that one's result instead of running twice.
+3. The capability resolves to ``name:version``, or for an empty version to the highest
+   semantic version registered. No provider: ``PROVIDER_UNAVAILABLE`` (not cached, since
+   a provider may register later).
+4. The call waits for a slot if the capability has a concurrency limit, then runs under its
+   timeout (``timeout_ms``, else the broker's default, 30 s); the wait counts toward it. A
+   provider that raises gives ``CAPABILITY_ERROR`` with its message; one that overruns is
+   cancelled and gives ``ACTION_TIMEOUT``. ``ACTION_RETRYABLE`` results are retried with
+   exponential backoff and jitter while the deadline allows.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import trio
+
+from loomk.actions.provider import CapabilityProvider
+from loomk.actions.types import (
+    ActionCall,
+    ActionResult,
+    ActionStatus,
+    CapabilityDescriptor,
+    ErrorCode,
+    parse_version,
+)
+from loomk.envelope import Envelope
+from loomk.errors import CapabilityError
+from loomk.telemetry.logging import get_logger
+
+__all__ = ["ActionBroker", "CapabilityStats"]
+
+_log = get_logger("loomk.broker")
+DEFAULT_TIMEOUT_S = 30.0
+
+
+@dataclass(slots=True)
+class CapabilityStats:
+    """Counters of one capability (all versions): calls and their outcomes, latency."""
+
+    calls: int = 0
+    ok: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    retries: int = 0
+    cached: int = 0
+    latency_total_s: float = 0.0
+    latency_max_s: float = 0.0
+
+    @property
+    def latency_mean_s(self) -> float:
+        """Mean latency of the calls that ran (not cache hits)."""
+        ran = self.calls - self.cached
+        return self.latency_total_s / ran if ran else 0.0
+
+
+class _Registration:
+    __slots__ = ("descriptor", "limiter", "provider")
+
+    def __init__(self, provider: CapabilityProvider, limiter: trio.CapacityLimiter | None) -> None:
+        self.provider = provider
+        self.descriptor = provider.descriptor
+        self.limiter = limiter
+
+
+class _InFlight:
+    """A call being run: later calls with the same id wait for its result."""
+
+    __slots__ = ("done", "result")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.result: ActionResult | None = None
+
+
+class ActionBroker:
+    """Registers providers by ``name:version`` and invokes them (see the module notes)."""
+
+    def __init__(
+        self,
+        *,
+        default_timeout_s: float = DEFAULT_TIMEOUT_S,
+        cache_size: int = 1024,
+        max_retries: int = 2,
+        retry_backoff_s: float = 0.05,
+    ) -> None:
+        if not default_timeout_s > 0:
+            raise CapabilityError(f"default_timeout_s must be > 0, got {default_timeout_s!r}")
+        if cache_size < 0 or max_retries < 0 or retry_backoff_s < 0:
+            raise CapabilityError("cache_size, max_retries and retry_backoff_s must be >= 0")
+        self.default_timeout_s = default_timeout_s
+        self.cache_size = cache_size
+        self.max_retries = max_retries
+        self.retry_backoff_s = retry_backoff_s
+        self._registry: dict[str, _Registration] = {}  # name:version
+        self._by_name: dict[str, list[_Registration]] = {}  # highest version first
+        self._cache: OrderedDict[str, ActionResult] = OrderedDict()
+        self._in_flight: dict[str, _InFlight] = {}
+        self._stats: dict[str, CapabilityStats] = {}
+        self._changes = 0
+
+    # ---- the registry -------------------------------------------------------------------
+
+    def register(
+        self, provider: CapabilityProvider, *, max_concurrency: int | None = None
+    ) -> CapabilityDescriptor:
+        """Add ``provider`` (replacing one with the same ``name:version``).
+
+        ``max_concurrency`` bounds how many of its calls run at once; the others wait.
+        """
+        descriptor = getattr(provider, "descriptor", None)
+        if not isinstance(descriptor, CapabilityDescriptor) or not callable(
+            getattr(provider, "invoke", None)
+        ):
+            raise CapabilityError(
+                f"a provider needs a CapabilityDescriptor and an async invoke(), got {provider!r}"
+            )
+        if max_concurrency is not None and (
+            max_concurrency.__class__ is not int or max_concurrency < 1
+        ):
+            raise CapabilityError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
+        limiter = trio.CapacityLimiter(max_concurrency) if max_concurrency else None
+        registration = _Registration(provider, limiter)
+        self._remove(descriptor.key)
+        self._registry[descriptor.key] = registration
+        versions = self._by_name.setdefault(descriptor.name, [])
+        versions.append(registration)
+        versions.sort(key=lambda r: parse_version(r.descriptor.version), reverse=True)
+        self._changes += 1
+        _log.debug("capability registered", capability=descriptor.key)
+        return descriptor
+
+    def unregister(self, name: str, version: str | None = None) -> list[CapabilityDescriptor]:
+        """Remove ``name:version``, or every version of ``name``; returns what went."""
+        if version is not None:
+            keys = [f"{name}:{version}"]
+        else:
+            keys = [r.descriptor.key for r in self._by_name.get(name, [])]
+        removed = [d for d in (self._remove(key) for key in keys) if d is not None]
+        if removed:
+            self._changes += 1
+        return removed
+
+    def _remove(self, key: str) -> CapabilityDescriptor | None:
+        registration = self._registry.pop(key, None)
+        if registration is None:
+            return None
+        name = registration.descriptor.name
+        versions = [r for r in self._by_name[name] if r is not registration]
+        if versions:
+            self._by_name[name] = versions
+        else:
+            del self._by_name[name]
+        return registration.descriptor
+
+    def list_capabilities(self) -> list[CapabilityDescriptor]:
+        """Every registered descriptor, by name then highest version first."""
+        return [r.descriptor for name in sorted(self._by_name) for r in self._by_name[name]]
+
+    def __iter__(self) -> Iterator[CapabilityDescriptor]:
+        return iter(self.list_capabilities())
+
+    def __len__(self) -> int:
+        return len(self._registry)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name or name in self._registry
+
+    @property
+    def changes(self) -> int:
+        """Grows by one with every registry change (for views that cache)."""
+        return self._changes
+
+    def resolve(self, name: str, version: str = "") -> CapabilityProvider | None:
+        """The provider of ``name:version``, or of the highest version when ``version`` is
+        empty; None when there is none."""
+        registration = self._resolve(name, version)
+        return registration.provider if registration is not None else None
+
+    def _resolve(self, name: str, version: str) -> _Registration | None:
+        if version:
+            return self._registry.get(f"{name}:{version}")
+        versions = self._by_name.get(name)
+        return versions[0] if versions else None
+
+    # ---- invoking -----------------------------------------------------------------------
+
+    def stats(self, capability: str | None = None) -> dict[str, CapabilityStats]:
+        """Counters by capability name (one name, or all)."""
+        if capability is not None:
+            return {capability: self._stats.get(capability, CapabilityStats())}
+        return dict(self._stats)
+
+    async def invoke(self, call: ActionCall) -> ActionResult:
+        """Run ``call`` through its provider; always an :class:`ActionResult` (see above)."""
+        if not isinstance(call, ActionCall):
+            return ActionResult.failure(
+                "", ErrorCode.INVALID_PARAMS, f"invoke takes an ActionCall, got {call!r}"
+            )
+        call = _with_envelope(call)
+        stats = self._stats.get(call.capability)
+        if stats is None:
+            stats = self._stats[call.capability] = CapabilityStats()
+        stats.calls += 1
+        cached = self._cache.get(call.id) if call.id else None
+        if cached is not None:
+            self._cache.move_to_end(call.id)
+            stats.cached += 1
+            return cached
+        running = self._in_flight.get(call.id) if call.id else None
+        if running is not None:  # the same call is running: share its outcome
+            stats.cached += 1
+            await running.done.wait()
+            assert running.result is not None
+            return running.result
+        registration = self._resolve(call.capability, call.version)
+        if registration is None:
+            stats.errors += 1
+            wanted = f"{call.capability}:{call.version}" if call.version else call.capability
+            return ActionResult.failure(
+                call.id, ErrorCode.PROVIDER_UNAVAILABLE, f"no provider for capability {wanted}"
+            )
+        flight = _InFlight()
+        if call.id:
+            self._in_flight[call.id] = flight
+        started = trio.current_time()
+        try:
+            result = await self._run(registration, call, stats)
+        finally:
+            self._in_flight.pop(call.id, None)
+        elapsed = trio.current_time() - started
+        stats.latency_total_s += elapsed
+        stats.latency_max_s = max(stats.latency_max_s, elapsed)
+        if result.status is ActionStatus.ACTION_OK:
+            stats.ok += 1
+        elif result.status is ActionStatus.ACTION_TIMEOUT:
+            stats.timeouts += 1
+        else:
+            stats.errors += 1
+        if call.id and self.cache_size:
+            self._cache[call.id] = result
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        flight.result = result
+        flight.done.set()
+        return result
+
+    async def _run(
+        self, registration: _Registration, call: ActionCall, stats: CapabilityStats
+    ) -> ActionResult:
+        timeout_s = call.timeout_ms / 1000 if call.timeout_ms > 0 else self.default_timeout_s
+        deadline = trio.current_time() + timeout_s
+        attempt = 0
+        with trio.move_on_at(deadline) as scope:
+            while True:
+                result = await self._attempt(registration, call)
+                if (
+                    result.status is not ActionStatus.ACTION_RETRYABLE
+                    or attempt >= self.max_retries
+                ):
+                    return result
+                attempt += 1
+                stats.retries += 1
+                backoff = self.retry_backoff_s * 2 ** (attempt - 1)
+                await trio.sleep(backoff * (0.5 + random.random()))
+        assert scope.cancelled_caught
+        _log.warning("capability timed out", capability=call.capability, timeout_s=timeout_s)
+        return ActionResult.failure(
+            call.id,
+            ErrorCode.ACTION_TIMEOUT,
+            f"{call.capability} did not answer within {timeout_s:g} s",
+            status=ActionStatus.ACTION_TIMEOUT,
+        )
+
+    async def _attempt(self, registration: _Registration, call: ActionCall) -> ActionResult:
+        limiter = registration.limiter
+        try:
+            if limiter is None:
+                result = await registration.provider.invoke(call)
+            else:
+                async with limiter:
+                    result = await registration.provider.invoke(call)
+        except Exception as error:  # the provider's failure is this call's, nobody else's
+            _log.warning(
+                "capability failed", capability=call.capability, error=repr(error), exc_info=error
+            )
+            return ActionResult.failure(
+                call.id, ErrorCode.CAPABILITY_ERROR, str(error) or type(error).__name__
+            )
+        if not isinstance(result, ActionResult):
+            return ActionResult.failure(
+                call.id,
+                ErrorCode.CAPABILITY_ERROR,
+                f"provider returned {type(result).__name__}, not an ActionResult",
+            )
+        if result.id != call.id:
+            result = replace(result, id=call.id)
+        return result
+
+
+def _with_envelope(call: ActionCall) -> ActionCall:
+    """The call with all seven envelope headers (defaults filled) and its correlation id."""
+    envelope = Envelope.from_metadata(call.headers, call.id)
+    headers = dict(call.headers)
+    envelope.apply_to_metadata(headers)
+    return replace(call, headers=headers, correlation_id=envelope.correlation_id)
