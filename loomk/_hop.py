@@ -22,13 +22,13 @@ _SMALL = [str(number) for number in range(256)]  # str() of the usual ttl and ho
 def _parse_int(raw: str | None, default: int | None, low: int | None, high: int | None) -> int:
     """Parse a metadata integer as Rust's ``str::parse`` does (ASCII digits, optional sign,
     nothing else); absent, unparsable or out of range gives the default, as in Loom."""
-    fallback = time.time_ns() // 1_000_000 if default is None else default
-    if raw is None or _INTEGER.fullmatch(raw) is None:
-        return fallback
-    value = int(raw)
-    if (low is not None and value < low) or (high is not None and value > high):
-        return fallback
-    return value
+    if raw is not None and (
+        (raw.isdigit() and raw.isascii()) or _INTEGER.fullmatch(raw) is not None
+    ):
+        value = int(raw)
+        if (low is None or value >= low) and (high is None or value <= high):
+            return value
+    return time.time_ns() // 1_000_000 if default is None else default
 
 
 def hop_metadata(

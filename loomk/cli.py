@@ -3,6 +3,7 @@
 ``loomk bench bus``     measure the bus against raw trio memory channels (``--json PATH``)
 ``loomk bench agents``  idle agents' time and memory, delivery through the runtime
 ``loomk bench state``   acknowledged state writes/s, sync on and off, vs raw plyvel
+``loomk bench collab``  request/reply round trips between agents, broker invocations/s
 ``loomk config``        show every setting with its effective value and where to set it
 ``loomk version``       print the version
 """
@@ -39,6 +40,7 @@ _QUICK: dict[str, dict[str, Any]] = {
     "bus": {"deliveries": 20_000, "repeats": 1, "latency_seconds": 0.2, "rate": 5_000},
     "agents": {"spawn_sizes": (200, 1_000), "deliveries": 5_000, "repeats": 1},
     "state": {"agents": 20, "events": 10, "keys": 5, "fsync_writes": 50},
+    "collab": {"round_trips": 500, "invocations": 1_000, "repeats": 1},
 }
 
 
@@ -114,6 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
     state.add_argument("--events", type=int, default=100, help="handlers per agent")
     state.add_argument("--keys", type=int, default=5, help="state keys written per handler")
     state.set_defaults(options=lambda a: {"agents": a.agents, "events": a.events, "keys": a.keys})
+
+    collab = scenario("collab", "request/reply round trips, broker invocations")
+    collab.add_argument("--round-trips", type=int, default=20_000, help="sequential requests")
+    collab.add_argument("--invocations", type=int, default=50_000, help="broker calls")
+    collab.add_argument("--repeats", type=int, default=3, help="best of this many runs")
+    collab.set_defaults(
+        options=lambda a: {
+            "round_trips": a.round_trips,
+            "invocations": a.invocations,
+            "repeats": a.repeats,
+        }
+    )
 
     config = commands.add_parser("config", help="show the effective configuration")
     config.set_defaults(handler=_config)

@@ -27,6 +27,7 @@ from loomk.actions.directory import CapabilityDirectory
 from loomk.agents.agent import Agent
 from loomk.agents.runtime import AgentHandle, AgentRuntime
 from loomk.bus.bus import EventBus
+from loomk.collab import Collaborator, CollabService
 from loomk.config import Config
 from loomk.errors import AgentError, KernelClosed
 from loomk.events import QoS
@@ -54,6 +55,7 @@ class Kernel:
         )
         self.state = StateService(config)
         self.broker = ActionBroker(default_timeout_s=config.action_timeout_s)
+        self.collab_service = CollabService(self.bus)
         self.capabilities = CapabilityDirectory(self.broker)
         self.agents = AgentRuntime(self)
         self.directory = self.agents.directory
@@ -94,6 +96,11 @@ class Kernel:
         if self._edges is None or self._stopping:
             raise KernelClosed("cannot start a task: the kernel is not running")
         return await self._edges.start(fn, *args, name=name)
+
+    def collaborator(self, sender: str = "kernel") -> Collaborator:
+        """Collaboration calls (request, fanout, barrier, contract-net) made as ``sender``;
+        agents use the same calls on their context."""
+        return Collaborator(self.bus, self.collab_service, sender)
 
     # ---- agents (see loomk.agents.runtime) -------------------------------------------------
 
@@ -196,6 +203,7 @@ async def open_kernel(config: Config | None = None, **settings: Any) -> AsyncIte
     try:
         async with trio.open_nursery() as core:
             kernel.state.attach(core)
+            await core.start(kernel.collab_service.run)
             if config.handle_signals:
                 await core.start(kernel._watch_signals)
             try:
@@ -219,6 +227,7 @@ async def open_kernel(config: Config | None = None, **settings: Any) -> AsyncIte
             finally:
                 with trio.CancelScope(shield=True):  # what agents committed reaches the disk
                     await kernel.state.aclose()
+                kernel.collab_service.close()
                 kernel.bus.close()
                 kernel._closed = True
                 core.cancel_scope.cancel()

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 
 import trio
 
+from loomk._metakeys import CORRELATION_ID
 from loomk.actions.provider import CapabilityProvider
 from loomk.actions.types import (
     ActionCall,
@@ -79,8 +80,21 @@ class _InFlight:
     __slots__ = ("done", "result")
 
     def __init__(self) -> None:
-        self.done = trio.Event()
+        self.done: trio.Event | None = None  # made by the first duplicate that waits
         self.result: ActionResult | None = None
+
+    async def wait(self) -> ActionResult:
+        if self.result is None:
+            if self.done is None:
+                self.done = trio.Event()
+            await self.done.wait()
+        assert self.result is not None
+        return self.result
+
+    def finish(self, result: ActionResult) -> None:
+        self.result = result
+        if self.done is not None:
+            self.done.set()
 
 
 class ActionBroker:
@@ -220,9 +234,7 @@ class ActionBroker:
         running = self._in_flight.get(call.id) if call.id else None
         if running is not None:  # the same call is running: share its outcome
             stats.cached += 1
-            await running.done.wait()
-            assert running.result is not None
-            return running.result
+            return await running.wait()
         registration = self._resolve(call.capability, call.version)
         if registration is None:
             stats.errors += 1
@@ -235,7 +247,7 @@ class ActionBroker:
             self._in_flight[call.id] = flight
         started = trio.current_time()
         try:
-            result = await self._run(registration, call, stats)
+            result = await self._run(registration, call, started)
         finally:
             self._in_flight.pop(call.id, None)
         elapsed = trio.current_time() - started
@@ -251,17 +263,16 @@ class ActionBroker:
             self._cache[call.id] = result
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
-        flight.result = result
-        flight.done.set()
+        flight.finish(result)
         return result
 
     async def _run(
-        self, registration: _Registration, call: ActionCall, stats: CapabilityStats
+        self, registration: _Registration, call: ActionCall, started: float
     ) -> ActionResult:
         timeout_s = call.timeout_ms / 1000 if call.timeout_ms > 0 else self.default_timeout_s
-        deadline = trio.current_time() + timeout_s
+        deadline = started + timeout_s
         attempt = 0
-        with trio.move_on_at(deadline) as scope:
+        with trio.CancelScope(deadline=deadline) as scope:
             while True:
                 result = await self._attempt(registration, call)
                 if (
@@ -270,7 +281,7 @@ class ActionBroker:
                 ):
                     return result
                 attempt += 1
-                stats.retries += 1
+                self._stats[call.capability].retries += 1
                 backoff = self.retry_backoff_s * 2 ** (attempt - 1)
                 await trio.sleep(backoff * (0.5 + random.random()))
         assert scope.cancelled_caught
@@ -308,9 +319,25 @@ class ActionBroker:
         return result
 
 
+_ENVELOPE_KEYS = tuple(Envelope.new("x").as_metadata())
+
+
 def _with_envelope(call: ActionCall) -> ActionCall:
     """The call with all seven envelope headers (defaults filled) and its correlation id."""
-    envelope = Envelope.from_metadata(call.headers, call.id)
-    headers = dict(call.headers)
-    envelope.apply_to_metadata(headers)
-    return replace(call, headers=headers, correlation_id=envelope.correlation_id)
+    headers = call.headers
+    if all(key in headers for key in _ENVELOPE_KEYS) and call.correlation_id == headers.get(
+        CORRELATION_ID
+    ):
+        return call  # an agent's call arrives complete: nothing to fill
+    filled = dict(headers)
+    Envelope.from_metadata(headers, call.id).apply_to_metadata(filled)
+    return ActionCall(
+        call.id,
+        call.capability,
+        call.payload,
+        call.version,
+        filled,
+        call.timeout_ms,
+        filled[CORRELATION_ID],
+        call.qos,
+    )

@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
-import trio
-
-from loomk._metakeys import CORRELATION_ID, SENDER, THREAD_ID
+from loomk._metakeys import CORRELATION_ID, REPLY_TO, SENDER, THREAD_ID
+from loomk.actions.agent_actions import action_call, action_result_event
+from loomk.actions.types import ActionResult
 from loomk.bus.overflow import OverflowLike
 from loomk.bus.topics import validate_topic
-from loomk.envelope import Envelope, agent_reply_topic
+from loomk.collab.collaborator import Collaborator, ContractNetResult, Strategy, collab_types
+from loomk.envelope import agent_reply_topic, thread_reply_topic
 from loomk.errors import EventError
 from loomk.events import Event, QoS
 from loomk.state.agent_state import AgentStateView
@@ -34,6 +35,7 @@ class Context:
     """An agent instance's handle on the kernel."""
 
     __slots__ = (
+        "_collaborator",
         "_dirty",
         "_grouped",
         "_handle",
@@ -63,6 +65,7 @@ class Context:
         self._outbox_mark = 0  # held events before it belong to handlers that returned
         self._grouped = 0  # handlers that returned, awaiting their group commit (runtime's)
         self._state: AgentStateView | None = None
+        self._collaborator: Collaborator | None = None
 
     # ---- state and memory ---------------------------------------------------------------
 
@@ -151,8 +154,7 @@ class Context:
         if self._holding:
             self._outbox.append((topic, event))
             self._dirty = True
-            await trio.lowlevel.checkpoint()
-            return 0
+            return 0  # no checkpoint: the handler's return (and its commit) yields soon
         return await self.kernel.bus.publish(topic, event)
 
     async def reply(self, request: Event, event: Event) -> int:
@@ -164,15 +166,118 @@ class Context:
         """
         if request.__class__ is not Event or event.__class__ is not Event:
             raise EventError("reply takes the request Event and the reply Event")
-        envelope = Envelope.from_event(request)
+        asked = request.metadata  # the envelope's defaults, read without parsing it all
+        thread_id = asked.get(THREAD_ID) or request.id
         answer = event.with_metadata(
             **{
-                THREAD_ID: envelope.thread_id,
-                CORRELATION_ID: envelope.correlation_id,
+                THREAD_ID: thread_id,
+                CORRELATION_ID: asked.get(CORRELATION_ID) or thread_id,
                 SENDER: self.sender,
             }
         )
-        return await self.emit(envelope.reply_to, answer)
+        return await self.emit(asked.get(REPLY_TO) or thread_reply_topic(thread_id), answer)
+
+    # ---- interactive calls: each commits what the handler holds first -----------------
+
+    @property
+    def collab(self) -> Collaborator:
+        """The collaboration calls, made as this agent (see :mod:`loomk.collab`)."""
+        if self._collaborator is None:
+            self._collaborator = self.kernel.collaborator(self.sender)
+        return self._collaborator
+
+    async def _before_interaction(self) -> None:
+        """An interactive call acts outside the agent: commit and release what is held."""
+        if self.dirty:
+            await self.flush()
+
+    async def request(self, topic: str, message: Event | bytes | str, *, timeout_s: float) -> Event:
+        """Send a request on ``topic`` and return the first correlated reply.
+
+        Raises :class:`~loomk.errors.CollabTimeout` after ``timeout_s``. The agent handles
+        nothing else meanwhile, so it must not wait for a reply from itself.
+        """
+        await self._before_interaction()
+        return await self.collab.request(topic, message, timeout_s=timeout_s)
+
+    async def fanout(
+        self,
+        topics: list[str],
+        message: Event | bytes | str,
+        *,
+        timeout_s: float,
+        strategy: Strategy = "all",
+        k: int | None = None,
+    ) -> list[Event]:
+        """Send to several topics and gather replies (see :meth:`Collaborator.fanout`)."""
+        await self._before_interaction()
+        return await self.collab.fanout(
+            topics, message, timeout_s=timeout_s, strategy=strategy, k=k
+        )
+
+    async def barrier(self, name: str, n: int, *, timeout_s: float) -> list[str]:
+        """Check in at barrier ``name``; returns once ``n`` participants have."""
+        await self._before_interaction()
+        return await self.collab.barrier(name, n, timeout_s=timeout_s)
+
+    async def contract_net(
+        self,
+        thread_id: str,
+        cfp: Event | bytes | str,
+        *,
+        window_s: float,
+        max_awards: int = 1,
+        execute_timeout_s: float = 30.0,
+    ) -> ContractNetResult:
+        """Run a contract-net round as its manager (see :meth:`Collaborator.contract_net`)."""
+        await self._before_interaction()
+        return await self.collab.contract_net(
+            thread_id,
+            cfp,
+            window_s=window_s,
+            max_awards=max_awards,
+            execute_timeout_s=execute_timeout_s,
+        )
+
+    async def propose(self, cfp: Event, score: float, event: Event | None = None) -> int:
+        """Answer a call for proposals with ``score`` (held like :meth:`reply`)."""
+        proposal = (event or Event(collab_types.PROPOSAL)).replace(type=collab_types.PROPOSAL)
+        return await self.reply(cfp, proposal.with_metadata(score=repr(float(score))))
+
+    async def report(self, award: Event, event: Event | None = None) -> int:
+        """Report the result of an awarded task (``collab.result``, held like :meth:`reply`)."""
+        result = (event or Event(collab_types.RESULT)).replace(type=collab_types.RESULT)
+        return await self.reply(award, result)
+
+    async def invoke(
+        self,
+        capability: str,
+        args: Any = None,
+        *,
+        version: str = "",
+        timeout_s: float | None = None,
+        priority: int = 50,
+        call_id: str | None = None,
+    ) -> ActionResult:
+        """Call a capability through the broker; always returns an :class:`ActionResult`.
+
+        ``args`` is sent as JSON (bytes as they are); ``priority`` picks the call's QoS.
+        The outcome is also published as ``action_result`` on ``agent.{id}``.
+        """
+        await self._before_interaction()
+        call = action_call(
+            self.sender,
+            capability,
+            args,
+            version=version,
+            timeout_s=timeout_s,
+            priority=priority,
+            call_id=call_id,
+        )
+        result = await self.kernel.broker.invoke(call)
+        event = action_result_event(self.sender, call, result, priority)
+        await self.kernel.bus.publish(f"agent.{self.agent_id}", event)
+        return result
 
     async def subscribe(
         self,

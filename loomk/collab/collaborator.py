@@ -1,0 +1,423 @@
+"""Collaboration primitives over the bus: request/reply, fanout/fanin, barrier, contract-net.
+
+The wire conventions are Loom's (LOOM-REFERENCE §4), so Loom responders and bridge clients
+interoperate: a call has a thread, correlation is by ``correlation_id``, answers go to the
+envelope's reply topic ``thread.{id}.reply``, contract-net talks on ``thread.{id}.broadcast``,
+and every control event is tagged ``collab``. What Loom documented but never built is here
+too: the fanout strategies ``any``, ``first_k``, ``majority`` and ``all``, barriers, and the
+execute phase of contract-net.
+
+Every call waits on the kernel's :class:`CollabService`, which hands it the answers as they
+are published; nothing it registers outlives it, whether it ends by answer, timeout or
+cancellation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import trio
+
+from loomk._metakeys import SENDER
+from loomk.bus.bus import EventBus
+from loomk.bus.topics import validate_topic
+from loomk.collab.service import CollabService, Collector
+from loomk.envelope import Envelope, thread_broadcast_topic, thread_reply_topic
+from loomk.errors import CollabError, CollabTimeout, EventError
+from loomk.events import Event
+
+__all__ = [
+    "CONTROL_TYPES",
+    "Collaborator",
+    "ContractNetResult",
+    "Strategy",
+    "collab_types",
+    "score_of",
+]
+
+Strategy = Literal["any", "first_k", "majority", "all"]
+
+
+class collab_types:
+    """The control event types (Loom's ``collab_types`` plus ``collab.result``)."""
+
+    REQUEST = "collab.request"
+    REPLY = "collab.reply"
+    CFP = "collab.cfp"
+    PROPOSAL = "collab.proposal"
+    AWARD = "collab.award"
+    RESULT = "collab.result"
+    BARRIER = "collab.barrier"
+    TIMEOUT = "collab.timeout"
+    SUMMARY = "collab.summary"
+
+
+CONTROL_TYPES = frozenset(
+    {
+        collab_types.REQUEST,
+        collab_types.CFP,
+        collab_types.AWARD,
+        collab_types.BARRIER,
+        collab_types.TIMEOUT,
+        collab_types.SUMMARY,
+    }
+)
+"""Types a call never takes as an answer (its own requests and announcements)."""
+
+_TAGS = ("collab",)
+
+
+@dataclass(frozen=True, slots=True)
+class ContractNetResult:
+    """What a contract-net round produced."""
+
+    thread_id: str
+    proposals: list[Event]  # every correlated proposal, in arrival order
+    winners: list[Event]  # the awarded proposals, best score first
+    results: dict[str, Event] = field(default_factory=dict)  # awardee sender -> its result
+    missing: list[str] = field(default_factory=list)  # awardees that reported no result
+
+    @property
+    def complete(self) -> bool:
+        """Every awardee reported a result."""
+        return not self.missing
+
+
+_PROCESS = secrets.token_hex(6)  # unique per process; a counter makes ids unique within it
+_SEQUENCE = itertools.count(1)
+
+
+def _new_thread(prefix: str) -> str:
+    """A new thread (or correlation) id, unique across processes and cheap to make."""
+    return f"{prefix}_{_PROCESS}{next(_SEQUENCE):x}"
+
+
+def _positive(name: str, value: float) -> None:
+    if not isinstance(value, int | float) or not value > 0:
+        raise CollabError(f"{name} must be greater than 0, got {value!r}")
+
+
+def score_of(event: Event) -> float:
+    """A proposal's ``score`` metadata as a float (missing or unparsable: 0.0, as Loom)."""
+    try:
+        score = float(event.metadata.get("score", "0"))
+    except ValueError:
+        return 0.0
+    return score if score == score else 0.0  # NaN ranks as 0
+
+
+class Collaborator:
+    """Runs collaboration calls on ``bus`` as ``sender`` (``agent.{id}`` inside agents)."""
+
+    def __init__(self, bus: EventBus, service: CollabService, sender: str) -> None:
+        self._bus = bus
+        self._service = service
+        self.sender = sender
+
+    # ---- building and sending ------------------------------------------------------------
+
+    def _control(
+        self,
+        event_type: str,
+        envelope: Envelope,
+        *,
+        priority: int,
+        payload: bytes = b"",
+        extra: dict[str, str] | None = None,
+    ) -> Event:
+        metadata = dict(extra or {})
+        envelope.apply_to_metadata(metadata)
+        return Event(
+            event_type,
+            payload,
+            source=self.sender,
+            metadata=metadata,
+            tags=_TAGS,
+            priority=priority,
+        )
+
+    def _outgoing(
+        self, message: Event | bytes | str, envelope: Envelope, default_type: str
+    ) -> Event:
+        """``message`` carrying ``envelope`` (an Event keeps its type, payload and metadata)."""
+        if isinstance(message, Event):
+            metadata = dict(message.metadata)
+            envelope.apply_to_metadata(metadata)
+            return message.replace(metadata=metadata, source=message.source or self.sender)
+        if isinstance(message, bytes | str):
+            return self._control(default_type, envelope, priority=50, payload=_bytes(message))
+        raise EventError(f"a collaboration message is an Event, bytes or str, got {message!r}")
+
+    def _envelope(self, thread_id: str, correlation_id: str) -> Envelope:
+        return Envelope(
+            thread_id=thread_id,
+            correlation_id=correlation_id,
+            sender=self.sender,
+            reply_to=thread_reply_topic(thread_id),
+        )
+
+    async def _collect(
+        self,
+        correlation_id: str,
+        collector: Collector,
+        sends: Sequence[tuple[str, Event]],
+        timeout_s: float,
+    ) -> bool:
+        """Publish ``sends`` with ``collector`` listening; True if it got enough in time."""
+        self._service.watch(correlation_id, collector)
+        try:
+            for topic, event in sends:
+                await self._bus.publish(topic, event)
+            return await self._service.wait(collector, timeout_s)
+        finally:
+            self._service.unwatch(correlation_id, collector)
+
+    def _forget(self, topic: str) -> None:
+        self._bus.forget_topic(topic)
+
+    # ---- request / reply ----------------------------------------------------------------
+
+    async def request(self, topic: str, message: Event | bytes | str, *, timeout_s: float) -> Event:
+        """Publish ``message`` on ``topic`` and return the first correlated answer.
+
+        Raises :class:`CollabTimeout` (after publishing ``collab.timeout`` on the reply
+        topic) when none comes within ``timeout_s``. The request carries a new thread unless
+        ``message`` has one, and always a new correlation id.
+        """
+        _positive("timeout_s", timeout_s)
+        validate_topic(topic)
+        thread_id = _thread_of(message) or _new_thread("req")
+        correlation_id = thread_id if not _thread_of(message) else _new_thread("req")
+        envelope = self._envelope(thread_id, correlation_id)
+        request = self._outgoing(message, envelope, collab_types.REQUEST)
+        collector = Collector(1, _is_answer)
+        try:
+            if await self._collect(correlation_id, collector, [(topic, request)], timeout_s):
+                return collector.events[0]
+            timeout = self._control(
+                collab_types.TIMEOUT,
+                envelope,
+                priority=40,
+                extra={"reason": "request_reply_timeout", "topic": topic},
+            )
+            await self._bus.publish(envelope.reply_to, timeout)
+            raise CollabTimeout(f"no reply on {topic!r} within {timeout_s:g} s")
+        finally:
+            self._forget(envelope.reply_to)
+
+    # ---- fanout / fanin -----------------------------------------------------------------
+
+    async def fanout(
+        self,
+        topics: Sequence[str],
+        message: Event | bytes | str,
+        *,
+        timeout_s: float,
+        strategy: Strategy = "all",
+        k: int | None = None,
+    ) -> list[Event]:
+        """Send ``message`` to every topic and gather correlated answers, in arrival order.
+
+        ``strategy`` says when to stop waiting: ``any`` (the first answer), ``first_k`` (``k``
+        answers), ``majority`` (``n // 2 + 1`` of ``n`` topics) or ``all`` (one per topic);
+        otherwise the timeout ends it and what arrived is returned. One answer counts per
+        responder; answers after the end are ignored. ``collab.summary`` is published on the
+        reply topic either way.
+        """
+        topics = list(topics)
+        if not topics:
+            return []
+        _positive("timeout_s", timeout_s)
+        needed = _needed(strategy, k, len(topics))
+        for topic in topics:
+            validate_topic(topic)
+        thread_id = _thread_of(message) or _new_thread("fanout")
+        correlation_id = thread_id if not _thread_of(message) else _new_thread("fanout")
+        envelope = self._envelope(thread_id, correlation_id)
+        request = self._outgoing(message, envelope, collab_types.REQUEST)
+        collector = Collector(needed, _is_answer)
+        try:
+            met = await self._collect(
+                correlation_id, collector, [(topic, request) for topic in topics], timeout_s
+            )
+            summary = self._control(
+                collab_types.SUMMARY,
+                envelope,
+                priority=40,
+                extra={
+                    "received": str(len(collector.events)),
+                    "target_first_k": str(needed),
+                    "strategy": strategy,
+                    "targets": str(len(topics)),
+                    "met": "true" if met else "false",
+                },
+            )
+            await self._bus.publish(envelope.reply_to, summary)
+            return list(collector.events)
+        finally:
+            self._forget(envelope.reply_to)
+
+    # ---- barrier ------------------------------------------------------------------------
+
+    async def barrier(
+        self, name: str, n: int, *, timeout_s: float, participant: str | None = None
+    ) -> list[str]:
+        """Check in at barrier ``name`` and wait until ``n`` participants have; returns them
+        in arrival order.
+
+        Check-ins travel as ``collab.barrier`` events on ``thread.{name}.barrier``, so agents
+        in other processes take part. A participant counts once per round; when the round is
+        full it ends for everyone and the next check-in starts a new one. On timeout the
+        participant withdraws, ``collab.timeout`` is published and :class:`CollabTimeout`
+        raised.
+        """
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise CollabError(f"a barrier needs n >= 1 participants, got {n!r}")
+        _positive("timeout_s", timeout_s)
+        topic = f"thread.{name}.barrier" if isinstance(name, str) else ""
+        if not isinstance(name, str) or not name or "." in name:
+            raise CollabError(f"a barrier name is one topic token (no dots), got {name!r}")
+        validate_topic(topic)
+        who = participant or self.sender
+        if not who:
+            raise CollabError("a barrier participant needs a name (a sender)")
+        round_ = self._service.barrier_round(name)
+        round_.waiters += 1
+        envelope = self._envelope(name, name)
+        check_in = self._control(
+            collab_types.BARRIER,
+            envelope,
+            priority=50,
+            extra={"barrier_n": str(n), "participant": who},
+        )
+        try:
+            await self._bus.publish(topic, check_in)
+            with trio.move_on_after(timeout_s):
+                await round_.done.wait()
+        finally:
+            round_.waiters -= 1
+        if round_.done.is_set():
+            return list(round_.participants)
+        self._service.withdraw(name, round_, who)
+        timeout = self._control(
+            collab_types.TIMEOUT,
+            envelope,
+            priority=40,
+            extra={"reason": "barrier_timeout", "barrier_n": str(n), "participant": who},
+        )
+        await self._bus.publish(topic, timeout)
+        raise CollabTimeout(
+            f"barrier {name!r}: {len(round_.participants)} of {n} participants "
+            f"within {timeout_s:g} s"
+        )
+
+    # ---- contract net -------------------------------------------------------------------
+
+    async def contract_net(
+        self,
+        thread_id: str,
+        cfp: Event | bytes | str,
+        *,
+        window_s: float,
+        max_awards: int = 1,
+        execute_timeout_s: float = 30.0,
+    ) -> ContractNetResult:
+        """Call for proposals on ``thread.{id}.broadcast``, award the best, collect results.
+
+        Proposals (``collab.proposal``, correlated with the thread) are gathered for the
+        whole window and ranked by their ``score`` metadata, best first (ties keep arrival
+        order). Each of the best ``max_awards`` gets a ``collab.award`` (its metadata plus
+        ``award_to``); awardees then report a ``collab.result`` on the reply topic, collected
+        until all have or ``execute_timeout_s`` passes. ``collab.summary`` ends the round.
+        """
+        _positive("window_s", window_s)
+        _positive("execute_timeout_s", execute_timeout_s)
+        if not isinstance(max_awards, int) or isinstance(max_awards, bool) or max_awards < 1:
+            raise CollabError(f"max_awards must be greater than 0, got {max_awards!r}")
+        if not isinstance(thread_id, str) or not thread_id or "." in thread_id:
+            raise CollabError(f"a thread id is one topic token (no dots), got {thread_id!r}")
+        broadcast = thread_broadcast_topic(thread_id)
+        validate_topic(broadcast)
+        envelope = self._envelope(thread_id, thread_id)
+        call = self._outgoing(cfp, envelope, collab_types.CFP)
+        if isinstance(cfp, Event):
+            call = call.replace(type=collab_types.CFP)
+        proposals = Collector(1 << 30, _of_type(collab_types.PROPOSAL))  # the whole window
+        try:
+            await self._collect(thread_id, proposals, [(broadcast, call)], window_s)
+            ranked = sorted(proposals.events, key=score_of, reverse=True)  # stable
+            winners = ranked[:max_awards]
+            awardees = [w.metadata.get(SENDER, "") for w in winners]
+            results = Collector(len(winners), _result_from(set(awardees)))
+            awards = [(broadcast, self._award(winner, envelope)) for winner in winners]
+            if winners:
+                await self._collect(thread_id, results, awards, execute_timeout_s)
+            reported = {e.metadata.get(SENDER, ""): e for e in results.events}
+            summary = self._control(
+                collab_types.SUMMARY,
+                envelope,
+                priority=40,
+                extra={
+                    "winners": str(len(winners)),
+                    "max_awards": str(max_awards),
+                    "proposals": str(len(proposals.events)),
+                    "results": str(len(reported)),
+                },
+            )
+            await self._bus.publish(broadcast, summary)
+        finally:
+            self._forget(envelope.reply_to)
+        return ContractNetResult(
+            thread_id,
+            proposals.events,
+            winners,
+            reported,
+            [a for a in awardees if a not in reported],
+        )
+
+    def _award(self, winner: Event, envelope: Envelope) -> Event:
+        metadata = dict(winner.metadata)
+        metadata["award_to"] = winner.metadata.get(SENDER, "")
+        return self._control(collab_types.AWARD, envelope, priority=60, extra=metadata)
+
+
+def _bytes(message: bytes | str) -> bytes:
+    return message if isinstance(message, bytes) else message.encode()
+
+
+def _thread_of(message: Event | bytes | str) -> str:
+    if isinstance(message, Event):
+        return message.metadata.get("thread_id", "")
+    return ""
+
+
+def _is_answer(event: Event) -> bool:
+    return event.type not in CONTROL_TYPES
+
+
+def _of_type(event_type: str) -> Callable[[Event], bool]:
+    return lambda event: event.type == event_type
+
+
+def _result_from(awardees: set[str]) -> Callable[[Event], bool]:
+    return lambda event: (
+        event.type == collab_types.RESULT and event.metadata.get(SENDER, "") in awardees
+    )
+
+
+def _needed(strategy: str, k: int | None, targets: int) -> int:
+    if strategy == "any":
+        return 1
+    if strategy == "all":
+        return targets
+    if strategy == "majority":
+        return targets // 2 + 1
+    if strategy == "first_k":
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise CollabError(f"first_k needs k greater than 0, got {k!r}")
+        return k
+    raise CollabError(f"unknown fanout strategy {strategy!r} (any, first_k, majority or all)")
