@@ -19,6 +19,7 @@ from loomk.collab.collaborator import Collaborator, ContractNetResult, Strategy,
 from loomk.envelope import agent_reply_topic, thread_reply_topic
 from loomk.errors import EventError
 from loomk.events import Event, QoS
+from loomk.llm.decision import RoutingDecision, routing_decision_event
 from loomk.state.agent_state import AgentStateView
 from loomk.state.memory import EphemeralMemory
 from loomk.state.service import state_prefix
@@ -278,6 +279,12 @@ class Context:
         event = action_result_event(self.sender, call, result, priority)
         await self.kernel.bus.publish(f"agent.{self.agent_id}", event)
         return result
+
+    async def announce_routing(self, decision: RoutingDecision, event: Event) -> int:
+        """Publish ``decision`` about ``event`` as ``routing_decision`` on ``agent.{id}``
+        (at once: it is an observation, not an effect of the handler)."""
+        announcement = routing_decision_event(self.agent_id, decision, event)
+        return await self.kernel.bus.publish(f"agent.{self.agent_id}", announcement)
 
     async def subscribe(
         self,
