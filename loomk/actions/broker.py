@@ -83,16 +83,20 @@ class _InFlight:
         self.done: trio.Event | None = None  # made by the first duplicate that waits
         self.result: ActionResult | None = None
 
-    async def wait(self) -> ActionResult:
+    async def wait(self) -> ActionResult | None:
+        """The shared result, or None if the call running it was cancelled."""
         if self.result is None:
             if self.done is None:
                 self.done = trio.Event()
             await self.done.wait()
-        assert self.result is not None
         return self.result
 
     def finish(self, result: ActionResult) -> None:
         self.result = result
+        if self.done is not None:
+            self.done.set()
+
+    def abandon(self) -> None:
         if self.done is not None:
             self.done.set()
 
@@ -217,9 +221,11 @@ class ActionBroker:
 
     async def invoke(self, call: ActionCall) -> ActionResult:
         """Run ``call`` through its provider; always an :class:`ActionResult` (see above)."""
-        if not isinstance(call, ActionCall):
+        problem = _malformed(call)
+        if problem:
+            call_id = getattr(call, "id", "")
             return ActionResult.failure(
-                "", ErrorCode.INVALID_PARAMS, f"invoke takes an ActionCall, got {call!r}"
+                call_id if isinstance(call_id, str) else "", ErrorCode.INVALID_PARAMS, problem
             )
         call = _with_envelope(call)
         stats = self._stats.get(call.capability)
@@ -233,8 +239,12 @@ class ActionBroker:
             return cached
         running = self._in_flight.get(call.id) if call.id else None
         if running is not None:  # the same call is running: share its outcome
-            stats.cached += 1
-            return await running.wait()
+            shared = await running.wait()
+            if shared is not None:
+                stats.cached += 1
+                return shared
+            stats.calls -= 1  # counted again by the call below
+            return await self.invoke(call)  # the first caller was cancelled: run it now
         registration = self._resolve(call.capability, call.version)
         if registration is None:
             stats.errors += 1
@@ -248,8 +258,12 @@ class ActionBroker:
         started = trio.current_time()
         try:
             result = await self._run(registration, call, started)
+        except BaseException:  # cancelled: a duplicate waiting on this one runs on its own
+            flight.abandon()
+            raise
         finally:
-            self._in_flight.pop(call.id, None)
+            if self._in_flight.get(call.id) is flight:
+                del self._in_flight[call.id]
         elapsed = trio.current_time() - started
         stats.latency_total_s += elapsed
         stats.latency_max_s = max(stats.latency_max_s, elapsed)
@@ -319,18 +333,34 @@ class ActionBroker:
         return result
 
 
-_ENVELOPE_KEYS = tuple(Envelope.new("x").as_metadata())
+def _malformed(call: object) -> str:
+    """Why ``call`` cannot be invoked at all, or "" (fields are checked, not trusted)."""
+    if not isinstance(call, ActionCall):
+        return f"invoke takes an ActionCall, got {type(call).__name__}"
+    if not isinstance(call.id, str) or not isinstance(call.capability, str):
+        return "the call's id and capability must be str"
+    if not call.capability:
+        return "the call names no capability"
+    if not isinstance(call.version, str) or not isinstance(call.payload, bytes):
+        return "the call's version must be str and its payload bytes"
+    if not isinstance(call.headers, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in call.headers.items()
+    ):
+        return "the call's headers must map str to str"
+    if not isinstance(call.timeout_ms, int) or isinstance(call.timeout_ms, bool):
+        return f"timeout_ms must be an int, got {call.timeout_ms!r}"
+    if not isinstance(call.correlation_id, str):
+        return "the call's correlation_id must be str"
+    return ""
 
 
 def _with_envelope(call: ActionCall) -> ActionCall:
     """The call with all seven envelope headers (defaults filled) and its correlation id."""
     headers = call.headers
-    if all(key in headers for key in _ENVELOPE_KEYS) and call.correlation_id == headers.get(
-        CORRELATION_ID
-    ):
-        return call  # an agent's call arrives complete: nothing to fill
     filled = dict(headers)
     Envelope.from_metadata(headers, call.id).apply_to_metadata(filled)
+    if filled == headers and call.correlation_id == filled[CORRELATION_ID]:
+        return call  # already complete (an agent's call): keep the object
     return ActionCall(
         call.id,
         call.capability,

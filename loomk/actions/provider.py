@@ -105,7 +105,7 @@ class FunctionProvider:
         """Decode and check the payload, run the function, encode its answer."""
         try:
             args = json.loads(call.payload or b"{}")
-        except (ValueError, UnicodeDecodeError) as error:
+        except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
             return ActionResult.failure(
                 call.id, ErrorCode.INVALID_PARAMS, f"the payload is not valid JSON: {error}"
             )

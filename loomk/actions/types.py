@@ -60,18 +60,25 @@ class ErrorCode:
     CONCURRENCY_LIMIT = "CONCURRENCY_LIMIT"  # never produced: calls wait for a slot
 
 
-_VERSION = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z.-]+))?$")
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*(?:[.:][A-Za-z0-9_][A-Za-z0-9_\-]*)*$")
+_NUMERIC = r"(?:0|[1-9][0-9]*)"
+_PRE_ID = r"(?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
+_VERSION = re.compile(  # semver 2.0 (no leading zeros, no empty identifiers, ASCII only), no +build
+    rf"({_NUMERIC})\.({_NUMERIC})\.({_NUMERIC})"
+    rf"(?:-({_PRE_ID}(?:\.{_PRE_ID})*))?",
+    re.ASCII,
+)
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]*(?:[.:][A-Za-z0-9_][A-Za-z0-9_\-]*)*", re.ASCII)
 
 
 def parse_version(version: str) -> tuple[Any, ...]:
     """A sortable key for a semantic version ``MAJOR.MINOR.PATCH[-PRERELEASE]``.
 
     A release sorts above its pre-releases; pre-release identifiers compare as semver says
-    (numeric ones numerically, below alphanumeric ones). Raises :class:`CapabilityError`
-    for anything else.
+    (numeric ones numerically, below alphanumeric ones). Build metadata (``+build``) is
+    refused: two versions equal in precedence would make "the highest" ambiguous. Raises
+    :class:`CapabilityError` for anything else.
     """
-    match = _VERSION.match(version) if isinstance(version, str) else None
+    match = _VERSION.fullmatch(version) if isinstance(version, str) else None
     if match is None:
         raise CapabilityError(f"not a semantic version (MAJOR.MINOR.PATCH): {version!r}")
     major, minor, patch, pre = match.groups()
@@ -95,13 +102,18 @@ class CapabilityDescriptor:
     metadata: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _NAME.match(self.name):
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
             raise CapabilityError(
                 f"a capability name is dot-separated words (e.g. weather.get), got {self.name!r}"
             )
         parse_version(self.version)
-        object.__setattr__(self, "provider", ProviderKind(self.provider))
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.metadata.items()):
+        try:
+            object.__setattr__(self, "provider", ProviderKind(self.provider))
+        except ValueError as error:
+            raise CapabilityError(f"unknown provider kind {self.provider!r}") from error
+        if not isinstance(self.metadata, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.metadata.items()
+        ):
             raise CapabilityError(f"capability metadata maps str to str, got {self.metadata!r}")
 
     @property
@@ -168,6 +180,10 @@ class ActionResult:
     status: ActionStatus = ActionStatus.ACTION_OK
     output: bytes = b""
     error: ActionError | None = None
+
+    def __post_init__(self) -> None:
+        if self.status.__class__ is not ActionStatus:  # a plain int from the wire, say
+            object.__setattr__(self, "status", ActionStatus(self.status))
 
     @classmethod
     def success(cls, call_id: str, output: Any = None) -> ActionResult:

@@ -364,7 +364,7 @@ class EventBus:
         reply topic, say), so short-lived topics do not crowd the table; its counts move into
         the totals."""
         route = self._routes.get(topic)
-        if route is not None and all(binding.pattern != topic for binding in route.bindings):
+        if route is not None and not self._trie.has_exact(topic):
             self._retire(self._routes.pop(topic))
 
     def detach(self, binding: Binding) -> None:

@@ -422,6 +422,7 @@ class HandlerLane(Lane):
             return False
         if claimed:
             self.delivered += 1
+            item[0].stats.delivered += 1
             return True
         self.drop(item, "unclaimed")
         return False

@@ -190,6 +190,10 @@ class TopicTrie(Generic[T]):
             self._prune(path, node)
         return removed
 
+    def has_exact(self, pattern: str) -> bool:
+        """Whether some value is stored under exactly ``pattern`` (a literal topic)."""
+        return bool(self._exact.get(pattern))
+
     def match(self, topic: str) -> list[tuple[int, T]]:
         """Every (key, value) whose pattern matches ``topic``, in ascending key order."""
         exact = self._exact.get(topic)
