@@ -17,6 +17,7 @@ from loomk.actions import (
     ErrorCode,
     FunctionProvider,
     ProviderKind,
+    ToolOrchestrator,
     capability,
 )
 from loomk.agents import (
@@ -120,6 +121,7 @@ __all__ = [
     "Subscription",
     "SubscriptionStats",
     "ThreadTopicKind",
+    "ToolOrchestrator",
     "Topic",
     "TopicError",
     "TopicStats",

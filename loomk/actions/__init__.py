@@ -2,7 +2,17 @@
 
 from loomk.actions.broker import ActionBroker, CapabilityStats
 from loomk.actions.directory import CapabilityDirectory
+from loomk.actions.orchestrator import FinalAnswer, ModelCall, OrchestratorStats, ToolOrchestrator
 from loomk.actions.provider import ActionFailure, CapabilityProvider, FunctionProvider, capability
+from loomk.actions.tools import (
+    ToolCall,
+    ToolNames,
+    ToolStyle,
+    answer_text,
+    parse_tool_calls,
+    tool_result_messages,
+    tools_for,
+)
 from loomk.actions.types import (
     ActionCall,
     ActionError,
@@ -26,8 +36,19 @@ __all__ = [
     "CapabilityProvider",
     "CapabilityStats",
     "ErrorCode",
+    "FinalAnswer",
     "FunctionProvider",
+    "ModelCall",
+    "OrchestratorStats",
     "ProviderKind",
+    "ToolCall",
+    "ToolNames",
+    "ToolOrchestrator",
+    "ToolStyle",
+    "answer_text",
     "capability",
+    "parse_tool_calls",
     "parse_version",
+    "tool_result_messages",
+    "tools_for",
 ]

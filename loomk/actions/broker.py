@@ -126,6 +126,7 @@ class ActionBroker:
         self._in_flight: dict[str, _InFlight] = {}
         self._stats: dict[str, CapabilityStats] = {}
         self._changes = 0
+        self.unavailable = 0  # calls for which no provider was registered
 
     # ---- the registry -------------------------------------------------------------------
 
@@ -213,8 +214,15 @@ class ActionBroker:
 
     # ---- invoking -----------------------------------------------------------------------
 
+    def _stats_of(self, capability: str) -> CapabilityStats:
+        stats = self._stats.get(capability)
+        if stats is None:
+            stats = self._stats[capability] = CapabilityStats()
+        return stats
+
     def stats(self, capability: str | None = None) -> dict[str, CapabilityStats]:
-        """Counters by capability name (one name, or all)."""
+        """Counters by capability name (one name, or all) of the calls that found a provider
+        or the cache; calls that found neither are counted in :attr:`unavailable`."""
         if capability is not None:
             return {capability: self._stats.get(capability, CapabilityStats())}
         return dict(self._stats)
@@ -228,30 +236,31 @@ class ActionBroker:
                 call_id if isinstance(call_id, str) else "", ErrorCode.INVALID_PARAMS, problem
             )
         call = _with_envelope(call)
-        stats = self._stats.get(call.capability)
-        if stats is None:
-            stats = self._stats[call.capability] = CapabilityStats()
-        stats.calls += 1
         cached = self._cache.get(call.id) if call.id else None
         if cached is not None:
             self._cache.move_to_end(call.id)
+            stats = self._stats_of(call.capability)
+            stats.calls += 1
             stats.cached += 1
             return cached
         running = self._in_flight.get(call.id) if call.id else None
         if running is not None:  # the same call is running: share its outcome
             shared = await running.wait()
-            if shared is not None:
-                stats.cached += 1
-                return shared
-            stats.calls -= 1  # counted again by the call below
-            return await self.invoke(call)  # the first caller was cancelled: run it now
+            if shared is None:  # the first caller was cancelled: run it now
+                return await self.invoke(call)
+            stats = self._stats_of(call.capability)
+            stats.calls += 1
+            stats.cached += 1
+            return shared
         registration = self._resolve(call.capability, call.version)
-        if registration is None:
-            stats.errors += 1
+        if registration is None:  # counted apart: made-up names must not grow the stats
+            self.unavailable += 1
             wanted = f"{call.capability}:{call.version}" if call.version else call.capability
             return ActionResult.failure(
                 call.id, ErrorCode.PROVIDER_UNAVAILABLE, f"no provider for capability {wanted}"
             )
+        stats = self._stats_of(call.capability)
+        stats.calls += 1
         flight = _InFlight()
         if call.id:
             self._in_flight[call.id] = flight
