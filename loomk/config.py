@@ -95,6 +95,10 @@ class Config:
         default="console",
         metadata={"doc": "Log output format.", "choices": ("console", "json")},
     )
+    builtin_capabilities: bool = field(
+        default=True,
+        metadata={"doc": "Register time.now, math.eval, weather.get and web.search at start."},
+    )
     action_timeout_s: float = field(
         default=30.0,
         metadata={"doc": "Default timeout of a capability call without its own.", "min": 0.001},

@@ -24,6 +24,7 @@ import trio
 
 from loomk.actions.broker import ActionBroker
 from loomk.actions.directory import CapabilityDirectory
+from loomk.actions.providers import builtin_providers
 from loomk.agents.agent import Agent
 from loomk.agents.runtime import AgentHandle, AgentRuntime
 from loomk.bus.bus import EventBus
@@ -55,6 +56,9 @@ class Kernel:
         )
         self.state = StateService(config)
         self.broker = ActionBroker(default_timeout_s=config.action_timeout_s)
+        if config.builtin_capabilities:
+            for provider in builtin_providers():
+                self.broker.register(provider)
         self.collab_service = CollabService(self.bus)
         self.capabilities = CapabilityDirectory(self.broker)
         self.agents = AgentRuntime(self)

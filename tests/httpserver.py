@@ -80,12 +80,12 @@ class Server:
 @asynccontextmanager
 async def serve_http(handler: Handler) -> AsyncIterator[Server]:
     """Serve ``handler`` on 127.0.0.1 (a free port) until the block ends."""
+    server = Server("")
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(
             trio.serve_tcp, lambda stream: _serve_connection(stream, handler, server), 0
         )
-        port = listeners[0].socket.getsockname()[1]
-        server = Server(f"http://127.0.0.1:{port}")
+        server.url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
         yield server
         nursery.cancel_scope.cancel()
 

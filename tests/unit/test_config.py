@@ -19,6 +19,7 @@ DEFAULTS: dict[str, object] = {
     "memory_max_bytes": 262144,
     "log_level": "warning",
     "log_format": "console",
+    "builtin_capabilities": True,
     "action_timeout_s": 30.0,
     "bus_realtime_capacity": 64,
     "bus_batched_capacity": 1024,
