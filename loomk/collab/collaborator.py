@@ -194,7 +194,7 @@ class Collaborator:
         correlation_id = thread_id if not _thread_of(message) else _new_thread("req")
         envelope = self._envelope(thread_id, correlation_id)
         request = self._outgoing(message, envelope, collab_types.REQUEST)
-        collector = Collector(1, _is_answer)
+        collector = Collector(1, _is_answer, self.sender)
         try:
             if await self._collect(correlation_id, collector, [(topic, request)], timeout_s):
                 return collector.events[0]
@@ -239,7 +239,7 @@ class Collaborator:
         correlation_id = thread_id if not _thread_of(message) else _new_thread("fanout")
         envelope = self._envelope(thread_id, correlation_id)
         request = self._outgoing(message, envelope, collab_types.REQUEST)
-        collector = Collector(needed, _is_answer)
+        collector = Collector(needed, _is_answer, self.sender)
         try:
             met = await self._collect(
                 correlation_id, collector, [(topic, request) for topic in topics], timeout_s
@@ -300,9 +300,10 @@ class Collaborator:
                 await round_.done.wait()
         finally:
             round_.waiters -= 1
+            if not round_.done.is_set():  # timed out or cancelled: not checked in any more
+                self._service.withdraw(name, round_, who)
         if round_.done.is_set():
             return list(round_.participants)
-        self._service.withdraw(name, round_, who)
         timeout = self._control(
             collab_types.TIMEOUT,
             envelope,
@@ -346,13 +347,13 @@ class Collaborator:
         call = self._outgoing(cfp, envelope, collab_types.CFP)
         if isinstance(cfp, Event):
             call = call.replace(type=collab_types.CFP)
-        proposals = Collector(1 << 30, _of_type(collab_types.PROPOSAL))  # the whole window
+        proposals = Collector(1 << 30, _of_type(collab_types.PROPOSAL), self.sender)  # all window
         try:
             await self._collect(thread_id, proposals, [(broadcast, call)], window_s)
             ranked = sorted(proposals.events, key=score_of, reverse=True)  # stable
             winners = ranked[:max_awards]
             awardees = [w.metadata.get(SENDER, "") for w in winners]
-            results = Collector(len(winners), _result_from(set(awardees)))
+            results = Collector(len(winners), _result_from(set(awardees)), self.sender)
             awards = [(broadcast, self._award(winner, envelope)) for winner in winners]
             if winners:
                 await self._collect(thread_id, results, awards, execute_timeout_s)

@@ -36,17 +36,19 @@ __all__ = ["BarrierRound", "CollabService", "Collector"]
 
 REPLY_PATTERN = "thread.*.reply"
 BARRIER_PATTERN = "thread.*.barrier"
+BARRIER_CHECK_IN = "collab.barrier"  # only these count (not collab.timeout on the topic)
 _MAX_BARRIERS = 10_000  # barrier names remembered while nobody waits on them (oldest go)
 
 
 class Collector:
     """What one waiting call accepts, and the answers it got (in arrival order)."""
 
-    __slots__ = ("accept", "done", "events", "needed", "senders", "task")
+    __slots__ = ("accept", "caller", "done", "events", "needed", "senders", "task")
 
-    def __init__(self, needed: int, accept: Callable[[Event], bool]) -> None:
+    def __init__(self, needed: int, accept: Callable[[Event], bool], caller: str = "") -> None:
         self.needed = needed  # how many answers end the wait
         self.accept = accept
+        self.caller = caller  # the calling sender: Loom responders echo it back
         self.events: list[Event] = []
         self.senders: set[str] = set()  # one answer per responder
         self.done = False
@@ -57,7 +59,7 @@ class Collector:
         if self.done or not self.accept(event):
             return False
         sender = event.metadata.get(SENDER, "")
-        if sender:
+        if sender and sender != self.caller:  # a sender that names the responder
             if sender in self.senders:
                 return False
             self.senders.add(sender)
@@ -111,7 +113,12 @@ class CollabService:
     # ---- timeouts -----------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The timer: wakes calls whose deadline passed. Runs until cancelled."""
+        """The timer: wakes calls whose deadline passed. Runs until cancelled.
+
+        Starting it also attaches the service to the bus, so answers and check-ins sent
+        before the first local call are seen too.
+        """
+        self._ensure_attached()
         task_status.started()
         deadlines = self._deadlines
         try:
@@ -163,7 +170,9 @@ class CollabService:
         if not self._bindings:
             self._bindings = [
                 self._bus.attach_handler(REPLY_PATTERN, self._on_reply),
-                self._bus.attach_handler(BARRIER_PATTERN, self._on_check_in),
+                self._bus.attach_handler(
+                    BARRIER_PATTERN, self._on_check_in, event_types=[BARRIER_CHECK_IN]
+                ),
             ]
 
     # ---- correlated answers -------------------------------------------------------------
