@@ -207,9 +207,32 @@ class Event:
 
     def with_metadata(self, **entries: str) -> Event:
         """A copy whose metadata has these entries added or overwritten."""
+        for key, value in entries.items():
+            if value.__class__ is not str:
+                raise EventError(f"event metadata must map str to str, got {key!r}: {value!r}")
         metadata = dict(self.metadata)
         metadata.update(entries)
-        return self.replace(metadata=metadata)
+        return self._with_checked_metadata(metadata)
+
+    def _with_checked_metadata(self, metadata: dict[str, str], source: str | None = None) -> Event:
+        """A copy (same id) carrying ``metadata``, which the caller built from checked parts.
+
+        ``with_metadata`` and the kernel's own senders run this per message, so it copies
+        fields instead of validating them all again as :meth:`replace` does.
+        """
+        copy = Event.__new__(Event)
+        copy._id = self.id
+        copy.type = self.type
+        copy.timestamp_ms = self.timestamp_ms
+        copy.source = self.source if source is None else source
+        copy._metadata = metadata
+        copy._origin = None
+        copy.payload = self.payload
+        copy.confidence = self.confidence
+        copy.tags = self.tags
+        copy.priority = self.priority
+        copy._delivered = None
+        return copy
 
     # ---- envelope helpers (Loom's EventExt) --------------------------------------------
 
