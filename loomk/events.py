@@ -169,14 +169,20 @@ class Event:
         Its metadata (``hop_metadata`` of this event's) is built only if someone reads it:
         most handlers never do, and this runs for every delivery to an agent.
         """
-        copy = Event.__new__(Event)
+        copy = self._copy(None)
         copy._id = self._id  # when None, both take the origin's id on first read
+        copy._origin = self
+        copy._hop_sender = sender
+        return copy
+
+    def _copy(self, metadata: dict[str, str] | None) -> Event:
+        """A field-by-field copy with ``metadata`` (no validation: the fields were checked)."""
+        copy = Event.__new__(Event)
         copy.type = self.type
         copy.timestamp_ms = self.timestamp_ms
         copy.source = self.source
-        copy._metadata = None
-        copy._origin = self
-        copy._hop_sender = sender
+        copy._metadata = metadata
+        copy._origin = None
         copy.payload = self.payload
         copy.confidence = self.confidence
         copy.tags = self.tags
@@ -220,18 +226,10 @@ class Event:
         ``with_metadata`` and the kernel's own senders run this per message, so it copies
         fields instead of validating them all again as :meth:`replace` does.
         """
-        copy = Event.__new__(Event)
+        copy = self._copy(metadata)
         copy._id = self.id
-        copy.type = self.type
-        copy.timestamp_ms = self.timestamp_ms
-        copy.source = self.source if source is None else source
-        copy._metadata = metadata
-        copy._origin = None
-        copy.payload = self.payload
-        copy.confidence = self.confidence
-        copy.tags = self.tags
-        copy.priority = self.priority
-        copy._delivered = None
+        if source is not None:
+            copy.source = source
         return copy
 
     # ---- envelope helpers (Loom's EventExt) --------------------------------------------

@@ -43,11 +43,6 @@ TIMEOUT = ActionStatus.ACTION_TIMEOUT
 RETRYABLE = ActionStatus.ACTION_RETRYABLE
 
 
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
 # --- providers ----------------------------------------------------------------------------
 
 Behaviour = Callable[[ActionCall], Awaitable[Any]]

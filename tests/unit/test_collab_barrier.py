@@ -29,11 +29,6 @@ from support import Scripted
 from loomk import CollabError, CollabTimeout, Context, Event, Kernel
 
 
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
 def check_in(
     nursery: trio.Nursery,
     kernel: Kernel,

@@ -30,11 +30,6 @@ from loomk import Agent, CollabError, Context, Envelope, Event, EventBus
 from loomk.collab import ContractNetResult
 
 
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
 class Bidder(Agent):
     """Proposes ``score`` on every call for proposals; when awarded, reports ``{id}:done``
     (unless ``reports`` is False). Gates hold the proposal or the report back."""

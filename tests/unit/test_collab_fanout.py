@@ -31,11 +31,6 @@ from support import Scripted
 from loomk import CollabError, Context, Event
 
 
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
 async def test_no_topics_return_nothing_at_once_before_validation(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -32,11 +32,6 @@ from loomk import CollabError, CollabTimeout, Envelope, Event
 RESERVED = ("thread_id", "correlation_id", "sender", "reply_to", "ttl", "hop", "ts")
 
 
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
 # --- the answer ---------------------------------------------------------------------------
 
 

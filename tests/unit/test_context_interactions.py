@@ -44,11 +44,6 @@ from loomk.actions.agent_actions import qos_for_priority
 from loomk.envelope import RESERVED_KEYS
 
 
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
 def committed(kernel: Kernel, agent_id: str) -> dict[str, Any]:
     """The agent's committed state."""
     state: dict[str, Any] = json.loads(kernel.agent_state(agent_id).persistent_state)

@@ -37,11 +37,6 @@ from loomk.actions.tools import ToolStyle
 PATHS = {"chat": "/v1/chat/completions", "responses": "/v1/responses", "anthropic": "/v1/messages"}
 
 
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
 # --- the model: a scripted HTTP endpoint ----------------------------------------------------
 
 

@@ -38,11 +38,6 @@ TIMEOUT_S = 3.0
 _ids = itertools.count()
 
 
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
 def forecast(
     temperature: Any = 12.5, humidity: Any = 81, wind: Any = 14.8, code: Any = 61
 ) -> dict[str, Any]:

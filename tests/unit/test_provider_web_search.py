@@ -23,11 +23,6 @@ STUB_SNIPPET = "No detailed results available. Try refining your query."
 _ids = itertools.count()
 
 
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
 def topic(n: int) -> dict[str, Any]:
     return {"Text": f"Topic {n}", "FirstURL": f"https://duckduckgo.com/t{n}", "Icon": {}}
 
