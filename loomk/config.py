@@ -14,6 +14,10 @@ merges four sources, lowest to highest precedence:
    not a setting; any other unknown ``LOOMK_*`` variable is an error;
 4. keyword arguments to :meth:`Config.load`.
 
+Loom's variable names ``VLLM_BASE_URL``, ``VLLM_MODEL``, ``VLLM_API_KEY``,
+``VLLM_TEMPERATURE`` and ``REQUEST_TIMEOUT_MS`` (milliseconds) are read too, below their
+``LOOMK_LLM_*`` equivalents; empty ones count as unset.
+
 Every value from every source is checked for type and range when it is loaded, and an unknown
 key or bad value raises :class:`~loomk.errors.ConfigError` naming the key, where the value
 came from, what was expected and what was given. :meth:`Config.replace` applies the same
@@ -35,7 +39,9 @@ from typing import Any
 
 from loomk.errors import ConfigError
 
-__all__ = ["Config", "describe"]
+__all__ = ["SECRET_MASK", "Config", "describe"]
+
+SECRET_MASK = "********"
 
 _ENV_PREFIX = "LOOMK_"
 _ENV_CONFIG = "LOOMK_CONFIG"
@@ -103,6 +109,43 @@ class Config:
         default=30.0,
         metadata={"doc": "Default timeout of a capability call without its own.", "min": 0.001},
     )
+    llm_base_url: str = field(
+        default="",
+        metadata={
+            "doc": "OpenAI-compatible endpoint (ending in /v1); empty: the built-in local "
+            "model answers llm.generate (also read from VLLM_BASE_URL).",
+        },
+    )
+    llm_model: str = field(
+        default="qwen2.5-0.5b-instruct",
+        metadata={"doc": "Model name sent to the endpoint (also VLLM_MODEL)."},
+    )
+    llm_api_key: str = field(
+        default="",
+        repr=False,
+        metadata={
+            "doc": "Bearer token for the endpoint (also VLLM_API_KEY); never shown or logged.",
+            "secret": True,
+        },
+    )
+    llm_timeout_s: float = field(
+        default=30.0,
+        metadata={
+            "doc": "Timeout of one model request (also REQUEST_TIMEOUT_MS, in ms).",
+            "gt": 0.0,
+        },
+    )
+    llm_temperature: float = field(
+        default=0.7,
+        metadata={"doc": "Sampling temperature (also VLLM_TEMPERATURE).", "min": 0.0},
+    )
+    llm_max_retries: int = field(
+        default=3,
+        metadata={
+            "doc": "Retries of a model request after a connect error, a 429 or a 5xx.",
+            "min": 0,
+        },
+    )
     bus_realtime_capacity: int = field(
         default=64,
         metadata={"doc": "Default queue capacity of realtime subscriptions.", "min": 1},
@@ -163,11 +206,14 @@ class Config:
         """Return a copy with ``changes`` applied, validated like keyword overrides to load."""
         return dataclasses.replace(self, **_from_kwargs(changes))  # type: ignore[arg-type]
 
-    def as_dict(self) -> dict[str, object]:
-        """Every setting by key, in field order, with paths as strings."""
+    def as_dict(self, *, reveal_secrets: bool = False) -> dict[str, object]:
+        """Every setting by key, in field order, with paths as strings; secrets that are
+        set show as ``SECRET_MASK`` unless ``reveal_secrets``."""
         out: dict[str, object] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.metadata.get("secret") and value and not reveal_secrets:
+                value = SECRET_MASK
             out[f.name] = str(value) if isinstance(value, Path) else value
         return out
 
@@ -240,8 +286,34 @@ def _flatten(table: Mapping[str, object], prefix: str) -> list[tuple[str, object
     return items
 
 
-def _from_env(environ: Mapping[str, str]) -> dict[str, object]:
+# Loom's variable names, read when the LOOMK_ one is absent; an empty value counts as unset.
+_ALIASES: dict[str, tuple[str, float]] = {  # variable -> (key, factor applied to numbers)
+    "VLLM_BASE_URL": ("llm_base_url", 1.0),
+    "VLLM_MODEL": ("llm_model", 1.0),
+    "VLLM_API_KEY": ("llm_api_key", 1.0),
+    "VLLM_TEMPERATURE": ("llm_temperature", 1.0),
+    "REQUEST_TIMEOUT_MS": ("llm_timeout_s", 0.001),
+}
+
+
+def _from_aliases(environ: Mapping[str, str]) -> dict[str, object]:
     values: dict[str, object] = {}
+    for var, (key, factor) in _ALIASES.items():
+        text = environ.get(var, "")
+        if not text:
+            continue
+        source = f"from environment variable {var}"
+        if factor != 1.0:
+            try:
+                text = repr(float(text) * factor)
+            except ValueError:
+                raise _bad(key, environ[var], source) from None
+        values[key] = _parse_text(key, text, source)
+    return values
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, object]:
+    values: dict[str, object] = _from_aliases(environ)
     for var in sorted(environ):
         if not var.startswith(_ENV_PREFIX) or var == _ENV_CONFIG:
             continue

@@ -148,3 +148,28 @@ class CollabTimeout(LoomkError, TimeoutError):
     """A collaboration call got no (or not enough) answers before its timeout."""
 
     code = "COLLAB_TIMEOUT"
+
+
+class LLMError(LoomkError):
+    """A model request failed; ``code`` says how (the API key never appears in it).
+
+    Codes: ``LLM_TIMEOUT``, ``LLM_RATE_LIMITED`` (after retries; ``retry_after_s`` if the
+    server said), ``LLM_CONNECT_ERROR``, ``LLM_HTTP_ERROR`` (``status``), ``LLM_BAD_RESPONSE``
+    (malformed JSON or SSE, a stream cut short, no text), ``LLM_NOT_CONFIGURED``,
+    ``LLM_INVALID_REQUEST``.
+    """
+
+    code = "LLM_ERROR"
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+        self.retry_after_s = retry_after_s

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from loomk.config import Config, describe
+from loomk.config import SECRET_MASK, Config, describe
 from loomk.errors import ConfigError
 
 DEFAULTS: dict[str, object] = {
@@ -21,6 +21,12 @@ DEFAULTS: dict[str, object] = {
     "log_format": "console",
     "builtin_capabilities": True,
     "action_timeout_s": 30.0,
+    "llm_base_url": "",
+    "llm_model": "qwen2.5-0.5b-instruct",
+    "llm_api_key": "",
+    "llm_timeout_s": 30.0,
+    "llm_temperature": 0.7,
+    "llm_max_retries": 3,
     "bus_realtime_capacity": 64,
     "bus_batched_capacity": 1024,
     "bus_background_capacity": 4096,
@@ -507,3 +513,51 @@ def test_describe_lists_every_field_in_order() -> None:
 def test_error_is_value_error() -> None:
     with pytest.raises(ValueError, match="config key 'bus_max_topics'"):
         Config().replace(bus_max_topics=1)
+
+
+# --- the model endpoint: Loom's variable names, and the secret key ---------------------------
+
+
+def test_loom_variable_names_set_the_llm_settings(tmp_path: Path) -> None:
+    config = load_env(
+        tmp_path,
+        VLLM_BASE_URL="http://10.0.0.5:8000/v1",
+        VLLM_MODEL="qwen2.5:7b",
+        VLLM_API_KEY="sk-secret-1",
+        VLLM_TEMPERATURE="0.2",
+        REQUEST_TIMEOUT_MS="2500",
+    )
+    assert config.llm_base_url == "http://10.0.0.5:8000/v1"
+    assert config.llm_model == "qwen2.5:7b"
+    assert config.llm_api_key == "sk-secret-1"
+    assert config.llm_temperature == 0.2
+    assert config.llm_timeout_s == 2.5
+
+
+def test_loomk_names_win_over_loom_names_and_empty_loom_values_are_unset(tmp_path: Path) -> None:
+    config = load_env(
+        tmp_path,
+        VLLM_MODEL="from-vllm",
+        LOOMK_LLM_MODEL="from-loomk",
+        VLLM_BASE_URL="",
+        VLLM_API_KEY="",
+    )
+    assert config.llm_model == "from-loomk"
+    assert config.llm_base_url == ""
+    assert config.llm_api_key == ""
+
+
+def test_a_bad_loom_timeout_names_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="REQUEST_TIMEOUT_MS") as caught:
+        load_env(tmp_path, REQUEST_TIMEOUT_MS="soon")
+    assert caught.value.key == "llm_timeout_s"
+    with pytest.raises(ConfigError, match="REQUEST_TIMEOUT_MS"):
+        load_env(tmp_path, REQUEST_TIMEOUT_MS="0")
+
+
+def test_the_api_key_is_never_shown(tmp_path: Path) -> None:
+    config = load_env(tmp_path, LOOMK_LLM_API_KEY="sk-very-secret")
+    assert config.llm_api_key == "sk-very-secret"
+    assert "sk-very-secret" not in repr(config)
+    assert config.as_dict()["llm_api_key"] == SECRET_MASK
+    assert config.as_dict(reveal_secrets=True)["llm_api_key"] == "sk-very-secret"
