@@ -1,0 +1,315 @@
+"""The model router: per event, the local model, the cloud, or both (Loom §7).
+
+Loom's decision table, first match wins:
+
+1. ``local-only`` privacy: Local, "Privacy policy requires local-only processing".
+2. The local estimator supports the event type and is confident enough
+   (``quality_threshold``): Local.
+3. ``latency_budget_ms`` < 100: Local ("Latency budget too tight for cloud").
+4. The cloud would cost more than ``cost_cap_per_event``: LocalFallback.
+5. Supported with confidence > 0.5: Hybrid (local quick pass, cloud refine).
+6. Otherwise: Cloud.
+
+Unlike Loom, every privacy level counts. The effective level is the stricter of the
+policy's and the event's ``privacy`` metadata. ``local-only`` and ``private`` never reach
+the cloud: what would have gone there stays local, with the reason saying why.
+``sensitive`` may go, but only through :meth:`ModelRouter.mask_for_cloud`, which masks the
+configured fields in the event's metadata and JSON payload. With no cloud model configured,
+cloud-bound events fall back to the local model.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from loomk.events import Event
+from loomk.llm.decision import Route, RoutingDecision
+
+__all__ = [
+    "CLOUD_COSTS",
+    "DEFAULT_MASKED_FIELDS",
+    "MASK",
+    "ConfidenceEstimator",
+    "ModelRouter",
+    "PrivacyLevel",
+    "RouterStats",
+    "RoutingPolicy",
+]
+
+MASK = "[masked]"
+DEFAULT_MASKED_FIELDS = (
+    "user_id",
+    "user",
+    "name",
+    "email",
+    "phone",
+    "address",
+    "location",
+    "ip",
+    "account",
+    "session_id",
+)
+CLOUD_COSTS: dict[str, float] = {"video_frame": 0.005, "audio_chunk": 0.002, "intent": 0.01}
+_DEFAULT_COST = 0.001
+LOCAL_LATENCY_MS = 50
+HYBRID_LATENCY_MS = 300
+CLOUD_LATENCY_MS = 500
+
+
+class PrivacyLevel(enum.Enum):
+    """How far an event may travel, least to most strict."""
+
+    PUBLIC = "public"
+    SENSITIVE = "sensitive"
+    PRIVATE = "private"
+    LOCAL_ONLY = "local-only"
+
+    @classmethod
+    def parse(cls, text: str | None, default: PrivacyLevel) -> PrivacyLevel:
+        """The level named by ``text`` (case-insensitive; ``local_only`` too), or ``default``."""
+        if not text:
+            return default
+        try:
+            return cls(text.strip().lower().replace("_", "-"))
+        except ValueError:
+            return default
+
+    @property
+    def rank(self) -> int:
+        """Strictness: 0 (public) to 3 (local-only)."""
+        return list(PrivacyLevel).index(self)
+
+    @property
+    def cloud_allowed(self) -> bool:
+        """Whether events at this level may reach a cloud model."""
+        return self.rank <= PrivacyLevel.SENSITIVE.rank
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingPolicy:
+    """Loom's routing policy, plus the fields masked before a sensitive event goes out."""
+
+    privacy_level: PrivacyLevel = PrivacyLevel.SENSITIVE
+    latency_budget_ms: int = 200
+    cost_cap_per_event: float = 0.01
+    quality_threshold: float = 0.85
+    masked_fields: tuple[str, ...] = DEFAULT_MASKED_FIELDS
+
+    def overridden(self, parameters: Mapping[str, str]) -> RoutingPolicy:
+        """This policy with Loom's ``routing.*`` parameters applied (agent metadata).
+
+        Keys: ``routing.privacy``, ``routing.latency_budget_ms``, ``routing.cost_cap``,
+        ``routing.quality_threshold`` and ``routing.masked_fields`` (comma-separated). An
+        unparsable value keeps the current one, as in Loom.
+        """
+        changes: dict[str, Any] = {}
+        if "routing.privacy" in parameters:
+            changes["privacy_level"] = PrivacyLevel.parse(
+                parameters["routing.privacy"], self.privacy_level
+            )
+        budget = _number(parameters.get("routing.latency_budget_ms"), int)
+        if budget is not None and budget >= 0:
+            changes["latency_budget_ms"] = budget
+        cap = _number(parameters.get("routing.cost_cap"), float)
+        if cap is not None and cap >= 0:
+            changes["cost_cap_per_event"] = cap
+        threshold = _number(parameters.get("routing.quality_threshold"), float)
+        if threshold is not None and 0 <= threshold <= 1:
+            changes["quality_threshold"] = threshold
+        masked = parameters.get("routing.masked_fields")
+        if masked is not None:
+            changes["masked_fields"] = tuple(f.strip() for f in masked.split(",") if f.strip())
+        return replace(self, **changes) if changes else self
+
+
+class ConfidenceEstimator(Protocol):
+    """How sure the local model would be about an event (the local model implements it)."""
+
+    @property
+    def name(self) -> str:
+        """Shown in logs."""
+        ...
+
+    def supports_event_type(self, event_type: str) -> bool:
+        """Whether it can handle events of this type at all."""
+        ...
+
+    async def estimate_confidence(self, event: Event) -> float:
+        """Its confidence, 0.0 to 1.0, that it would handle ``event`` well."""
+        ...
+
+
+@dataclass(slots=True)
+class RouterStats:
+    """How many decisions went each way."""
+
+    decisions: int = 0
+    by_route: dict[str, int] = field(default_factory=dict)
+
+    def rate(self, route: Route) -> float:
+        """The share of decisions that chose ``route``."""
+        return self.by_route.get(route.value, 0) / self.decisions if self.decisions else 0.0
+
+    @property
+    def local_rate(self) -> float:
+        """Share handled locally (Local and LocalFallback)."""
+        return self.rate(Route.LOCAL) + self.rate(Route.LOCAL_FALLBACK)
+
+    @property
+    def cloud_rate(self) -> float:
+        """Share sent to the cloud alone."""
+        return self.rate(Route.CLOUD)
+
+    @property
+    def hybrid_rate(self) -> float:
+        """Share handled by both (local quick pass, cloud refine)."""
+        return self.rate(Route.HYBRID)
+
+
+class ModelRouter:
+    """Decides where each event is handled (see the module notes for the rules)."""
+
+    def __init__(
+        self,
+        estimator: ConfidenceEstimator | None = None,
+        policy: RoutingPolicy | None = None,
+        *,
+        cloud_available: bool = True,
+        cloud_costs: Mapping[str, float] | None = None,
+    ) -> None:
+        self.estimator = estimator
+        self.policy = policy or RoutingPolicy()
+        self.cloud_available = cloud_available
+        self.cloud_costs = dict(CLOUD_COSTS if cloud_costs is None else cloud_costs)
+        self.stats = RouterStats()
+
+    def policy_for(
+        self, event: Event, parameters: Mapping[str, str] | None = None
+    ) -> RoutingPolicy:
+        """The policy for ``event``: the router's, overridden by an agent's ``routing.*``
+        parameters, made stricter (never looser) by the event's ``privacy`` metadata."""
+        policy = self.policy.overridden(parameters) if parameters else self.policy
+        stated = PrivacyLevel.parse(event.metadata.get("privacy"), policy.privacy_level)
+        if stated.rank > policy.privacy_level.rank:
+            policy = replace(policy, privacy_level=stated)
+        return policy
+
+    def cloud_cost(self, event_type: str) -> float:
+        """What sending one event of this type to the cloud is estimated to cost."""
+        return self.cloud_costs.get(event_type, _DEFAULT_COST)
+
+    async def route(
+        self,
+        event: Event,
+        policy: RoutingPolicy | None = None,
+        *,
+        parameters: Mapping[str, str] | None = None,
+    ) -> RoutingDecision:
+        """Decide for ``event`` (``policy`` if given, else :meth:`policy_for`)."""
+        if policy is None:
+            policy = self.policy_for(event, parameters)
+        decision = await self._decide(event, policy)
+        self.stats.decisions += 1
+        key = decision.route.value
+        self.stats.by_route[key] = self.stats.by_route.get(key, 0) + 1
+        return decision
+
+    async def _decide(self, event: Event, policy: RoutingPolicy) -> RoutingDecision:
+        privacy = policy.privacy_level
+        if privacy is PrivacyLevel.LOCAL_ONLY:
+            return RoutingDecision(
+                Route.LOCAL, 1.0, "Privacy policy requires local-only processing", LOCAL_LATENCY_MS
+            )
+        estimator = self.estimator
+        supported = estimator is not None and estimator.supports_event_type(event.type)
+        confidence = 0.0
+        if supported and estimator is not None:
+            confidence = min(1.0, max(0.0, float(await estimator.estimate_confidence(event))))
+        if supported and confidence >= policy.quality_threshold:
+            return RoutingDecision(
+                Route.LOCAL,
+                confidence,
+                "Local model confidence exceeds threshold",
+                LOCAL_LATENCY_MS,
+            )
+        if policy.latency_budget_ms < 100:
+            return RoutingDecision(
+                Route.LOCAL, confidence, "Latency budget too tight for cloud", LOCAL_LATENCY_MS
+            )
+        cost = self.cloud_cost(event.type)
+        if cost > policy.cost_cap_per_event:
+            return RoutingDecision(
+                Route.LOCAL_FALLBACK, confidence, "Cloud cost exceeds budget", LOCAL_LATENCY_MS
+            )
+        if not privacy.cloud_allowed:
+            return RoutingDecision(
+                Route.LOCAL_FALLBACK,
+                confidence,
+                f"Privacy policy ({privacy.value}) keeps the event off the cloud",
+                LOCAL_LATENCY_MS,
+            )
+        if not self.cloud_available:
+            return RoutingDecision(
+                Route.LOCAL_FALLBACK, confidence, "No cloud model configured", LOCAL_LATENCY_MS
+            )
+        masked = " (sensitive fields masked)" if privacy is PrivacyLevel.SENSITIVE else ""
+        if supported and confidence > 0.5:
+            return RoutingDecision(
+                Route.HYBRID,
+                confidence,
+                f"Hybrid: local quick + cloud refine{masked}",
+                HYBRID_LATENCY_MS,
+                cost,
+            )
+        return RoutingDecision(
+            Route.CLOUD, 0.0, f"Default to cloud for quality{masked}", CLOUD_LATENCY_MS, cost
+        )
+
+    def mask_for_cloud(self, event: Event, policy: RoutingPolicy) -> Event:
+        """``event`` as it may leave for the cloud: for ``sensitive`` events, the policy's
+        fields masked in the metadata and (when it is a JSON object) the payload.
+
+        Raises ``PermissionError`` for ``private`` and ``local-only`` events, which must not
+        leave at all (a router decision never sends them).
+        """
+        privacy = policy.privacy_level
+        if not privacy.cloud_allowed:
+            raise PermissionError(f"a {privacy.value} event must not go to the cloud")
+        if privacy is PrivacyLevel.PUBLIC or not policy.masked_fields:
+            return event
+        fields = set(policy.masked_fields)
+        metadata = {k: (MASK if k in fields else v) for k, v in event.metadata.items()}
+        payload = event.payload
+        try:
+            document = json.loads(payload) if payload else None
+        except (ValueError, RecursionError):
+            document = None
+        if isinstance(document, dict | list):
+            try:
+                payload = json.dumps(_masked(document, fields)).encode()
+            except RecursionError:  # too deep to walk: send none of it
+                payload = json.dumps(MASK).encode()
+        return event.replace(metadata=metadata, payload=payload)
+
+
+def _masked(value: Any, fields: set[str]) -> Any:
+    """``value`` with every object member named in ``fields`` masked, at any depth."""
+    if isinstance(value, dict):
+        return {k: (MASK if k in fields else _masked(v, fields)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(item, fields) for item in value]
+    return value
+
+
+def _number(text: str | None, kind: type[int] | type[float]) -> Any:
+    if text is None:
+        return None
+    try:
+        value = kind(text.strip())
+    except ValueError:
+        return None
+    return value if value == value else None  # NaN is no number

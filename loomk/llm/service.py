@@ -1,0 +1,100 @@
+"""The kernel's model service: route a question, then ask the local model, the cloud, or both.
+
+Both models are ``generate`` functions taking an ``llm.generate`` request (Loom §8.2:
+``{bundle, budget, stream, overrides}``) and returning ``{text, model, provider, usage}``.
+The local model is always there; the cloud one only when an endpoint is configured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from loomk.events import Event
+from loomk.llm.decision import Route, RoutingDecision
+from loomk.llm.router import ModelRouter, RoutingPolicy
+
+__all__ = ["ModelAnswer", "ModelService"]
+
+Generate = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelAnswer:
+    """What the models said about one event, and why they were the ones asked."""
+
+    text: str
+    decision: RoutingDecision
+    output: dict[str, Any]  # the answering model's full output
+    quick: dict[str, Any] | None = None  # a hybrid's local quick pass
+
+    @property
+    def route(self) -> Route:
+        """Where the event was handled."""
+        return self.decision.route
+
+
+def request_for(text: str, context: list[str] | None = None) -> dict[str, Any]:
+    """An ``llm.generate`` request asking ``text`` (with optional context documents)."""
+    return {
+        "bundle": {
+            "system": "",
+            "instructions": text,
+            "tools_json_schema": None,
+            "context_docs": list(context or []),
+            "history": [],
+        },
+        "budget": {"max_input_tokens": 2048, "max_output_tokens": 512},
+        "stream": False,
+        "overrides": {},
+    }
+
+
+class ModelService:
+    """Routes each question and asks the chosen model(s)."""
+
+    def __init__(self, router: ModelRouter, local: Generate, cloud: Generate | None) -> None:
+        self.router = router
+        self.local = local
+        self.cloud = cloud
+
+    async def answer(
+        self,
+        event: Event,
+        *,
+        parameters: Mapping[str, str] | None = None,
+        decision: RoutingDecision | None = None,
+    ) -> ModelAnswer:
+        """Answer the text in ``event``'s payload where the router says.
+
+        Hybrid asks the local model first, then the cloud with the quick answer as context.
+        What goes to the cloud is masked as the policy requires.
+        """
+        policy = self.router.policy_for(event, parameters)
+        if decision is None:
+            decision = await self.router.route(event, policy)
+        text = event.payload.decode("utf-8", "replace")
+        route = decision.route
+        if route in (Route.LOCAL, Route.LOCAL_FALLBACK) or self.cloud is None:
+            output = await self.local(request_for(text))
+            return ModelAnswer(_text(output), decision, output)
+        outgoing = self.router.mask_for_cloud(event, policy).payload.decode("utf-8", "replace")
+        if route is Route.HYBRID:
+            quick = await self.local(request_for(text))
+            context = [f"A quick local answer: {_text(quick)}"]
+            refined = await self.cloud(request_for(outgoing, context))
+            return ModelAnswer(_text(refined), decision, refined, quick)
+        if route is Route.CLOUD:
+            output = await self.cloud(request_for(outgoing))
+            return ModelAnswer(_text(output), decision, output)
+        return ModelAnswer("", decision, {})  # Defer / Drop: nobody is asked
+
+    def policy_for(self, event: Event, parameters: Mapping[str, str] | None) -> RoutingPolicy:
+        """The effective policy for ``event`` (see :meth:`ModelRouter.policy_for`)."""
+        return self.router.policy_for(event, parameters)
+
+
+def _text(output: Mapping[str, Any]) -> str:
+    text = output.get("text", "")
+    return text if isinstance(text, str) else str(text)

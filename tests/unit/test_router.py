@@ -1,0 +1,215 @@
+"""The model router: Loom's decision table (§7) and loomk's privacy rules and masking."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from loomk import Event
+from loomk.llm import Route
+from loomk.llm.router import (
+    DEFAULT_MASKED_FIELDS,
+    MASK,
+    ModelRouter,
+    PrivacyLevel,
+    RoutingPolicy,
+)
+
+
+class Estimator:
+    """A confidence estimator with a fixed answer for the types it supports."""
+
+    name = "fixed"
+
+    def __init__(self, confidence: float, types: tuple[str, ...] = ("intent", "user.query")):
+        self.confidence = confidence
+        self.types = types
+        self.asked: list[str] = []
+
+    def supports_event_type(self, event_type: str) -> bool:
+        return event_type in self.types
+
+    async def estimate_confidence(self, event: Event) -> float:
+        self.asked.append(event.type)
+        return self.confidence
+
+
+PUBLIC = RoutingPolicy(privacy_level=PrivacyLevel.PUBLIC)
+
+
+def query(privacy: str | None = None, event_type: str = "user.query") -> Event:
+    metadata = {"privacy": privacy} if privacy is not None else {}
+    return Event(event_type, b"what is the weather", metadata=metadata)
+
+
+# --- Loom's table -------------------------------------------------------------------------
+
+
+async def test_local_only_stays_local_without_asking_the_estimator() -> None:
+    estimator = Estimator(0.1)
+    router = ModelRouter(estimator)
+    decision = await router.route(query("local-only"))
+    assert decision.route is Route.LOCAL
+    assert decision.confidence == 1.0
+    assert "local-only" in decision.reason
+    assert decision.estimated_latency_ms == 50
+    assert estimator.asked == []
+
+
+@pytest.mark.parametrize(
+    ("confidence", "route", "reason"),
+    [
+        (0.95, Route.LOCAL, "Local model confidence exceeds threshold"),
+        (0.85, Route.LOCAL, "Local model confidence exceeds threshold"),  # >= threshold
+        (0.75, Route.HYBRID, "Hybrid: local quick + cloud refine"),
+        (0.51, Route.HYBRID, "Hybrid: local quick + cloud refine"),
+        (0.50, Route.CLOUD, "Default to cloud for quality"),  # > 0.5 needed for hybrid
+        (0.10, Route.CLOUD, "Default to cloud for quality"),
+    ],
+)
+async def test_confidence_decides_between_local_hybrid_and_cloud(
+    confidence: float, route: Route, reason: str
+) -> None:
+    decision = await ModelRouter(Estimator(confidence), PUBLIC).route(query())
+    assert decision.route is route
+    assert decision.reason == reason
+    if route is Route.CLOUD:
+        assert decision.confidence == 0.0
+        assert decision.estimated_latency_ms == 500
+        assert decision.estimated_cost == 0.001
+    if route is Route.HYBRID:
+        assert decision.confidence == confidence
+        assert decision.estimated_latency_ms == 300
+
+
+async def test_a_tight_latency_budget_keeps_it_local() -> None:
+    policy = RoutingPolicy(privacy_level=PrivacyLevel.PUBLIC, latency_budget_ms=99)
+    decision = await ModelRouter(Estimator(0.2), policy).route(query())
+    assert (decision.route, decision.reason) == (Route.LOCAL, "Latency budget too tight for cloud")
+
+
+async def test_cloud_cost_over_the_cap_falls_back_locally() -> None:
+    policy = RoutingPolicy(privacy_level=PrivacyLevel.PUBLIC, cost_cap_per_event=0.004)
+    router = ModelRouter(Estimator(0.2, ("video_frame",)), policy)
+    decision = await router.route(Event("video_frame"))
+    assert (decision.route, decision.reason) == (Route.LOCAL_FALLBACK, "Cloud cost exceeds budget")
+    assert router.cloud_cost("video_frame") == 0.005
+    assert router.cloud_cost("intent") == 0.01
+    assert router.cloud_cost("anything") == 0.001
+
+
+async def test_unsupported_types_are_not_estimated_and_go_to_the_cloud() -> None:
+    estimator = Estimator(0.99)
+    decision = await ModelRouter(estimator, PUBLIC).route(query(event_type="telemetry"))
+    assert decision.route is Route.CLOUD
+    assert estimator.asked == []
+
+
+async def test_no_estimator_means_cloud_and_no_cloud_means_local_fallback() -> None:
+    assert (await ModelRouter(None, PUBLIC).route(query())).route is Route.CLOUD
+    offline = ModelRouter(Estimator(0.7), PUBLIC, cloud_available=False)
+    decision = await offline.route(query())
+    assert (decision.route, decision.reason) == (Route.LOCAL_FALLBACK, "No cloud model configured")
+
+
+# --- privacy: every level counts ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("privacy", ["private", "local-only", "LOCAL_ONLY"])
+async def test_private_and_local_only_never_go_to_the_cloud(privacy: str) -> None:
+    for confidence in (0.0, 0.3, 0.7):
+        decision = await ModelRouter(Estimator(confidence), PUBLIC).route(query(privacy))
+        assert decision.route in (Route.LOCAL, Route.LOCAL_FALLBACK)
+
+
+async def test_the_stricter_of_policy_and_event_privacy_wins() -> None:
+    strict = RoutingPolicy(privacy_level=PrivacyLevel.PRIVATE)
+    router = ModelRouter(Estimator(0.2), strict)
+    decision = await router.route(query("public"))  # the event cannot loosen the policy
+    assert decision.route is Route.LOCAL_FALLBACK
+    assert "private" in decision.reason
+    loose = ModelRouter(Estimator(0.2), PUBLIC)
+    assert (await loose.route(query("private"))).route is Route.LOCAL_FALLBACK
+    assert (await loose.route(query("nonsense"))).route is Route.CLOUD  # unknown: policy's
+
+
+async def test_sensitive_events_may_go_with_masking_said_in_the_reason() -> None:
+    decision = await ModelRouter(Estimator(0.2)).route(query())  # default policy: sensitive
+    assert decision.route is Route.CLOUD
+    assert decision.reason == "Default to cloud for quality (sensitive fields masked)"
+
+
+def test_masking_covers_metadata_and_json_payload_at_any_depth() -> None:
+    router = ModelRouter()
+    policy = RoutingPolicy(masked_fields=("email", "name"))
+    event = Event(
+        "user.query",
+        json.dumps(
+            {"text": "hi", "email": "a@b.c", "user": {"name": "Ada", "tags": [{"name": "x"}]}}
+        ).encode(),
+        metadata={"email": "a@b.c", "thread_id": "t"},
+    )
+    masked = router.mask_for_cloud(event, policy)
+    assert masked.metadata == {"email": MASK, "thread_id": "t"}
+    assert json.loads(masked.payload) == {
+        "text": "hi",
+        "email": MASK,
+        "user": {"name": MASK, "tags": [{"name": MASK}]},
+    }
+    assert event.metadata["email"] == "a@b.c"  # the original is untouched
+
+
+def test_masking_leaves_public_and_plain_text_alone_and_refuses_private() -> None:
+    router = ModelRouter()
+    event = Event("user.query", b"call me at 555", metadata={"phone": "555"})
+    assert router.mask_for_cloud(event, PUBLIC) is event
+    masked = router.mask_for_cloud(event, RoutingPolicy())
+    assert masked.payload == b"call me at 555"  # not JSON: nothing to mask inside
+    assert masked.metadata["phone"] == MASK
+    assert "phone" in DEFAULT_MASKED_FIELDS
+    with pytest.raises(PermissionError):
+        router.mask_for_cloud(event, RoutingPolicy(privacy_level=PrivacyLevel.PRIVATE))
+
+
+# --- policy from agent parameters ------------------------------------------------------------
+
+
+def test_agent_parameters_override_the_policy_and_bad_values_are_ignored() -> None:
+    policy = RoutingPolicy().overridden(
+        {
+            "routing.privacy": "public",
+            "routing.latency_budget_ms": "50",
+            "routing.cost_cap": "0.5",
+            "routing.quality_threshold": "0.6",
+            "routing.masked_fields": "email, ssn,",
+        }
+    )
+    assert policy == RoutingPolicy(
+        privacy_level=PrivacyLevel.PUBLIC,
+        latency_budget_ms=50,
+        cost_cap_per_event=0.5,
+        quality_threshold=0.6,
+        masked_fields=("email", "ssn"),
+    )
+    unchanged = RoutingPolicy().overridden(
+        {
+            "routing.privacy": "whatever",
+            "routing.latency_budget_ms": "fast",
+            "routing.cost_cap": "nan",
+            "routing.quality_threshold": "2",
+        }
+    )
+    assert unchanged == RoutingPolicy()
+
+
+async def test_stats_count_rates_by_route() -> None:
+    router = ModelRouter(Estimator(0.7), PUBLIC)
+    await router.route(query())  # hybrid
+    await router.route(query("local-only"))  # local
+    await router.route(query(event_type="other"))  # cloud (unsupported)
+    await router.route(query())  # hybrid
+    assert router.stats.decisions == 4
+    assert router.stats.hybrid_rate == 0.5
+    assert router.stats.local_rate == 0.25
+    assert router.stats.cloud_rate == 0.25
