@@ -172,8 +172,14 @@ def _output(reply: object) -> dict[str, Any]:
     if not isinstance(reply, dict) or not isinstance(reply.get("text"), str):
         raise ValueError(f"expected a dict with a string 'text', got {reply!r:.200}")
     output = {key: reply.get(key) for key in ("text", "model", "provider", "usage")}
+    for key in _EXTRAS:  # what a model adds (the local model's intent and actions)
+        if key in reply:
+            output[key] = reply[key]
     json.dumps(output)  # TypeError here rather than in the result
     return output
+
+
+_EXTRAS = ("intent", "confidence", "actions", "tool_calls")
 
 
 def _invalid(message: str) -> ActionFailure:
