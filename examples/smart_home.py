@@ -4,7 +4,9 @@ Run it with ``make demo`` (or ``python examples/smart_home.py``). Offline and de
 It shows the agent API (class and function form), private reply topics, ``ctx.emit`` and
 ``ctx.reply``, persistent ``ctx.state`` committed with the events a handler emits, a crashing
 agent that its supervisor restarts without losing queued events, the agent directory, and the
-statistics of the bus and of each agent.
+statistics of the bus and of each agent. Then an assistant answers questions by
+request/reply: the router sends each to the built-in local model (no network needed), and
+the answer for the lights comes with the action to take.
 """
 
 from __future__ import annotations
@@ -77,6 +79,40 @@ class Recorder(Agent):
         self.acks.append(event.payload.decode())
 
 
+QUESTIONS = [
+    "Hey loom, turn on the kitchen lights please",
+    "what is 21.5 plus 13",
+    "set a timer for 5 minutes",
+    "tell me a story",
+]
+
+
+class Assistant(Agent):
+    """Answers questions with the model the router picks (offline: the local model)."""
+
+    topics = ("home.ask",)
+    routed = True  # the runtime routes each event first (routing_decision on agent.assistant)
+
+    async def on_event(self, ctx: Context, event: Event) -> None:
+        answer = await ctx.answer(event)
+        actions = json.dumps(answer.output.get("actions", []))
+        reply = Event("answer", answer.text.encode(), metadata={"actions": actions})
+        await ctx.reply(event, reply.with_metadata(route=answer.route.value))
+
+
+async def ask_the_assistant(kernel: Kernel) -> None:
+    await kernel.spawn(Assistant("assistant"))
+    asker = kernel.collaborator("demo")
+    print("\nassistant (request/reply; the router picks the model)")
+    for question in QUESTIONS:
+        reply = await asker.request("home.ask", Event("user.query", question.encode()), timeout_s=5)
+        print(f"  {question!r}")
+        print(f"    -> [{reply.metadata['route']}] {reply.payload.decode()}")
+        for action in json.loads(reply.metadata["actions"]):
+            print(f"       action: {action['capability']} {json.dumps(action['args'])}")
+    print("  capabilities:", ", ".join(d.key for d in kernel.capabilities.list()))
+
+
 async def main(kernel: Kernel) -> None:
     pushes = kernel.bus.subscribe("ui.push")
     system = kernel.bus.subscribe("system.agent.>")
@@ -117,6 +153,8 @@ async def main(kernel: Kernel) -> None:
     for name in sorted(kernel.bus.topics()):
         stats = kernel.bus.stats(name)
         print(f"{name:<24} {stats.published:>9} {stats.delivered:>9} {stats.filtered:>8}")
+
+    await ask_the_assistant(kernel)
 
 
 if __name__ == "__main__":

@@ -65,6 +65,7 @@ from loomk.errors import (
 )
 from loomk.events import Event, QoS
 from loomk.kernel import Kernel, open_kernel, run
+from loomk.llm import LLMClient, LocalModel, ModelRouter, PrivacyLevel, Route, RoutingPolicy
 from loomk.state import AgentState, AgentStateView, EphemeralMemory, Store
 
 __version__ = "0.1.0"
@@ -109,14 +110,20 @@ __all__ = [
     "InvalidAgentId",
     "Kernel",
     "KernelClosed",
+    "LLMClient",
     "LLMError",
+    "LocalModel",
     "LoomkError",
+    "ModelRouter",
     "NotSubscribed",
     "Overflow",
     "OverflowPolicyError",
+    "PrivacyLevel",
     "ProviderKind",
     "QoS",
     "RestartPolicy",
+    "Route",
+    "RoutingPolicy",
     "StateError",
     "Store",
     "StoreError",

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
 
 import trio
 
 from loomk.actions.broker import ActionBroker
 from loomk.actions.directory import CapabilityDirectory
-from loomk.actions.providers import builtin_providers
+from loomk.actions.providers import LLMGenerateProvider, builtin_providers
 from loomk.agents.agent import Agent
 from loomk.agents.runtime import AgentHandle, AgentRuntime
 from loomk.bus.bus import EventBus
@@ -32,6 +32,11 @@ from loomk.collab import Collaborator, CollabService
 from loomk.config import Config
 from loomk.errors import AgentError, KernelClosed
 from loomk.events import QoS
+from loomk.llm.client import LLMClient, LLMSettings
+from loomk.llm.generate import client_generate
+from loomk.llm.local import LocalModel
+from loomk.llm.router import ModelRouter
+from loomk.llm.service import ModelService
 from loomk.state.service import AgentState, StateService
 from loomk.telemetry.logging import configure_logging, get_logger
 
@@ -60,6 +65,14 @@ class Kernel:
             for provider in builtin_providers():
                 self.broker.register(provider)
         self.collab_service = CollabService(self.bus)
+        # Models: the local one always (offline default of llm.generate and the router's
+        # confidence estimator); the cloud client joins in open_kernel when configured.
+        self.local_model = LocalModel(broker=self.broker)
+        self.router = ModelRouter(self.local_model, cloud_available=bool(config.llm_base_url))
+        self.models = ModelService(self.router, self.local_model.generate, None)
+        self.llm: LLMClient | None = None
+        if not config.llm_base_url:
+            self.broker.register(LLMGenerateProvider(self.local_model.generate))
         self.capabilities = CapabilityDirectory(self.broker)
         self.agents = AgentRuntime(self)
         self.directory = self.agents.directory
@@ -100,6 +113,13 @@ class Kernel:
         if self._edges is None or self._stopping:
             raise KernelClosed("cannot start a task: the kernel is not running")
         return await self._edges.start(fn, *args, name=name)
+
+    def _attach_llm(self, client: LLMClient) -> None:
+        """Answer ``llm.generate`` and cloud-routed questions with the configured endpoint."""
+        self.llm = client
+        generate = client_generate(client)
+        self.models.cloud = generate
+        self.broker.register(LLMGenerateProvider(generate))
 
     def collaborator(self, sender: str = "kernel") -> Collaborator:
         """Collaboration calls (request, fanout, barrier, contract-net) made as ``sender``;
@@ -205,7 +225,10 @@ async def open_kernel(config: Config | None = None, **settings: Any) -> AsyncIte
     configure_logging(config.log_level, config.log_format)
     kernel = Kernel(config)
     try:
-        async with trio.open_nursery() as core:
+        async with AsyncExitStack() as resources, trio.open_nursery() as core:
+            if config.llm_base_url:  # closed after the agents stopped (the stack unwinds last)
+                client = LLMClient(LLMSettings.from_config(config))
+                kernel._attach_llm(await resources.enter_async_context(client))
             kernel.state.attach(core)
             await core.start(kernel.collab_service.run)
             if config.handle_signals:

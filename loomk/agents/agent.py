@@ -66,12 +66,17 @@ class Agent:
     """Base class of agents. Override :meth:`on_event`; optionally ``on_start``/``on_stop``.
 
     Class attributes: ``topics`` (patterns or :class:`Topic`), ``capabilities`` and
-    ``metadata`` (published in the agent directory). The id is given to the constructor.
+    ``metadata`` (published in the agent directory; Loom's ``routing.*`` keys set the
+    agent's routing policy). With ``routed = True`` the runtime routes each event before
+    ``on_event`` (Loom §6): the event carries ``routing_decision`` and ``routing_target``
+    metadata, and a hybrid decision calls ``on_event`` twice, ``phase=quick`` (local) then
+    ``phase=refine`` (cloud). The id is given to the constructor.
     """
 
     topics: ClassVar[Sequence[TopicLike]] = ()
     capabilities: ClassVar[Sequence[str]] = ()
     metadata: ClassVar[Mapping[str, str]] = {}
+    routed: ClassVar[bool] = False
 
     agent_id: str
     _init_args: tuple[tuple[Any, ...], dict[str, Any]]

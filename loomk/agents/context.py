@@ -20,6 +20,7 @@ from loomk.envelope import agent_reply_topic, thread_reply_topic
 from loomk.errors import EventError
 from loomk.events import Event, QoS
 from loomk.llm.decision import RoutingDecision, routing_decision_event
+from loomk.llm.service import ModelAnswer
 from loomk.state.agent_state import AgentStateView
 from loomk.state.memory import EphemeralMemory
 from loomk.state.service import state_prefix
@@ -37,6 +38,7 @@ class Context:
 
     __slots__ = (
         "_collaborator",
+        "_decided",
         "_dirty",
         "_grouped",
         "_handle",
@@ -67,6 +69,7 @@ class Context:
         self._grouped = 0  # handlers that returned, awaiting their group commit (runtime's)
         self._state: AgentStateView | None = None
         self._collaborator: Collaborator | None = None
+        self._decided: tuple[str, RoutingDecision] | None = None  # the last route() made
 
     # ---- state and memory ---------------------------------------------------------------
 
@@ -279,6 +282,29 @@ class Context:
         event = action_result_event(self.sender, call, result, priority)
         await self.kernel.bus.publish(f"agent.{self.agent_id}", event)
         return result
+
+    async def route(self, event: Event) -> RoutingDecision:
+        """Where ``event`` should be handled, by the kernel's router under this agent's
+        policy (its ``routing.*`` metadata, made stricter by the event's ``privacy``); the
+        decision is announced as ``routing_decision`` on ``agent.{id}``."""
+        decision = await self.kernel.router.route(event, parameters=self._handle.agent.metadata)
+        await self.announce_routing(decision, event)
+        self._decided = (event.id, decision)
+        return decision
+
+    async def answer(self, event: Event) -> ModelAnswer:
+        """Answer the text in ``event``'s payload with the model(s) the router picks: the
+        local model, the cloud (sensitive fields masked), or both (hybrid: a quick local
+        answer, then the cloud's refined one). Commits what the handler holds first."""
+        await self._before_interaction()
+        decided = self._decided
+        if decided is not None and decided[0] == event.id:
+            decision = decided[1]  # a routed agent's event: routed once, before on_event
+        else:
+            decision = await self.route(event)
+        return await self.kernel.models.answer(
+            event, parameters=self._handle.agent.metadata, decision=decision
+        )
 
     async def announce_routing(self, decision: RoutingDecision, event: Event) -> int:
         """Publish ``decision`` about ``event`` as ``routing_decision`` on ``agent.{id}``

@@ -15,6 +15,7 @@ can delay a stop or a shutdown by at most twice its timeout and never blocks ano
 from __future__ import annotations
 
 import builtins
+import functools
 import gc
 import json
 from collections.abc import Collection, Iterable, Iterator, Mapping
@@ -46,6 +47,7 @@ from loomk.errors import (
     NotSubscribed,
 )
 from loomk.events import Event, QoS
+from loomk.llm.decision import Route
 from loomk.state.memory import EphemeralMemory
 from loomk.telemetry.logging import get_logger
 
@@ -601,6 +603,8 @@ class AgentRuntime:
         """
         mailbox = handle.mailbox
         on_event = instance.on_event
+        if instance.routed:
+            on_event = functools.partial(_routed_on_event, instance)
         sender = ctx.sender
         budget = _CHECKPOINT_EVERY
         grouped = 0  # handlers returned since the last commit
@@ -732,3 +736,33 @@ class AgentRuntime:
             lane.discard()
         if handle.status != "failed":
             handle.status = "stopped"
+
+
+async def _routed_on_event(instance: Agent, ctx: Context, event: Event) -> None:
+    """Route ``event``, then hand it to ``on_event`` as Loom's agent loop does (§6).
+
+    The event carries ``routing_decision``, ``routing_reason`` and ``routing_target``; a
+    hybrid decision runs a quick local pass, then a refine pass for the cloud; Defer and
+    Drop run nothing.
+    """
+    decision = await ctx.route(event)
+    routed = event.with_metadata(
+        routing_decision=decision.route.value, routing_reason=decision.reason
+    )
+    if decision.route is Route.HYBRID:
+        passes = [
+            routed.with_metadata(routing_target="local", phase="quick"),
+            routed.with_metadata(routing_target="cloud", phase="refine", refine="true"),
+        ]
+    elif decision.route is Route.CLOUD:
+        passes = [routed.with_metadata(routing_target="cloud")]
+    elif decision.route in (Route.LOCAL, Route.LOCAL_FALLBACK):
+        passes = [routed.with_metadata(routing_target="local")]
+    else:
+        passes = []
+    for one in passes:
+        result: object = await instance.on_event(ctx, one)  # type: ignore[func-returns-value]
+        if result is not None:
+            raise AgentContractError(
+                f"{type(instance).__name__}.on_event must return None, got {type(result).__name__}"
+            )

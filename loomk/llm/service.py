@@ -69,13 +69,20 @@ class ModelService:
         """Answer the text in ``event``'s payload where the router says.
 
         Hybrid asks the local model first, then the cloud with the quick answer as context.
-        What goes to the cloud is masked as the policy requires.
+        An event that already carries ``routing_target`` (a pass of a routed agent) is
+        answered by that target alone. What goes to the cloud is masked as the policy
+        requires.
         """
         policy = self.router.policy_for(event, parameters)
         if decision is None:
             decision = await self.router.route(event, policy)
         text = event.payload.decode("utf-8", "replace")
         route = decision.route
+        target = event.metadata.get("routing_target")
+        if target == "local":
+            route = Route.LOCAL
+        elif target == "cloud" and route in (Route.HYBRID, Route.CLOUD):
+            route = Route.CLOUD
         if route in (Route.LOCAL, Route.LOCAL_FALLBACK) or self.cloud is None:
             output = await self.local(request_for(text))
             return ModelAnswer(_text(output), decision, output)

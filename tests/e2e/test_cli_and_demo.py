@@ -33,6 +33,13 @@ def test_make_demo_runs_agents_offline_and_reports_what_happened() -> None:
     assert "alarm state: {'warnings': 2}" in lines
     assert "alarm      running        7        1        1" in lines
     assert "notifier   running        2        0        0" in lines
+    # the assistant: request/reply, routed to the local model, offline
+    assert "    -> [Local] Turning on the kitchen lights." in lines
+    assert '       action: lights.set {"room": "kitchen", "on": true}' in lines
+    assert "    -> [Local] 21.5 plus 13 is 34.5." in lines
+    assert '       action: timer.set {"seconds": 300}' in lines
+    assert any(line.startswith("    -> [LocalFallback] Sorry") for line in lines)
+    assert "llm.generate:0.1.0" in result.stdout
     assert result.stderr == ""
 
 

@@ -1,4 +1,5 @@
-"""A kernel registers the built-in capabilities unless ``builtin_capabilities`` is off."""
+"""A kernel registers the built-in capabilities unless ``builtin_capabilities`` is off;
+``llm.generate`` (the local model, offline) is always there."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import loomk
 from loomk import ProviderKind
 
-BUILTINS = ["math.eval", "time.now", "weather.get", "web.search"]
+BUILTINS = ["llm.generate", "math.eval", "time.now", "weather.get", "web.search"]
 
 
 async def test_a_kernel_starts_with_the_builtins(tmp_path: Path) -> None:
@@ -30,6 +31,20 @@ async def test_they_can_be_left_out(tmp_path: Path) -> None:
         log_level="critical",
         state_temporary=True,
     ) as kernel:
-        assert kernel.capabilities.list() == []
+        assert [d.name for d in kernel.capabilities.list()] == ["llm.generate"]  # the model
         result = await kernel.broker.invoke(loomk.ActionCall("c1", "math.eval", b"{}"))
         assert result.code == "PROVIDER_UNAVAILABLE"
+
+
+async def test_llm_generate_answers_offline_with_the_local_model(tmp_path: Path) -> None:
+    async with loomk.open_kernel(
+        env={}, cwd=tmp_path, log_level="critical", state_temporary=True
+    ) as kernel:
+        result = await kernel.broker.invoke(
+            loomk.ActionCall.with_args("g1", "llm.generate", {"input": "turn off the lights"})
+        )
+    assert result.ok
+    output = result.json()
+    assert output["provider"] == "local"
+    assert output["text"] == "Turning off the lights."
+    assert output["actions"] == [{"capability": "lights.set", "args": {"on": False}}]
