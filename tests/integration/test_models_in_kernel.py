@@ -1,0 +1,154 @@
+"""The models inside a kernel: routed agents, ``ctx.answer`` and ``llm.generate``, offline and
+against a real OpenAI-compatible endpoint on loopback (tests/openai_server.py).
+
+Routing here uses the kernel's own local model as the confidence estimator, so the texts
+are chosen for their intent confidence: a full command (lights in a room) is confident,
+a weather question without a city is partial (hybrid), a story request is unknown (cloud).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+from openai_server import FakeOpenAI, chat_json, responses_json, serve_openai
+
+import loomk
+from loomk import Agent, Context, Event, Kernel
+from loomk.llm import ModelAnswer, Route
+from loomk.llm.router import MASK
+
+CONFIDENT = "turn on the kitchen lights"
+PARTIAL = "what's the weather like"
+UNKNOWN = "tell me a story about dragons"
+
+
+@asynccontextmanager
+async def kernel_with(tmp_path: Path, fake: FakeOpenAI | None) -> AsyncIterator[Kernel]:
+    settings: dict[str, Any] = {}
+    if fake is not None:
+        settings["llm_base_url"] = fake.base_url
+        settings["llm_api_key"] = "sk-test-key"
+    async with loomk.open_kernel(
+        env={}, cwd=tmp_path, log_level="critical", state_temporary=True, **settings
+    ) as kernel:
+        yield kernel
+
+
+class Assistant(Agent):
+    """Routed: records each pass's metadata and what ``ctx.answer`` said in it."""
+
+    topics = ("ask",)
+    routed = True
+
+    def __init__(self, agent_id: str, passes: list[tuple[dict[str, str], ModelAnswer]]) -> None:
+        super().__init__(agent_id)
+        self.passes = passes
+
+    async def on_event(self, ctx: Context, event: Event) -> None:
+        answer = await ctx.answer(event)
+        self.passes.append((dict(event.metadata), answer))
+        if event.metadata.get("phase") != "quick":
+            await ctx.emit("answers", Event("answer", answer.text.encode()))
+
+
+class PublicAssistant(Assistant):
+    metadata = {"routing.privacy": "public"}  # noqa: RUF012 - Loom's routing parameters
+
+
+async def ask(kernel: Kernel, text: str, **metadata: str) -> Event:
+    answers = kernel.bus.subscribe("answers")
+    await kernel.bus.publish("ask", Event("user.query", text.encode(), metadata=metadata))
+    with trio.fail_after(5):
+        _, answer = await answers.receive()
+    answers.close()
+    return answer
+
+
+# --- offline: the local model answers everything ------------------------------------------------
+
+
+async def test_offline_every_route_ends_at_the_local_model(tmp_path: Path) -> None:
+    passes: list[tuple[dict[str, str], ModelAnswer]] = []
+    async with kernel_with(tmp_path, None) as kernel:
+        decisions = kernel.bus.subscribe("agent.assistant")
+        await kernel.spawn(PublicAssistant("assistant", passes))
+        confident = await ask(kernel, CONFIDENT)
+        unknown = await ask(kernel, UNKNOWN)
+        routed = [decisions.receive_nowait()[1].metadata["route"] for _ in range(2)]
+    assert confident.payload == b"Turning on the kitchen lights."
+    assert unknown.payload.startswith(b"Sorry, I didn't understand")
+    assert [meta["routing_decision"] for meta, _ in passes] == ["Local", "LocalFallback"]
+    assert passes[1][1].decision.reason == "No cloud model configured"
+    assert routed == ["Local", "LocalFallback"]  # one routing_decision per event
+    assert [answer.output["provider"] for _, answer in passes] == ["local", "local"]
+
+
+# --- with an endpoint ----------------------------------------------------------------------
+
+
+async def test_llm_generate_goes_to_the_configured_endpoint_with_the_key(tmp_path: Path) -> None:
+    async with serve_openai() as fake:
+        fake.script("responses", responses_json("From the cloud."))
+        async with kernel_with(tmp_path, fake) as kernel:
+            result = await kernel.broker.invoke(
+                loomk.ActionCall.with_args("g1", "llm.generate", {"input": "hello"})
+            )
+            assert kernel.llm is not None
+        assert result.ok, result.error
+        assert result.json()["text"] == "From the cloud."
+        assert result.json()["provider"] == "responses"
+        (request,) = fake.requests
+        assert request.headers["authorization"] == "Bearer sk-test-key"
+
+
+async def test_a_hybrid_decision_runs_a_local_then_a_cloud_pass(tmp_path: Path) -> None:
+    passes: list[tuple[dict[str, str], ModelAnswer]] = []
+    async with serve_openai() as fake:
+        fake.script("responses", responses_json("Refined in the cloud."))
+        async with kernel_with(tmp_path, fake) as kernel:
+            await kernel.spawn(PublicAssistant("assistant", passes))
+            final = await ask(kernel, PARTIAL)
+            assert kernel.router.stats.hybrid_rate == 1.0
+        assert final.payload == b"Refined in the cloud."
+        (quick_meta, quick), (refine_meta, refined) = passes
+        assert quick_meta["routing_decision"] == "Hybrid"
+        assert (quick_meta["phase"], quick_meta["routing_target"]) == ("quick", "local")
+        assert quick.output["provider"] == "local"
+        assert (refine_meta["phase"], refine_meta["routing_target"]) == ("refine", "cloud")
+        assert refine_meta["refine"] == "true"
+        assert refined.output["provider"] == "responses"
+        assert len(fake.requests) == 1  # the quick pass never left the machine
+        assert PARTIAL in fake.requests[0].json()["input"]
+
+
+async def test_a_sensitive_event_reaches_the_cloud_masked(tmp_path: Path) -> None:
+    passes: list[tuple[dict[str, str], ModelAnswer]] = []
+    payload = json.dumps({"text": UNKNOWN, "email": "ada@example.com"})
+    async with serve_openai() as fake:
+        fake.script("responses", responses_json("Once upon a time."))
+        async with kernel_with(tmp_path, fake) as kernel:
+            await kernel.spawn(Assistant("assistant", passes))  # default policy: sensitive
+            answer = await ask(kernel, payload)
+        assert answer.payload == b"Once upon a time."
+        assert passes[0][1].route is Route.CLOUD
+        sent = fake.requests[0].json()["input"]
+        assert "ada@example.com" not in sent
+        assert MASK in sent
+
+
+async def test_private_events_never_reach_the_endpoint(tmp_path: Path) -> None:
+    passes: list[tuple[dict[str, str], ModelAnswer]] = []
+    async with serve_openai() as fake:
+        fake.script("chat/completions", chat_json("should not be asked"))
+        async with kernel_with(tmp_path, fake) as kernel:
+            await kernel.spawn(PublicAssistant("assistant", passes))
+            for privacy in ("private", "local-only"):
+                answer = await ask(kernel, UNKNOWN, privacy=privacy)
+                assert answer.payload.startswith(b"Sorry")
+        assert fake.requests == []
+        assert [answer.route for _, answer in passes] == [Route.LOCAL_FALLBACK, Route.LOCAL]
