@@ -11,11 +11,15 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from loomk.errors import LLMError
 from loomk.events import Event
 from loomk.llm.decision import Route, RoutingDecision
 from loomk.llm.router import ModelRouter, RoutingPolicy
+from loomk.telemetry.logging import get_logger
 
 __all__ = ["ModelAnswer", "ModelService"]
+
+_log = get_logger("loomk.llm")
 
 Generate = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -28,6 +32,7 @@ class ModelAnswer:
     decision: RoutingDecision
     output: dict[str, Any]  # the answering model's full output
     quick: dict[str, Any] | None = None  # a hybrid's local quick pass
+    cloud_error: LLMError | None = None  # the cloud failed: the local model answered
 
     @property
     def route(self) -> Route:
@@ -71,7 +76,8 @@ class ModelService:
         Hybrid asks the local model first, then the cloud with the quick answer as context.
         An event that already carries ``routing_target`` (a pass of a routed agent) is
         answered by that target alone. What goes to the cloud is masked as the policy
-        requires.
+        requires. When the cloud fails (an :class:`LLMError`), the local model's answer
+        stands and ``cloud_error`` says why.
         """
         policy = self.router.policy_for(event, parameters)
         if decision is None:
@@ -90,10 +96,19 @@ class ModelService:
         if route is Route.HYBRID:
             quick = await self.local(request_for(text))
             context = [f"A quick local answer: {_text(quick)}"]
-            refined = await self.cloud(request_for(outgoing, context))
+            try:
+                refined = await self.cloud(request_for(outgoing, context))
+            except LLMError as error:  # the quick answer stands
+                _log.warning("cloud refine failed", code=error.code, error=str(error))
+                return ModelAnswer(_text(quick), decision, quick, quick, error)
             return ModelAnswer(_text(refined), decision, refined, quick)
         if route is Route.CLOUD:
-            output = await self.cloud(request_for(outgoing))
+            try:
+                output = await self.cloud(request_for(outgoing))
+            except LLMError as error:  # better a local answer than none
+                _log.warning("cloud answer failed", code=error.code, error=str(error))
+                output = await self.local(request_for(text))
+                return ModelAnswer(_text(output), decision, output, None, error)
             return ModelAnswer(_text(output), decision, output)
         return ModelAnswer("", decision, {})  # Defer / Drop: nobody is asked
 

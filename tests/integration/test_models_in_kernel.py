@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from openai_server import FakeOpenAI, chat_json, responses_json, serve_openai
+from openai_server import FakeOpenAI, chat_json, responses_json, serve_openai, server_error
 
 import loomk
 from loomk import Agent, Context, Event, Kernel
@@ -152,3 +152,49 @@ async def test_private_events_never_reach_the_endpoint(tmp_path: Path) -> None:
                 assert answer.payload.startswith(b"Sorry")
         assert fake.requests == []
         assert [answer.route for _, answer in passes] == [Route.LOCAL_FALLBACK, Route.LOCAL]
+
+
+async def test_when_the_cloud_fails_the_local_model_answers(tmp_path: Path) -> None:
+    passes: list[tuple[dict[str, str], ModelAnswer]] = []
+    async with serve_openai() as fake:
+        fake.script("responses", server_error(503))
+        fake.script("chat/completions", server_error(503))
+        async with loomk.open_kernel(
+            env={},
+            cwd=tmp_path,
+            log_level="critical",
+            state_temporary=True,
+            llm_base_url=fake.base_url,
+            llm_max_retries=0,
+        ) as kernel:
+            await kernel.spawn(PublicAssistant("assistant", passes))
+            answer = await ask(kernel, UNKNOWN)
+            assert kernel.agents.get("assistant").failures == 0
+        assert answer.payload.startswith(b"Sorry, I didn't understand")
+        (_, model_answer), *_ = passes
+        assert model_answer.route is Route.CLOUD
+        assert model_answer.output["provider"] == "local"
+        assert model_answer.cloud_error is not None
+        assert model_answer.cloud_error.code == "LLM_HTTP_ERROR"
+
+
+async def test_when_the_cloud_refine_fails_the_quick_answer_stands(tmp_path: Path) -> None:
+    passes: list[tuple[dict[str, str], ModelAnswer]] = []
+    async with serve_openai() as fake:
+        fake.script("responses", server_error(500))
+        fake.script("chat/completions", server_error(500))
+        async with loomk.open_kernel(
+            env={},
+            cwd=tmp_path,
+            log_level="critical",
+            state_temporary=True,
+            llm_base_url=fake.base_url,
+            llm_max_retries=0,
+        ) as kernel:
+            await kernel.spawn(PublicAssistant("assistant", passes))
+            final = await ask(kernel, PARTIAL)
+        quick_answer = passes[0][1]
+        refined = passes[1][1]
+        assert refined.cloud_error is not None
+        assert refined.output["provider"] == "local"
+        assert final.payload == quick_answer.text.encode()
