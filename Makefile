@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(VENV)/bin/loomk bench bus --json bench-results/bus.json
 	$(VENV)/bin/loomk bench agents --json bench-results/agents.json
 	$(VENV)/bin/loomk bench state --json bench-results/state.json
+	$(VENV)/bin/loomk bench collab --json bench-results/collab.json
 
 clean:
 	rm -rf $(VENV) bench-results .pytest_cache .mypy_cache .ruff_cache .hypothesis

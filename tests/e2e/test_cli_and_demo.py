@@ -235,3 +235,38 @@ def test_bench_state_prints_a_table_and_writes_json(tmp_path: Path) -> None:
     for row in rows:
         assert row["writes"] == 20 * 10 * 5
         assert row["ratio"] == pytest.approx(row["loomk_per_s"] / row["baseline_per_s"])
+
+
+def test_bench_collab_prints_tables_and_writes_json(tmp_path: Path) -> None:
+    target = tmp_path / "collab.json"
+    result = _run(
+        sys.executable, "-m", "loomk.cli", "bench", "collab", "--quick", "--json", str(target)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "request/reply between two agents" in result.stdout
+    assert "broker invocations of a no-op provider" in result.stdout
+    figures = json.loads(target.read_text())
+    trips = figures["round_trips"]
+    assert trips["count"] == 500
+    assert trips["ratio"] == pytest.approx(trips["per_s"] / trips["baseline_per_s"])
+    assert 0 < trips["p50_us"] <= trips["p99_us"]
+    calls = figures["invocations"]
+    assert calls["count"] == 1_000
+    assert calls["ratio"] == pytest.approx(calls["per_s"] / calls["baseline_per_s"])
+
+
+def test_the_config_command_never_shows_the_api_key(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOOMK_", "VLLM_"))}
+    env["VLLM_API_KEY"] = "sk-do-not-print"
+    shown = subprocess.run(
+        [sys.executable, "-m", "loomk.cli", "config"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "llm_api_key" in shown.stdout
+    assert "sk-do-not-print" not in shown.stdout + shown.stderr
