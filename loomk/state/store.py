@@ -21,7 +21,7 @@ import trio
 
 from loomk.errors import DataDirInUse, KernelClosed, StoreError
 
-__all__ = ["Store", "StoreStats"]
+__all__ = ["Store", "StoreStats", "Ticket"]
 
 _MAX_BATCH_OPS = 10_000  # a bigger backlog is written as several batches, in order
 # Unsynced batches at least this big are written in a worker thread: LevelDB's write runs
@@ -53,6 +53,10 @@ class _Generation:
         self.error: BaseException | None = None
 
 
+Ticket = _Generation
+"""What :meth:`Store.submit` returns: the batch a commit will be written in."""
+
+
 class Store:
     """A LevelDB database with a group-committing writer. Use :meth:`open`, then run
     :meth:`run` in a nursery for the writer, and :meth:`aclose` at the end."""
@@ -70,6 +74,9 @@ class Store:
         self._commits = 0
         self._batches = 0
         self._operations = 0
+        # The first write error: later commits fail too, so a commit is never durable
+        # while one submitted before it is lost.
+        self._failure: Exception | None = None
 
     @classmethod
     def open(cls, path: Path, *, sync: bool = True) -> Store:
@@ -119,8 +126,18 @@ class Store:
 
         Cancelling the wait does not withdraw the commit: it may still be written.
         """
+        await self.acknowledged(self.submit(puts, deletes))
+
+    def submit(self, puts: Mapping[bytes, bytes], deletes: Iterable[bytes] = ()) -> Ticket:
+        """Queue an atomic commit without waiting; :meth:`acknowledged` waits for it.
+
+        Commits are written in the order they are submitted, so a later one is never
+        durable without every earlier one.
+        """
         if self._closing:
             raise KernelClosed(f"the store in {self.path} is closed")
+        if self._failure is not None:
+            raise self._failed(self._failure)
         deletes = tuple(deletes)
         _check_operations(puts, deletes)
         generation = self._open
@@ -129,11 +146,18 @@ class Store:
         generation.commits.append((puts, deletes))
         generation.size += len(puts) + len(deletes)
         self._wakeup.set()
-        await generation.done.wait()
-        if generation.error is not None:
-            raise StoreError(
-                f"writing to the store in {self.path} failed: {generation.error}"
-            ) from generation.error
+        return generation
+
+    async def acknowledged(self, ticket: Ticket) -> None:
+        """Wait until the commit of ``ticket`` is durable; :class:`StoreError` if it failed."""
+        await ticket.done.wait()
+        if ticket.error is not None:
+            raise self._failed(ticket.error)
+
+    def _failed(self, error: BaseException) -> StoreError:
+        failure = StoreError(f"writing to the store in {self.path} failed: {error}")
+        failure.__cause__ = error
+        return failure
 
     async def delete_prefix(self, prefix: bytes) -> int:
         """Delete every key starting with ``prefix`` in one commit; returns how many went."""
@@ -166,12 +190,15 @@ class Store:
 
     async def _write(self, generation: _Generation) -> None:
         try:
+            if self._failure is not None:  # fail-stop: nothing after a failed batch
+                raise self._failure
             if self.sync or generation.size >= _THREAD_BATCH_OPS:
                 await trio.to_thread.run_sync(self._write_batch, generation, self.sync)
             else:
                 self._write_batch(generation, False)
         except Exception as error:  # every waiter gets it, as a StoreError
             generation.error = error
+            self._failure = error
         else:
             self._commits += len(generation.commits)
             self._batches += 1

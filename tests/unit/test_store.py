@@ -284,6 +284,50 @@ async def test_a_commit_grouped_with_a_failing_one_is_acknowledged_if_and_only_i
     assert outcome["innocent"] == ("acknowledged" if written else "failed"), (outcome, stored)
 
 
+class _DiskFailsOnce(Store):
+    """A store whose first batch write fails as a dying disk's would (the one fault a real
+    LevelDB cannot be made to show on demand here)."""
+
+    failed = False
+
+    def _write_batch(self, generation: Any, sync: bool) -> None:
+        if not self.failed:
+            self.failed = True
+            raise OSError("I/O error")
+        super()._write_batch(generation, sync)
+
+
+async def test_after_a_failed_write_the_store_refuses_everything_later(tmp_path: Path) -> None:
+    """Fail-stop: once a batch failed, no later commit is written, so none is ever durable
+    while one submitted before it is lost."""
+    path = tmp_path / "db"
+    store = _DiskFailsOnce.open(path)
+    outcome: dict[str, str] = {}
+
+    async def attempt(name: str) -> None:
+        try:
+            await store.commit({name.encode(): b"1"})
+        except StoreError as error:
+            outcome[name] = f"failed: {error.__cause__!r}"
+        else:
+            outcome[name] = "acknowledged"
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        async with trio.open_nursery() as callers:
+            callers.start_soon(attempt, "first")  # its batch fails
+            await settle()
+            callers.start_soon(attempt, "queued")  # already waiting for the next batch
+        with pytest.raises(StoreError, match="I/O error"):
+            store.submit({b"later": b"1"})
+        await store.aclose()
+    assert outcome == {
+        "first": "failed: OSError('I/O error')",
+        "queued": "failed: OSError('I/O error')",
+    }
+    assert contents(path) == {}
+
+
 # --- group commit -----------------------------------------------------------------------
 
 
