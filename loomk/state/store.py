@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import plyvel
 import trio
@@ -41,13 +42,16 @@ class StoreStats:
 class _Generation:
     """The commits that will be written in one batch, and the event that acknowledges them.
 
-    Sharing one event per batch keeps a commit as cheap as appending to a list.
+    Each commit goes into the LevelDB write batch as it is submitted (on the trio thread),
+    so writing it is one call that runs without the GIL; sharing one event per batch keeps
+    a commit as cheap as filling the batch.
     """
 
-    __slots__ = ("commits", "done", "error", "size")
+    __slots__ = ("batch", "commits", "done", "error", "size")
 
-    def __init__(self) -> None:
-        self.commits: list[tuple[Mapping[bytes, bytes], tuple[bytes, ...]]] = []
+    def __init__(self, batch: Any) -> None:
+        self.batch = batch  # a plyvel WriteBatch
+        self.commits = 0
         self.size = 0
         self.done = trio.Event()
         self.error: BaseException | None = None
@@ -65,7 +69,7 @@ class Store:
         self._db = db
         self.path = path
         self.sync = sync
-        self._open = _Generation()  # what commits join now
+        self._open = self._new_generation()  # what commits join now
         self._sealed: list[_Generation] = []  # full generations waiting for the writer
         self._wakeup = trio.Event()
         self._closing = False
@@ -139,11 +143,16 @@ class Store:
         if self._failure is not None:
             raise self._failed(self._failure)
         deletes = tuple(deletes)
-        _check_operations(puts, deletes)
+        _check_operations(puts, deletes)  # all of it, before any of it joins the batch
         generation = self._open
         if generation.size >= _MAX_BATCH_OPS:  # full: the next batch takes the rest
             generation = self._open = self._seal_and_open()
-        generation.commits.append((puts, deletes))
+        batch = generation.batch
+        for key in deletes:
+            batch.delete(key)
+        for key, value in puts.items():
+            batch.put(key, value)
+        generation.commits += 1
         generation.size += len(puts) + len(deletes)
         self._wakeup.set()
         return generation
@@ -174,7 +183,7 @@ class Store:
                 if self._sealed:
                     await self._write(self._sealed.pop(0))
                 elif self._open.commits:
-                    generation, self._open = self._open, _Generation()
+                    generation, self._open = self._open, self._new_generation()
                     await self._write(generation)
                 elif self._closing:
                     return
@@ -184,9 +193,12 @@ class Store:
         finally:
             self._stopped.set()
 
+    def _new_generation(self) -> _Generation:
+        return _Generation(self._db.write_batch(sync=self.sync))
+
     def _seal_and_open(self) -> _Generation:
         self._sealed.append(self._open)
-        return _Generation()
+        return self._new_generation()
 
     async def _write(self, generation: _Generation) -> None:
         try:
@@ -200,18 +212,14 @@ class Store:
             generation.error = error
             self._failure = error
         else:
-            self._commits += len(generation.commits)
+            self._commits += generation.commits
             self._batches += 1
             self._operations += generation.size
         generation.done.set()
 
     def _write_batch(self, generation: _Generation, sync: bool) -> None:
-        with self._db.write_batch(sync=sync, transaction=True) as write:  # all or nothing
-            for puts, deletes in generation.commits:
-                for key in deletes:
-                    write.delete(key)
-                for key, value in puts.items():
-                    write.put(key, value)
+        """Write the batch (atomic in LevelDB); ``sync`` is the store's, set on the batch."""
+        generation.batch.write()
 
     # ---- lifecycle ----------------------------------------------------------------------
 
