@@ -1,0 +1,53 @@
+"""The pieces together: a kernel's broker and built-in capabilities, the tool orchestrator,
+and the LLM client talking to a real OpenAI-compatible endpoint on loopback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from httpserver import Request, Response
+from openai_server import chat_completion, serve_openai, tool_call
+
+import loomk
+from loomk import ToolOrchestrator
+from loomk.llm import LLMClient, LLMSettings
+
+
+async def test_a_model_uses_math_eval_and_time_now_then_answers(tmp_path: Path) -> None:
+    def final(request: Request) -> Response:
+        results = [m for m in request.json()["messages"] if m.get("role") == "tool"]
+        values = {m["tool_call_id"]: json.loads(m["content"]) for m in results}
+        answer = f"6*7 is {values['c1']['value']}; zone {values['c2']['timezone']}"
+        return Response.json_body(chat_completion(answer))
+
+    async with serve_openai() as fake:
+        fake.script(
+            "chat/completions",
+            Response.json_body(
+                chat_completion(
+                    None,
+                    tool_calls=[
+                        tool_call("math__eval", {"expression": "6*7"}, "c1"),
+                        tool_call("time__now", {"timezone": "Asia/Tokyo"}, "c2"),
+                    ],
+                )
+            ),
+            final,
+        )
+        async with (
+            loomk.open_kernel(
+                env={}, cwd=tmp_path, log_level="critical", state_temporary=True
+            ) as kernel,
+            LLMClient(LLMSettings(base_url=fake.base_url, model="m")) as client,
+        ):
+            orchestrator = ToolOrchestrator(kernel.broker, client.chat_call)
+            answer = await orchestrator.run("What is 6*7, and what time is it in Tokyo?")
+        assert answer.text == "6*7 is 42; zone Asia/Tokyo"
+        assert [r.ok for r in answer.tool_results] == [True, True]
+        assert orchestrator.stats.tool_calls == 2
+        first = fake.requests[0].json()
+        offered = {tool["function"]["name"] for tool in first["tools"]}
+        assert {"math__eval", "time__now", "weather__get", "web__search"} <= offered
+        assert first["model"] == "m"
+        assert kernel.broker.stats("math.eval")["math.eval"].ok == 1
