@@ -99,7 +99,8 @@ class ToolOrchestrator:
     concurrent runs); ``max_rounds`` bounds the model requests of one run. ``tool_choice``
     (``"auto"``, ``"required"``, ``"none"`` or a style-specific object) applies to the first
     request; refine turns use ``"auto"`` so a model forced to call a tool can then answer,
-    and the last round allowed uses ``"none"`` so it answers with what it has.
+    and the last round allowed uses ``"none"`` so it answers with what it has. Capabilities
+    whose names start with an ``exclude`` prefix (by default ``llm.``) are not offered.
     """
 
     def __init__(
@@ -112,6 +113,7 @@ class ToolOrchestrator:
         per_tool_timeout_s: float = 30.0,
         max_rounds: int = 4,
         max_tools: int = DEFAULT_MAX_TOOLS,
+        exclude: Sequence[str] = ("llm.",),
         tool_choice: str | dict[str, Any] = "auto",
     ) -> None:
         if not callable(model):
@@ -136,6 +138,9 @@ class ToolOrchestrator:
         self.per_tool_timeout_s = float(per_tool_timeout_s)
         self.max_rounds = max_rounds
         self.max_tools = max_tools
+        # Name prefixes never offered as tools: by default the model capabilities, so a
+        # model is not handed a tool that calls a model.
+        self.exclude = tuple(exclude)
         self.tool_choice = tool_choice
         self.stats = OrchestratorStats()
         self._limiter = trio.CapacityLimiter(max_parallel)
@@ -146,7 +151,10 @@ class ToolOrchestrator:
         """Answer ``conversation`` (a user prompt, or the messages / Responses input items so
         far), using tools as the model asks. An exception of the model call propagates."""
         self.stats.runs += 1
-        exposed = exposed_capabilities(self.broker.list_capabilities(), self.max_tools)
+        offered = [
+            d for d in self.broker.list_capabilities() if not d.name.startswith(self.exclude)
+        ]
+        exposed = exposed_capabilities(offered, self.max_tools)
         names = ToolNames(d.name for d in exposed)
         tools = tools_for(exposed, style=self.style, names=names)
         transcript = _transcript(conversation)

@@ -49,5 +49,19 @@ async def test_a_model_uses_math_eval_and_time_now_then_answers(tmp_path: Path) 
         first = fake.requests[0].json()
         offered = {tool["function"]["name"] for tool in first["tools"]}
         assert {"math__eval", "time__now", "weather__get", "web__search"} <= offered
+        assert "llm__generate" not in offered  # a model is not handed a tool that is a model
         assert first["model"] == "m"
         assert kernel.broker.stats("math.eval")["math.eval"].ok == 1
+
+
+async def test_the_model_capabilities_can_be_offered_when_asked(tmp_path: Path) -> None:
+    async with serve_openai() as fake:
+        async with (
+            loomk.open_kernel(
+                env={}, cwd=tmp_path, log_level="critical", state_temporary=True
+            ) as kernel,
+            LLMClient(LLMSettings(base_url=fake.base_url, model="m")) as client,
+        ):
+            await ToolOrchestrator(kernel.broker, client.chat_call, exclude=()).run("hi")
+        offered = {tool["function"]["name"] for tool in fake.requests[0].json()["tools"]}
+        assert "llm__generate" in offered
