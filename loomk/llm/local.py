@@ -19,6 +19,7 @@ capability through the broker, when one is given. Nothing here raises for what a
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -126,9 +127,10 @@ class LocalModel:
 
     # ---- answering ------------------------------------------------------------------------
 
-    async def answer(self, text: str) -> LocalAnswer:
-        """Understand ``text`` and answer it in plain English."""
-        intent = understand(text)
+    async def answer(self, text: str, *, offline: bool = False) -> LocalAnswer:
+        """Understand ``text`` and answer it in plain English; ``offline`` keeps every
+        capability that would reach the network (the weather) out of it."""
+        intent = _understood(text)
         slots = intent.slots
         if intent.name == "time":
             return LocalAnswer(self._time(slots), intent)
@@ -137,7 +139,7 @@ class LocalModel:
         if intent.name == "math":
             return LocalAnswer(_arithmetic(slots), intent)
         if intent.name == "weather":
-            return LocalAnswer(await self._weather(slots), intent)
+            return LocalAnswer(await self._weather(slots, offline), intent)
         if intent.name == "lights":
             return _lights(intent)
         if intent.name == "timer":
@@ -196,12 +198,16 @@ class LocalModel:
         said = f"{lead} {written}{f' in {place}' if place else ''}."
         return _unknown_place(slots, place, said)
 
-    async def _weather(self, slots: Mapping[str, object]) -> str:
+    async def _weather(self, slots: Mapping[str, object], offline: bool) -> str:
         city = slots.get("city")
         if not isinstance(city, str):
             return "Which city would you like the weather for?"
         units = slots.get("units")
-        report = await self._ask_weather(city, units if isinstance(units, str) else None)
+        report = (
+            None
+            if offline
+            else await self._ask_weather(city, units if isinstance(units, str) else None)
+        )
         if report is None:
             return f"Sorry, I can't check the weather for {city} right now."
         if slots.get("day") == "tomorrow":
@@ -239,15 +245,16 @@ class LocalModel:
         """How sure this model is that it can answer ``event``: the confidence of the intent
         of its text; 0.0 when it has none (or its payload is not UTF-8)."""
         text = event_text(event)
-        return understand(text).confidence if text is not None else 0.0
+        return _understood(text).confidence if text is not None else 0.0
 
     # ---- llm.generate ---------------------------------------------------------------------
 
     async def generate(self, request: dict[str, Any]) -> dict[str, Any]:
         """Answer an ``llm.generate`` request (the provider's normalised request): the user
-        text is the bundle's ``instructions``, else its last ``history`` item."""
+        text is the bundle's ``instructions``, else its last ``history`` item. With
+        ``offline`` true (private data) no capability that reaches the network is asked."""
         text = _request_text(request)
-        reply = await self.answer(text)
+        reply = await self.answer(text, offline=request.get("offline") is True)
         prompt_tokens = len(text.split())
         completion_tokens = len(reply.text.split())
         return {
@@ -266,6 +273,13 @@ class LocalModel:
 
 
 # ---- reading text -----------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=256)
+def _understood(text: str) -> Intent:
+    """:func:`understand`, remembered: the router estimates an event's confidence and the
+    model then answers the same text. (Intents are frozen; nobody changes their slots.)"""
+    return understand(text)
 
 
 def event_text(event: Event) -> str | None:

@@ -11,7 +11,8 @@ Loom's decision table, first match wins:
 6. Otherwise: Cloud.
 
 Unlike Loom, every privacy level counts. The effective level is the stricter of the
-policy's and the event's ``privacy`` metadata. ``local-only`` and ``private`` never reach
+policy's and the event's ``privacy`` metadata; an event label that names no level counts
+as ``private`` (it may mean something stricter). ``local-only`` and ``private`` never reach
 the cloud: what would have gone there stays local, with the reason saying why.
 ``sensitive`` may go, but only through :meth:`ModelRouter.mask_for_cloud`, which masks the
 configured fields in the event's metadata and JSON payload. With no cloud model configured,
@@ -69,14 +70,19 @@ class PrivacyLevel(enum.Enum):
     LOCAL_ONLY = "local-only"
 
     @classmethod
-    def parse(cls, text: str | None, default: PrivacyLevel) -> PrivacyLevel:
-        """The level named by ``text`` (case-insensitive; ``local_only`` too), or ``default``."""
+    def parse(
+        cls, text: str | None, default: PrivacyLevel, unknown: PrivacyLevel | None = None
+    ) -> PrivacyLevel:
+        """The level named by ``text`` (any case; ``local_only``, ``local only`` and
+        ``localonly`` too); ``default`` when absent, ``unknown`` (else ``default``) when it
+        names no level."""
         if not text:
             return default
+        name = "-".join(text.strip().lower().replace("_", " ").replace("-", " ").split())
         try:
-            return cls(text.strip().lower().replace("_", "-"))
+            return cls("local-only" if name == "localonly" else name)
         except ValueError:
-            return default
+            return default if unknown is None else unknown
 
     @property
     def rank(self) -> int:
@@ -193,7 +199,10 @@ class ModelRouter:
         """The policy for ``event``: the router's, overridden by an agent's ``routing.*``
         parameters, made stricter (never looser) by the event's ``privacy`` metadata."""
         policy = self.policy.overridden(parameters) if parameters else self.policy
-        stated = PrivacyLevel.parse(event.metadata.get("privacy"), policy.privacy_level)
+        # an event label that names no level fails closed: it may mean something stricter
+        stated = PrivacyLevel.parse(
+            event.metadata.get("privacy"), policy.privacy_level, unknown=PrivacyLevel.PRIVATE
+        )
         if stated.rank > policy.privacy_level.rank:
             policy = replace(policy, privacy_level=stated)
         return policy
@@ -294,6 +303,36 @@ class ModelRouter:
             except RecursionError:  # too deep to walk: send none of it
                 payload = json.dumps(MASK).encode()
         return event.replace(metadata=metadata, payload=payload)
+
+    def scrub(self, text: str, event: Event, policy: RoutingPolicy) -> str:
+        """``text`` (made locally from ``event``) with every value that
+        :meth:`mask_for_cloud` would hide replaced by the mask, so it may go out too."""
+        if policy.privacy_level is PrivacyLevel.PUBLIC or not policy.masked_fields:
+            return text
+        for secret in sorted(_masked_values(event, set(policy.masked_fields)), key=len)[::-1]:
+            text = text.replace(secret, MASK)
+        return text
+
+
+def _masked_values(event: Event, fields: set[str]) -> set[str]:
+    """The string values ``mask_for_cloud`` hides: of masked metadata keys and JSON members."""
+    found = {value for key, value in event.metadata.items() if key in fields and value}
+    try:
+        document = json.loads(event.payload) if event.payload else None
+    except (ValueError, RecursionError):
+        return found
+    stack = [document]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            for key, member in value.items():
+                if key in fields and isinstance(member, str | int | float) and str(member):
+                    found.add(str(member))
+                else:
+                    stack.append(member)
+        elif isinstance(value, list):
+            stack.extend(value)
+    return found
 
 
 def _masked(value: Any, fields: set[str]) -> Any:

@@ -14,7 +14,8 @@ from typing import Any
 from loomk.errors import LLMError
 from loomk.events import Event
 from loomk.llm.decision import Route, RoutingDecision
-from loomk.llm.router import ModelRouter, RoutingPolicy
+from loomk.llm.local import event_text
+from loomk.llm.router import ModelRouter
 from loomk.telemetry.logging import get_logger
 
 __all__ = ["ModelAnswer", "ModelService"]
@@ -40,9 +41,13 @@ class ModelAnswer:
         return self.decision.route
 
 
-def request_for(text: str, context: list[str] | None = None) -> dict[str, Any]:
-    """An ``llm.generate`` request asking ``text`` (with optional context documents)."""
+def request_for(
+    text: str, context: list[str] | None = None, *, offline: bool = False
+) -> dict[str, Any]:
+    """An ``llm.generate`` request asking ``text`` (with optional context documents);
+    ``offline`` tells the local model not to reach the network for it."""
     return {
+        "offline": offline,
         "bundle": {
             "system": "",
             "instructions": text,
@@ -82,7 +87,8 @@ class ModelService:
         policy = self.router.policy_for(event, parameters)
         if decision is None:
             decision = await self.router.route(event, policy)
-        text = event.payload.decode("utf-8", "replace")
+        text = event_text(event) or ""  # what the router estimated its confidence on
+        offline = not policy.privacy_level.cloud_allowed
         route = decision.route
         target = event.metadata.get("routing_target")
         if target == "local":
@@ -90,12 +96,15 @@ class ModelService:
         elif target == "cloud" and route in (Route.HYBRID, Route.CLOUD):
             route = Route.CLOUD
         if route in (Route.LOCAL, Route.LOCAL_FALLBACK) or self.cloud is None:
-            output = await self.local(request_for(text))
+            output = await self.local(request_for(text, offline=offline))
             return ModelAnswer(_text(output), decision, output)
-        outgoing = self.router.mask_for_cloud(event, policy).payload.decode("utf-8", "replace")
+        masked = self.router.mask_for_cloud(event, policy)
+        # a masked value repeated in the free text is masked there too
+        outgoing = self.router.scrub(event_text(masked) or "", event, policy)
         if route is Route.HYBRID:
             quick = await self.local(request_for(text))
-            context = [f"A quick local answer: {_text(quick)}"]
+            # the quick answer was made from the unmasked text: scrub what was masked
+            context = [self.router.scrub(f"A quick local answer: {_text(quick)}", event, policy)]
             try:
                 refined = await self.cloud(request_for(outgoing, context))
             except LLMError as error:  # the quick answer stands
@@ -111,10 +120,6 @@ class ModelService:
                 return ModelAnswer(_text(output), decision, output, None, error)
             return ModelAnswer(_text(output), decision, output)
         return ModelAnswer("", decision, {})  # Defer / Drop: nobody is asked
-
-    def policy_for(self, event: Event, parameters: Mapping[str, str] | None) -> RoutingPolicy:
-        """The effective policy for ``event`` (see :meth:`ModelRouter.policy_for`)."""
-        return self.router.policy_for(event, parameters)
 
 
 def _text(output: Mapping[str, Any]) -> str:

@@ -60,9 +60,9 @@ class PublicAssistant(Assistant):
     metadata = {"routing.privacy": "public"}  # noqa: RUF012 - Loom's routing parameters
 
 
-async def ask(kernel: Kernel, text: str, **metadata: str) -> Event:
+async def ask(kernel: Kernel, payload: str, **metadata: str) -> Event:
     answers = kernel.bus.subscribe("answers")
-    await kernel.bus.publish("ask", Event("user.query", text.encode(), metadata=metadata))
+    await kernel.bus.publish("ask", Event("user.query", payload.encode(), metadata=metadata))
     with trio.fail_after(5):
         _, answer = await answers.receive()
     answers.close()
@@ -86,6 +86,28 @@ async def test_offline_every_route_ends_at_the_local_model(tmp_path: Path) -> No
     assert passes[1][1].decision.reason == "No cloud model configured"
     assert routed == ["Local", "LocalFallback"]  # one routing_decision per event
     assert [answer.output["provider"] for _, answer in passes] == ["local", "local"]
+
+
+async def test_hybrid_context_never_carries_a_masked_value(tmp_path: Path) -> None:
+    """The quick local answer is made from the unmasked text; neither it nor the question
+    may carry a masked field's value to the cloud."""
+    passes: list[tuple[dict[str, str], ModelAnswer]] = []
+    payload = json.dumps({"text": "what's the weather in Paris", "location": "Paris"})
+    async with serve_openai() as fake:
+        fake.script("responses", responses_json("Refined."))
+        async with kernel_with(tmp_path, fake) as kernel:
+            policy = {"routing.quality_threshold": "0.99"}  # confident, but not enough
+
+            class Sensitive(Assistant):
+                metadata = policy
+
+            await kernel.spawn(Sensitive("assistant", passes))
+            await ask(kernel, payload)
+        assert passes[0][1].route is Route.HYBRID
+        assert "Paris" in passes[0][1].text  # the quick answer names the city locally
+        body = fake.requests[0].json()
+        assert "Paris" not in json.dumps(body)
+        assert MASK in json.dumps(body)
 
 
 # --- with an endpoint ----------------------------------------------------------------------
@@ -138,7 +160,7 @@ async def test_a_sensitive_event_reaches_the_cloud_masked(tmp_path: Path) -> Non
         assert passes[0][1].route is Route.CLOUD
         sent = fake.requests[0].json()["input"]
         assert "ada@example.com" not in sent
-        assert MASK in sent
+        assert UNKNOWN in sent  # the question (the payload's text) goes, the rest does not
 
 
 async def test_private_events_never_reach_the_endpoint(tmp_path: Path) -> None:
@@ -198,3 +220,15 @@ async def test_when_the_cloud_refine_fails_the_quick_answer_stands(tmp_path: Pat
         assert refined.cloud_error is not None
         assert refined.output["provider"] == "local"
         assert final.payload == quick_answer.text.encode()
+
+
+async def test_the_model_answers_the_text_the_router_read(tmp_path: Path) -> None:
+    """Loom's voice events carry their text in metadata; JSON payloads in a ``query``
+    member: the answer reads the same text as the router's estimate."""
+    passes: list[tuple[dict[str, str], ModelAnswer]] = []
+    async with kernel_with(tmp_path, None) as kernel:
+        await kernel.spawn(PublicAssistant("assistant", passes))
+        spoken = await ask(kernel, "", text="what is 6 times 7")
+        structured = await ask(kernel, json.dumps({"query": "what is 2 plus 3", "id": 17}))
+    assert spoken.payload == b"6 times 7 is 42."
+    assert structured.payload == b"2 plus 3 is 5."

@@ -131,7 +131,9 @@ async def test_the_stricter_of_policy_and_event_privacy_wins() -> None:
     assert "private" in decision.reason
     loose = ModelRouter(Estimator(0.2), PUBLIC)
     assert (await loose.route(query("private"))).route is Route.LOCAL_FALLBACK
-    assert (await loose.route(query("nonsense"))).route is Route.CLOUD  # unknown: policy's
+    assert (await loose.route(query("nonsense"))).route is Route.LOCAL_FALLBACK  # fails closed
+    for spelling in ("Local Only", "localonly", "LOCAL_ONLY", "local-only"):
+        assert (await loose.route(query(spelling))).route is Route.LOCAL
 
 
 async def test_sensitive_events_may_go_with_masking_said_in_the_reason() -> None:
@@ -213,3 +215,16 @@ async def test_stats_count_rates_by_route() -> None:
     assert router.stats.hybrid_rate == 0.5
     assert router.stats.local_rate == 0.25
     assert router.stats.cloud_rate == 0.25
+
+
+def test_scrub_masks_the_values_of_masked_fields_anywhere_in_a_text() -> None:
+    router = ModelRouter()
+    policy = RoutingPolicy(masked_fields=("email", "name"))
+    event = Event(
+        "user.query",
+        json.dumps({"text": "mail Ada", "user": {"name": "Ada", "email": "a@b.c"}}).encode(),
+        metadata={"email": "x@y.z"},
+    )
+    said = "I will mail Ada at a@b.c and x@y.z"
+    assert router.scrub(said, event, policy) == f"I will mail {MASK} at {MASK} and {MASK}"
+    assert router.scrub(said, event, PUBLIC) == said
