@@ -220,10 +220,14 @@ class ToolOrchestrator:
         self, call: ToolCall, names: ToolNames, correlation_id: str
     ) -> ActionResult:
         action_id = f"tool-{uuid.uuid4().hex}"
-        capability = names.capability(call.name) or call.name  # the broker refuses unknowns
+        capability = names.capability(call.name)  # only what was offered may run
         payload = _payload(call)
         self.stats.tool_calls += 1
-        if isinstance(payload, str):
+        if capability is None:
+            result = ActionResult.failure(
+                action_id, ErrorCode.PROVIDER_UNAVAILABLE, f"no tool named {call.name!r} here"
+            )
+        elif isinstance(payload, str):
             result = ActionResult.failure(action_id, ErrorCode.INVALID_PARAMS, payload)
         else:
             action = ActionCall(
@@ -246,7 +250,7 @@ class ToolOrchestrator:
         _log.debug(
             "tool call",
             tool=call.name,
-            capability=capability,
+            capability=capability or "",
             status=result.status.label,
             code=result.code,
             correlation_id=correlation_id,

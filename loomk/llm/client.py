@@ -561,9 +561,9 @@ class LLMClient:
 
     def _status_error(self, url: str, response: httpx.Response) -> LLMError:
         status = response.status_code
-        snippet = " ".join(response.text.split())[:SNIPPET_CHARS]
-        detail = f"{url} answered HTTP {status}" + (f": {snippet}" if snippet else "")
-        detail = self._redact(detail)
+        # redact before cutting: a key that straddles the cut would keep its first part
+        snippet = " ".join(self._redact(response.text).split())[:SNIPPET_CHARS]
+        detail = self._redact(f"{url} answered HTTP {status}" + (f": {snippet}" if snippet else ""))
         retry_after = _retry_after(response.headers.get("retry-after"))
         if status == 429:
             return LLMError(LLM_RATE_LIMITED, detail, status=status, retry_after_s=retry_after)

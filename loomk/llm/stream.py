@@ -211,10 +211,9 @@ class ChatStream:
             raise bad_response(f"the stream from {self._url} sent a chunk that is not an object")
         if event.event == "error" or "error" in chunk:
             message = str(json_object(chunk.get("error")).get("message") or chunk.get("error"))
+            message = self._redact(message)[:SNIPPET_CHARS]  # redact first, then cut
             raise bad_response(
-                self._redact(
-                    f"the stream from {self._url} reported an error: {message[:SNIPPET_CHARS]}"
-                )
+                self._redact(f"the stream from {self._url} reported an error: {message}")
             )
         if isinstance(chunk.get("model"), str):
             self._model = chunk["model"]

@@ -65,3 +65,22 @@ async def test_the_model_capabilities_can_be_offered_when_asked(tmp_path: Path) 
             await ToolOrchestrator(kernel.broker, client.chat_call, exclude=()).run("hi")
         offered = {tool["function"]["name"] for tool in fake.requests[0].json()["tools"]}
         assert "llm__generate" in offered
+
+
+async def test_a_tool_that_was_not_offered_is_never_run(tmp_path: Path) -> None:
+    async with serve_openai() as fake:
+        fake.script(
+            "chat/completions",
+            Response.json_body(
+                chat_completion(None, tool_calls=[tool_call("llm__generate", {"input": "x"})])
+            ),
+        )
+        async with (
+            loomk.open_kernel(
+                env={}, cwd=tmp_path, log_level="critical", state_temporary=True
+            ) as kernel,
+            LLMClient(LLMSettings(base_url=fake.base_url, model="m")) as client,
+        ):
+            answer = await ToolOrchestrator(kernel.broker, client.chat_call).run("hi")
+            assert "llm.generate" not in kernel.broker.stats()  # the broker never saw it
+        assert [r.code for r in answer.tool_results] == ["PROVIDER_UNAVAILABLE"]

@@ -662,9 +662,9 @@ async def test_stats(autojump_clock: trio.testing.MockClock) -> None:
     assert stats.model_calls == 4
     assert stats.tool_calls == 5
     assert stats.tool_errors == 2  # malformed and unknown
-    assert stats.invoked == 4  # the malformed call never reached the broker
+    assert stats.invoked == 3  # neither the malformed nor the unknown call reached the broker
     assert stats.latency_max_s == pytest.approx(6.0)
-    assert stats.latency_mean_s == pytest.approx((2 + 4 + 0 + 6) / 4)
+    assert stats.latency_mean_s == pytest.approx((2 + 4 + 6) / 3)
 
 
 async def test_a_failing_model_propagates_its_exception() -> None:
