@@ -599,7 +599,8 @@ class AgentRuntime:
         """Drain the mailbox: take until empty, commit, park, repeat; one handler at a time.
 
         Handlers that run back to back share one commit (at most ``COMMIT_GROUP_MAX``), made
-        before the agent parks; ``handle.handled`` counts a handler once it is committed.
+        before the agent parks, or as soon as a handler has held events to release;
+        ``handle.handled`` counts a handler once it is committed.
         """
         mailbox = handle.mailbox
         on_event = instance.on_event
@@ -644,7 +645,9 @@ class AgentRuntime:
                     )
                 ctx.seal()
                 grouped += 1
-                if grouped == COMMIT_GROUP_MAX:
+                # a group ends when full, or when it holds events: an answer must not wait
+                # for whatever the next queued handler does
+                if grouped == COMMIT_GROUP_MAX or ctx._outbox:
                     if ctx.dirty:
                         await ctx.flush()
                     handle.handled += grouped
@@ -681,6 +684,7 @@ class AgentRuntime:
     async def _commit_group(self, handle: AgentHandle, ctx: Context) -> None:
         """Commit what the handlers that returned before a stop or a failure wrote."""
         grouped, ctx._grouped = ctx._grouped, 0
+        ctx.discard()  # a handler cut short (cancelled) never returned: none of it counts
         try:
             if ctx.dirty:
                 await ctx.flush()

@@ -88,23 +88,49 @@ async def write_and_emit(ctx: Context, n: int) -> None:
 
 async def test_a_backlog_commits_in_groups_of_at_most_the_bound(tmp_path: Path) -> None:
     count = 2 * COMMIT_GROUP_MAX + 3
-    first_group_stored: list[dict[str, Any]] = []
+
+    async def write(ctx: Context, n: int) -> None:
+        ctx.state[f"k{n}"] = n
+
     async with kernel_on(tmp_path / "data") as kernel:
         kernel.state.store  # noqa: B018 - opened before the clock of commits starts
-        out = kernel.bus.subscribe("out.b", capacity=count)
-
-        async def watch() -> None:
-            await out.receive()  # the first held event goes out only after its group commits
-            first_group_stored.append(stored(kernel))
-
-        kernel.start_soon(watch)
-        _, commits_before = await backlog(kernel, write_and_emit, count)
+        _, commits_before = await backlog(kernel, write, count)
         assert kernel.state.store.stats().commits - commits_before == 3  # 64 + 64 + 3
         assert kernel.agents.get("b").handled == count
         assert stored(kernel) == {f"k{n}": n for n in range(count)}
-        assert first_group_stored == [{f"k{n}": n for n in range(COMMIT_GROUP_MAX)}]
-        rest = [int(event.payload) for _, event in drain(out)]
-    assert rest == list(range(1, count))  # in emit order
+
+
+async def test_a_handler_with_held_events_ends_its_group_so_they_go_out_at_once(
+    tmp_path: Path,
+) -> None:
+    """An answer must not wait for the next queued handler: here that handler waits for
+    the answer itself, so holding it back would never end."""
+    seen_stored: list[dict[str, Any]] = []
+    answered = trio.Event()
+
+    async def handler(ctx: Context, n: int) -> None:
+        if n == 2:
+            with trio.fail_after(5):
+                await answered.wait()
+        await write_and_emit(ctx, n)
+
+    async with kernel_on(tmp_path / "data") as kernel:
+        kernel.state.store  # noqa: B018
+        out = kernel.bus.subscribe("out.b", capacity=16)
+
+        async def watch() -> None:
+            for _ in range(2):
+                await out.receive()
+                seen_stored.append(stored(kernel))  # committed before it went out
+            answered.set()
+
+        kernel.start_soon(watch)
+        handle, _ = await backlog(kernel, handler, 4)
+        assert handle.handled == 4
+        assert [int(event.payload) for _, event in drain(out)] == [2, 3]
+    first, second = seen_stored  # each event went out after its own handler's commit
+    assert first.items() >= {"k0": 0}.items()
+    assert second.items() >= {"k0": 0, "k1": 1}.items()
 
 
 async def test_a_later_handler_reads_earlier_writes_in_stored_form(tmp_path: Path) -> None:
@@ -160,3 +186,24 @@ async def test_flush_commits_the_group_so_far(tmp_path: Path) -> None:
         await backlog(kernel, handler, 4, restart="temporary")
         assert seen_at_flush == [{"k0": 0, "k1": 1, "k2": 2}]
         assert stored(kernel) == {"k0": 0, "k1": 1, "k2": 2}  # "after" went with the failure
+
+
+async def test_a_handler_cut_short_by_a_stop_timeout_leaves_nothing(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """It never returned, so none of its writes or held events count; the handlers before
+    it in its group still do."""
+
+    async def handler(ctx: Context, n: int) -> None:
+        await write_and_emit(ctx, n)
+        if n == 2:
+            await trio.sleep_forever()  # cut short by stop_agent's timeout
+
+    async with kernel_on(tmp_path / "data") as kernel:
+        kernel.state.store  # noqa: B018
+        out = kernel.bus.subscribe("out.b", capacity=16)
+        handle, _ = await backlog(kernel, handler, 3)
+        await kernel.stop_agent("b", timeout_s=1)
+        assert stored(kernel) == {"k0": 0, "k1": 1}
+        assert [int(event.payload) for _, event in drain(out)] == [0, 1]
+        assert handle.handled == 2
