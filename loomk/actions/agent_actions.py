@@ -45,6 +45,8 @@ def action_call(
     """The call an agent makes: JSON payload (bytes as given), envelope headers, QoS."""
     if not isinstance(capability, str) or not capability:
         raise EventError(f"a capability name is a non-empty str, got {capability!r}")
+    if priority.__class__ is not int or not 0 <= priority <= 100:
+        raise EventError(f"priority must be an int from 0 to 100, got {priority!r}")
     if isinstance(args, bytes):
         payload = args
     else:
@@ -85,7 +87,7 @@ def action_result_event(
         source=sender,
         metadata=metadata,
         tags=("action",),
-        priority=max(0, min(100, priority)),
+        priority=priority,
     )
 
 

@@ -97,7 +97,10 @@ __all__ = [
 ]
 
 _USER_AGENT = "loomk/0.1"
-_FALLBACK_CODES = frozenset({LLM_HTTP_ERROR, LLM_RATE_LIMITED, LLM_CONNECT_ERROR})
+# What makes ``generate`` try Chat Completions after the Responses API: an error status
+# (404: no Responses API there). Not a rate limit or an unreachable host, which the same
+# host would answer alike (and a rate limit asks the caller to wait).
+_FALLBACK_CODES = frozenset({LLM_HTTP_ERROR})
 
 _log = get_logger("loomk.llm")
 
@@ -342,11 +345,12 @@ class LLMClient:
         """Loom's ``generate``: the Responses API, falling back to Chat Completions.
 
         The Responses answer is used when it is a 2xx with text; a 2xx that is not JSON
-        fails (LLM_BAD_RESPONSE, no fallback), as does a timeout (LLM_TIMEOUT: a slow
-        server is not asked twice). Any other failure (404, another status, no
-        connection) or an answer without text falls back to Chat Completions, whose
-        answer must have ``choices[0].message.content``. ``stream=True`` uses a streamed
-        Chat Completions request instead and returns the assembled reply.
+        fails (LLM_BAD_RESPONSE, no fallback), as do a timeout (a slow server is not asked
+        twice), a rate limit (the caller should wait) and an unreachable host. An error
+        status (404: no Responses API there) or an answer without text falls back to Chat
+        Completions, whose answer must have ``choices[0].message.content``.
+        ``stream=True`` uses a streamed Chat Completions request instead and returns the
+        assembled reply.
         """
         budget = budget or TokenBudget()
         messages, fused = to_messages_and_text(bundle, budget)

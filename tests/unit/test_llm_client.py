@@ -837,9 +837,9 @@ async def test_connect_errors_are_retried_then_reported(
     async with LLMClient(settings, transport=transport) as client:
         error = await fails("LLM_CONNECT_ERROR", client.chat(MESSAGES))
         assert transport.requests == 3
-        # generate tries the Responses API, then Chat Completions, before giving up
+        # an unreachable host is not asked again through Chat Completions
         await fails("LLM_CONNECT_ERROR", client.generate(BUNDLE))
-        assert transport.requests == 9
+        assert transport.requests == 6
     assert "127.0.0.1" in error.message
 
 
