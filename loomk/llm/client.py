@@ -341,6 +341,7 @@ class LLMClient:
         base_url: str | None = None,
         temperature: float | None = None,
         timeout_s: float | None = None,
+        deadline: float | None = None,
     ) -> LLMReply:
         """Loom's ``generate``: the Responses API, falling back to Chat Completions.
 
@@ -350,7 +351,8 @@ class LLMClient:
         status (404: no Responses API there) or an answer without text falls back to Chat
         Completions, whose answer must have ``choices[0].message.content``.
         ``stream=True`` uses a streamed Chat Completions request instead and returns the
-        assembled reply.
+        assembled reply. ``deadline`` (trio time) bounds all of it, retries and their waits
+        included, with this client's own error codes (``llm.generate`` passes its call's).
         """
         budget = budget or TokenBudget()
         messages, fused = to_messages_and_text(bundle, budget)
@@ -373,7 +375,7 @@ class LLMClient:
             "temperature": self._temperature(temperature),
         }
         try:
-            raw = await self._post_json(url, body, timeout_s)
+            raw = await self._post_json(url, body, timeout_s, deadline)
         except LLMError as error:
             if error.code not in _FALLBACK_CODES:
                 raise
@@ -390,7 +392,7 @@ class LLMClient:
             "max_tokens": budget.max_output_tokens,
             "temperature": self._temperature(temperature),
         }
-        raw = await self._post_json(url, body, timeout_s)
+        raw = await self._post_json(url, body, timeout_s, deadline)
         return chat_text_reply(raw, asked, url)
 
     # ---- building requests --------------------------------------------------------------
@@ -483,9 +485,17 @@ class LLMClient:
             raise bad_response(f"{url} answered with JSON that is not an object")
         return raw
 
-    async def _post_json(self, url: str, body: Mapping[str, Any], timeout_s: float | None) -> Any:
+    async def _post_json(
+        self,
+        url: str,
+        body: Mapping[str, Any],
+        timeout_s: float | None,
+        deadline: float | None = None,
+    ) -> Any:
         """POST ``body``; the decoded JSON of the 2xx answer (after retries)."""
-        response = await self._send(url, body, self._timeout(timeout_s), stream=False)
+        response = await self._send(
+            url, body, self._timeout(timeout_s), stream=False, deadline=deadline
+        )
         try:
             return json.loads(response.content)
         except (ValueError, RecursionError) as error:
@@ -494,14 +504,26 @@ class LLMClient:
             ) from None
 
     async def _send(
-        self, url: str, body: Mapping[str, Any], timeout_s: float, *, stream: bool
+        self,
+        url: str,
+        body: Mapping[str, Any],
+        timeout_s: float,
+        *,
+        stream: bool,
+        deadline: float | None = None,
     ) -> httpx.Response:
         """POST with retries; a 2xx response (its body read unless ``stream``; the caller
-        closes a streamed one), or the LLMError of the last attempt."""
+        closes a streamed one), or the LLMError of the last attempt. ``deadline`` (trio
+        time) caps each attempt and drops retries that would not finish before it."""
         content = self._encode(body)
         for attempt in itertools.count():
+            attempt_s = timeout_s
+            if deadline is not None:
+                attempt_s = min(timeout_s, deadline - trio.current_time())
+                if attempt_s <= 0:
+                    raise LLMError(LLM_TIMEOUT, f"no time left to ask {url}")
             try:
-                response = await self._attempt(url, content, timeout_s, stream=stream)
+                response = await self._attempt(url, content, attempt_s, stream=stream)
             except LLMError as error:
                 failure = error
             else:
@@ -509,7 +531,9 @@ class LLMClient:
                     return response
                 failure = self._status_error(url, response)
             delay = retry_delay(failure, attempt, self.settings)
-            if delay is None:
+            if delay is None or (
+                deadline is not None and trio.current_time() + delay >= deadline
+            ):  # no retry (or none that fits): report this failure now
                 raise failure
             reason = (
                 {"error": failure.message} if failure.status is None else {"status": failure.status}

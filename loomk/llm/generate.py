@@ -15,11 +15,15 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import trio
+
 from loomk.actions.providers.llm import GenerateFunction
 from loomk.llm.client import LLMClient
 from loomk.llm.prompt import PromptBundle, TokenBudget
 
 __all__ = ["client_generate"]
+
+_DEADLINE_MARGIN_S = 0.05
 
 
 def _overrides(overrides: object) -> dict[str, Any]:
@@ -53,10 +57,14 @@ def client_generate(client: LLMClient) -> GenerateFunction:
     async def generate(request: dict[str, Any]) -> dict[str, Any]:
         bundle = PromptBundle.from_dict(request.get("bundle", {}))
         budget = TokenBudget.from_dict(request.get("budget", {}))
+        # The broker runs this under the call's deadline: finish a little before it, so a
+        # hang or a long Retry-After ends with the client's code, not ACTION_TIMEOUT.
+        deadline = trio.current_effective_deadline() - _DEADLINE_MARGIN_S
         reply = await client.generate(
             bundle,
             budget,
             stream=request.get("stream") is True,
+            deadline=deadline if math.isfinite(deadline) else None,
             **_overrides(request.get("overrides")),
         )
         return reply.as_output()

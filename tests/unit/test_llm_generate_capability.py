@@ -249,3 +249,27 @@ async def test_bad_payloads_never_reach_the_model() -> None:
         result = await invoke(broker, {"budget": {"max_input_tokens": 0}, "input": "x"})
     assert result.status is ActionStatus.ACTION_ERROR
     assert fake.requests == []
+
+
+async def test_the_client_code_wins_over_the_brokers_timeout_when_it_hangs(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Same timeout for the call and the client: the client gives up first, with its code."""
+    async with generate_capability(timeout_s=1.0) as (fake, broker):
+        fake.script("responses", hang())
+        call = ActionCall.with_args("g-hang", "llm.generate", {"input": "x"}, timeout_ms=1000)
+        started = trio.current_time()
+        result = await broker.invoke(call)
+    assert_failed(result, "LLM_TIMEOUT")
+    assert trio.current_time() - started < 1.0
+
+
+async def test_a_retry_after_longer_than_the_call_reports_the_rate_limit(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with generate_capability(max_retries=3) as (fake, broker):
+        fake.script("responses", rate_limited("2"))
+        call = ActionCall.with_args("g-429", "llm.generate", {"input": "x"}, timeout_ms=1000)
+        result = await broker.invoke(call)
+    assert "429" in assert_failed(result, "LLM_RATE_LIMITED")
+    assert len(fake.requests) == 1  # a retry that cannot fit is not waited for
