@@ -15,8 +15,9 @@ merges four sources, lowest to highest precedence:
 4. keyword arguments to :meth:`Config.load`.
 
 Loom's variable names ``VLLM_BASE_URL``, ``VLLM_MODEL``, ``VLLM_API_KEY``,
-``VLLM_TEMPERATURE`` and ``REQUEST_TIMEOUT_MS`` (milliseconds) are read too, below their
-``LOOMK_LLM_*`` equivalents; empty ones count as unset.
+``VLLM_TEMPERATURE`` and ``REQUEST_TIMEOUT_MS`` (milliseconds) are read too, below the
+TOML file and the ``LOOMK_LLM_*`` equivalents (a leftover shell variable must not pair a
+key with a file's endpoint); empty ones count as unset.
 
 Every value from every source is checked for type and range when it is loaded, and an unknown
 key or bad value raises :class:`~loomk.errors.ConfigError` naming the key, where the value
@@ -194,7 +195,7 @@ class Config:
         """
         environ: Mapping[str, str] = os.environ if env is None else env
         base = Path.cwd() if cwd is None else Path(cwd)
-        values: dict[str, object] = {}
+        values: dict[str, object] = _from_aliases(environ)  # Loom's names: below the file
         path = _find_file(config_file, environ, base)
         if path is not None:
             values.update(_from_file(path))
@@ -313,7 +314,7 @@ def _from_aliases(environ: Mapping[str, str]) -> dict[str, object]:
 
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, object]:
-    values: dict[str, object] = _from_aliases(environ)
+    values: dict[str, object] = {}
     for var in sorted(environ):
         if not var.startswith(_ENV_PREFIX) or var == _ENV_CONFIG:
             continue

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
+import trio
+
 from loomk._metakeys import CORRELATION_ID, REPLY_TO, SENDER, THREAD_ID
 from loomk.actions.agent_actions import action_call, action_result_event
 from loomk.actions.types import ActionResult
@@ -31,6 +33,10 @@ if TYPE_CHECKING:
     from loomk.kernel import Kernel
 
 __all__ = ["Context"]
+
+# Held emits are not checkpoints each (a handler's end comes soon and commits them), but a
+# handler that holds many still lets other tasks run, and can be cancelled, every so often.
+_CHECKPOINT_EVERY_HELD = 16
 
 
 class Context:
@@ -156,9 +162,12 @@ class Context:
         if not event.metadata.get(SENDER):
             event = event.with_metadata(**{SENDER: self.sender})
         if self._holding:
-            self._outbox.append((topic, event))
+            outbox = self._outbox
+            outbox.append((topic, event))
             self._dirty = True
-            return 0  # no checkpoint: the handler's return (and its commit) yields soon
+            if not len(outbox) % _CHECKPOINT_EVERY_HELD:  # a long emitting loop still yields
+                await trio.lowlevel.checkpoint()
+            return 0
         return await self.kernel.bus.publish(topic, event)
 
     async def reply(self, request: Event, event: Event) -> int:
@@ -184,8 +193,9 @@ class Context:
     # ---- interactive calls: each commits what the handler holds first -----------------
 
     @property
-    def collab(self) -> Collaborator:
-        """The collaboration calls, made as this agent (see :mod:`loomk.collab`)."""
+    def _collab(self) -> Collaborator:
+        """The collaboration calls, made as this agent (see :mod:`loomk.collab`); reached
+        only through the methods below, which commit what the handler holds first."""
         if self._collaborator is None:
             self._collaborator = self.kernel.collaborator(self.sender)
         return self._collaborator
@@ -202,7 +212,7 @@ class Context:
         nothing else meanwhile, so it must not wait for a reply from itself.
         """
         await self._before_interaction()
-        return await self.collab.request(topic, message, timeout_s=timeout_s)
+        return await self._collab.request(topic, message, timeout_s=timeout_s)
 
     async def fanout(
         self,
@@ -215,14 +225,14 @@ class Context:
     ) -> list[Event]:
         """Send to several topics and gather replies (see :meth:`Collaborator.fanout`)."""
         await self._before_interaction()
-        return await self.collab.fanout(
+        return await self._collab.fanout(
             topics, message, timeout_s=timeout_s, strategy=strategy, k=k
         )
 
     async def barrier(self, name: str, n: int, *, timeout_s: float) -> list[str]:
         """Check in at barrier ``name``; returns once ``n`` participants have."""
         await self._before_interaction()
-        return await self.collab.barrier(name, n, timeout_s=timeout_s)
+        return await self._collab.barrier(name, n, timeout_s=timeout_s)
 
     async def contract_net(
         self,
@@ -235,7 +245,7 @@ class Context:
     ) -> ContractNetResult:
         """Run a contract-net round as its manager (see :meth:`Collaborator.contract_net`)."""
         await self._before_interaction()
-        return await self.collab.contract_net(
+        return await self._collab.contract_net(
             thread_id,
             cfp,
             window_s=window_s,

@@ -37,6 +37,7 @@ __all__ = ["BarrierRound", "CollabService", "Collector"]
 REPLY_PATTERN = "thread.*.reply"
 BARRIER_PATTERN = "thread.*.barrier"
 BARRIER_CHECK_IN = "collab.barrier"  # only these count (not collab.timeout on the topic)
+_ANNOUNCEMENTS = frozenset({"collab.summary", "collab.timeout"})
 _MAX_BARRIERS = 10_000  # barrier names remembered while nobody waits on them (oldest go)
 
 
@@ -201,7 +202,9 @@ class CollabService:
     def _on_reply(self, _topic: str, event: Event) -> bool:
         collectors = self._collectors.get(event.metadata.get(CORRELATION_ID, ""))
         if not collectors:
-            return False  # a late or foreign answer
+            # a late or foreign answer is unclaimed (a drop); the calls' own announcements
+            # (summary, timeout) are not answers at all
+            return event.type in _ANNOUNCEMENTS
         claimed = False
         for collector in collectors:
             claimed = collector.offer(event) or claimed

@@ -291,3 +291,12 @@ async def test_nothing_left_after_the_call(
             assert len(call.result()) == (2 if ending == "met" else 1)
             assert call.ended_at == (0.0 if ending == "met" else 4.0)
         assert_nothing_left(kernel, before, reply_topic)
+
+
+async def test_the_calls_own_announcements_are_not_counted_as_drops(tmp_path: Path) -> None:
+    async with open_test_kernel(tmp_path) as kernel:
+        await kernel.spawn(Echo("svc", "in.svc"))
+        caller = kernel.collaborator("caller")
+        for _ in range(5):
+            await caller.fanout(["in.svc"], b"q", timeout_s=5, strategy="any")
+        assert "unclaimed" not in kernel.bus.totals().dropped

@@ -561,3 +561,11 @@ def test_the_api_key_is_never_shown(tmp_path: Path) -> None:
     assert "sk-very-secret" not in repr(config)
     assert config.as_dict()["llm_api_key"] == SECRET_MASK
     assert config.as_dict(reveal_secrets=True)["llm_api_key"] == "sk-very-secret"
+
+
+def test_the_toml_file_wins_over_loom_variable_names(tmp_path: Path) -> None:
+    write(tmp_path / "loomk.toml", '[llm]\nbase_url = "http://file:8000/v1"\napi_key = "k-file"\n')
+    config = load_env(tmp_path, VLLM_BASE_URL="http://shell:8000/v1", VLLM_API_KEY="k-shell")
+    assert (config.llm_base_url, config.llm_api_key) == ("http://file:8000/v1", "k-file")
+    config = load_env(tmp_path, LOOMK_LLM_BASE_URL="http://env:8000/v1")
+    assert config.llm_base_url == "http://env:8000/v1"  # LOOMK_* still wins over the file

@@ -30,6 +30,7 @@ from loomk import (
     ActionCall,
     ActionResult,
     ActionStatus,
+    Agent,
     CapabilityDescriptor,
     CollabTimeout,
     Context,
@@ -353,3 +354,25 @@ async def test_non_json_arguments_raise_and_the_failure_is_contained(
         reply = await kernel.collaborator("tester").request("svc.echo", b"alive", timeout_s=1)
         assert reply.payload == b"echo:alive"
     assert kernel.closed
+
+
+async def test_a_handler_holding_many_events_still_lets_other_tasks_run(tmp_path: Path) -> None:
+    progress: list[str] = []
+
+    async def other() -> None:
+        progress.append("other task ran")
+
+    class Chatty(Agent):
+        topics = ("in.chatty",)
+
+        async def on_event(self, ctx: Context, event: Event) -> None:
+            ctx.kernel.start_soon(other)  # runnable from the handler's next checkpoint on
+            for n in range(40):
+                await ctx.emit("out.chatty", Event("n", str(n).encode()))
+            progress.append("handler done")
+
+    async with open_test_kernel(tmp_path) as kernel:
+        await kernel.spawn(Chatty("chatty"))
+        await kernel.bus.publish("in.chatty", Event("go"))
+        await trio.testing.wait_all_tasks_blocked()
+    assert progress == ["other task ran", "handler done"]
