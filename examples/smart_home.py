@@ -5,8 +5,9 @@ It shows the agent API (class and function form), private reply topics, ``ctx.em
 ``ctx.reply``, persistent ``ctx.state`` committed with the events a handler emits, a crashing
 agent that its supervisor restarts without losing queued events, the agent directory, and the
 statistics of the bus and of each agent. Then an assistant answers questions by
-request/reply: the router sends each to the built-in local model (no network needed), and
-the answer for the lights comes with the action to take.
+request/reply: the router sends each to the built-in local model (no network needed
+unless ``LOOMK_LLM_BASE_URL`` or ``VLLM_BASE_URL`` names a model server), and the answer
+for the lights comes with the action to take.
 """
 
 from __future__ import annotations

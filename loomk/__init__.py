@@ -65,7 +65,15 @@ from loomk.errors import (
 )
 from loomk.events import Event, QoS
 from loomk.kernel import Kernel, open_kernel, run
-from loomk.llm import LLMClient, LocalModel, ModelRouter, PrivacyLevel, Route, RoutingPolicy
+from loomk.llm import (
+    LLMClient,
+    LLMSettings,
+    LocalModel,
+    ModelRouter,
+    PrivacyLevel,
+    Route,
+    RoutingPolicy,
+)
 from loomk.state import AgentState, AgentStateView, EphemeralMemory, Store
 
 __version__ = "0.1.0"
@@ -112,6 +120,7 @@ __all__ = [
     "KernelClosed",
     "LLMClient",
     "LLMError",
+    "LLMSettings",
     "LocalModel",
     "LoomkError",
     "ModelRouter",

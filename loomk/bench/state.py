@@ -1,8 +1,9 @@
 """``loomk bench state``: acknowledged state writes per second, beside raw plyvel.
 
 A write counts once its commit is acknowledged (durable per the ``sync`` setting). loomk's
-figure comes from agents: each handler writes ``keys`` values to ``ctx.state`` and the runtime
-commits them when it returns; many agents' commits share one WriteBatch. The baselines are
+figure comes from agents: each handler writes ``keys`` values to ``ctx.state``; the runtime
+commits an agent's consecutive handlers in groups, and many agents' commits share one
+WriteBatch. The baselines are
 raw plyvel in the same run: 1,000-put WriteBatches without sync (the ceiling for unsynced
 writes) and one fsync'd put per write (what durability costs without group commit).
 """
@@ -153,7 +154,7 @@ def run_state_bench(
 def format_report(report: StateReport) -> str:
     """The report as a plain-text table."""
     lines = [
-        "acknowledged state writes/s (agents write ctx.state; one commit per handler)",
+        "acknowledged state writes/s (agents write ctx.state; commits grouped per agent)",
         f"{'sync':>5} {'writes':>9} {'loomk':>10}  {'baseline':<36} "
         f"{'baseline/s':>11} {'ratio':>6}",
     ]
