@@ -12,6 +12,7 @@ import json
 import uuid
 from typing import Any
 
+from loomk._metakeys import RESERVED_KEYS
 from loomk.actions.types import ActionCall, ActionResult
 from loomk.envelope import Envelope
 from loomk.errors import EventError
@@ -91,4 +92,4 @@ def action_result_event(
     )
 
 
-_ENVELOPE_KEYS = frozenset(Envelope.new("x").as_metadata())
+_ENVELOPE_KEYS = frozenset(RESERVED_KEYS)

@@ -125,7 +125,6 @@ class ActionBroker:
         self._cache: OrderedDict[str, ActionResult] = OrderedDict()
         self._in_flight: dict[str, _InFlight] = {}
         self._stats: dict[str, CapabilityStats] = {}
-        self._changes = 0
         self.unavailable = 0  # calls for which no provider was registered
 
     # ---- the registry -------------------------------------------------------------------
@@ -155,7 +154,6 @@ class ActionBroker:
         versions = self._by_name.setdefault(descriptor.name, [])
         versions.append(registration)
         versions.sort(key=lambda r: parse_version(r.descriptor.version), reverse=True)
-        self._changes += 1
         _log.debug("capability registered", capability=descriptor.key)
         return descriptor
 
@@ -165,10 +163,7 @@ class ActionBroker:
             keys = [f"{name}:{version}"]
         else:
             keys = [r.descriptor.key for r in self._by_name.get(name, [])]
-        removed = [d for d in (self._remove(key) for key in keys) if d is not None]
-        if removed:
-            self._changes += 1
-        return removed
+        return [d for d in (self._remove(key) for key in keys) if d is not None]
 
     def _remove(self, key: str) -> CapabilityDescriptor | None:
         registration = self._registry.pop(key, None)
@@ -194,11 +189,6 @@ class ActionBroker:
 
     def __contains__(self, name: object) -> bool:
         return name in self._by_name or name in self._registry
-
-    @property
-    def changes(self) -> int:
-        """Grows by one with every registry change (for views that cache)."""
-        return self._changes
 
     def resolve(self, name: str, version: str = "") -> CapabilityProvider | None:
         """The provider of ``name:version``, or of the highest version when ``version`` is

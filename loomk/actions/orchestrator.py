@@ -156,7 +156,7 @@ class ToolOrchestrator:
         ]
         exposed = exposed_capabilities(offered, self.max_tools)
         names = ToolNames(d.name for d in exposed)
-        tools = tools_for(exposed, style=self.style, names=names)
+        tools = tools_for(exposed, style=self.style, max_tools=self.max_tools, names=names)
         transcript = _transcript(conversation)
         calls_made: list[ToolCall] = []
         results: list[ActionResult] = []

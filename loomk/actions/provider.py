@@ -9,6 +9,7 @@ A function reports a failure with its own code by raising :class:`ActionFailure`
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, runtime_checkable
@@ -25,7 +26,13 @@ from loomk.actions.types import (
 )
 from loomk.errors import CapabilityError
 
-__all__ = ["ActionFailure", "CapabilityProvider", "FunctionProvider", "capability"]
+__all__ = [
+    "ActionFailure",
+    "CapabilityProvider",
+    "FunctionProvider",
+    "capability",
+    "compiled_schema",
+]
 
 CapabilityFunction = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -42,6 +49,14 @@ class CapabilityProvider(Protocol):
     async def invoke(self, call: ActionCall) -> ActionResult:
         """Run ``call``; a result, never an exception, is the expected outcome."""
         ...
+
+
+@functools.lru_cache(maxsize=256)
+def compiled_schema(schema_json: str) -> Callable[[Any], Any]:
+    """The validator of a JSON schema (given as JSON text), compiled once per schema:
+    compiling takes milliseconds, and every kernel registers the same built-ins."""
+    validate: Callable[[Any], Any] = fastjsonschema.compile(json.loads(schema_json))
+    return validate
 
 
 class ActionFailure(Exception):
@@ -92,7 +107,9 @@ class FunctionProvider:
         if descriptor.metadata.get("schema") and schema is None:
             raise CapabilityError(f"the schema of {descriptor.name} is not a JSON object")
         try:
-            self._validate = fastjsonschema.compile(schema) if schema is not None else None
+            self._validate = (
+                compiled_schema(descriptor.metadata["schema"]) if schema is not None else None
+            )
         except fastjsonschema.JsonSchemaDefinitionException as error:
             raise CapabilityError(f"the schema of {descriptor.name} is invalid: {error}") from error
 

@@ -205,9 +205,9 @@ class Store:
             if self._failure is not None:  # fail-stop: nothing after a failed batch
                 raise self._failure
             if self.sync or generation.size >= _THREAD_BATCH_OPS:
-                await trio.to_thread.run_sync(self._write_batch, generation, self.sync)
+                await trio.to_thread.run_sync(self._write_batch, generation)
             else:
-                self._write_batch(generation, False)
+                self._write_batch(generation)
         except Exception as error:  # every waiter gets it, as a StoreError
             generation.error = error
             self._failure = error
@@ -217,8 +217,8 @@ class Store:
             self._operations += generation.size
         generation.done.set()
 
-    def _write_batch(self, generation: _Generation, sync: bool) -> None:
-        """Write the batch (atomic in LevelDB); ``sync`` is the store's, set on the batch."""
+    def _write_batch(self, generation: _Generation) -> None:
+        """Write the batch: atomic in LevelDB, fsync'd when the store syncs (set on it)."""
         generation.batch.write()
 
     # ---- lifecycle ----------------------------------------------------------------------

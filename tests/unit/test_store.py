@@ -290,11 +290,11 @@ class _DiskFailsOnce(Store):
 
     failed = False
 
-    def _write_batch(self, generation: Any, sync: bool) -> None:
+    def _write_batch(self, generation: Any) -> None:
         if not self.failed:
             self.failed = True
             raise OSError("I/O error")
-        super()._write_batch(generation, sync)
+        super()._write_batch(generation)
 
 
 async def test_after_a_failed_write_the_store_refuses_everything_later(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import fastjsonschema
 
-from loomk.actions.provider import ActionFailure
+from loomk.actions.provider import ActionFailure, compiled_schema
 from loomk.actions.types import (
     ActionCall,
     ActionResult,
@@ -90,7 +90,7 @@ class LLMGenerateProvider:
         self._descriptor = CapabilityDescriptor(
             "llm.generate", "0.1.0", ProviderKind.PROVIDER_NATIVE, metadata
         )
-        self._validate = fastjsonschema.compile(_SCHEMA)
+        self._validate = compiled_schema(json.dumps(_SCHEMA))
 
     @property
     def descriptor(self) -> CapabilityDescriptor:
@@ -122,7 +122,7 @@ class LLMGenerateProvider:
     def _request(self, call: ActionCall) -> dict[str, Any]:
         try:
             args = json.loads(call.payload or b"{}")
-        except (ValueError, UnicodeDecodeError) as error:
+        except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
             raise _invalid(f"the payload is not valid JSON: {error}") from None
         if not isinstance(args, dict):
             raise _invalid(f"the payload must be a JSON object, got {type(args).__name__}")
