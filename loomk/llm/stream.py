@@ -235,11 +235,21 @@ class ChatStream:
 
     def _take_call(self, call: dict[str, Any], position: int) -> None:
         index = call.get("index", position)
-        partial = self._calls.setdefault(
-            index if isinstance(index, int) else position, _PartialCall()
-        )
-        if isinstance(call.get("id"), str) and not partial.id:
-            partial.id = call["id"]
+        slot = index if isinstance(index, int) else position
+        ident = call.get("id")
+        current = self._calls.get(slot)
+        if (
+            current is not None
+            and isinstance(ident, str)
+            and ident
+            and current.id not in ("", ident)
+        ):
+            # a new call in a slot already taken (servers that send every call at index 0,
+            # or none): it gets a slot of its own rather than being glued onto the last
+            slot = max(self._calls) + 1
+        partial = self._calls.setdefault(slot, _PartialCall())
+        if isinstance(ident, str) and not partial.id:
+            partial.id = ident
         function = json_object(call.get("function"))
         if isinstance(function.get("name"), str):
             partial.name += function["name"]

@@ -523,6 +523,30 @@ async def test_tool_call_deltas_are_accumulated() -> None:
     ]
 
 
+@pytest.mark.parametrize("index", [0, None])
+async def test_whole_calls_sent_at_one_index_stay_separate(index: int | None) -> None:
+    """Some servers (Ollama) send each complete call at index 0, or with no index."""
+    deltas = [
+        {"id": "call_a", "type": "function",
+         "function": {"name": "time__now", "arguments": "{}"}},
+        {"id": "call_b", "type": "function",
+         "function": {"name": "math__eval", "arguments": '{"expression": "1+1"}'}},
+    ]  # fmt: skip
+    if index is not None:
+        for delta in deltas:
+            delta["index"] = index
+    chunks = chat_chunks([], tool_calls=deltas, finish_reason="tool_calls")
+    async with llm() as (fake, client):
+        fake.script("chat/completions", sse_response(sse_body(chunks)))
+        async with client.stream_chat(MESSAGES) as stream:
+            assert [delta async for delta in stream] == []
+    assert stream.reply is not None
+    assert [(c.id, c.name, c.arguments) for c in stream.reply.tool_calls] == [
+        ("call_a", "time__now", {}),
+        ("call_b", "math__eval", {"expression": "1+1"}),
+    ]
+
+
 async def test_a_stream_is_published_on_the_bus(tmp_path: Path) -> None:
     async with (
         loomk.open_kernel(
