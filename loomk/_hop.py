@@ -31,6 +31,18 @@ def _parse_int(raw: str | None, default: int | None, low: int | None, high: int 
     return time.time_ns() // 1_000_000 if default is None else default
 
 
+def conversation_ids(metadata: Mapping[str, str], fallback_id: str) -> tuple[str, str, str]:
+    """``(thread_id, correlation_id, reply_to)`` with Loom's defaults: the thread falls back
+    to ``fallback_id`` (the event or call id), the correlation to the thread, the reply
+    topic to ``thread.{thread}.reply``."""
+    thread_id = metadata.get(THREAD_ID) or fallback_id
+    return (
+        thread_id,
+        metadata.get(CORRELATION_ID) or thread_id,
+        metadata.get(REPLY_TO) or f"thread.{thread_id}.reply",
+    )
+
+
 def hop_metadata(
     metadata: Mapping[str, str], fallback_id: str, sender: str
 ) -> dict[str, str] | None:
@@ -39,16 +51,15 @@ def hop_metadata(
     Exactly ``Envelope.from_metadata`` + fill an empty sender + ``next_hop`` +
     ``apply_to_metadata``, written out flat because the agent runtime runs it per delivery.
     """
-    thread_id = metadata.get(THREAD_ID) or fallback_id
     ttl = _parse_int(metadata.get(TTL), DEFAULT_TTL, _TTL_MIN, _TTL_MAX)
     if ttl <= 1:
         return None  # next_hop() would leave ttl at 0 or below
     hop = _parse_int(metadata.get(HOP), 0, 0, _HOP_MAX)
     hopped = dict(metadata)
-    hopped[THREAD_ID] = thread_id
-    hopped[CORRELATION_ID] = metadata.get(CORRELATION_ID) or thread_id
+    hopped[THREAD_ID], hopped[CORRELATION_ID], hopped[REPLY_TO] = conversation_ids(
+        metadata, fallback_id
+    )
     hopped[SENDER] = metadata.get(SENDER) or sender
-    hopped[REPLY_TO] = metadata.get(REPLY_TO) or f"thread.{thread_id}.reply"
     ttl -= 1
     hop = hop + 1 if hop < _HOP_MAX else hop
     hopped[TTL] = _SMALL[ttl] if ttl < 256 else str(ttl)

@@ -12,7 +12,7 @@ import enum
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 
-from loomk._hop import _HOP_MAX, _TTL_MAX, _TTL_MIN, DEFAULT_TTL, _parse_int
+from loomk._hop import _HOP_MAX, _TTL_MAX, _TTL_MIN, DEFAULT_TTL, _parse_int, conversation_ids
 from loomk._metakeys import CORRELATION_ID, HOP, REPLY_TO, RESERVED_KEYS, SENDER, THREAD_ID, TS, TTL
 from loomk.events import Event, now_ms
 
@@ -93,12 +93,12 @@ class Envelope:
 
         ``fallback_id`` (the event or call id) becomes the thread when none is given.
         """
-        thread_id = metadata.get(THREAD_ID) or fallback_id
+        thread_id, correlation_id, reply_to = conversation_ids(metadata, fallback_id)
         return cls(
             thread_id=thread_id,
-            correlation_id=metadata.get(CORRELATION_ID) or thread_id,
+            correlation_id=correlation_id,
             sender=metadata.get(SENDER, ""),
-            reply_to=metadata.get(REPLY_TO) or thread_reply_topic(thread_id),
+            reply_to=reply_to,
             ttl=_parse_int(metadata.get(TTL), DEFAULT_TTL, _TTL_MIN, _TTL_MAX),
             hop=_parse_int(metadata.get(HOP), 0, 0, _HOP_MAX),
             timestamp_ms=_parse_int(metadata.get(TS), None, None, None),

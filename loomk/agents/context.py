@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from loomk._metakeys import CORRELATION_ID, REPLY_TO, SENDER, THREAD_ID
+from loomk._hop import conversation_ids
+from loomk._metakeys import CORRELATION_ID, SENDER, THREAD_ID
 from loomk.actions.agent_actions import action_call, action_result_event
 from loomk.actions.types import ActionResult
 from loomk.bus.overflow import OverflowLike
 from loomk.bus.topics import validate_topic
 from loomk.collab.collaborator import Collaborator, ContractNetResult, Strategy, collab_types
-from loomk.envelope import agent_reply_topic, thread_reply_topic
+from loomk.envelope import agent_reply_topic
 from loomk.errors import EventError
 from loomk.events import Event, QoS
 from loomk.llm.decision import RoutingDecision, routing_decision_event
@@ -45,7 +46,6 @@ class Context:
     __slots__ = (
         "_collaborator",
         "_decided",
-        "_dirty",
         "_grouped",
         "_handle",
         "_holding",
@@ -69,7 +69,6 @@ class Context:
         self._log: Any = None
         self._stop_requested = False
         self._holding = False  # True while a handler runs: emits wait for its commit
-        self._dirty = False  # events held since the last commit (state tracks its own)
         self._outbox: list[tuple[str, Event]] = []
         self._outbox_mark = 0  # held events before it belong to handlers that returned
         self._grouped = 0  # handlers that returned, awaiting their group commit (runtime's)
@@ -96,7 +95,7 @@ class Context:
     def dirty(self) -> bool:
         """Whether state writes or held events await a commit."""
         state = self._state
-        return self._dirty or (state is not None and state.dirty)
+        return bool(self._outbox) or (state is not None and state.dirty)
 
     def seal(self) -> None:
         """The running handler returned: its writes and held events join the commit group."""
@@ -113,7 +112,6 @@ class Context:
             state.applied()
         outbox, self._outbox = self._outbox, []
         self._outbox_mark = 0
-        self._dirty = False
         publish = self.kernel.bus.publish
         for topic, event in outbox:
             await publish(topic, event)
@@ -126,7 +124,6 @@ class Context:
         if self._state is not None:
             self._state.discard()
         del self._outbox[self._outbox_mark :]
-        self._dirty = bool(self._outbox)
 
     def abandon(self) -> None:
         """Drop every uncommitted write and held event (their commit failed)."""
@@ -134,7 +131,6 @@ class Context:
             self._state.abandon()
         self._outbox = []
         self._outbox_mark = 0
-        self._dirty = False
 
     @property
     def log(self) -> Any:
@@ -164,7 +160,6 @@ class Context:
         if self._holding:
             outbox = self._outbox
             outbox.append((topic, event))
-            self._dirty = True
             if not len(outbox) % _CHECKPOINT_EVERY_HELD:  # a long emitting loop still yields
                 await trio.lowlevel.checkpoint()
             return 0
@@ -179,16 +174,11 @@ class Context:
         """
         if request.__class__ is not Event or event.__class__ is not Event:
             raise EventError("reply takes the request Event and the reply Event")
-        asked = request.metadata  # the envelope's defaults, read without parsing it all
-        thread_id = asked.get(THREAD_ID) or request.id
+        thread_id, correlation_id, reply_to = conversation_ids(request.metadata, request.id)
         answer = event.with_metadata(
-            **{
-                THREAD_ID: thread_id,
-                CORRELATION_ID: asked.get(CORRELATION_ID) or thread_id,
-                SENDER: self.sender,
-            }
+            **{THREAD_ID: thread_id, CORRELATION_ID: correlation_id, SENDER: self.sender}
         )
-        return await self.emit(asked.get(REPLY_TO) or thread_reply_topic(thread_id), answer)
+        return await self.emit(reply_to, answer)
 
     # ---- interactive calls: each commits what the handler holds first -----------------
 
