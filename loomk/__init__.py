@@ -4,6 +4,8 @@ Embed it with ``loomk.run(main)`` or ``async with loomk.open_kernel() as kernel`
 subscribe through ``kernel.bus``. See README.md and DESIGN.md for the architecture.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from loomk.actions import (
     ActionBroker,
     ActionCall,
@@ -66,8 +68,6 @@ from loomk.errors import (
 from loomk.events import Event, QoS
 from loomk.kernel import Kernel, open_kernel, run
 from loomk.llm import (
-    LLMClient,
-    LLMSettings,
     LocalModel,
     ModelRouter,
     PrivacyLevel,
@@ -75,6 +75,19 @@ from loomk.llm import (
     RoutingPolicy,
 )
 from loomk.state import AgentState, AgentStateView, EphemeralMemory, Store
+
+if TYPE_CHECKING:
+    from loomk.llm import LLMClient, LLMSettings
+
+
+def __getattr__(name: str) -> Any:
+    """``LLMClient`` and ``LLMSettings``, loaded on first use (see :mod:`loomk.llm`)."""
+    if name in ("LLMClient", "LLMSettings"):
+        from loomk import llm
+
+        return getattr(llm, name)
+    raise AttributeError(f"module 'loomk' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -32,13 +32,14 @@ from loomk.collab import Collaborator, CollabService
 from loomk.config import Config
 from loomk.errors import AgentError, KernelClosed
 from loomk.events import QoS
-from loomk.llm.client import LLMClient, LLMSettings
-from loomk.llm.generate import client_generate
 from loomk.llm.local import LocalModel
 from loomk.llm.router import ModelRouter
 from loomk.llm.service import ModelService
 from loomk.state.service import AgentState, StateService
 from loomk.telemetry.logging import configure_logging, get_logger
+
+if TYPE_CHECKING:  # the HTTP client is imported only when an endpoint is configured
+    from loomk.llm.client import LLMClient
 
 __all__ = ["Kernel", "open_kernel", "run"]
 
@@ -117,6 +118,8 @@ class Kernel:
     def _attach_llm(self, client: LLMClient) -> None:
         """Answer ``llm.generate`` and cloud-routed questions with the configured endpoint."""
         self.llm = client
+        from loomk.llm.generate import client_generate
+
         generate = client_generate(client)
         self.models.cloud = generate
         self.broker.register(LLMGenerateProvider(generate))
@@ -227,6 +230,8 @@ async def open_kernel(config: Config | None = None, **settings: Any) -> AsyncIte
     try:
         async with AsyncExitStack() as resources, trio.open_nursery() as core:
             if config.llm_base_url:  # closed after the agents stopped (the stack unwinds last)
+                from loomk.llm.client import LLMClient, LLMSettings
+
                 client = LLMClient(LLMSettings.from_config(config))
                 kernel._attach_llm(await resources.enter_async_context(client))
             kernel.state.attach(core)

@@ -1,8 +1,12 @@
-"""Models: the OpenAI-compatible client, the offline local model, and the router between them."""
+"""Models: the OpenAI-compatible client, the offline local model, and the router between them.
 
-from loomk.llm.client import ChatStream, LLMClient, LLMReply, LLMSettings
+The client and its streaming are loaded on first use: a kernel without a model endpoint
+never needs them, and they add tens of milliseconds to ``import loomk``.
+"""
+
+from typing import TYPE_CHECKING, Any
+
 from loomk.llm.decision import ROUTING_DECISION, Route, RoutingDecision, routing_decision_event
-from loomk.llm.generate import client_generate
 from loomk.llm.intents import Intent, understand
 from loomk.llm.local import LocalAnswer, LocalModel
 from loomk.llm.prompt import PromptBundle, TokenBudget, to_messages_and_text
@@ -14,6 +18,28 @@ from loomk.llm.router import (
     RoutingPolicy,
 )
 from loomk.llm.service import ModelAnswer, ModelService
+
+if TYPE_CHECKING:
+    from loomk.llm.client import ChatStream, LLMClient, LLMReply, LLMSettings
+    from loomk.llm.generate import client_generate
+
+_LAZY = {
+    "ChatStream": "loomk.llm.client",
+    "LLMClient": "loomk.llm.client",
+    "LLMReply": "loomk.llm.client",
+    "LLMSettings": "loomk.llm.client",
+    "client_generate": "loomk.llm.generate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'loomk.llm' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "ROUTING_DECISION",
