@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import trio
 import trio.testing
 
-from loomk import Agent, Context, Event, EventBus
+from loomk import ActionCall, ActionResult, Agent, CapabilityDescriptor, Context, Event, EventBus
 from loomk.bus import Subscription
 
 Step = Callable[[Context], Awaitable[None]]
@@ -92,3 +93,34 @@ async def parked_publish(bus: EventBus, topic: str, event: Event) -> AsyncIterat
         await trio.testing.wait_all_tasks_blocked()
         assert results == [], "the publisher was expected to park"
         yield results
+
+
+class RecordingProvider:
+    """A capability provider (the protocol, not ``@capability``) that records every call it
+    receives and answers with what ``behaviour(call)`` returns, as is, or without a
+    behaviour with an OK result whose output names its version."""
+
+    def __init__(
+        self,
+        name: str = "test.cap",
+        version: str = "1.0.0",
+        behaviour: Callable[[ActionCall], Awaitable[Any]] | None = None,
+        **metadata: str,
+    ) -> None:
+        self._descriptor = CapabilityDescriptor(name, version, metadata=metadata)
+        self.behaviour = behaviour
+        self.calls: list[ActionCall] = []
+
+    @property
+    def descriptor(self) -> CapabilityDescriptor:
+        return self._descriptor
+
+    async def invoke(self, call: ActionCall) -> ActionResult:
+        self.calls.append(call)
+        if self.behaviour is None:
+            return ActionResult.success(call.id, {"version": self._descriptor.version})
+        return await self.behaviour(call)  # type: ignore[no-any-return]
+
+    @property
+    def count(self) -> int:
+        return len(self.calls)

@@ -270,3 +270,14 @@ def test_the_config_command_never_shows_the_api_key(tmp_path: Path) -> None:
     assert shown.returncode == 0, shown.stderr
     assert "llm_api_key" in shown.stdout
     assert "sk-do-not-print" not in shown.stdout + shown.stderr
+
+
+def test_importing_loomk_does_not_load_the_http_client() -> None:
+    """A kernel without a model endpoint never needs httpx or the LLM client."""
+    code = (
+        "import sys, loomk; "
+        "print(sorted(m for m in ('httpx', 'loomk.llm.client') if m in sys.modules))"
+    )
+    result = _run(sys.executable, "-c", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

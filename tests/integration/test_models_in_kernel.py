@@ -28,8 +28,10 @@ UNKNOWN = "tell me a story about dragons"
 
 
 @asynccontextmanager
-async def kernel_with(tmp_path: Path, fake: FakeOpenAI | None) -> AsyncIterator[Kernel]:
-    settings: dict[str, Any] = {}
+async def kernel_with(
+    tmp_path: Path, fake: FakeOpenAI | None, **settings: Any
+) -> AsyncIterator[Kernel]:
+    """A kernel whose model endpoint is ``fake`` (none: only the local model)."""
     if fake is not None:
         settings["llm_base_url"] = fake.base_url
         settings["llm_api_key"] = "sk-test-key"
@@ -181,14 +183,7 @@ async def test_when_the_cloud_fails_the_local_model_answers(tmp_path: Path) -> N
     async with serve_openai() as fake:
         fake.script("responses", server_error(503))
         fake.script("chat/completions", server_error(503))
-        async with loomk.open_kernel(
-            env={},
-            cwd=tmp_path,
-            log_level="critical",
-            state_temporary=True,
-            llm_base_url=fake.base_url,
-            llm_max_retries=0,
-        ) as kernel:
+        async with kernel_with(tmp_path, fake, llm_max_retries=0) as kernel:
             await kernel.spawn(PublicAssistant("assistant", passes))
             answer = await ask(kernel, UNKNOWN)
             assert kernel.agents.get("assistant").failures == 0
@@ -205,14 +200,7 @@ async def test_when_the_cloud_refine_fails_the_quick_answer_stands(tmp_path: Pat
     async with serve_openai() as fake:
         fake.script("responses", server_error(500))
         fake.script("chat/completions", server_error(500))
-        async with loomk.open_kernel(
-            env={},
-            cwd=tmp_path,
-            log_level="critical",
-            state_temporary=True,
-            llm_base_url=fake.base_url,
-            llm_max_retries=0,
-        ) as kernel:
+        async with kernel_with(tmp_path, fake, llm_max_retries=0) as kernel:
             await kernel.spawn(PublicAssistant("assistant", passes))
             final = await ask(kernel, PARTIAL)
         quick_answer = passes[0][1]

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from support import RecordingProvider
 
 import loomk
 from loomk import CapabilityError
@@ -50,37 +51,6 @@ Behaviour = Callable[[ActionCall], Awaitable[Any]]
 
 async def _noop(args: dict[str, Any]) -> Any:
     return None
-
-
-class Provider:
-    """A provider class implementing the protocol: records every call it receives and
-    answers with ``behaviour(call)`` (an ActionResult, or anything else as is), or by default
-    an OK result whose output names its version."""
-
-    def __init__(
-        self,
-        name: str = "test.cap",
-        version: str = "1.0.0",
-        behaviour: Behaviour | None = None,
-        **metadata: str,
-    ) -> None:
-        self._descriptor = CapabilityDescriptor(name, version, metadata=metadata)
-        self.behaviour = behaviour
-        self.calls: list[ActionCall] = []
-
-    @property
-    def descriptor(self) -> CapabilityDescriptor:
-        return self._descriptor
-
-    async def invoke(self, call: ActionCall) -> ActionResult:
-        self.calls.append(call)
-        if self.behaviour is None:
-            return ActionResult.success(call.id, {"version": self._descriptor.version})
-        return await self.behaviour(call)  # type: ignore[no-any-return]
-
-    @property
-    def count(self) -> int:
-        return len(self.calls)
 
 
 class Hanging:
@@ -160,7 +130,7 @@ def call(call_id: str, cap: str = "test.cap", args: Any = None, **fields: Any) -
 
 
 def test_providers_satisfy_the_protocol() -> None:
-    assert isinstance(Provider(), CapabilityProvider)
+    assert isinstance(RecordingProvider(), CapabilityProvider)
     assert isinstance(Hanging(), CapabilityProvider)
 
     @capability("x.y")
@@ -173,7 +143,7 @@ def test_providers_satisfy_the_protocol() -> None:
 
 async def test_register_list_and_invoke() -> None:
     broker = ActionBroker()
-    provider = Provider("math.add")
+    provider = RecordingProvider("math.add")
     descriptor = broker.register(provider)
     assert descriptor == provider.descriptor
     assert len(broker) == 1
@@ -211,7 +181,7 @@ async def test_function_capability() -> None:
 async def test_unversioned_call_runs_the_highest_semantic_version() -> None:
     broker = ActionBroker()
     for version in ("1.10.0", "1.2.0", "1.9.9"):
-        broker.register(Provider("v.cap", version))
+        broker.register(RecordingProvider("v.cap", version))
     # 1.10.0 > 1.9.9 > 1.2.0 numerically (a string sort would pick 1.9.9)
     result = await broker.invoke(call("c1", "v.cap"))
     assert result.json() == {"version": "1.10.0"}
@@ -222,19 +192,19 @@ async def test_unversioned_call_runs_the_highest_semantic_version() -> None:
 async def test_prerelease_of_a_higher_version_is_highest() -> None:
     broker = ActionBroker()
     for version in ("1.10.0", "2.0.0-rc.1", "1.2.0"):
-        broker.register(Provider("v.cap", version))
+        broker.register(RecordingProvider("v.cap", version))
     # semver: 2.0.0-rc.1 > 1.10.0 (pre-releases sit below 2.0.0 only)
     assert (await broker.invoke(call("c1", "v.cap"))).json() == {"version": "2.0.0-rc.1"}
-    broker.register(Provider("v.cap", "2.0.0"))
+    broker.register(RecordingProvider("v.cap", "2.0.0"))
     assert (await broker.invoke(call("c2", "v.cap"))).json() == {"version": "2.0.0"}
-    broker.register(Provider("v.cap", "2.0.0-rc.2"))
+    broker.register(RecordingProvider("v.cap", "2.0.0-rc.2"))
     assert (await broker.invoke(call("c3", "v.cap"))).json() == {"version": "2.0.0"}
 
 
 async def test_exact_version_is_honoured() -> None:
     broker = ActionBroker()
     for version in ("1.2.0", "1.10.0", "2.0.0-rc.1"):
-        broker.register(Provider("v.cap", version))
+        broker.register(RecordingProvider("v.cap", version))
     for version in ("1.2.0", "1.10.0", "2.0.0-rc.1"):
         result = await broker.invoke(call(f"c-{version}", "v.cap", version=version))
         assert result.json() == {"version": version}
@@ -242,7 +212,7 @@ async def test_exact_version_is_honoured() -> None:
 
 async def test_registering_the_same_key_replaces_the_provider() -> None:
     broker = ActionBroker()
-    old, new = Provider("r.cap"), Provider("r.cap")
+    old, new = RecordingProvider("r.cap"), RecordingProvider("r.cap")
     broker.register(old)
     broker.register(new)
     assert len(broker) == 1
@@ -264,7 +234,7 @@ async def test_unknown_capability_is_provider_unavailable() -> None:
 
 async def test_unknown_version_is_provider_unavailable() -> None:
     broker = ActionBroker()
-    provider = Provider("v.cap", "1.0.0")
+    provider = RecordingProvider("v.cap", "1.0.0")
     broker.register(provider)
     result = await broker.invoke(call("c1", "v.cap", version="2.0.0"))
     assert result.status is ERROR
@@ -278,7 +248,7 @@ async def test_provider_unavailable_is_not_cached() -> None:
     broker = ActionBroker()
     first = await broker.invoke(call("c1", "late.cap"))
     assert first.code == ErrorCode.PROVIDER_UNAVAILABLE
-    provider = Provider("late.cap")
+    provider = RecordingProvider("late.cap")
     broker.register(provider)
     second = await broker.invoke(call("c1", "late.cap"))
     assert second.ok
@@ -289,7 +259,7 @@ async def test_unregister_one_version_is_seen_at_once() -> None:
     broker = ActionBroker()
     directory = CapabilityDirectory(broker)
     for version in ("1.0.0", "2.0.0"):
-        broker.register(Provider("u.cap", version))
+        broker.register(RecordingProvider("u.cap", version))
     assert [d.version for d in directory.find_by_name("u.cap")] == ["2.0.0", "1.0.0"]
     removed = broker.unregister("u.cap", "2.0.0")
     assert [d.key for d in removed] == ["u.cap:2.0.0"]
@@ -305,9 +275,9 @@ async def test_unregister_one_version_is_seen_at_once() -> None:
 async def test_unregister_all_versions() -> None:
     broker = ActionBroker()
     directory = CapabilityDirectory(broker)
-    broker.register(Provider("other.cap"))
+    broker.register(RecordingProvider("other.cap"))
     for version in ("1.0.0", "1.1.0", "0.9.0"):
-        broker.register(Provider("u.cap", version))
+        broker.register(RecordingProvider("u.cap", version))
     removed = broker.unregister("u.cap")
     assert sorted(d.version for d in removed) == ["0.9.0", "1.0.0", "1.1.0"]
     assert "u.cap" not in broker
@@ -321,7 +291,7 @@ async def test_unregister_all_versions() -> None:
 
 def test_unregister_unknown_returns_nothing() -> None:
     broker = ActionBroker()
-    broker.register(Provider("u.cap"))
+    broker.register(RecordingProvider("u.cap"))
     assert broker.unregister("nope") == []
     assert broker.unregister("u.cap", "9.9.9") == []
     assert len(broker) == 1
@@ -352,10 +322,10 @@ def test_registering_a_non_provider_raises(provider: Any) -> None:
 @pytest.mark.parametrize("limit", [0, -1, True, 1.5, "2"])
 def test_bad_max_concurrency_raises_and_keeps_the_old_provider(limit: Any) -> None:
     broker = ActionBroker()
-    old = Provider("m.cap")
+    old = RecordingProvider("m.cap")
     broker.register(old)
     with pytest.raises(CapabilityError):
-        broker.register(Provider("m.cap"), max_concurrency=limit)
+        broker.register(RecordingProvider("m.cap"), max_concurrency=limit)
     assert broker.resolve("m.cap") is old
 
 
@@ -397,7 +367,7 @@ async def test_invoke_with_a_non_call_is_invalid_params(bad: Any) -> None:
 )
 async def test_invoke_with_a_malformed_call_never_raises(bad: ActionCall) -> None:
     broker = ActionBroker()
-    broker.register(Provider())
+    broker.register(RecordingProvider())
     result = await broker.invoke(bad)
     assert isinstance(result, ActionResult)
     assert result.status is ERROR
@@ -409,7 +379,7 @@ async def test_invoke_with_a_malformed_call_never_raises(bad: ActionCall) -> Non
 
 async def test_same_call_id_runs_once_and_answers_equally() -> None:
     broker = ActionBroker()
-    provider = Provider()
+    provider = RecordingProvider()
     broker.register(provider)
     first = await broker.invoke(call("c1"))
     second = await broker.invoke(call("c1"))
@@ -424,7 +394,7 @@ async def test_same_call_id_runs_once_and_answers_equally() -> None:
 async def test_cache_answers_regardless_of_capability() -> None:
     # Loom: the cache is looked up by call id before the capability is resolved
     broker = ActionBroker()
-    a, b = Provider("a.cap"), Provider("b.cap")
+    a, b = RecordingProvider("a.cap"), RecordingProvider("b.cap")
     broker.register(a)
     broker.register(b)
     first = await broker.invoke(call("c1", "a.cap"))
@@ -439,7 +409,7 @@ async def test_errors_are_cached() -> None:
     async def boom(call: ActionCall) -> Any:
         raise ValueError("boom")
 
-    provider = Provider("err.cap", behaviour=boom)
+    provider = RecordingProvider("err.cap", behaviour=boom)
     broker.register(provider)
     first = await broker.invoke(call("c1", "err.cap"))
     second = await broker.invoke(call("c1", "err.cap"))
@@ -481,7 +451,7 @@ async def test_timeouts_are_cached(autojump_clock: trio.testing.MockClock) -> No
 
 async def test_cache_is_bounded_and_evicts_the_oldest() -> None:
     broker = ActionBroker(cache_size=2)
-    provider = Provider()
+    provider = RecordingProvider()
     broker.register(provider)
     for call_id in ("a", "b", "c"):
         await broker.invoke(call(call_id))
@@ -496,7 +466,7 @@ async def test_cache_is_bounded_and_evicts_the_oldest() -> None:
 
 async def test_cache_hit_refreshes_an_entry() -> None:
     broker = ActionBroker(cache_size=2)
-    provider = Provider()
+    provider = RecordingProvider()
     broker.register(provider)
     await broker.invoke(call("a"))
     await broker.invoke(call("b"))
@@ -510,7 +480,7 @@ async def test_cache_hit_refreshes_an_entry() -> None:
 
 async def test_cache_size_zero_disables_the_cache() -> None:
     broker = ActionBroker(cache_size=0)
-    provider = Provider()
+    provider = RecordingProvider()
     broker.register(provider)
     await broker.invoke(call("a"))
     await broker.invoke(call("a"))
@@ -519,7 +489,7 @@ async def test_cache_size_zero_disables_the_cache() -> None:
 
 async def test_calls_without_an_id_are_not_cached() -> None:
     broker = ActionBroker()
-    provider = Provider()
+    provider = RecordingProvider()
     broker.register(provider)
     first = await broker.invoke(call(""))
     second = await broker.invoke(call(""))
@@ -631,7 +601,7 @@ async def test_waiting_calls_enter_one_slot_at_a_time() -> None:
             inside -= 1
         return ActionResult.success(c.id)
 
-    broker.register(Provider("lim.cap", behaviour=step), max_concurrency=2)
+    broker.register(RecordingProvider("lim.cap", behaviour=step), max_concurrency=2)
     done: list[str] = []
 
     async def run(i: int) -> None:
@@ -654,7 +624,7 @@ async def test_waiting_calls_enter_one_slot_at_a_time() -> None:
 async def test_a_limit_does_not_hold_back_other_capabilities() -> None:
     broker = ActionBroker()
     gated = Gated()
-    other = Provider("other.cap")
+    other = RecordingProvider("other.cap")
     broker.register(gated, max_concurrency=1)
     broker.register(other)
     async with trio.open_nursery() as nursery:
@@ -753,7 +723,7 @@ async def test_errors_are_not_retried() -> None:
     async def fail(c: ActionCall) -> ActionResult:
         return ActionResult.failure(c.id, "NOPE", "no")
 
-    provider = Provider("e.cap", behaviour=fail)
+    provider = RecordingProvider("e.cap", behaviour=fail)
     broker.register(provider)
     result = await broker.invoke(call("c1", "e.cap"))
     assert result.code == "NOPE"
@@ -789,7 +759,7 @@ async def test_stats_count_outcomes(autojump_clock: trio.testing.MockClock) -> N
         await trio.sleep_forever()
         raise AssertionError("unreachable")
 
-    broker.register(Provider("s.cap", behaviour=mixed))
+    broker.register(RecordingProvider("s.cap", behaviour=mixed))
     await broker.invoke(call("ok1", "s.cap"))
     await broker.invoke(call("ok2", "s.cap"))
     await broker.invoke(call("ok1", "s.cap"))  # cached
@@ -811,8 +781,8 @@ async def test_stats_count_outcomes(autojump_clock: trio.testing.MockClock) -> N
 
 async def test_stats_of_all_and_of_unknown() -> None:
     broker = ActionBroker()
-    broker.register(Provider("a.cap"))
-    broker.register(Provider("b.cap"))
+    broker.register(RecordingProvider("a.cap"))
+    broker.register(RecordingProvider("b.cap"))
     await broker.invoke(call("1", "a.cap"))
     await broker.invoke(call("2", "b.cap"))
     await broker.invoke(call("3", "b.cap"))
@@ -872,7 +842,7 @@ async def test_answer_just_before_the_deadline_is_ok(
         return ActionResult.success(c.id, "late but fine")
 
     broker = ActionBroker()
-    broker.register(Provider("slow.cap", behaviour=slow))
+    broker.register(RecordingProvider("slow.cap", behaviour=slow))
     result = await broker.invoke(call("c1", "slow.cap", timeout_ms=1_000))
     assert result.ok
     assert result.json() == "late but fine"
@@ -909,7 +879,7 @@ async def test_kernel_broker_default_is_30_s(tmp_path: Path) -> None:
 
 async def _received(broker_call: ActionCall) -> ActionCall:
     broker = ActionBroker()
-    provider = Provider()
+    provider = RecordingProvider()
     broker.register(provider)
     result = await broker.invoke(broker_call)
     assert result.ok
@@ -1022,7 +992,7 @@ async def test_the_callers_call_is_not_modified() -> None:
 
 async def test_envelope_is_filled_for_the_exact_version_too() -> None:
     broker = ActionBroker()
-    provider = Provider("v.cap", "3.1.4")
+    provider = RecordingProvider("v.cap", "3.1.4")
     broker.register(provider)
     await broker.invoke(call("c7", "v.cap", version="3.1.4"))
     assert set(provider.calls[0].headers) == set(RESERVED_KEYS)
@@ -1157,8 +1127,8 @@ async def test_class_provider_raising_is_capability_error() -> None:
         raise RuntimeError
 
     broker = ActionBroker()
-    broker.register(Provider("boom.cap", behaviour=boom))
-    broker.register(Provider("silent.cap", behaviour=silent))
+    broker.register(RecordingProvider("boom.cap", behaviour=boom))
+    broker.register(RecordingProvider("silent.cap", behaviour=silent))
     result = await broker.invoke(call("c1", "boom.cap"))
     assert result.code == ErrorCode.CAPABILITY_ERROR
     assert result.error is not None
@@ -1190,7 +1160,7 @@ async def test_provider_returning_a_non_result_is_capability_error(returned: Any
         return returned
 
     broker = ActionBroker()
-    broker.register(Provider("wrong.cap", behaviour=wrong))
+    broker.register(RecordingProvider("wrong.cap", behaviour=wrong))
     result = await broker.invoke(call("c1", "wrong.cap"))
     assert result.status is ERROR
     assert result.code == ErrorCode.CAPABILITY_ERROR
@@ -1216,8 +1186,8 @@ async def test_result_id_always_equals_the_call_id() -> None:
         return ActionResult.failure("someone-else", "NOPE")
 
     broker = ActionBroker()
-    broker.register(Provider("a.cap", behaviour=other_id))
-    broker.register(Provider("b.cap", behaviour=other_id_failure))
+    broker.register(RecordingProvider("a.cap", behaviour=other_id))
+    broker.register(RecordingProvider("b.cap", behaviour=other_id_failure))
     result = await broker.invoke(call("mine", "a.cap"))
     assert result.id == "mine"
     assert result.json() == {"v": 1}

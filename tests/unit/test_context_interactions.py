@@ -24,14 +24,13 @@ from collab_support import (
     settle,
     start_recorder,
 )
-from support import Scripted
+from support import RecordingProvider, Scripted
 
 from loomk import (
     ActionCall,
     ActionResult,
     ActionStatus,
     Agent,
-    CapabilityDescriptor,
     CollabTimeout,
     Context,
     ErrorCode,
@@ -49,27 +48,6 @@ def committed(kernel: Kernel, agent_id: str) -> dict[str, Any]:
     """The agent's committed state."""
     state: dict[str, Any] = json.loads(kernel.agent_state(agent_id).persistent_state)
     return state
-
-
-class Recording:
-    """A provider that records each call it gets, runs ``behaviour`` and answers ``ok``."""
-
-    def __init__(
-        self, name: str, behaviour: Callable[[ActionCall], Awaitable[None]] | None = None
-    ) -> None:
-        self._descriptor = CapabilityDescriptor(name, "1.0.0")
-        self.behaviour = behaviour
-        self.calls: list[ActionCall] = []
-
-    @property
-    def descriptor(self) -> CapabilityDescriptor:
-        return self._descriptor
-
-    async def invoke(self, call: ActionCall) -> ActionResult:
-        self.calls.append(call)
-        if self.behaviour is not None:
-            await self.behaviour(call)
-        return ActionResult.success(call.id, {"ok": True})
 
 
 # --- interactive calls commit first -------------------------------------------------------
@@ -146,8 +124,9 @@ async def test_every_interactive_call_commits_first(
     def probe() -> None:
         probes.append((kernel.bus.stats("obs.note").published, committed(kernel, "actor")))
 
-    async def provider_probe(call: ActionCall) -> None:
+    async def provider_probe(call: ActionCall) -> ActionResult:
         probe()
+        return ActionResult.success(call.id, {"ok": True})
 
     def on_publish(topic: str, event: Event) -> bool:
         probe()
@@ -162,7 +141,7 @@ async def test_every_interactive_call_commits_first(
     async with open_test_kernel(tmp_path) as kernel:
         if where:
             kernel.bus.attach_handler(where, on_publish)
-        kernel.broker.register(Recording("probe.call", provider_probe))
+        kernel.broker.register(RecordingProvider("probe.call", behaviour=provider_probe))
         await kernel.spawn(Scripted("actor", {"go": act}))
         await kernel.bus.publish("in.actor", Event("go"))
         with trio.fail_after(10):
@@ -245,7 +224,7 @@ async def test_a_failed_call_is_a_result_and_the_agent_keeps_running(
 
     async with open_test_kernel(tmp_path) as kernel:
         if provider is not None:
-            kernel.broker.register(Recording("flaky.call", provider))
+            kernel.broker.register(RecordingProvider("flaky.call", behaviour=provider))
         seen = await start_recorder(kernel, "agent.worker")
         handle = await kernel.spawn(Scripted("worker", {"go": go, "next": after}))
         await kernel.bus.publish("in.worker", Event("go"))
@@ -288,7 +267,7 @@ def test_qos_for_priority(priority: int, qos: QoS) -> None:
 async def test_the_provider_gets_the_qos_and_a_fresh_envelope(
     tmp_path: Path, autojump_clock: trio.testing.MockClock, priority: int, qos: QoS
 ) -> None:
-    provider = Recording("probe.call")
+    provider = RecordingProvider("probe.call")
     results: list[ActionResult] = []
 
     async def go(ctx: Context) -> None:
@@ -324,7 +303,7 @@ async def test_the_provider_gets_the_qos_and_a_fresh_envelope(
 async def test_non_json_arguments_raise_and_the_failure_is_contained(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    provider = Recording("probe.call")
+    provider = RecordingProvider("probe.call")
     errors: list[Exception] = []
 
     async def go(ctx: Context) -> None:
