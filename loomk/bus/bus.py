@@ -52,16 +52,18 @@ DEFAULT_OVERFLOW: dict[QoS, Overflow] = {
 class _TopicCounters:
     """Live counters of one topic, updated on the hot path."""
 
-    __slots__ = ("delivered", "dropped", "filtered", "published")
+    __slots__ = ("delivered", "dropped", "filtered", "matched", "published")
 
     def __init__(self) -> None:
         self.published = 0
+        self.matched = 0
         self.delivered = 0
         self.filtered = 0
         self.dropped: dict[str, int] = {}
 
     def add(self, other: _TopicCounters) -> None:
         self.published += other.published
+        self.matched += other.matched
         self.delivered += other.delivered
         self.filtered += other.filtered
         for reason, count in other.dropped.items():
@@ -71,29 +73,30 @@ class _TopicCounters:
 class Route:
     """A published topic, the subscriptions it currently reaches, and its counters."""
 
-    __slots__ = ("bindings", "generation", "offers", "stats", "topic")
+    __slots__ = ("bindings", "generation", "stats", "targets", "topic", "width")
 
     def __init__(self, topic: str) -> None:
         self.topic = topic
         self.bindings: tuple[Binding, ...] = ()
-        # The bindings' bound ``offer`` methods when none filters by event type (the common
-        # case), for a publish loop without per-binding checks; None otherwise.
-        self.offers: tuple[Callable[[Item], bool | None], ...] | None = None
+        # Each binding with its ``offer`` bound once, for the publish loop.
+        self.targets: tuple[tuple[Callable[[Item], bool | None], Binding], ...] = ()
+        self.width = 0
         self.generation = -1
         self.stats = _TopicCounters()
 
     def set_bindings(self, bindings: tuple[Binding, ...]) -> None:
         """Route to ``bindings`` from now on."""
         self.bindings = bindings
-        unfiltered = bindings and all(b.event_types is None for b in bindings)
-        self.offers = tuple(b.offer for b in bindings) if unfiltered else None
+        self.targets = tuple((binding.offer, binding) for binding in bindings)
+        self.width = len(bindings)
 
 
 class Binding:
     """A pattern attached to a lane: what the bus delivers into a subscriber's mailbox.
 
     The agent runtime attaches its own lanes; :meth:`EventBus.subscribe` wraps one in a
-    :class:`Subscription`.
+    :class:`Subscription`. ``offer`` is what a publish calls: the lane's own, or, with an
+    event-type filter, one that counts a filtered event instead of queueing it.
     """
 
     __slots__ = ("attached", "event_types", "filtered", "id", "lane", "offer", "pattern")
@@ -105,21 +108,41 @@ class Binding:
         self.pattern = pattern
         self.event_types = event_types
         self.lane = lane
-        self.offer = lane.offer  # bound once: the publish loop calls it per delivery
+        self.offer: Callable[[Item], bool | None] = (
+            lane.offer if event_types is None else self._offer_of_type
+        )
         self.filtered = 0
         self.attached = True
+
+    def accepts(self, event: Event) -> bool:
+        """Whether the type filter lets ``event`` through."""
+        types = self.event_types
+        return types is None or event.type in types
+
+    def _offer_of_type(self, item: Item) -> bool | None:
+        if item[1].type in self.event_types:  # type: ignore[operator]  # set when used
+            return self.lane.offer(item)
+        self.filter_out(item)
+        return False
+
+    def filter_out(self, item: Item) -> None:
+        """Count ``item`` as filtered by this binding (on the binding and its topic)."""
+        self.filtered += 1
+        item[0].stats.filtered += 1
 
 
 @dataclass(frozen=True, slots=True)
 class TopicStats:
     """Counters of one topic. ``delivered`` counts events taken by consumers.
 
-    For every topic, once consumers have drained: matching deliveries ==
-    ``delivered + sum(dropped.values()) + filtered``.
+    ``matched`` counts offers: each publish adds the number of subscriptions the topic
+    matched. Every offer ends delivered, dropped or filtered, so once consumers have
+    drained (``depth`` 0): ``matched == delivered + sum(dropped.values()) + filtered``.
     """
 
     topic: str
     published: int = 0
+    matched: int = 0
     delivered: int = 0
     filtered: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
@@ -216,40 +239,19 @@ class EventBus:
             raise EventError(f"publish takes an Event, got {type(event).__name__}")
         stats = route.stats
         stats.published += 1
+        stats.matched += route.width
         delivered = 0
-        bindings = route.bindings
-        offers = route.offers
-        if offers is not None:  # no type filters on this topic: the lean loop
-            item = (route, event)
-            for offer in offers:
-                accepted = offer(item)
-                if accepted:
-                    delivered += 1
-                elif accepted is None:  # a full lossless lane: wait for room
-                    binding = bindings[offers.index(offer)]
-                    try:
-                        accepted = await binding.lane.put(item)
-                    except trio.Cancelled:
-                        _count_unreached(bindings[bindings.index(binding) + 1 :], route, event)
-                        raise
-                    if accepted:
-                        delivered += 1
-        elif bindings:
-            item = (route, event)
-            event_type = event.type
-            for binding in bindings:
-                types = binding.event_types
-                if types is not None and event_type not in types:
-                    binding.filtered += 1
-                    route.stats.filtered += 1
-                    continue
-                accepted = binding.offer(item)
-                if accepted is None:
-                    try:
-                        accepted = await binding.lane.put(item)
-                    except trio.Cancelled:
-                        _count_unreached(bindings[bindings.index(binding) + 1 :], route, event)
-                        raise
+        item = (route, event)
+        for offer, binding in route.targets:
+            accepted = offer(item)
+            if accepted:
+                delivered += 1
+            elif accepted is None:  # a full lossless lane: wait for room
+                try:
+                    accepted = await binding.lane.put(item)
+                except trio.Cancelled:
+                    _count_unreached(route, binding, item)
+                    raise
                 if accepted:
                     delivered += 1
         self._budget -= 1
@@ -434,6 +436,7 @@ def _snapshot(topic: str, counters: _TopicCounters, bindings: list[Binding]) -> 
     return TopicStats(
         topic=topic,
         published=counters.published,
+        matched=counters.matched,
         delivered=counters.delivered,
         filtered=counters.filtered,
         dropped=dict(counters.dropped),
@@ -443,14 +446,15 @@ def _snapshot(topic: str, counters: _TopicCounters, bindings: list[Binding]) -> 
     )
 
 
-def _count_unreached(bindings: tuple[Binding, ...], route: Route, event: Event) -> None:
-    """Account for subscriptions a cancelled publish never reached (dropped ``cancelled``)."""
-    for binding in bindings:
-        if binding.event_types is not None and event.type not in binding.event_types:
-            binding.filtered += 1
-            route.stats.filtered += 1
+def _count_unreached(route: Route, waited_on: Binding, item: Item) -> None:
+    """Account for the subscriptions after ``waited_on`` that a cancelled publish never
+    reached: filtered, or dropped ``cancelled``."""
+    bindings = route.bindings
+    for binding in bindings[bindings.index(waited_on) + 1 :]:
+        if binding.accepts(item[1]):
+            binding.lane.drop(item, "cancelled")
         else:
-            binding.lane.drop((route, event), "cancelled")
+            binding.filter_out(item)
 
 
 def _event_types(event_types: Collection[str] | None) -> frozenset[str] | None:

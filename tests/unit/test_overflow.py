@@ -468,6 +468,7 @@ async def test_cancelled_parked_publisher_keeps_conservation_for_later_subscript
     bus = EventBus()
     blocking = bus.subscribe("t", overflow="block", capacity=1)
     later = bus.subscribe("t", qos=QoS.REALTIME)
+    other_type = bus.subscribe("t", event_types={"other"})
     await bus.publish("t", ev(0))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(bus.publish, "t", ev(1))
@@ -475,12 +476,16 @@ async def test_cancelled_parked_publisher_keeps_conservation_for_later_subscript
         nursery.cancel_scope.cancel()
     assert indices(drain(blocking)) == [0]
     assert indices(drain(later)) == [0]
+    assert drain(other_type) == []
     assert blocking.stats().dropped == {"cancelled": 1}
+    assert later.stats().dropped == {"cancelled": 1}
+    assert other_type.stats().filtered == 2  # filtered, not dropped, though never reached
     assert_conserved(blocking, 2)
     assert_conserved(later, 2)
+    assert_conserved(other_type, 2)
     stats = bus.stats("t")
-    assert stats.published == 2
-    assert stats.delivered + stats.dropped_total + stats.filtered == 2 * 2
+    assert (stats.published, stats.matched) == (2, 2 * 3)
+    assert stats.delivered + stats.dropped_total + stats.filtered == stats.matched
 
 
 async def test_latest_key_function_that_raises_drops_only_that_event() -> None:
