@@ -1,7 +1,10 @@
-"""One hop of the envelope over plain metadata: shared by events and the envelope module.
+"""One hop of the envelope: the rule, written once, and its form over plain metadata.
 
-Kept apart so that :mod:`loomk.events` (which writes a delivered event's envelope lazily)
-and :mod:`loomk.envelope` can both use it without importing each other.
+:func:`next_hop` is the whole rule (``hop`` up by one, saturating; ``ttl`` down by one while
+positive; the message lives on while ``ttl > 0``). :class:`loomk.envelope.Envelope` applies
+it to its fields, :func:`hop_metadata` to an event's metadata (which is what the agent
+runtime does per delivery, lazily, see :mod:`loomk.events`). Kept apart so that events and
+the envelope module can both use it without importing each other.
 """
 
 from __future__ import annotations
@@ -43,26 +46,51 @@ def conversation_ids(metadata: Mapping[str, str], fallback_id: str) -> tuple[str
     )
 
 
+def next_hop(ttl: int, hop: int) -> tuple[int, int]:
+    """``(ttl, hop)`` after one hop: ``hop + 1`` (saturating, as Loom's u32) and ``ttl - 1``
+    while positive. The message is still alive when the new ``ttl`` is above 0."""
+    return (ttl - 1 if ttl > 0 else ttl), (hop + 1 if hop < _HOP_MAX else hop)
+
+
+def parse_ttl(raw: str | None) -> int:
+    """A metadata ``ttl`` as Loom reads it (absent or unparsable: the default, 16)."""
+    return _parse_int(raw, DEFAULT_TTL, _TTL_MIN, _TTL_MAX)
+
+
+def parse_hop(raw: str | None) -> int:
+    """A metadata ``hop`` as Loom reads it (absent, unparsable or out of range: 0)."""
+    return _parse_int(raw, 0, 0, _HOP_MAX)
+
+
+def parse_ts(raw: str | None) -> int:
+    """A metadata ``ts`` (absent or unparsable: now, in epoch milliseconds)."""
+    return _parse_int(raw, None, None, None)
+
+
+def survives_hop(metadata: Mapping[str, str]) -> bool:
+    """Whether a message with this metadata is still alive after one more hop."""
+    raw = metadata.get(TTL)
+    return raw is None or next_hop(parse_ttl(raw), 0)[0] > 0
+
+
 def hop_metadata(
     metadata: Mapping[str, str], fallback_id: str, sender: str
 ) -> dict[str, str] | None:
     """The metadata an event carries after one more hop, or None when its TTL has run out.
 
-    Exactly ``Envelope.from_metadata`` + fill an empty sender + ``next_hop`` +
-    ``apply_to_metadata``, written out flat because the agent runtime runs it per delivery.
+    The same as ``Envelope.from_metadata`` + fill an empty sender + ``next_hop`` +
+    ``apply_to_metadata``, on the metadata directly: the agent runtime does this per
+    delivery, where building an ``Envelope`` would cost more than the hop itself.
     """
-    ttl = _parse_int(metadata.get(TTL), DEFAULT_TTL, _TTL_MIN, _TTL_MAX)
-    if ttl <= 1:
-        return None  # next_hop() would leave ttl at 0 or below
-    hop = _parse_int(metadata.get(HOP), 0, 0, _HOP_MAX)
+    ttl, hop = next_hop(parse_ttl(metadata.get(TTL)), parse_hop(metadata.get(HOP)))
+    if ttl <= 0:
+        return None
     hopped = dict(metadata)
     hopped[THREAD_ID], hopped[CORRELATION_ID], hopped[REPLY_TO] = conversation_ids(
         metadata, fallback_id
     )
     hopped[SENDER] = metadata.get(SENDER) or sender
-    ttl -= 1
-    hop = hop + 1 if hop < _HOP_MAX else hop
     hopped[TTL] = _SMALL[ttl] if ttl < 256 else str(ttl)
     hopped[HOP] = _SMALL[hop] if hop < 256 else str(hop)
-    hopped[TS] = str(_parse_int(metadata.get(TS), None, None, None))
+    hopped[TS] = str(parse_ts(metadata.get(TS)))
     return hopped

@@ -12,7 +12,7 @@ import enum
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 
-from loomk._hop import _HOP_MAX, _TTL_MAX, _TTL_MIN, DEFAULT_TTL, _parse_int, conversation_ids
+from loomk._hop import DEFAULT_TTL, conversation_ids, next_hop, parse_hop, parse_ts, parse_ttl
 from loomk._metakeys import CORRELATION_ID, HOP, REPLY_TO, RESERVED_KEYS, SENDER, THREAD_ID, TS, TTL
 from loomk.events import Event, now_ms
 
@@ -99,9 +99,9 @@ class Envelope:
             correlation_id=correlation_id,
             sender=metadata.get(SENDER, ""),
             reply_to=reply_to,
-            ttl=_parse_int(metadata.get(TTL), DEFAULT_TTL, _TTL_MIN, _TTL_MAX),
-            hop=_parse_int(metadata.get(HOP), 0, 0, _HOP_MAX),
-            timestamp_ms=_parse_int(metadata.get(TS), None, None, None),
+            ttl=parse_ttl(metadata.get(TTL)),
+            hop=parse_hop(metadata.get(HOP)),
+            timestamp_ms=parse_ts(metadata.get(TS)),
         )
 
     @classmethod
@@ -141,10 +141,7 @@ class Envelope:
         Returns whether the message is still alive (``ttl > 0``): ttl 3 gives True, True,
         then False, and False from then on.
         """
-        if self.hop < _HOP_MAX:
-            self.hop += 1
-        if self.ttl > 0:
-            self.ttl -= 1
+        self.ttl, self.hop = next_hop(self.ttl, self.hop)
         return self.ttl > 0
 
     def broadcast_topic(self) -> str:
@@ -160,29 +157,3 @@ class Envelope:
         if self.sender.startswith("agent.") and len(self.sender) > len("agent."):
             return agent_reply_topic(self.sender[len("agent.") :])
         return ""
-
-
-_EXPIRED = True  # cached on an event whose TTL ran out, so every receiver drops it cheaply
-
-
-def delivered_event(event: Event, receiver_sender: str) -> Event | None:
-    """The event as a receiving agent sees it after one hop, or None if it expired.
-
-    Loom's agent loop (LOOM-REFERENCE §3): read the envelope (thread defaults to the event
-    id), fill an empty sender with the receiver's ``agent.{id}``, take one hop, drop the event
-    when the TTL is spent, and write the envelope back. Events are shared between receivers,
-    so this returns a copy, whose metadata is written when first read; when the sender is
-    set the copy is the same for every receiver and is made once per event.
-    """
-    cached = event._delivered
-    if cached is not None:
-        return None if cached is _EXPIRED else cached  # type: ignore[return-value]
-    metadata = event._metadata
-    if metadata is None:
-        metadata = event.metadata
-    raw_ttl = metadata.get(TTL)
-    alive = raw_ttl is None or _parse_int(raw_ttl, DEFAULT_TTL, _TTL_MIN, _TTL_MAX) > 1
-    result = event._hopped(receiver_sender) if alive else None
-    if metadata.get(SENDER):
-        event._delivered = _EXPIRED if result is None else result
-    return result

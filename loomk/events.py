@@ -15,11 +15,11 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from loomk._hop import hop_metadata
+from loomk._hop import hop_metadata, survives_hop
 from loomk._metakeys import CORRELATION_ID, REPLY_TO, SENDER, THREAD_ID
 from loomk.errors import EventError
 
-__all__ = ["Event", "QoS", "new_event_id", "now_ms"]
+__all__ = ["Event", "QoS", "delivered_event", "new_event_id", "now_ms"]
 
 
 class QoS(enum.IntEnum):
@@ -60,6 +60,8 @@ def new_event_id() -> str:
 
 
 _EMPTY_TAGS: tuple[str, ...] = ()
+_SENDER_FIELDS = frozenset({"metadata", "source"})
+_UNCHANGED: Any = object()
 
 
 class Event:
@@ -86,7 +88,7 @@ class Event:
     )
 
     _id: str | None
-    _delivered: Event | bool | None
+    _delivered: Event | bool | None  # see delivered_event: a copy, _EXPIRED, or not yet
     _metadata: dict[str, str] | None
     _hop_sender: str
     _origin: Event | None  # for a delivered copy: the event it was made from
@@ -164,7 +166,7 @@ class Event:
         return metadata
 
     def _hopped(self, sender: str) -> Event:
-        """A copy one hop further, for the agent runtime (see ``envelope.delivered_event``).
+        """A copy one hop further, for the agent runtime (see :func:`delivered_event`).
 
         Its metadata (``hop_metadata`` of this event's) is built only if someone reads it:
         most handlers never do, and this runs for every delivery to an agent.
@@ -192,6 +194,17 @@ class Event:
 
     def replace(self, **changes: Any) -> Event:
         """A copy with the given fields changed (validated like the constructor)."""
+        if changes.keys() <= _SENDER_FIELDS:  # what senders change per message: check only those
+            source = changes.get("source", self.source)
+            if source.__class__ is not str:
+                raise EventError(f"event source must be a str, got {source!r}")
+            metadata = changes.get("metadata", _UNCHANGED)
+            copy = self._copy(
+                dict(self.metadata) if metadata is _UNCHANGED else _checked_metadata(metadata)
+            )
+            copy._id = self.id
+            copy.source = source
+            return copy
         fields: dict[str, Any] = {
             "type": self.type,
             "payload": self.payload,
@@ -299,6 +312,32 @@ class Event:
             f"Event(type={self.type!r}, id={self.id!r}, source={self.source!r}, "
             f"payload={payload!r}, metadata={self.metadata!r})"
         )
+
+
+_EXPIRED = False  # cached on an event whose TTL ran out, so every receiver drops it cheaply
+
+
+def delivered_event(event: Event, receiver_sender: str) -> Event | None:
+    """The event as a receiving agent sees it after one hop, or None if it expired.
+
+    This is Loom's agent loop step: read the envelope (the thread defaults to the event id),
+    fill an empty sender with the receiver's ``agent.{id}``, take one hop, drop the event when
+    its TTL is spent, and write the envelope back. Events are shared between receivers, so
+    this returns a copy, whose metadata is written when first read; when the sender is set
+    the copy is the same for every receiver and is made once per event.
+    """
+    cached = event._delivered
+    if cached:  # the copy made for an earlier receiver
+        return cached  # type: ignore[return-value]
+    if cached is _EXPIRED:
+        return None
+    metadata = event._metadata
+    if metadata is None:  # itself a delivered copy, not yet read
+        metadata = event.metadata
+    result = event._hopped(receiver_sender) if survives_hop(metadata) else None
+    if metadata.get(SENDER):
+        event._delivered = _EXPIRED if result is None else result
+    return result
 
 
 def _coerce_payload(payload: object) -> bytes:

@@ -25,12 +25,11 @@ import trio
 from loomk.actions.broker import ActionBroker
 from loomk.actions.directory import CapabilityDirectory
 from loomk.actions.providers import LLMGenerateProvider, builtin_providers
-from loomk.agents.agent import Agent
-from loomk.agents.runtime import AgentHandle, AgentRuntime
+from loomk.agents import Agent, AgentDefaults, AgentHandle, AgentRuntime
 from loomk.bus.bus import EventBus
 from loomk.collab import Collaborator, CollabService
 from loomk.config import Config
-from loomk.errors import AgentError, KernelClosed
+from loomk.errors import AgentError, AgentFailed, KernelClosed
 from loomk.events import QoS
 from loomk.llm.local import LocalModel
 from loomk.llm.router import ModelRouter
@@ -48,10 +47,20 @@ _log = get_logger("loomk.kernel")
 
 
 class Kernel:
-    """A running loomk kernel: its configuration, its event bus and its task layers."""
+    """A running loomk kernel: its configuration, its event bus and its task layers.
+
+    It is the composition root: it builds the services (bus, state, broker, models,
+    collaboration) and runs agents on them, implementing
+    :class:`~loomk.agents.AgentServices` for the agents layer.
+    """
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.agent_defaults = AgentDefaults(
+            stop_timeout_s=config.shutdown_timeout_s,
+            memory_max_items=config.memory_max_items,
+            memory_max_bytes=config.memory_max_bytes,
+        )
         self.bus = EventBus(
             capacities={
                 QoS.REALTIME: config.bus_realtime_capacity,
@@ -129,7 +138,12 @@ class Kernel:
         agents use the same calls on their context."""
         return Collaborator(self.bus, self.collab_service, sender)
 
-    # ---- agents (see loomk.agents.runtime) -------------------------------------------------
+    def on_critical_failure(self, error: AgentFailed) -> None:
+        """A ``critical`` agent gave up: shut down, and make ``run``/``open_kernel`` raise
+        ``error``."""
+        self.stop(error)
+
+    # ---- agents (see loomk.agents) -----------------------------------------------------------
 
     async def spawn(self, agent: Agent, **supervision: Any) -> AgentHandle:
         """Start a supervised agent; see :meth:`AgentRuntime.spawn` for the options."""
@@ -172,8 +186,7 @@ class Kernel:
         """The committed state of an agent as ``loom.v1.AgentState`` (running or not)."""
         ephemeral, metadata = b"[]", None
         if agent_id in self.agents:
-            handle = self.agents.get(agent_id)
-            ephemeral = handle.memory(self.config).as_json()
+            ephemeral = self.agents.get(agent_id).memory.as_json()
             info = self.directory.get(agent_id)
             metadata = dict(info.metadata) if info is not None else None
         return self.state.snapshot(agent_id, ephemeral, metadata)

@@ -1,8 +1,10 @@
-"""What an agent's handlers see of the kernel: emit, reply, subscriptions, logging.
+"""What an agent's handlers see of the system: emit, reply, state, calls, subscriptions.
 
 One :class:`Context` exists per running agent instance. It stamps what the agent sends with
-its identity (``sender = agent.{id}``), so receivers know who spoke and where to reply.
-Persistent state, memory and capability calls join it with their own modules.
+its identity (``sender = agent.{id}``), so receivers know who spoke and where to reply. It
+is the user's API only: the handler's uncommitted work is the runtime's transaction, and
+the rest of the system is reached through the :class:`~loomk.agents.AgentServices` the agent
+runs on.
 """
 
 from __future__ import annotations
@@ -22,16 +24,16 @@ from loomk.collab.collaborator import Collaborator, ContractNetResult, Strategy,
 from loomk.envelope import agent_reply_topic
 from loomk.errors import EventError
 from loomk.events import Event, QoS
-from loomk.llm.decision import RoutingDecision, routing_decision_event
-from loomk.llm.service import ModelAnswer
+from loomk.llm import ModelAnswer, RoutingDecision, routing_decision_event
 from loomk.state.agent_state import AgentStateView
 from loomk.state.memory import EphemeralMemory
-from loomk.state.service import state_prefix
 from loomk.telemetry.logging import get_logger
 
 if TYPE_CHECKING:
-    from loomk.agents.runtime import AgentHandle, AgentRuntime
-    from loomk.kernel import Kernel
+    from loomk.agents._commit import Transaction
+    from loomk.agents._record import AgentRecord
+    from loomk.agents._subscriptions import AgentSubscriptions
+    from loomk.agents.services import AgentServices
 
 __all__ = ["Context"]
 
@@ -41,38 +43,41 @@ _CHECKPOINT_EVERY_HELD = 16
 
 
 class Context:
-    """An agent instance's handle on the kernel."""
+    """An agent instance's handle on the system it runs in.
+
+    ``ctx.kernel`` is the :class:`~loomk.agents.AgentServices` the agent runs on (``bus``,
+    ``broker``, ``models`` ...): the :class:`~loomk.Kernel` itself for an agent in this
+    process.
+    """
 
     __slots__ = (
         "_collaborator",
         "_decided",
-        "_grouped",
-        "_handle",
-        "_holding",
+        "_instance",
         "_log",
-        "_outbox",
-        "_outbox_mark",
-        "_runtime",
-        "_state",
-        "_stop_requested",
+        "_record",
+        "_subscriptions",
+        "_transaction",
         "agent_id",
         "kernel",
         "sender",
     )
 
-    def __init__(self, runtime: AgentRuntime, handle: AgentHandle) -> None:
-        self._runtime = runtime
-        self._handle = handle
-        self.kernel: Kernel = runtime.kernel
-        self.agent_id = handle.agent_id
-        self.sender = f"agent.{handle.agent_id}"
+    def __init__(
+        self,
+        services: AgentServices,
+        record: AgentRecord,
+        transaction: Transaction,
+        subscriptions: AgentSubscriptions,
+    ) -> None:
+        self.kernel = services
+        self.agent_id = record.agent_id
+        self.sender = f"agent.{record.agent_id}"
+        self._record = record
+        self._instance = record.agent  # the instance this context belongs to
+        self._transaction = transaction
+        self._subscriptions = subscriptions
         self._log: Any = None
-        self._stop_requested = False
-        self._holding = False  # True while a handler runs: emits wait for its commit
-        self._outbox: list[tuple[str, Event]] = []
-        self._outbox_mark = 0  # held events before it belong to handlers that returned
-        self._grouped = 0  # handlers that returned, awaiting their group commit (runtime's)
-        self._state: AgentStateView | None = None
         self._collaborator: Collaborator | None = None
         self._decided: tuple[str, RoutingDecision] | None = None  # the last route() made
 
@@ -81,56 +86,16 @@ class Context:
     @property
     def state(self) -> AgentStateView:
         """The agent's persistent state (see :mod:`loomk.state.agent_state` for the rules)."""
-        if self._state is None:
-            committed = self.kernel.state.load(self.agent_id)
-            self._state = AgentStateView(committed, self.flush)
-        return self._state
+        return self._transaction.state
 
     @property
     def memory(self) -> EphemeralMemory:
         """The agent's ephemeral context window (in memory, bounded; survives restarts)."""
-        return self._handle.memory(self.kernel.config)
-
-    @property
-    def dirty(self) -> bool:
-        """Whether state writes or held events await a commit."""
-        state = self._state
-        return bool(self._outbox) or (state is not None and state.dirty)
-
-    def seal(self) -> None:
-        """The running handler returned: its writes and held events join the commit group."""
-        if self._state is not None:
-            self._state.seal()
-        self._outbox_mark = len(self._outbox)
+        return self._record.memory
 
     async def flush(self) -> None:
         """Commit the state written so far, then publish the held events, in order."""
-        state = self._state
-        if state is not None and state.dirty:
-            puts, deletes = state.pending_operations(state_prefix(self.agent_id))
-            await self.kernel.state.commit(self.agent_id, puts, deletes)
-            state.applied()
-        outbox, self._outbox = self._outbox, []
-        self._outbox_mark = 0
-        publish = self.kernel.bus.publish
-        for topic, event in outbox:
-            await publish(topic, event)
-
-    def discard(self) -> None:
-        """Drop the running handler's writes and held events (it failed).
-
-        What earlier handlers of the group wrote stays, to be committed.
-        """
-        if self._state is not None:
-            self._state.discard()
-        del self._outbox[self._outbox_mark :]
-
-    def abandon(self) -> None:
-        """Drop every uncommitted write and held event (their commit failed)."""
-        if self._state is not None:
-            self._state.abandon()
-        self._outbox = []
-        self._outbox_mark = 0
+        await self._transaction.flush()
 
     @property
     def log(self) -> Any:
@@ -157,8 +122,9 @@ class Context:
         validate_topic(topic)
         if not event.metadata.get(SENDER):
             event = event.with_metadata(**{SENDER: self.sender})
-        if self._holding:
-            outbox = self._outbox
+        transaction = self._transaction
+        if transaction.holding:
+            outbox = transaction.outbox
             outbox.append((topic, event))
             if not len(outbox) % _CHECKPOINT_EVERY_HELD:  # a long emitting loop still yields
                 await trio.lowlevel.checkpoint()
@@ -192,8 +158,8 @@ class Context:
 
     async def _before_interaction(self) -> None:
         """An interactive call acts outside the agent: commit and release what is held."""
-        if self.dirty:
-            await self.flush()
+        if self._transaction.dirty:
+            await self._transaction.flush()
 
     async def request(self, topic: str, message: Event | bytes | str, *, timeout_s: float) -> Event:
         """Send a request on ``topic`` and return the first correlated reply.
@@ -287,7 +253,7 @@ class Context:
         """Where ``event`` should be handled, by the kernel's router under this agent's
         policy (its ``routing.*`` metadata, made stricter by the event's ``privacy``); the
         decision is announced as ``routing_decision`` on ``agent.{id}``."""
-        decision = await self.kernel.router.route(event, parameters=self._handle.agent.metadata)
+        decision = await self.kernel.router.route(event, parameters=self._record.agent.metadata)
         await self.announce_routing(decision, event)
         self._decided = (event.id, decision)
         return decision
@@ -303,7 +269,7 @@ class Context:
         else:
             decision = await self.route(event)
         return await self.kernel.models.answer(
-            event, parameters=self._handle.agent.metadata, decision=decision
+            event, parameters=self._record.agent.metadata, decision=decision
         )
 
     async def announce_routing(self, decision: RoutingDecision, event: Event) -> int:
@@ -326,8 +292,8 @@ class Context:
         After a restart the new instance's ``on_start`` should subscribe again to what it
         needs: a pattern the previous instance had keeps its queued events.
         """
-        await self._runtime.subscribe(
-            self.agent_id,
+        await self._subscriptions.subscribe(
+            self._record,
             pattern,
             qos=qos,
             event_types=event_types,
@@ -338,7 +304,7 @@ class Context:
 
     async def unsubscribe(self, pattern: str) -> None:
         """Stop receiving events on ``pattern``; what was already queued is still handled."""
-        await self._runtime.unsubscribe(self.agent_id, pattern)
+        await self._subscriptions.unsubscribe(self._record, pattern)
 
     def stop(self) -> None:
         """Finish normally after the current event: drain nothing more, run ``on_stop``.
@@ -346,5 +312,7 @@ class Context:
         A ``permanent`` agent is started again; ``transient`` and ``temporary`` ones stay
         stopped.
         """
-        self._stop_requested = True
-        self._runtime.wake(self.agent_id)
+        record = self._record
+        if record.agent is self._instance:  # a stale context cannot stop a later instance
+            record.stop_requested = True
+            record.mailbox.wake()

@@ -46,10 +46,6 @@ class AgentDirectory:
         """Add or replace an agent; a replaced agent leaves its old indices first."""
         for pattern in info.topics:
             validate_pattern(pattern)
-        self._register(info)
-
-    def _register(self, info: AgentInfo) -> None:
-        """``register`` for patterns already validated (the runtime's, checked by the bus)."""
         self.unregister(info.agent_id)
         self._infos[info.agent_id] = info
         self._pattern_keys[info.agent_id] = {}

@@ -25,7 +25,7 @@ from loomk.agents.agent import Agent
 from loomk.agents.context import Context
 from loomk.events import Event
 from loomk.kernel import open_kernel
-from loomk.state.service import state_prefix
+from loomk.state.service import StateService
 
 VALUE = b"v" * 200
 
@@ -82,7 +82,7 @@ def _raw_batches(path: Path, agents: int, events: int, keys: int) -> float:
     """The same keys and stored values as the agents write, in 1,000-put batches."""
     stored = b"\x00" + VALUE  # how ctx.state stores bytes
     keys_in_order = [
-        state_prefix(f"writer-{a}") + f"k{n}".encode()
+        StateService.state_key(f"writer-{a}", f"k{n}")
         for n in range(events * keys)
         for a in range(agents)
     ]

@@ -147,7 +147,7 @@ class Collaborator:
         if isinstance(message, Event):
             metadata = dict(message.metadata)
             envelope.apply_to_metadata(metadata)
-            return message._with_checked_metadata(metadata, message.source or self.sender)
+            return message.replace(metadata=metadata, source=message.source or self.sender)
         if isinstance(message, bytes | str):
             return self._control(default_type, envelope, priority=50, payload=_bytes(message))
         raise EventError(f"a collaboration message is an Event, bytes or str, got {message!r}")

@@ -11,7 +11,7 @@ Rules (also in docs/state.md):
   transactional outbox: they are published only after the commit). If the handler raises,
   none of its writes apply and none of its held events are published.
 - While an agent has a backlog, the commits of consecutive handlers are grouped (up to
-  :data:`loomk.agents.runtime.COMMIT_GROUP_MAX`) into one atomic batch, written before the
+  :data:`loomk.agents.COMMIT_GROUP_MAX`) into one atomic batch, written before the
   agent parks; the group's held events then go out in the order they were emitted. A later
   handler reads the earlier ones' writes at once; if the process dies first, a whole suffix
   of handlers is lost, never part of one, and none of their events were published.

@@ -21,13 +21,13 @@ import trio
 
 from loomk.errors import KernelClosed
 from loomk.events import now_ms
-from loomk.state.agent_state import decode_value, state_as_json
+from loomk.state.agent_state import AgentStateView, decode_value, state_as_json
 from loomk.state.store import Store
 
 if TYPE_CHECKING:
     from loomk.config import Config
 
-__all__ = ["AgentState", "StateService", "agent_prefix"]
+__all__ = ["AgentState", "StateService"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +41,12 @@ class AgentState:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
-def agent_prefix(agent_id: str) -> bytes:
+def _agent_prefix(agent_id: str) -> bytes:
     """Every key of one agent starts with this."""
     return f"a/{agent_id}/".encode()
 
 
-def state_prefix(agent_id: str) -> bytes:
+def _state_prefix(agent_id: str) -> bytes:
     """The key prefix of an agent's ``ctx.state`` values."""
     return f"a/{agent_id}/s/".encode()
 
@@ -99,22 +99,31 @@ class StateService:
 
     # ---- agent state --------------------------------------------------------------------
 
+    @staticmethod
+    def state_key(agent_id: str, key: str) -> bytes:
+        """The store key of ``ctx.state[key]`` of an agent (for tools that read or write the
+        database directly, such as the state bench's raw baseline)."""
+        return _state_prefix(agent_id) + key.encode()
+
     def load(self, agent_id: str) -> dict[str, Any]:
         """An agent's committed state."""
-        prefix = state_prefix(agent_id)
+        prefix = _state_prefix(agent_id)
         return {
             key[len(prefix) :].decode(): decode_value(value)
             for key, value in self.store.scan(prefix)
         }
 
-    async def commit(self, agent_id: str, puts: dict[bytes, bytes], deletes: list[bytes]) -> None:
-        """Write one handler's state changes atomically, stamping ``last_update_ms``."""
+    async def commit(self, agent_id: str, view: AgentStateView) -> None:
+        """Write what ``view`` holds uncommitted, atomically, stamping ``last_update_ms``;
+        once it is durable, the view counts it as committed."""
+        puts, deletes = view.pending_operations(_state_prefix(agent_id))
         puts[_meta_key(agent_id)] = b'{"last_update_ms":%d}' % now_ms()
         await self.store.commit(puts, deletes)
+        view.applied()
 
     async def forget(self, agent_id: str) -> int:
         """Delete everything stored for ``agent_id``; returns how many keys went."""
-        return await self.store.delete_prefix(agent_prefix(agent_id))
+        return await self.store.delete_prefix(_agent_prefix(agent_id))
 
     def snapshot(
         self, agent_id: str, ephemeral: bytes = b"[]", metadata: dict[str, str] | None = None

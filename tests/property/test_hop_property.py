@@ -14,12 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from loomk import Envelope, Event
-from loomk.envelope import RESERVED_KEYS, delivered_event
-
-try:  # the flat hop lives in loomk.envelope or, split out, in loomk._hop
-    from loomk.envelope import hop_metadata  # type: ignore[attr-defined]
-except ImportError:
-    from loomk._hop import hop_metadata
+from loomk._hop import hop_metadata
+from loomk.envelope import RESERVED_KEYS
+from loomk.events import delivered_event
 
 SETTINGS = settings(
     max_examples=250,

@@ -1072,16 +1072,44 @@ async def test_ctx_stop_ends_the_agent_for_good(restart: Any) -> None:
             await kernel.stop_agent("quitter")
 
 
+class KeepsContexts(Recorder):
+    """Keeps the context of each of its instances (shared through the constructor)."""
+
+    def __init__(self, agent_id: str, *topics: str, contexts: list[Context]) -> None:
+        super().__init__(agent_id, *topics)
+        self.contexts = contexts
+
+    async def on_start(self, ctx: Context) -> None:
+        await super().on_start(ctx)
+        self.contexts.append(ctx)
+
+
 async def test_ctx_stop_of_an_idle_agent_from_outside_the_handler() -> None:
     async with loomk.open_kernel() as kernel:
-        agent = Recorder("idle", "work")
-        handle = await kernel.spawn(agent, restart="temporary")
+        contexts: list[Context] = []
+        agent = KeepsContexts("idle", "work", contexts=contexts)
+        await kernel.spawn(agent, restart="temporary")
         await settle()
-        assert handle.context is not None
-        handle.context.stop()
+        contexts[0].stop()
         await settle()
         assert kernel.agents.list() == []
         assert agent.trace == ["start", "stop"]
+
+
+async def test_a_stale_context_cannot_stop_the_next_instance() -> None:
+    async with loomk.open_kernel() as kernel:
+        contexts: list[Context] = []
+        handle = await kernel.spawn(
+            KeepsContexts("phoenix", "work", contexts=contexts), restart="permanent", backoff_s=0
+        )
+        contexts[0].stop()  # the first instance ends normally; a permanent agent restarts
+        await settle()
+        assert (handle.restarts, handle.status, len(contexts)) == (1, "running", 2)
+        contexts[0].stop()  # the first instance's context: no effect on the second
+        await kernel.bus.publish("work", ev(1))
+        await settle()
+        assert (handle.restarts, handle.status) == (1, "running")
+        assert handle.handled == 1
 
 
 # --- the handler contract -----------------------------------------------------------------

@@ -24,7 +24,7 @@ from support import drain
 
 import loomk
 from loomk import Agent, Context, Event, Kernel
-from loomk.agents.runtime import COMMIT_GROUP_MAX, AgentHandle
+from loomk.agents import COMMIT_GROUP_MAX, AgentHandle
 
 settle = trio.testing.wait_all_tasks_blocked
 

@@ -174,7 +174,7 @@ async def test_ctx_memory_is_sized_by_the_config_and_stays_off_the_disk(tmp_path
         assert (memory.max_items, memory.max_bytes) == (3, 64)
         assert memory.items() == ["b", "c", "d"]
         assert json.loads(kernel.agent_state("m").ephemeral_context) == ["b", "c", "d"]
-        assert kernel.agents.get("m").memory(kernel.config) is memory
+        assert kernel.agents.get("m").memory is memory
 
 
 async def test_memory_survives_an_agent_restart_and_is_not_transactional(

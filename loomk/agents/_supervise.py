@@ -1,0 +1,208 @@
+"""Supervision: run an agent's instances one after another, as its restart policy allows.
+
+Each agent is one task. It runs an instance (``on_start``, then the mailbox loop, then
+``on_stop``); when the instance ends, the restart policy decides whether a fresh instance
+takes over the same mailbox (after a backoff), or the agent is given up on:
+``system.agent.failed`` is published and, for a ``critical`` agent, the services' critical-
+failure hook stops the kernel. Every restart publishes ``system.agent.restarted``.
+
+Cancellation: ``on_stop`` runs shielded but bounded by the agent's stop timeout, so a hanging
+agent can delay a stop or a shutdown by at most twice its timeout and never blocks another
+agent; :meth:`Supervisor.force` (a second signal) cuts every ``on_stop`` short at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from loomk.agents._commit import Transaction
+from loomk.agents._routing import event_handler
+from loomk.agents._serve import serve
+from loomk.agents.context import Context
+from loomk.agents.supervisor import RestartTracker
+from loomk.errors import AgentContractError, AgentFailed
+from loomk.events import Event
+from loomk.telemetry.logging import get_logger
+
+if TYPE_CHECKING:
+    from loomk.agents._record import AgentRecord
+    from loomk.agents._subscriptions import AgentSubscriptions
+    from loomk.agents.agent import Agent
+    from loomk.agents.services import AgentServices
+
+__all__ = ["FAILED_TOPIC", "RESTARTED_TOPIC", "Supervisor"]
+
+RESTARTED_TOPIC = "system.agent.restarted"
+FAILED_TOPIC = "system.agent.failed"
+
+_log = get_logger("loomk.runtime")
+
+
+class Supervisor:
+    """Runs agents' tasks: instances, restarts, giving up, and the end of each task."""
+
+    def __init__(
+        self,
+        services: AgentServices,
+        subscriptions: AgentSubscriptions,
+        on_finished: Callable[[AgentRecord], None],
+    ) -> None:
+        self._services = services
+        self._subscriptions = subscriptions
+        self._on_finished = on_finished  # the runtime forgets the agent
+        self._forced = False
+        self._on_stop_scopes: set[trio.CancelScope] = set()
+
+    async def run(self, record: AgentRecord) -> None:
+        """The agent's task, from its first ``on_start`` to its end."""
+        record.task = trio.lowlevel.current_task()
+        try:
+            with record.scope:
+                await self._supervise(record)
+        finally:
+            self._on_finished(record)
+            record.mark_finished()
+
+    def force(self) -> None:
+        """Abandon graceful stopping: cut every running ``on_stop`` short, now and later."""
+        self._forced = True
+        for scope in list(self._on_stop_scopes):
+            scope.cancel()
+
+    async def _supervise(self, record: AgentRecord) -> None:
+        policy = record.policy
+        tracker: RestartTracker | None = None  # made at the first restart
+        instance = record.agent
+        while True:
+            failure = await self._run_instance(record, instance)
+            if record.stopping:
+                return
+            if not policy.restarts_after(failed=failure is not None):
+                if failure is not None:
+                    await self._give_up(record, failure)
+                return
+            if tracker is None:
+                tracker = RestartTracker(policy)
+            if not tracker.allow(trio.current_time()):
+                await self._give_up(record, failure)
+                return
+            record.status = "restarting"
+            with trio.CancelScope() as record.backoff:  # a stop cuts the backoff short
+                await trio.sleep(tracker.backoff())
+            record.backoff = None
+            if record.stopping:
+                return
+            try:
+                instance = instance.fresh()
+            except Exception as error:  # the agent's constructor failed: nothing to restart
+                record.failures += 1
+                record.last_error = error
+                await self._give_up(record, error)
+                return
+            record.agent = instance
+            record.restarts += 1
+            self._subscriptions.carry_over(record)
+            await self._announce(RESTARTED_TOPIC, "agent.restarted", record, failure)
+
+    async def _run_instance(self, record: AgentRecord, instance: Agent) -> Exception | None:
+        """Run one instance until it stops; returns the exception that ended it, if any."""
+        services = self._services
+        transaction = Transaction(record.agent_id, services.state, services.bus.publish)
+        ctx = Context(services, record, transaction, self._subscriptions)
+        record.stop_requested = False
+        failure: Exception | None = None
+        try:
+            record.status = "starting"
+            transaction.holding = True
+            started: object = await instance.on_start(ctx)  # type: ignore[func-returns-value]
+            if started is not None:
+                raise AgentContractError(
+                    f"{type(instance).__name__}.on_start must return None, "
+                    f"got {type(started).__name__}"
+                )
+            if transaction.dirty:
+                await transaction.flush()
+            transaction.holding = False
+            await self._subscriptions.end_carried(record)
+            record.status = "running"
+            record.mark_started()
+            await serve(record, event_handler(instance), ctx, transaction)
+        except Exception as error:
+            failure = error
+            transaction.discard()  # the failed handler's writes and held events never happened
+            record.failures += 1
+            record.last_error = error
+            _log.error("agent failed", agent_id=record.agent_id, error=repr(error), exc_info=error)
+        finally:
+            record.mark_started()  # spawn returns after the first on_start, however it went
+            await self._stop_instance(record, instance, ctx, transaction)
+        return failure
+
+    async def _stop_instance(
+        self, record: AgentRecord, instance: Agent, ctx: Context, transaction: Transaction
+    ) -> None:
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + record.stop_timeout_s
+            if self._forced:
+                scope.cancel()
+            self._on_stop_scopes.add(scope)
+            try:
+                transaction.holding = True
+                await self._commit_group(record, transaction)
+                await instance.on_stop(ctx)
+                if transaction.dirty:
+                    await transaction.flush()
+            except Exception as error:
+                transaction.discard()
+                _log.error(
+                    "on_stop failed", agent_id=record.agent_id, error=repr(error), exc_info=error
+                )
+            finally:
+                self._on_stop_scopes.discard(scope)
+        if scope.cancelled_caught:
+            _log.warning("on_stop cut short", agent_id=record.agent_id, forced=self._forced)
+
+    @staticmethod
+    async def _commit_group(record: AgentRecord, transaction: Transaction) -> None:
+        """Commit what the handlers that returned before a stop or a failure wrote."""
+        transaction.discard()  # a handler cut short (cancelled) never returned: none of it counts
+        try:
+            record.handled += await transaction.commit_group()
+        except Exception as error:  # e.g. the store failed: those handlers are lost
+            transaction.abandon()
+            _log.error("commit failed", agent_id=record.agent_id, error=repr(error), exc_info=error)
+
+    async def _give_up(self, record: AgentRecord, failure: Exception | None) -> None:
+        record.status = "failed"
+        _log.error(
+            "agent failed past its restart limit",
+            agent_id=record.agent_id,
+            restarts=record.restarts,
+            error=repr(failure),
+        )
+        await self._announce(FAILED_TOPIC, "agent.failed", record, failure)
+        if record.policy.critical:
+            self._services.on_critical_failure(AgentFailed(record.agent_id, failure))
+
+    async def _announce(
+        self, topic: str, event_type: str, record: AgentRecord, error: BaseException | None
+    ) -> None:
+        details: dict[str, Any] = {
+            "agent_id": record.agent_id,
+            "restarts": record.restarts,
+            "failures": record.failures,
+            "error": repr(error) if error is not None else None,
+        }
+        event = Event(
+            event_type,
+            json.dumps(details).encode(),
+            source="loomk.runtime",
+            metadata={"agent_id": record.agent_id},
+        )
+        bus = self._services.bus
+        if not bus.closed:
+            await bus.publish(topic, event)

@@ -1,0 +1,101 @@
+"""What the agents layer needs from whoever runs it: the kernel, seen through a narrow door.
+
+The agent runtime and every agent's :class:`~loomk.agents.Context` reach the rest of the
+system only through :class:`AgentServices`: the event bus, the state store, the capability
+broker, the models, collaboration calls, the hook for a critical agent that gave up, and the
+defaults agents start with. :class:`loomk.Kernel` implements it; a process that runs agents
+on behalf of a remote kernel (through the bridge) implements it too, which is what lets the
+same :class:`~loomk.Agent` class run in either place. Nothing in this layer imports the
+kernel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # names for annotations only; the agents layer imports them elsewhere
+    from loomk.actions.types import ActionCall, ActionResult
+    from loomk.bus.bus import EventBus
+    from loomk.collab.collaborator import Collaborator
+    from loomk.errors import AgentFailed
+    from loomk.llm import ModelRouter, ModelService
+    from loomk.state.agent_state import AgentStateView
+
+__all__ = ["AgentDefaults", "AgentServices", "AgentStateStore", "CapabilityInvoker"]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentDefaults:
+    """Settings every agent starts with unless its spawn says otherwise."""
+
+    stop_timeout_s: float = 5.0
+    """How long a graceful stop waits for the agent (and, separately, for its ``on_stop``)."""
+    memory_max_items: int = 256
+    """Items kept in an agent's ephemeral memory (``ctx.memory``)."""
+    memory_max_bytes: int = 256 * 1024
+    """Bytes kept in an agent's ephemeral memory."""
+
+
+class AgentStateStore(Protocol):
+    """Where agents' persistent state (``ctx.state``) is read and committed."""
+
+    def load(self, agent_id: str) -> dict[str, Any]:
+        """The committed state of ``agent_id`` (empty for an agent that never wrote)."""
+        ...
+
+    async def commit(self, agent_id: str, view: AgentStateView) -> None:
+        """Make what ``view`` holds uncommitted durable, atomically, then fold it into the
+        view's committed values; raises if it could not be written."""
+        ...
+
+
+class CapabilityInvoker(Protocol):
+    """What invokes capabilities for ``ctx.invoke`` (the kernel's action broker)."""
+
+    async def invoke(self, call: ActionCall) -> ActionResult:
+        """Run ``call``; every outcome, failures included, is an ``ActionResult``."""
+        ...
+
+
+class AgentServices(Protocol):
+    """The kernel as the agents layer sees it."""
+
+    @property
+    def bus(self) -> EventBus:
+        """The event bus agents subscribe to and publish on."""
+        ...
+
+    @property
+    def state(self) -> AgentStateStore:
+        """Persistent agent state."""
+        ...
+
+    @property
+    def broker(self) -> CapabilityInvoker:
+        """Capability calls."""
+        ...
+
+    @property
+    def router(self) -> ModelRouter:
+        """Decides per event whether the local model, the cloud, or both handle it."""
+        ...
+
+    @property
+    def models(self) -> ModelService:
+        """Answers questions with the model(s) the router picks."""
+        ...
+
+    @property
+    def agent_defaults(self) -> AgentDefaults:
+        """What agents start with (stop timeout, memory bounds)."""
+        ...
+
+    def collaborator(self, sender: str) -> Collaborator:
+        """Collaboration calls (request, fanout, barrier, contract-net) made as ``sender``."""
+        ...
+
+    def on_critical_failure(self, error: AgentFailed) -> None:
+        """A ``critical`` agent gave up past its restart limit: stop what depends on it
+        (the kernel shuts down and raises ``error``)."""
+        ...
