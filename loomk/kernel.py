@@ -26,7 +26,7 @@ from loomk.actions.broker import ActionBroker
 from loomk.actions.directory import CapabilityDirectory
 from loomk.actions.providers import LLMGenerateProvider, builtin_providers
 from loomk.agents import Agent, AgentDefaults, AgentHandle, AgentRuntime
-from loomk.bus.bus import EventBus
+from loomk.bus import EventBus
 from loomk.collab import Collaborator, CollabService
 from loomk.config import Config
 from loomk.errors import AgentError, AgentFailed, KernelClosed

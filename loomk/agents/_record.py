@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from loomk.bus.bus import Binding, SubscriptionStats, binding_stats
-from loomk.bus.lanes import Mailbox
+from loomk.bus import Binding, Mailbox, SubscriptionStats, binding_stats
 from loomk.state.memory import EphemeralMemory
 
 if TYPE_CHECKING:

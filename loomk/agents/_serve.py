@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from loomk.bus.lanes import EMPTY
+from loomk.bus import EMPTY
 from loomk.errors import AgentContractError
 from loomk.events import delivered_event
 

@@ -18,7 +18,7 @@ import trio
 from loomk.agents._record import NO_PATTERNS, AgentRecord
 from loomk.agents.agent import Agent, Topic
 from loomk.agents.directory import AgentDirectory
-from loomk.bus.bus import Binding, EventBus
+from loomk.bus import EventBus
 from loomk.bus.overflow import OverflowLike
 from loomk.bus.topics import validate_pattern
 from loomk.envelope import agent_reply_topic
@@ -103,7 +103,7 @@ class AgentSubscriptions:
             record.own = record.own - {pattern}
         if pattern in record.carried:
             record.carried = record.carried - {pattern}
-        self._end(binding)
+        self._bus.detach(binding)
         record.mailbox.wake()
         self._directory.remove_topic(record.agent_id, pattern)
         await trio.lowlevel.checkpoint()
@@ -125,7 +125,7 @@ class AgentSubscriptions:
     def detach_all(self, record: AgentRecord) -> None:
         """Take the agent off the bus: nothing new reaches it; what is queued stays."""
         for binding in record.bindings.values():
-            self._end(binding)
+            self._bus.detach(binding)
         record.mailbox.wake()
 
     def leave_directory(self, record: AgentRecord) -> None:
@@ -133,21 +133,15 @@ class AgentSubscriptions:
         for pattern in list(record.bindings):
             self._directory.remove_topic(record.agent_id, pattern)
 
-    def _attach(self, record: AgentRecord, topic: Topic) -> Binding:
-        lane = self._bus.new_lane(
-            record.mailbox, qos=topic.qos, overflow=topic.overflow, capacity=topic.capacity
+    def _attach(self, record: AgentRecord, topic: Topic) -> None:
+        record.bindings[topic.pattern] = self._bus.bind(
+            record.mailbox,
+            topic.pattern,
+            qos=topic.qos,
+            event_types=topic.event_types,
+            overflow=topic.overflow,
+            capacity=topic.capacity,
         )
-        try:
-            binding = self._bus.attach(topic.pattern, lane, event_types=topic.event_types)
-        except BaseException:
-            record.mailbox.remove_lane(lane)
-            raise
-        record.bindings[topic.pattern] = binding
-        return binding
-
-    def _end(self, binding: Binding) -> None:
-        self._bus.detach(binding)
-        binding.lane.close()
 
 
 def _check_live(record: AgentRecord) -> None:

@@ -298,7 +298,6 @@ class AgentRuntime:
         if record.backoff is not None:
             record.backoff.cancel()
         self._subscriptions.detach_all(record)
-        for lane in record.mailbox.lanes:
-            lane.discard()
+        record.mailbox.discard()
         if record.status != "failed":
             record.status = "stopped"

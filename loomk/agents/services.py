@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # names for annotations only; the agents layer imports them elsewhere
     from loomk.actions.types import ActionCall, ActionResult
-    from loomk.bus.bus import EventBus
+    from loomk.bus import EventBus
     from loomk.collab.collaborator import Collaborator
     from loomk.errors import AgentFailed
     from loomk.llm import ModelRouter, ModelService

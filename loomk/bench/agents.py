@@ -27,7 +27,7 @@ import trio.testing
 
 from loomk.agents.agent import Agent
 from loomk.agents.context import Context
-from loomk.bench.bus import PAYLOAD, TOPIC, _best_of, _Counter, _drain_subscription
+from loomk.bench._shared import PAYLOAD, TOPIC, Counter, best_of, drain_subscription
 from loomk.events import Event
 from loomk.kernel import open_kernel
 
@@ -81,7 +81,8 @@ class _Counting(Agent):
         self.count += 1
 
 
-async def _spawn_agents(count: int) -> dict[str, float]:
+async def spawn_agents(count: int) -> dict[str, float]:
+    """Seconds and resident bytes to spawn ``count`` idle agents (run in a fresh process)."""
     gc.collect()
     before = _rss_bytes()
     started = time.perf_counter()
@@ -93,7 +94,8 @@ async def _spawn_agents(count: int) -> dict[str, float]:
     return {"seconds": seconds, "rss": rss}
 
 
-async def _spawn_tasks(count: int) -> dict[str, float]:
+async def spawn_tasks(count: int) -> dict[str, float]:
+    """The baseline: seconds and bytes for ``count`` bare tasks, each parked on a channel."""
     gc.collect()
     before = _rss_bytes()
     started = time.perf_counter()
@@ -114,7 +116,7 @@ def _measure_in_child(kind: str, count: int) -> dict[str, float]:
     """Run one spawn measurement in a fresh interpreter, so sizes don't share a heap."""
     code = (
         "import json, trio; from loomk.bench import agents as a; "
-        f"print(json.dumps(trio.run(a._spawn_{kind}, {count})))"
+        f"print(json.dumps(trio.run(a.spawn_{kind}, {count})))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=600
@@ -143,11 +145,11 @@ async def _runtime_delivery(agents: int, events: int) -> float:
 
 async def _bus_delivery(agents: int, events: int) -> float:
     async with open_kernel() as kernel:
-        counters = [_Counter() for _ in range(agents)]
+        counters = [Counter() for _ in range(agents)]
         subs = [kernel.bus.subscribe(TOPIC) for _ in range(agents)]
         async with trio.open_nursery() as nursery:
             for sub, counter in zip(subs, counters, strict=True):
-                nursery.start_soon(_drain_subscription, sub, counter.handle)
+                nursery.start_soon(drain_subscription, sub, counter.handle)
             await trio.testing.wait_all_tasks_blocked()
             publish = kernel.bus.publish
             started = time.perf_counter()
@@ -191,8 +193,8 @@ def run_agents_bench(
     for width in widths:
         events = max(1, deliveries // width)
         progress(f"delivery 1 -> {width} agents: {events * width:,} deliveries, best of {repeats}")
-        bus = _best_of(repeats, partial(trio.run, _bus_delivery, width, events))
-        runtime = _best_of(repeats, partial(trio.run, _runtime_delivery, width, events))
+        bus = best_of(repeats, partial(trio.run, _bus_delivery, width, events))
+        runtime = best_of(repeats, partial(trio.run, _runtime_delivery, width, events))
         delivery.append(DeliveryResult(width, events * width, runtime, bus))
     spawn = []
     for size in spawn_sizes:

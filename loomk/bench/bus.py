@@ -12,9 +12,8 @@ machine and its load.
 
 from __future__ import annotations
 
-import gc
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
@@ -22,11 +21,16 @@ from typing import Any
 import trio
 import trio.testing
 
-from loomk.bus.bus import EventBus, Subscription
+from loomk.bench._shared import (
+    PAYLOAD,
+    TOPIC,
+    Counter,
+    Handler,
+    best_of,
+    drain_subscription,
+)
+from loomk.bus import EventBus
 from loomk.events import Event, QoS
-
-TOPIC = "bench.sensor.reading"
-PAYLOAD = b"x" * 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,35 +60,6 @@ class LatencyResult:
     max_us: float
 
 
-class _Counter:
-    __slots__ = ("count",)
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    async def handle(self, topic: str, event: Event) -> None:
-        self.count += 1
-
-
-Handler = Callable[[str, Event], Awaitable[None]]
-
-
-async def _drain_subscription(sub: Subscription, handle: Handler) -> None:
-    """Call ``handle`` for every delivery: ``receive_nowait`` until empty, then park."""
-    receive_nowait = sub.receive_nowait
-    while True:
-        try:
-            topic, event = receive_nowait()
-        except trio.WouldBlock:
-            try:
-                topic, event = await sub.receive()
-            except trio.EndOfChannel:
-                return
-        except trio.EndOfChannel:
-            return
-        await handle(topic, event)
-
-
 async def _drain_channel(receive: trio.MemoryReceiveChannel[Event], handle: Handler) -> None:
     """The baseline's consumer: the same drain pattern on a raw trio memory channel."""
     while True:
@@ -102,12 +77,12 @@ async def _drain_channel(receive: trio.MemoryReceiveChannel[Event], handle: Hand
 
 async def _bus_throughput(subscribers: int, events: int) -> float:
     bus = EventBus()
-    counters = [_Counter() for _ in range(subscribers)]
+    counters = [Counter() for _ in range(subscribers)]
     subs = [bus.subscribe(TOPIC, qos=QoS.BATCHED) for _ in range(subscribers)]
 
     async with trio.open_nursery() as nursery:
         for sub, counter in zip(subs, counters, strict=True):
-            nursery.start_soon(_drain_subscription, sub, counter.handle)
+            nursery.start_soon(drain_subscription, sub, counter.handle)
         await trio.testing.wait_all_tasks_blocked()
         started = time.perf_counter()
         publish = bus.publish
@@ -122,7 +97,7 @@ async def _bus_throughput(subscribers: int, events: int) -> float:
 
 async def _channel_throughput(subscribers: int, events: int) -> float:
     pairs = [trio.open_memory_channel[Event](1024) for _ in range(subscribers)]
-    counters = [_Counter() for _ in range(subscribers)]
+    counters = [Counter() for _ in range(subscribers)]
 
     async with trio.open_nursery() as nursery:
         for (_, receive), counter in zip(pairs, counters, strict=True):
@@ -159,7 +134,7 @@ async def _latency(side: str, rate: int, seconds: float) -> LatencyResult:
         sub = bus.subscribe(TOPIC, qos=QoS.BATCHED)
 
         async def consume() -> None:
-            await _drain_subscription(sub, record)
+            await drain_subscription(sub, record)
 
         async def produce() -> None:
             start = trio.current_time()
@@ -202,14 +177,6 @@ async def _latency(side: str, rate: int, seconds: float) -> LatencyResult:
     )
 
 
-def _best_of(repeats: int, fn: Callable[[], float]) -> float:
-    best = 0.0
-    for _ in range(repeats):
-        gc.collect()
-        best = max(best, fn())
-    return best
-
-
 @dataclass(frozen=True, slots=True)
 class BusReport:
     """Everything ``loomk bench bus`` measured."""
@@ -239,8 +206,8 @@ def run_bus_bench(
     for width in widths:
         events = max(1, deliveries // width)
         progress(f"throughput 1 -> {width}: {events * width:,} deliveries, best of {repeats}")
-        base = _best_of(repeats, partial(trio.run, _channel_throughput, width, events))
-        ours = _best_of(repeats, partial(trio.run, _bus_throughput, width, events))
+        base = best_of(repeats, partial(trio.run, _channel_throughput, width, events))
+        ours = best_of(repeats, partial(trio.run, _bus_throughput, width, events))
         results.append(ThroughputResult(width, events * width, ours, base))
     progress(f"latency at {rate:,} events/s for {latency_seconds:g} s each")
     latency = [

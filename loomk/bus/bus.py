@@ -21,7 +21,7 @@ from types import TracebackType
 
 import trio
 
-from loomk.bus.lanes import EMPTY, EventHandler, HandlerLane, Item, Lane, Mailbox, make_lane
+from loomk.bus._lanes import EMPTY, EventHandler, HandlerLane, Item, Lane, Mailbox, make_lane
 from loomk.bus.overflow import Overflow, OverflowLike, parse_overflow
 from loomk.bus.topics import TopicTrie, is_wildcard, validate_pattern, validate_topic
 from loomk.errors import EventError, KernelClosed, OverflowPolicyError
@@ -308,35 +308,40 @@ class EventBus:
         ``capacity`` defaults to the QoS's configured capacity.
         """
         mailbox = Mailbox()
-        lane = self.new_lane(mailbox, qos=qos, overflow=overflow, capacity=capacity)
-        binding = self.attach(pattern, lane, event_types=event_types)
+        binding = self.bind(
+            mailbox, pattern, qos=qos, event_types=event_types, overflow=overflow, capacity=capacity
+        )
         return Subscription(self, binding, mailbox)
 
-    def new_lane(
+    def bind(
         self,
         mailbox: Mailbox,
+        pattern: str,
         *,
         qos: QoS = QoS.BATCHED,
+        event_types: Collection[str] | None = None,
         overflow: OverflowLike | None = None,
         capacity: int | None = None,
-    ) -> Lane:
-        """A lane in ``mailbox`` with the bus defaults for ``qos`` filled in."""
+    ) -> Binding:
+        """Deliver events matching ``pattern`` (and ``event_types``) into a new lane of
+        ``mailbox``, with the bus defaults for ``qos`` filled in (see :meth:`subscribe`).
+
+        Everything is checked before anything changes: a bad argument leaves the mailbox
+        and the bus as they were. :meth:`detach` ends the binding.
+        """
+        if self._closed:
+            raise KernelClosed(f"cannot subscribe to {pattern!r}: the event bus is closed")
+        validate_pattern(pattern)
+        types = _event_types(event_types)
         qos = QoS(qos)
         policy = DEFAULT_OVERFLOW[qos] if overflow is None else parse_overflow(overflow)
         if capacity is None:
             capacity = self._capacity[qos]
         elif capacity.__class__ is not int or capacity < 1:
             raise OverflowPolicyError(f"capacity must be an int >= 1, got {capacity!r}")
-        return make_lane(qos, capacity, policy, mailbox)
+        return self._attach(pattern, make_lane(qos, capacity, policy, mailbox), types)
 
-    def attach(
-        self, pattern: str, lane: Lane, *, event_types: Collection[str] | None = None
-    ) -> Binding:
-        """Start delivering events matching ``pattern`` (and ``event_types``) into ``lane``."""
-        if self._closed:
-            raise KernelClosed(f"cannot subscribe to {pattern!r}: the event bus is closed")
-        validate_pattern(pattern)
-        types = _event_types(event_types)
+    def _attach(self, pattern: str, lane: Lane, types: frozenset[str] | None) -> Binding:
         binding = Binding(next(self._ids), pattern, types, lane)
         self._trie.insert(pattern, binding.id, binding)
         if is_wildcard(pattern):
@@ -357,9 +362,11 @@ class EventBus:
         """
         if not callable(handler):
             raise EventError(f"an event handler must be callable, got {handler!r}")
-        return self.attach(
-            pattern, HandlerLane(handler, parse_overflow("drop_newest")), event_types=event_types
-        )
+        if self._closed:
+            raise KernelClosed(f"cannot subscribe to {pattern!r}: the event bus is closed")
+        validate_pattern(pattern)
+        types = _event_types(event_types)
+        return self._attach(pattern, HandlerLane(handler, parse_overflow("drop_newest")), types)
 
     def forget_topic(self, topic: str) -> None:
         """Drop the cached route of a topic nothing subscribes to exactly (a finished call's
@@ -370,7 +377,9 @@ class EventBus:
             self._retire(self._routes.pop(topic))
 
     def detach(self, binding: Binding) -> None:
-        """Stop delivering into ``binding``'s lane (idempotent); queued events stay."""
+        """Stop delivering into ``binding``'s lane and close it (idempotent); what is queued
+        stays for the consumer, which should be woken to see the end."""
+        binding.lane.close()
         if not binding.attached:
             return
         binding.attached = False
@@ -403,7 +412,6 @@ class EventBus:
         self._closed = True
         for _, binding in list(self._trie):
             self.detach(binding)
-            binding.lane.close()
             binding.lane.mailbox.wake()
 
     # ---- statistics -------------------------------------------------------------------
@@ -550,7 +558,6 @@ class Subscription:
     def unsubscribe(self) -> None:
         """Stop new deliveries; queued events can still be received (idempotent)."""
         self._bus.detach(self._binding)
-        self._lane.close()
         self._mailbox.wake()
 
     def close(self) -> int:

@@ -1,6 +1,6 @@
 """Overflow policies: what a subscription's queue does when events arrive faster than it drains.
 
-A policy is a small immutable description; :mod:`loomk.bus.lanes` turns it into a queue.
+A policy is a small immutable description; the bus turns it into a queue (a lane).
 
 =================  =========================================================================
 ``block``          lossless: the publisher waits until there is room (batched, background)

@@ -8,11 +8,12 @@ from loomk.collab.collaborator import (
     collab_types,
     score_of,
 )
-from loomk.collab.service import CollabService
+from loomk.collab.service import CollabService, CollabStats
 
 __all__ = [
     "CONTROL_TYPES",
     "CollabService",
+    "CollabStats",
     "Collaborator",
     "ContractNetResult",
     "Strategy",

@@ -23,7 +23,7 @@ from typing import Literal
 import trio
 
 from loomk._metakeys import SENDER
-from loomk.bus.bus import EventBus
+from loomk.bus import EventBus
 from loomk.bus.topics import validate_topic
 from loomk.collab.service import CollabService, Collector
 from loomk.envelope import Envelope, thread_broadcast_topic, thread_reply_topic

@@ -24,21 +24,42 @@ import itertools
 import math
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import trio
 
 from loomk._metakeys import CORRELATION_ID, SENDER
-from loomk.bus.bus import Binding, EventBus
+from loomk.bus import Binding, EventBus
 from loomk.events import Event
 
-__all__ = ["BarrierRound", "CollabService", "Collector"]
+__all__ = ["BarrierRound", "CollabService", "CollabStats", "Collector"]
 
 REPLY_PATTERN = "thread.*.reply"
 BARRIER_PATTERN = "thread.*.barrier"
 BARRIER_CHECK_IN = "collab.barrier"  # only these count (not collab.timeout on the topic)
 _ANNOUNCEMENTS = frozenset({"collab.summary", "collab.timeout"})
 _MAX_BARRIERS = 10_000  # barrier names remembered while nobody waits on them (oldest go)
+
+
+@dataclass(frozen=True, slots=True)
+class CollabStats:
+    """A snapshot of the collaboration service's counters."""
+
+    waiting: int
+    """Calls waiting for answers now."""
+    answers: int
+    """Answers handed to a waiting call."""
+    unclaimed: int
+    """Answers no waiting call wanted (late, foreign, or a duplicate from one responder)."""
+    timeouts: int
+    """Calls whose wait for answers ran out of time (barriers not included)."""
+    check_ins: int
+    """Barrier check-ins counted."""
+    barriers_open: int
+    """Barrier rounds waiting for more participants now."""
+    barriers_completed: int
+    """Barrier rounds that reached their participant count."""
 
 
 class Collector:
@@ -110,6 +131,23 @@ class CollabService:
         self._deadlines: list[tuple[float, int, _Deadline]] = []
         self._order = itertools.count()
         self._timer: trio.CancelScope | None = None  # the timer's sleep, while it runs
+        self._answers = 0
+        self._unclaimed = 0
+        self._timeouts = 0
+        self._check_ins = 0
+        self._barriers_completed = 0
+
+    def stats(self) -> CollabStats:
+        """A snapshot of the counters (see :class:`CollabStats`)."""
+        return CollabStats(
+            waiting=self.waiting,
+            answers=self._answers,
+            unclaimed=self._unclaimed,
+            timeouts=self._timeouts,
+            check_ins=self._check_ins,
+            barriers_open=len(self._barriers),
+            barriers_completed=self._barriers_completed,
+        )
 
     # ---- timeouts -----------------------------------------------------------------------
 
@@ -146,16 +184,18 @@ class CollabService:
             with trio.move_on_after(timeout_s):
                 while not collector.done:
                     await self._park(collector)
-            return collector.done
-        deadline = trio.current_time() + timeout_s
-        entry = _Deadline(collector)
-        heapq.heappush(self._deadlines, (deadline, next(self._order), entry))
-        if deadline < timer.deadline:
-            timer.deadline = deadline
-        try:
-            await self._park(collector)
-        finally:
-            entry.collector = None
+        else:
+            deadline = trio.current_time() + timeout_s
+            entry = _Deadline(collector)
+            heapq.heappush(self._deadlines, (deadline, next(self._order), entry))
+            if deadline < timer.deadline:
+                timer.deadline = deadline
+            try:
+                await self._park(collector)
+            finally:
+                entry.collector = None
+        if not collector.done:
+            self._timeouts += 1
         return collector.done
 
     @staticmethod
@@ -204,10 +244,17 @@ class CollabService:
         if not collectors:
             # a late or foreign answer is unclaimed (a drop); the calls' own announcements
             # (summary, timeout) are not answers at all
-            return event.type in _ANNOUNCEMENTS
+            if event.type in _ANNOUNCEMENTS:
+                return True
+            self._unclaimed += 1
+            return False
         claimed = False
         for collector in collectors:
             claimed = collector.offer(event) or claimed
+        if claimed:
+            self._answers += 1
+        else:
+            self._unclaimed += 1
         return claimed
 
     # ---- barriers -----------------------------------------------------------------------
@@ -246,9 +293,11 @@ class CollabService:
             wanted = 0
         round_.n = max(round_.n, wanted)
         round_.participants[participant] = None
+        self._check_ins += 1
         if round_.n and len(round_.participants) >= round_.n:
             round_.done.set()
             del self._barriers[name]  # the next check-in opens a new round
+            self._barriers_completed += 1
         return True
 
     def close(self) -> None:

@@ -1,7 +1,7 @@
 """Durable agent state (LevelDB), its per-handler commits, and ephemeral memory."""
 
 from loomk.state.agent_state import AgentStateView
-from loomk.state.memory import EphemeralMemory
+from loomk.state.memory import EphemeralMemory, MemoryStats
 from loomk.state.service import AgentState, StateService
 from loomk.state.store import Store, StoreStats
 
@@ -9,6 +9,7 @@ __all__ = [
     "AgentState",
     "AgentStateView",
     "EphemeralMemory",
+    "MemoryStats",
     "StateService",
     "Store",
     "StoreStats",

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from loomk.errors import StateError
 
-__all__ = ["EphemeralMemory"]
+__all__ = ["EphemeralMemory", "MemoryStats"]
 
 
 def _size(item: Any) -> int:
@@ -29,10 +30,26 @@ def _size(item: Any) -> int:
         raise StateError(f"memory items are JSON-serialisable, got {kind}") from error
 
 
+@dataclass(frozen=True, slots=True)
+class MemoryStats:
+    """A snapshot of one ephemeral memory."""
+
+    items: int
+    """Items remembered now."""
+    size_bytes: int
+    """Their total size."""
+    max_items: int
+    max_bytes: int
+    appended: int
+    """Items ever appended."""
+    evicted: int
+    """Items forgotten to stay within the bounds (``clear`` not counted)."""
+
+
 class EphemeralMemory:
     """A bounded, in-memory window of recent items (str, bytes or JSON values)."""
 
-    __slots__ = ("_items", "_total", "max_bytes", "max_items")
+    __slots__ = ("_appended", "_evicted", "_items", "_total", "max_bytes", "max_items")
 
     def __init__(self, max_items: int = 256, max_bytes: int = 256 * 1024) -> None:
         if max_items < 1 or max_bytes < 1:
@@ -41,6 +58,8 @@ class EphemeralMemory:
         self.max_bytes = max_bytes
         self._items: deque[tuple[Any, int]] = deque()
         self._total = 0
+        self._appended = 0
+        self._evicted = 0
 
     def append(self, item: Any) -> None:
         """Remember ``item``; forget the oldest entries while over a bound.
@@ -52,9 +71,11 @@ class EphemeralMemory:
             raise StateError(f"a memory item of {size} bytes exceeds max_bytes={self.max_bytes}")
         self._items.append((item, size))
         self._total += size
+        self._appended += 1
         while len(self._items) > self.max_items or self._total > self.max_bytes:
             _, dropped = self._items.popleft()
             self._total -= dropped
+            self._evicted += 1
 
     def extend(self, items: list[Any]) -> None:
         """Append each of ``items`` in order."""
@@ -69,6 +90,17 @@ class EphemeralMemory:
         """Forget everything."""
         self._items.clear()
         self._total = 0
+
+    def stats(self) -> MemoryStats:
+        """A snapshot of the counters (see :class:`MemoryStats`)."""
+        return MemoryStats(
+            items=len(self._items),
+            size_bytes=self._total,
+            max_items=self.max_items,
+            max_bytes=self.max_bytes,
+            appended=self._appended,
+            evicted=self._evicted,
+        )
 
     @property
     def size_bytes(self) -> int:

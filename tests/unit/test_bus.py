@@ -11,8 +11,8 @@ import trio
 import trio.testing
 from support import drain, ev, indices, parked_publish
 
-from loomk import Event, EventBus, KernelClosed, Overflow, QoS
-from loomk.bus import CHECKPOINT_EVERY, DEFAULT_CAPACITY, Subscription
+from loomk import Event, EventBus, KernelClosed, LoomkError, Overflow, QoS
+from loomk.bus import CHECKPOINT_EVERY, DEFAULT_CAPACITY, Mailbox, Subscription
 
 # --- helpers ------------------------------------------------------------------------------
 
@@ -859,3 +859,26 @@ async def test_long_receive_burst_is_cancellable(autojump_clock) -> None:
     assert scope.cancelled_caught
     assert got < CHECKPOINT_EVERY
     assert sub.stats().depth == 1000 - got
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"pattern": "a..b"},
+        {"capacity": 0},
+        {"overflow": "bogus"},
+        {"event_types": [1]},
+        {"qos": 7},
+    ],
+    ids=repr,
+)
+async def test_a_refused_bind_leaves_the_mailbox_and_the_bus_as_they_were(bad: dict) -> None:
+    bus = EventBus()
+    mailbox = Mailbox()
+    arguments = {"pattern": "a.b"} | bad
+    pattern = arguments.pop("pattern")
+    with pytest.raises((LoomkError, ValueError)):
+        bus.bind(mailbox, pattern, **arguments)
+    assert mailbox.lanes == ()
+    assert bus.subscription_stats() == []
+    assert await bus.publish("a.b", Event("x")) == 0

@@ -20,7 +20,7 @@ from support import Scripted, Step
 import loomk
 from loomk import Context, Event
 from loomk.errors import StateError
-from loomk.state import EphemeralMemory
+from loomk.state import EphemeralMemory, MemoryStats
 
 WAIT_LIMIT_S = 5.0
 
@@ -103,6 +103,18 @@ def test_a_str_with_a_lone_surrogate_is_stored_or_refused_with_state_error() -> 
     else:
         assert memory.items() == ["\ud800"]
         assert json.loads(memory.as_json()) == ["\ud800"]
+
+
+def test_stats_count_what_was_appended_and_evicted_in_a_frozen_snapshot() -> None:
+    memory = EphemeralMemory(max_items=2, max_bytes=10)
+    assert memory.stats() == MemoryStats(0, 0, 2, 10, 0, 0)
+    memory.extend(["aaaa", "bbbb", "cc"])  # the third pushes the first out (count)
+    snapshot = memory.stats()
+    memory.append("dddddddddd")  # 10 bytes: everything else goes (bytes)
+    assert snapshot == MemoryStats(2, 6, 2, 10, 3, 1)
+    assert memory.stats() == MemoryStats(1, 10, 2, 10, 4, 3)
+    memory.clear()
+    assert memory.stats() == MemoryStats(0, 0, 2, 10, 4, 3)  # cleared, not evicted
 
 
 def test_clear_forgets_everything() -> None:

@@ -462,12 +462,12 @@ class Mailbox:
         self._lanes.append(lane)
         self._lanes.sort(key=_lane_order)
 
-    def remove_lane(self, lane: Lane) -> None:
-        """Detach a lane (it should be closed and drained or discarded first)."""
-        self._lanes.remove(lane)
-
     def __len__(self) -> int:
         return self.depth
+
+    def discard(self) -> int:
+        """Drop everything queued in every lane (counted ``discarded``); returns how many."""
+        return sum(lane.discard() for lane in self._lanes)
 
     def prune(self) -> None:
         """Detach lanes that are closed and drained (their subscription ended)."""
