@@ -32,9 +32,7 @@ from loomk.collab import Collaborator, CollabService
 from loomk.config import Config
 from loomk.errors import AgentError, KernelClosed
 from loomk.events import QoS
-from loomk.llm.local import LocalModel
-from loomk.llm.router import ModelRouter
-from loomk.llm.service import ModelService
+from loomk.llm import LocalModel, ModelRouter, ModelService
 from loomk.state.service import AgentState, StateService
 from loomk.telemetry.logging import configure_logging, get_logger
 

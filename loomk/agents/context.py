@@ -22,8 +22,7 @@ from loomk.collab.collaborator import Collaborator, ContractNetResult, Strategy,
 from loomk.envelope import agent_reply_topic
 from loomk.errors import EventError
 from loomk.events import Event, QoS
-from loomk.llm.decision import RoutingDecision, routing_decision_event
-from loomk.llm.service import ModelAnswer
+from loomk.llm import ModelAnswer, RoutingDecision, routing_decision_event
 from loomk.state.agent_state import AgentStateView
 from loomk.state.memory import EphemeralMemory
 from loomk.state.service import state_prefix

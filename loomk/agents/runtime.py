@@ -47,7 +47,7 @@ from loomk.errors import (
     NotSubscribed,
 )
 from loomk.events import Event, QoS
-from loomk.llm.decision import Route
+from loomk.llm import Route
 from loomk.state.memory import EphemeralMemory
 from loomk.telemetry.logging import get_logger
 

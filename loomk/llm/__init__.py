@@ -6,18 +6,21 @@ never needs them, and they add tens of milliseconds to ``import loomk``.
 
 from typing import TYPE_CHECKING, Any
 
-from loomk.llm.decision import ROUTING_DECISION, Route, RoutingDecision, routing_decision_event
-from loomk.llm.intents import Intent, understand
-from loomk.llm.local import LocalAnswer, LocalModel
+from loomk.llm.local import Intent, LocalAnswer, LocalModel, event_text, understand
 from loomk.llm.prompt import PromptBundle, TokenBudget, to_messages_and_text
-from loomk.llm.router import (
+from loomk.llm.routing import (
+    ROUTING_DECISION,
     ConfidenceEstimator,
+    ModelAnswer,
     ModelRouter,
+    ModelService,
     PrivacyLevel,
+    Route,
     RouterStats,
+    RoutingDecision,
     RoutingPolicy,
+    routing_decision_event,
 )
-from loomk.llm.service import ModelAnswer, ModelService
 
 if TYPE_CHECKING:
     from loomk.llm.client import ChatStream, LLMClient, LLMReply, LLMSettings
@@ -62,6 +65,7 @@ __all__ = [
     "RoutingPolicy",
     "TokenBudget",
     "client_generate",
+    "event_text",
     "routing_decision_event",
     "to_messages_and_text",
     "understand",

@@ -20,7 +20,7 @@ from openai_server import FakeOpenAI, chat_json, responses_json, serve_openai, s
 import loomk
 from loomk import Agent, Context, Event, Kernel
 from loomk.llm import ModelAnswer, Route
-from loomk.llm.router import MASK
+from loomk.llm.routing import MASK
 
 CONFIDENT = "turn on the kitchen lights"
 PARTIAL = "what's the weather like"

@@ -8,7 +8,7 @@ import pytest
 
 from loomk import Event
 from loomk.llm import Route
-from loomk.llm.router import (
+from loomk.llm.routing import (
     DEFAULT_MASKED_FIELDS,
     MASK,
     ModelRouter,

@@ -13,9 +13,9 @@ from typing import Any
 
 from loomk.errors import LLMError
 from loomk.events import Event
-from loomk.llm.decision import Route, RoutingDecision
 from loomk.llm.local import event_text
-from loomk.llm.router import ModelRouter
+from loomk.llm.routing.decision import Route, RoutingDecision
+from loomk.llm.routing.router import ModelRouter
 from loomk.telemetry.logging import get_logger
 
 __all__ = ["ModelAnswer", "ModelService"]

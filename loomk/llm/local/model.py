@@ -35,7 +35,7 @@ from loomk.actions.providers.math_eval import MATH_ERROR, evaluate
 from loomk.actions.types import ActionCall
 from loomk.errors import ConfigError
 from loomk.events import Event, new_event_id
-from loomk.llm.intents import Intent, understand
+from loomk.llm.local.intents import Intent, understand
 from loomk.telemetry.logging import get_logger
 
 __all__ = [

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from loomk.events import Event
-from loomk.llm.decision import Route, RoutingDecision
+from loomk.llm.routing.decision import Route, RoutingDecision
 
 __all__ = [
     "CLOUD_COSTS",
