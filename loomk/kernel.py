@@ -116,7 +116,7 @@ class Kernel:
     def _attach_llm(self, client: LLMClient) -> None:
         """Answer ``llm.generate`` and cloud-routed questions with the configured endpoint."""
         self.llm = client
-        from loomk.llm.generate import client_generate
+        from loomk.llm.client import client_generate
 
         generate = client_generate(client)
         self.models.cloud = generate

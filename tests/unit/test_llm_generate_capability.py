@@ -32,8 +32,7 @@ from openai_server import (
 
 from loomk.actions import ActionBroker, ActionCall, ActionResult, ActionStatus
 from loomk.actions.providers import LLMGenerateProvider
-from loomk.llm.client import LLMClient, LLMSettings
-from loomk.llm.generate import client_generate
+from loomk.llm.client import LLMClient, LLMSettings, client_generate
 
 KEY = "sk-capability-SECRET-77"
 _ids = itertools.count()

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from loomk.errors import LLMError
-from loomk.llm.prompt import PromptBundle, TokenBudget, to_messages_and_text
+from loomk.llm.client import PromptBundle, TokenBudget, to_messages_and_text
 
 
 def budget(tokens: int) -> TokenBudget:
