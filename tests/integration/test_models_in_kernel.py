@@ -137,7 +137,7 @@ async def test_a_hybrid_decision_runs_a_local_then_a_cloud_pass(tmp_path: Path) 
         async with kernel_with(tmp_path, fake) as kernel:
             await kernel.spawn(PublicAssistant("assistant", passes))
             final = await ask(kernel, PARTIAL)
-            assert kernel.router.stats.hybrid_rate == 1.0
+            assert kernel.router.stats().hybrid_rate == 1.0
         assert final.payload == b"Refined in the cloud."
         (quick_meta, quick), (refine_meta, refined) = passes
         assert quick_meta["routing_decision"] == "Hybrid"
