@@ -2,8 +2,8 @@
 
 ``invoke`` never raises for a failed call; every outcome is an :class:`ActionResult`:
 
-1. The envelope headers are filled (all seven keys, Loom §3) and ``correlation_id`` follows
-   them.
+1. The envelope headers are filled (all seven keys of Loom's envelope) and
+   ``correlation_id`` follows them.
 2. A call id seen before is answered from a bounded cache (errors and timeouts too); a call
    with the id of one still running waits for that one's result instead of running twice.
 3. The capability resolves to ``name:version``, or for an empty version to the highest

@@ -3,9 +3,10 @@
 A run asks the model with the capabilities as tools; when it answers with tool calls, they
 run through the broker in parallel (bounded), their results go back into the conversation
 and the model is asked again (the refine turn), until it answers with text or the rounds run
-out. Unlike Loom's (LOOM-REFERENCE §8.3) it speaks the real wire formats of Chat
-Completions, Responses and Anthropic Messages, runs tools concurrently, and turns bad tool
-calls (malformed arguments, unknown names) into error results the model can read.
+out. Loom's orchestrator read a single Anthropic-shaped tool-call format under a Responses
+endpoint; this one speaks the real wire formats of Chat Completions, Responses and Anthropic
+Messages, runs tools concurrently, and turns bad tool calls (malformed arguments, unknown
+names) into error results the model can read.
 
 The model is any async callable taking the request body in the style's wire format (the
 model name, sampling settings and transport are its business) and returning the parsed

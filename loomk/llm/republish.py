@@ -21,8 +21,8 @@ too. The events have source ``loomk.llm`` and the stream's ``stream_id`` in thei
   ``code``.
 
 Like the stream, the wrapper runs nothing in the background: each event is published by
-the task reading, before it gets the delta, so a slow subscriber slows the reader down
-(as a lossless subscription on the bus would) rather than piling events up.
+the task reading the stream, before that task gets the delta, so a full lossless
+subscription holds the reader up as it would any publisher.
 """
 
 from __future__ import annotations

@@ -80,7 +80,8 @@ class LLMReply:
     finish_reason: str | None = None
 
     def as_output(self) -> dict[str, Any]:
-        """The ``llm.generate`` output: ``{text, model, provider, usage}`` (Loom §8.2)."""
+        """The ``llm.generate`` output, in the shape Loom's capability gives it:
+        ``{text, model, provider, usage}``."""
         return {
             "text": self.text,
             "model": self.model,

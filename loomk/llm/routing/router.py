@@ -1,6 +1,6 @@
-"""The model router: per event, the local model, the cloud, or both (Loom §7).
+"""The model router: per event, the local model, the cloud, or both.
 
-Loom's decision table, first match wins:
+It keeps the decision table of Loom's router, first match wins:
 
 1. ``local-only`` privacy: Local, "Privacy policy requires local-only processing".
 2. The local estimator supports the event type and is confident enough
