@@ -1,4 +1,4 @@
-"""Unit tests for loomk.actions.ActionBroker through real providers (LOOM-REFERENCE §3, §8.1).
+"""Unit tests for loomk.actions.ActionBroker through real providers, against Loom's broker.
 
 Covers registration and version resolution, PROVIDER_UNAVAILABLE, the idempotency cache,
 concurrency limits, retries, statistics, timeouts (on a MockClock), the envelope headers and

@@ -1,6 +1,6 @@
 """``llm.generate`` end to end: a real ActionBroker, ``LLMGenerateProvider`` over
 ``client_generate(client)``, and the OpenAI-compatible fake on loopback. Loom's payloads
-(LOOM-REFERENCE §8.2) give Loom's output shape; per-call header overrides reach the wire;
+for the capability give Loom's output shape; per-call header overrides reach the wire;
 every client failure becomes an ActionResult carrying the LLMError's code.
 """
 

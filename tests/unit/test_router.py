@@ -1,4 +1,4 @@
-"""The model router: Loom's decision table (§7) and loomk's privacy rules and masking."""
+"""The model router: Loom's decision table and loomk's privacy rules and masking; its stats."""
 
 from __future__ import annotations
 
