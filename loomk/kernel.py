@@ -31,9 +31,7 @@ from loomk.collab import Collaborator, CollabService
 from loomk.config import Config
 from loomk.errors import AgentError, AgentFailed, KernelClosed
 from loomk.events import QoS
-from loomk.llm.local import LocalModel
-from loomk.llm.router import ModelRouter
-from loomk.llm.service import ModelService
+from loomk.llm import LocalModel, ModelRouter, ModelService
 from loomk.state.service import AgentState, StateService
 from loomk.telemetry.logging import configure_logging, get_logger
 
@@ -127,7 +125,7 @@ class Kernel:
     def _attach_llm(self, client: LLMClient) -> None:
         """Answer ``llm.generate`` and cloud-routed questions with the configured endpoint."""
         self.llm = client
-        from loomk.llm.generate import client_generate
+        from loomk.llm.client import client_generate
 
         generate = client_generate(client)
         self.models.cloud = generate

@@ -1,4 +1,4 @@
-"""How an agent's capability calls look on the wire and to observers (Loom §6, agent actions).
+"""How an agent's capability calls look on the wire and to observers, as Loom's agents show them.
 
 An agent calls ``ctx.invoke``; the call gets a fresh envelope (thread and correlation = the
 call id, sender ``agent.{id}``) and a QoS from its priority, and its outcome is published as

@@ -2,8 +2,8 @@
 
 ``invoke`` never raises for a failed call; every outcome is an :class:`ActionResult`:
 
-1. The envelope headers are filled (all seven keys, Loom §3) and ``correlation_id`` follows
-   them.
+1. The envelope headers are filled (all seven keys of Loom's envelope) and
+   ``correlation_id`` follows them.
 2. A call id seen before is answered from a bounded cache (errors and timeouts too); a call
    with the id of one still running waits for that one's result instead of running twice.
 3. The capability resolves to ``name:version``, or for an empty version to the highest
@@ -45,9 +45,10 @@ _log = get_logger("loomk.broker")
 DEFAULT_TIMEOUT_S = 30.0
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class CapabilityStats:
-    """Counters of one capability (all versions): calls and their outcomes, latency."""
+    """The counts of one capability (all versions) as :meth:`ActionBroker.stats` saw them:
+    calls and their outcomes, latency."""
 
     calls: int = 0
     ok: int = 0
@@ -63,6 +64,48 @@ class CapabilityStats:
         """Mean latency of the calls that ran (not cache hits)."""
         ran = self.calls - self.cached
         return self.latency_total_s / ran if ran else 0.0
+
+
+@dataclass(slots=True)
+class _CapabilityCounters:
+    """The live counts of one capability (the fields of :class:`CapabilityStats`)."""
+
+    calls: int = 0
+    ok: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    retries: int = 0
+    cached: int = 0
+    latency_total_s: float = 0.0
+    latency_max_s: float = 0.0
+
+    def cache_hit(self) -> None:
+        """Count a call answered with an earlier call's result."""
+        self.calls += 1
+        self.cached += 1
+
+    def ran(self, result: ActionResult, elapsed: float) -> None:
+        """Count how a call that ran for ``elapsed`` seconds ended."""
+        self.latency_total_s += elapsed
+        self.latency_max_s = max(self.latency_max_s, elapsed)
+        if result.status is ActionStatus.ACTION_OK:
+            self.ok += 1
+        elif result.status is ActionStatus.ACTION_TIMEOUT:
+            self.timeouts += 1
+        else:
+            self.errors += 1
+
+    def snapshot(self) -> CapabilityStats:
+        return CapabilityStats(
+            self.calls,
+            self.ok,
+            self.errors,
+            self.timeouts,
+            self.retries,
+            self.cached,
+            self.latency_total_s,
+            self.latency_max_s,
+        )
 
 
 class _Registration:
@@ -124,8 +167,8 @@ class ActionBroker:
         self._by_name: dict[str, list[_Registration]] = {}  # highest version first
         self._cache: OrderedDict[str, ActionResult] = OrderedDict()
         self._in_flight: dict[str, _InFlight] = {}
-        self._stats: dict[str, CapabilityStats] = {}
-        self.unavailable = 0  # calls for which no provider was registered
+        self._counters: dict[str, _CapabilityCounters] = {}
+        self._unavailable = 0
 
     # ---- the registry -------------------------------------------------------------------
 
@@ -204,18 +247,25 @@ class ActionBroker:
 
     # ---- invoking -----------------------------------------------------------------------
 
-    def _stats_of(self, capability: str) -> CapabilityStats:
-        stats = self._stats.get(capability)
-        if stats is None:
-            stats = self._stats[capability] = CapabilityStats()
-        return stats
+    def _counters_of(self, capability: str) -> _CapabilityCounters:
+        counters = self._counters.get(capability)
+        if counters is None:
+            counters = self._counters[capability] = _CapabilityCounters()
+        return counters
 
     def stats(self, capability: str | None = None) -> dict[str, CapabilityStats]:
-        """Counters by capability name (one name, or all) of the calls that found a provider
-        or the cache; calls that found neither are counted in :attr:`unavailable`."""
+        """Snapshots of the counts by capability name (one name, or all) of the calls that
+        found a provider or the cache; later calls leave them as they are. Calls that found
+        neither are counted in :attr:`unavailable`."""
         if capability is not None:
-            return {capability: self._stats.get(capability, CapabilityStats())}
-        return dict(self._stats)
+            counters = self._counters.get(capability)
+            return {capability: counters.snapshot() if counters else CapabilityStats()}
+        return {name: counters.snapshot() for name, counters in self._counters.items()}
+
+    @property
+    def unavailable(self) -> int:
+        """How many calls found no provider (nor a cached result)."""
+        return self._unavailable
 
     async def invoke(self, call: ActionCall) -> ActionResult:
         """Run ``call`` through its provider; always an :class:`ActionResult` (see above)."""
@@ -229,28 +279,24 @@ class ActionBroker:
         cached = self._cache.get(call.id) if call.id else None
         if cached is not None:
             self._cache.move_to_end(call.id)
-            stats = self._stats_of(call.capability)
-            stats.calls += 1
-            stats.cached += 1
+            self._counters_of(call.capability).cache_hit()
             return cached
         running = self._in_flight.get(call.id) if call.id else None
         if running is not None:  # the same call is running: share its outcome
             shared = await running.wait()
             if shared is None:  # the first caller was cancelled: run it now
                 return await self.invoke(call)
-            stats = self._stats_of(call.capability)
-            stats.calls += 1
-            stats.cached += 1
+            self._counters_of(call.capability).cache_hit()
             return shared
         registration = self._resolve(call.capability, call.version)
         if registration is None:  # counted apart: made-up names must not grow the stats
-            self.unavailable += 1
+            self._unavailable += 1
             wanted = f"{call.capability}:{call.version}" if call.version else call.capability
             return ActionResult.failure(
                 call.id, ErrorCode.PROVIDER_UNAVAILABLE, f"no provider for capability {wanted}"
             )
-        stats = self._stats_of(call.capability)
-        stats.calls += 1
+        counters = self._counters_of(call.capability)
+        counters.calls += 1
         flight = _InFlight()
         if call.id:
             self._in_flight[call.id] = flight
@@ -263,15 +309,7 @@ class ActionBroker:
         finally:
             if self._in_flight.get(call.id) is flight:
                 del self._in_flight[call.id]
-        elapsed = trio.current_time() - started
-        stats.latency_total_s += elapsed
-        stats.latency_max_s = max(stats.latency_max_s, elapsed)
-        if result.status is ActionStatus.ACTION_OK:
-            stats.ok += 1
-        elif result.status is ActionStatus.ACTION_TIMEOUT:
-            stats.timeouts += 1
-        else:
-            stats.errors += 1
+        counters.ran(result, trio.current_time() - started)
         if call.id and self.cache_size:
             self._cache[call.id] = result
             while len(self._cache) > self.cache_size:
@@ -294,7 +332,7 @@ class ActionBroker:
                 ):
                     return result
                 attempt += 1
-                self._stats[call.capability].retries += 1
+                self._counters[call.capability].retries += 1
                 backoff = self.retry_backoff_s * 2 ** (attempt - 1)
                 await trio.sleep(backoff * (0.5 + random.random()))
         assert scope.cancelled_caught

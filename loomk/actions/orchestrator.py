@@ -3,9 +3,10 @@
 A run asks the model with the capabilities as tools; when it answers with tool calls, they
 run through the broker in parallel (bounded), their results go back into the conversation
 and the model is asked again (the refine turn), until it answers with text or the rounds run
-out. Unlike Loom's (LOOM-REFERENCE §8.3) it speaks the real wire formats of Chat
-Completions, Responses and Anthropic Messages, runs tools concurrently, and turns bad tool
-calls (malformed arguments, unknown names) into error results the model can read.
+out. Loom's orchestrator read a single Anthropic-shaped tool-call format under a Responses
+endpoint; this one speaks the real wire formats of Chat Completions, Responses and Anthropic
+Messages, runs tools concurrently, and turns bad tool calls (malformed arguments, unknown
+names) into error results the model can read.
 
 The model is any async callable taking the request body in the style's wire format (the
 model name, sampling settings and transport are its business) and returning the parsed
@@ -70,9 +71,10 @@ class FinalAnswer:
     exhausted: bool = False
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class OrchestratorStats:
-    """Counters across runs: model requests, tool calls and errors, tool latency.
+    """Counts across runs, as :meth:`ToolOrchestrator.stats` saw them: runs, model requests,
+    tool calls and errors, tool latency.
 
     ``tool_errors`` counts non-OK results (refused calls included); latency covers the calls
     that reached the broker (``invoked``), from getting a slot to the result.
@@ -90,6 +92,36 @@ class OrchestratorStats:
     def latency_mean_s(self) -> float:
         """Mean latency of the tool calls that reached the broker."""
         return self.latency_total_s / self.invoked if self.invoked else 0.0
+
+
+@dataclass(slots=True)
+class _OrchestratorCounters:
+    """The orchestrator's live counts (the fields of :class:`OrchestratorStats`)."""
+
+    runs: int = 0
+    model_calls: int = 0
+    tool_calls: int = 0
+    tool_errors: int = 0
+    invoked: int = 0
+    latency_total_s: float = 0.0
+    latency_max_s: float = 0.0
+
+    def invoked_for(self, elapsed: float) -> None:
+        """Count a call that reached the broker and took ``elapsed`` seconds."""
+        self.invoked += 1
+        self.latency_total_s += elapsed
+        self.latency_max_s = max(self.latency_max_s, elapsed)
+
+    def snapshot(self) -> OrchestratorStats:
+        return OrchestratorStats(
+            self.runs,
+            self.model_calls,
+            self.tool_calls,
+            self.tool_errors,
+            self.invoked,
+            self.latency_total_s,
+            self.latency_max_s,
+        )
 
 
 class ToolOrchestrator:
@@ -142,7 +174,7 @@ class ToolOrchestrator:
         # model is not handed a tool that calls a model.
         self.exclude = tuple(exclude)
         self.tool_choice = tool_choice
-        self.stats = OrchestratorStats()
+        self._counters = _OrchestratorCounters()
         self._limiter = trio.CapacityLimiter(max_parallel)
 
     async def run(
@@ -150,7 +182,7 @@ class ToolOrchestrator:
     ) -> FinalAnswer:
         """Answer ``conversation`` (a user prompt, or the messages / Responses input items so
         far), using tools as the model asks. An exception of the model call propagates."""
-        self.stats.runs += 1
+        self._counters.runs += 1
         offered = [
             d for d in self.broker.list_capabilities() if not d.name.startswith(self.exclude)
         ]
@@ -161,7 +193,7 @@ class ToolOrchestrator:
         calls_made: list[ToolCall] = []
         results: list[ActionResult] = []
         for round_no in range(1, self.max_rounds + 1):
-            self.stats.model_calls += 1
+            self._counters.model_calls += 1
             response = await self.model(self._request(transcript, tools, round_no))
             calls = parse_tool_calls(response)
             last = round_no == self.max_rounds
@@ -175,6 +207,10 @@ class ToolOrchestrator:
             results += outcome
             transcript += tool_result_messages(calls, outcome, style=self.style)
         raise AssertionError("unreachable: the last round returns")  # pragma: no cover
+
+    def stats(self) -> OrchestratorStats:
+        """The counts of every run so far (a snapshot that later runs leave as it is)."""
+        return self._counters.snapshot()
 
     # ---- the model request --------------------------------------------------------------
 
@@ -222,7 +258,7 @@ class ToolOrchestrator:
         action_id = f"tool-{uuid.uuid4().hex}"
         capability = names.capability(call.name)  # only what was offered may run
         payload = _payload(call)
-        self.stats.tool_calls += 1
+        self._counters.tool_calls += 1
         if capability is None:
             result = ActionResult.failure(
                 action_id, ErrorCode.PROVIDER_UNAVAILABLE, f"no tool named {call.name!r} here"
@@ -242,11 +278,9 @@ class ToolOrchestrator:
                 started = trio.current_time()
                 result = await self.broker.invoke(action)
                 elapsed = trio.current_time() - started
-            self.stats.invoked += 1
-            self.stats.latency_total_s += elapsed
-            self.stats.latency_max_s = max(self.stats.latency_max_s, elapsed)
+            self._counters.invoked_for(elapsed)
         if not result.ok:
-            self.stats.tool_errors += 1
+            self._counters.tool_errors += 1
         _log.debug(
             "tool call",
             tool=call.name,

@@ -1,9 +1,9 @@
 """Capabilities as LLM tools: the wire shapes of three model APIs, as pure data.
 
 Loom's orchestrator understood one Anthropic-shaped tool-call format under a Responses
-endpoint and sent a non-standard tool shape to Chat Completions (LOOM-REFERENCE §8.3). This
-module speaks the real formats of OpenAI Chat Completions (``"chat"``), the OpenAI Responses
-API (``"responses"``) and Anthropic Messages (``"anthropic"``), in both directions:
+endpoint and sent a non-standard tool shape to Chat Completions. This module speaks the real
+formats of OpenAI Chat Completions (``"chat"``), the OpenAI Responses API (``"responses"``)
+and Anthropic Messages (``"anthropic"``), in both directions:
 
 * :func:`tools_for` turns capability descriptors into tool definitions;
 * :func:`parse_tool_calls` and :func:`answer_text` read a model's response, whatever its

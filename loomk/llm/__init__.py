@@ -1,44 +1,65 @@
-"""Models: the OpenAI-compatible client, the offline local model, and the router between them.
+"""Models: the OpenAI-compatible client, the offline local model, and the routing between them.
 
-The client and its streaming are loaded on first use: a kernel without a model endpoint
-never needs them, and they add tens of milliseconds to ``import loomk``.
+Three subsystems, each a package of its own: :mod:`loomk.llm.client` (the client API over
+its HTTP transport), :mod:`loomk.llm.local` (the local model and its parsers) and
+:mod:`loomk.llm.routing` (the router, its decisions and the model service). Beside them,
+:mod:`loomk.llm.republish` republishes a streamed answer as events through any
+``publish(topic, event)`` callable. Their public names are all importable from here.
+
+The client is loaded on first use: a kernel without a model endpoint never needs it, and it
+adds tens of milliseconds to ``import loomk``.
 """
 
 from typing import TYPE_CHECKING, Any
 
-from loomk.llm.decision import ROUTING_DECISION, Route, RoutingDecision, routing_decision_event
-from loomk.llm.intents import Intent, understand
-from loomk.llm.local import LocalAnswer, LocalModel
-from loomk.llm.prompt import PromptBundle, TokenBudget, to_messages_and_text
-from loomk.llm.router import (
+from loomk.llm.local import Intent, LocalAnswer, LocalModel, event_text, understand
+from loomk.llm.republish import Publish, RepublishedStream, republish
+from loomk.llm.routing import (
+    ROUTING_DECISION,
     ConfidenceEstimator,
+    ModelAnswer,
     ModelRouter,
+    ModelService,
     PrivacyLevel,
+    Route,
     RouterStats,
+    RoutingDecision,
     RoutingPolicy,
+    routing_decision_event,
 )
-from loomk.llm.service import ModelAnswer, ModelService
 
 if TYPE_CHECKING:
-    from loomk.llm.client import ChatStream, LLMClient, LLMReply, LLMSettings
-    from loomk.llm.generate import client_generate
+    from loomk.llm.client import (
+        ChatStream,
+        LLMClient,
+        LLMReply,
+        LLMSettings,
+        PromptBundle,
+        TokenBudget,
+        client_generate,
+        to_messages_and_text,
+    )
 
-_LAZY = {
-    "ChatStream": "loomk.llm.client",
-    "LLMClient": "loomk.llm.client",
-    "LLMReply": "loomk.llm.client",
-    "LLMSettings": "loomk.llm.client",
-    "client_generate": "loomk.llm.generate",
-}
+_LAZY = frozenset(
+    {
+        "ChatStream",
+        "LLMClient",
+        "LLMReply",
+        "LLMSettings",
+        "PromptBundle",
+        "TokenBudget",
+        "client_generate",
+        "to_messages_and_text",
+    }
+)
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    if name not in _LAZY:
         raise AttributeError(f"module 'loomk.llm' has no attribute {name!r}")
     import importlib
 
-    return getattr(importlib.import_module(module), name)
+    return getattr(importlib.import_module("loomk.llm.client"), name)
 
 
 __all__ = [
@@ -56,12 +77,16 @@ __all__ = [
     "ModelService",
     "PrivacyLevel",
     "PromptBundle",
+    "Publish",
+    "RepublishedStream",
     "Route",
     "RouterStats",
     "RoutingDecision",
     "RoutingPolicy",
     "TokenBudget",
     "client_generate",
+    "event_text",
+    "republish",
     "routing_decision_event",
     "to_messages_and_text",
     "understand",

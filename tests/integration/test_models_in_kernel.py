@@ -20,7 +20,7 @@ from openai_server import FakeOpenAI, chat_json, responses_json, serve_openai, s
 import loomk
 from loomk import Agent, Context, Event, Kernel
 from loomk.llm import ModelAnswer, Route
-from loomk.llm.router import MASK
+from loomk.llm.routing import MASK
 
 CONFIDENT = "turn on the kitchen lights"
 PARTIAL = "what's the weather like"
@@ -137,7 +137,7 @@ async def test_a_hybrid_decision_runs_a_local_then_a_cloud_pass(tmp_path: Path) 
         async with kernel_with(tmp_path, fake) as kernel:
             await kernel.spawn(PublicAssistant("assistant", passes))
             final = await ask(kernel, PARTIAL)
-            assert kernel.router.stats.hybrid_rate == 1.0
+            assert kernel.router.stats().hybrid_rate == 1.0
         assert final.payload == b"Refined in the cloud."
         (quick_meta, quick), (refine_meta, refined) = passes
         assert quick_meta["routing_decision"] == "Hybrid"

@@ -45,7 +45,7 @@ async def test_a_model_uses_math_eval_and_time_now_then_answers(tmp_path: Path) 
             answer = await orchestrator.run("What is 6*7, and what time is it in Tokyo?")
         assert answer.text == "6*7 is 42; zone Asia/Tokyo"
         assert [r.ok for r in answer.tool_results] == [True, True]
-        assert orchestrator.stats.tool_calls == 2
+        assert orchestrator.stats().tool_calls == 2
         first = fake.requests[0].json()
         offered = {tool["function"]["name"] for tool in first["tools"]}
         assert {"math__eval", "time__now", "weather__get", "web__search"} <= offered

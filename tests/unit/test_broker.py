@@ -1,4 +1,4 @@
-"""Unit tests for loomk.actions.ActionBroker through real providers (LOOM-REFERENCE §3, §8.1).
+"""Unit tests for loomk.actions.ActionBroker through real providers, against Loom's broker.
 
 Covers registration and version resolution, PROVIDER_UNAVAILABLE, the idempotency cache,
 concurrency limits, retries, statistics, timeouts (on a MockClock), the envelope headers and
@@ -7,6 +7,7 @@ bad input, including that a failing call never affects the others.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -794,6 +795,26 @@ async def test_stats_of_all_and_of_unknown() -> None:
     assert broker.unavailable == 1
     assert broker.stats("never.called") == {"never.called": CapabilityStats()}
     assert CapabilityStats().latency_mean_s == 0.0
+
+
+async def test_stats_are_frozen_snapshots() -> None:
+    broker = ActionBroker()
+    broker.register(RecordingProvider("a.cap"))
+    await broker.invoke(call("1", "a.cap"))
+    one, everything = broker.stats("a.cap"), broker.stats()
+    await broker.invoke(call("2", "a.cap"))
+    await broker.invoke(call("1", "a.cap"))  # cached
+    await broker.invoke(call("3", "missing.cap"))
+    assert (one["a.cap"].calls, one["a.cap"].ok, one["a.cap"].cached) == (1, 1, 0)
+    assert everything == one  # both left as they were
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        one["a.cap"].calls = 0  # type: ignore[misc]
+    del everything["a.cap"]  # the dict is the caller's: the broker keeps counting
+    now = broker.stats()["a.cap"]
+    assert (now.calls, now.ok, now.cached) == (3, 2, 1)
+    assert broker.unavailable == 1
+    with pytest.raises(AttributeError):
+        broker.unavailable = 0  # type: ignore[misc]
 
 
 # --- timeouts -----------------------------------------------------------------------------

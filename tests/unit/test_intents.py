@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loomk.actions.providers.math_eval import evaluate
-from loomk.llm.intents import HIGH, INTENTS, MAX_CHARS, Intent, understand
+from loomk.llm.local import HIGH, INTENTS, MAX_CHARS, Intent, understand
 
 TOKYO = {"timezone": "Asia/Tokyo", "place": "Tokyo"}
 NEW_YORK = {"timezone": "America/New_York", "place": "New York"}

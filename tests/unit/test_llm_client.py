@@ -1,9 +1,9 @@
 """The OpenAI-compatible client against a real server on loopback (tests/openai_server.py).
 
 Covers the request bodies and headers, Chat Completions and Responses parsing with tool
-calls in the standard shapes, Loom's generate fallback rules, SSE streaming as an iterator
-and as bus events, closing streams early or on cancellation, retries with backoff and
-Retry-After on a MockClock, timeouts, every failure's code, that the API key never shows,
+calls in the standard shapes, Loom's generate fallback rules, SSE streaming as an iterator,
+closing streams early or on cancellation, retries with backoff and Retry-After on a
+MockClock, timeouts, every failure's code, that the API key never shows,
 and that nothing is left running or connected (proved with trio's task tree, not sleeps).
 """
 
@@ -47,15 +47,13 @@ from openai_server import (
     tool_call,
 )
 
-import loomk
 from loomk.actions import ActionBroker, capability
 from loomk.actions.orchestrator import ToolOrchestrator
 from loomk.config import Config
 from loomk.errors import LLMError
-from loomk.events import Event
-from loomk.llm import client as client_module
-from loomk.llm.client import LLMClient, LLMReply, LLMSettings
-from loomk.llm.prompt import PromptBundle, TokenBudget
+from loomk.llm.client import LLMClient, LLMReply, LLMSettings, PromptBundle, TokenBudget
+from loomk.llm.client import _transport as transport_module
+from loomk.llm.client._retry import retry_after
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 KEY = "sk-test-SECRET-4f9a2b"
@@ -547,58 +545,6 @@ async def test_whole_calls_sent_at_one_index_stay_separate(index: int | None) ->
     ]
 
 
-async def test_a_stream_is_published_on_the_bus(tmp_path: Path) -> None:
-    async with (
-        loomk.open_kernel(
-            env={}, cwd=tmp_path, log_level="critical", state_temporary=True
-        ) as kernel,
-        kernel.bus.subscribe("llm.out") as events,
-    ):
-        async with llm() as (fake, client):
-            fake.script("chat/completions", sse_response(sse_body(chat_chunks(["A", "b", "c"]))))
-            async with client.stream_chat(MESSAGES, publish=(kernel.bus, "llm.out")) as stream:
-                reply = await stream.collect()
-        received: list[Event] = []
-        while len(received) < 4:
-            _, event = await events.receive()
-            received.append(event)
-    tokens, done = received[:3], received[3]
-    assert [e.type for e in tokens] == ["llm.token"] * 3
-    assert [e.payload for e in tokens] == [b"A", b"b", b"c"]
-    assert [e.metadata["index"] for e in tokens] == ["0", "1", "2"]
-    assert {e.metadata["stream_id"] for e in received} == {stream.stream_id}
-    assert done.type == "llm.done"
-    assert done.payload == b"Abc" == reply.text.encode()
-    assert done.metadata["finish_reason"] == "stop"
-
-
-async def test_a_failed_stream_is_published_as_an_error(tmp_path: Path) -> None:
-    async with (
-        loomk.open_kernel(
-            env={}, cwd=tmp_path, log_level="critical", state_temporary=True
-        ) as kernel,
-        kernel.bus.subscribe("llm.out") as events,
-    ):
-        async with llm(max_retries=0) as (fake, client):
-            fake.script(
-                "chat/completions",
-                sse_response(sse_body(chat_chunks(["A"], finish_reason=None), done=False)),
-                server_error(500),
-            )
-            for _ in range(2):
-                with pytest.raises(LLMError):
-                    async with client.stream_chat(
-                        MESSAGES, publish=(kernel.bus, "llm.out")
-                    ) as stream:
-                        await stream.collect()
-        received = [(await events.receive())[1] for _ in range(3)]
-    assert [(e.type, e.metadata.get("code")) for e in received] == [
-        ("llm.token", None),
-        ("llm.error", "LLM_BAD_RESPONSE"),
-        ("llm.error", "LLM_HTTP_ERROR"),
-    ]
-
-
 async def test_a_complete_stream_leaves_its_connection_for_reuse() -> None:
     async with llm() as (_, client):
         async with client.stream_chat(MESSAGES) as stream:
@@ -935,7 +881,7 @@ async def test_the_key_never_appears_in_errors_reprs_or_logs(
         processors=[structlog.processors.add_log_level, structlog.processors.JSONRenderer()],
         wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
     )
-    monkeypatch.setattr(client_module, "_log", logger)
+    monkeypatch.setattr(transport_module, "_log", logger)
     caplog.set_level(logging.DEBUG)
     errors: list[LLMError] = []
     async with llm(api_key=KEY, max_retries=1) as (fake, client):
@@ -1139,7 +1085,7 @@ async def test_a_bad_json_answer_to_a_stream_request_fails_on_entry(
     ],
 )
 def test_retry_after_values(header: str, seconds: float | None) -> None:
-    assert client_module._retry_after(header) == seconds
+    assert retry_after(header) == seconds
 
 
 async def test_a_retry_after_that_does_not_parse_falls_back_to_backoff(

@@ -1,6 +1,6 @@
 """``llm.generate`` end to end: a real ActionBroker, ``LLMGenerateProvider`` over
 ``client_generate(client)``, and the OpenAI-compatible fake on loopback. Loom's payloads
-(LOOM-REFERENCE §8.2) give Loom's output shape; per-call header overrides reach the wire;
+for the capability give Loom's output shape; per-call header overrides reach the wire;
 every client failure becomes an ActionResult carrying the LLMError's code.
 """
 
@@ -32,8 +32,7 @@ from openai_server import (
 
 from loomk.actions import ActionBroker, ActionCall, ActionResult, ActionStatus
 from loomk.actions.providers import LLMGenerateProvider
-from loomk.llm.client import LLMClient, LLMSettings
-from loomk.llm.generate import client_generate
+from loomk.llm.client import LLMClient, LLMSettings, client_generate
 
 KEY = "sk-capability-SECRET-77"
 _ids = itertools.count()

@@ -1,7 +1,7 @@
-"""Loom's prompt adapter (LOOM-REFERENCE §9): message roles, fused-text sections, the
-character budget and the order things are trimmed in; and the bundle and budget types read
-from JSON. Properties: the fused text never exceeds the budget, and nothing raises, whatever
-the text (non-ASCII included).
+"""Loom's prompt adapter (``promptbundle_to_messages_and_text``): message roles, fused-text
+sections, the character budget and the order things are trimmed in; and the bundle and
+budget types read from JSON. Properties: the fused text never exceeds the budget, and
+nothing raises, whatever the text (non-ASCII included).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from loomk.errors import LLMError
-from loomk.llm.prompt import PromptBundle, TokenBudget, to_messages_and_text
+from loomk.llm.client import PromptBundle, TokenBudget, to_messages_and_text
 
 
 def budget(tokens: int) -> TokenBudget:

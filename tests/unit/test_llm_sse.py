@@ -10,7 +10,7 @@ from httpserver import Request, Response, serve_http
 from hypothesis import given
 from hypothesis import strategies as st
 
-from loomk.llm.sse import SSEEvent, SSEParser, parse_lines
+from loomk.llm.client.sse import SSEEvent, SSEParser, parse_lines
 
 
 def test_a_data_line_and_a_blank_line_make_an_event() -> None:

@@ -16,8 +16,7 @@ from loomk.actions import ActionBroker, ActionCall, ActionFailure, ActionResult,
 from loomk.actions.providers import LLMGenerateProvider
 from loomk.errors import ConfigError
 from loomk.events import Event
-from loomk.llm.intents import understand
-from loomk.llm.local import MAX_TIMER_SECONDS, LocalAnswer, LocalModel, event_text
+from loomk.llm.local import MAX_TIMER_SECONDS, LocalAnswer, LocalModel, event_text, understand
 
 NOVEMBER_14_2023 = 1_700_000_000.0  # 2023-11-14T22:13:20Z, a Tuesday
 _ids = itertools.count()

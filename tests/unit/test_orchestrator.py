@@ -10,6 +10,7 @@ and a failing model.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,7 +32,7 @@ from loomk.actions import (
     ErrorCode,
     capability,
 )
-from loomk.actions.orchestrator import FinalAnswer, ModelCall, ToolOrchestrator
+from loomk.actions.orchestrator import FinalAnswer, ModelCall, OrchestratorStats, ToolOrchestrator
 from loomk.actions.tools import ToolStyle
 
 PATHS = {"chat": "/v1/chat/completions", "responses": "/v1/responses", "anthropic": "/v1/messages"}
@@ -526,8 +527,8 @@ async def test_malformed_arguments_give_invalid_params_without_the_broker() -> N
     assert outputs["bad2"]["error"] == ErrorCode.INVALID_PARAMS
     assert "JSON object" in outputs["bad2"]["message"]
     assert outputs["good"] == {"echo": {"q": "fine"}}
-    assert orchestrator.stats.tool_errors == 2
-    assert orchestrator.stats.invoked == 1
+    assert orchestrator.stats().tool_errors == 2
+    assert orchestrator.stats().invoked == 1
 
 
 async def test_arguments_failing_the_schema_give_invalid_params() -> None:
@@ -595,7 +596,7 @@ async def test_a_hanging_provider_times_out(autojump_clock: trio.testing.MockClo
     assert trio.current_time() == pytest.approx(7.0)
     outputs = tool_outputs(bodies(server)[1])
     assert outputs["c1"]["error"] == ErrorCode.ACTION_TIMEOUT
-    assert orchestrator.stats.latency_max_s == pytest.approx(7.0)
+    assert orchestrator.stats().latency_max_s == pytest.approx(7.0)
 
 
 # --- rounds, stats, failures ----------------------------------------------------------------
@@ -622,7 +623,7 @@ async def test_max_rounds_stops_a_model_that_never_stops_calling_tools() -> None
     # Forced first, free in between, told to answer in the last round.
     assert [body["tool_choice"] for body in bodies(server)] == ["required", "auto", "none"]
     assert len(tool_messages(bodies(server)[2])) == 2
-    assert orchestrator.stats.model_calls == 3
+    assert orchestrator.stats().model_calls == 3
 
 
 async def test_tool_choice_none_is_kept_in_every_round() -> None:
@@ -657,7 +658,7 @@ async def test_stats(autojump_clock: trio.testing.MockClock) -> None:
         assert (await orchestrator.run("one")).text == "first"
         assert (await orchestrator.run("two")).text == "second"
 
-    stats = orchestrator.stats
+    stats = orchestrator.stats()
     assert stats.runs == 2
     assert stats.model_calls == 4
     assert stats.tool_calls == 5
@@ -665,6 +666,20 @@ async def test_stats(autojump_clock: trio.testing.MockClock) -> None:
     assert stats.invoked == 3  # neither the malformed nor the unknown call reached the broker
     assert stats.latency_max_s == pytest.approx(6.0)
     assert stats.latency_mean_s == pytest.approx((2 + 4 + 6) / 3)
+
+
+async def test_stats_are_a_frozen_snapshot() -> None:
+    replies = [chat_calls(("c1", "weather__get", {"city": "Oslo"})), chat_answer("done")]
+    async with scripted_model("chat", replies) as (model, _):
+        orchestrator = ToolOrchestrator(weather_broker(), model)
+        empty = orchestrator.stats()
+        await orchestrator.run("x")
+    assert empty == OrchestratorStats()  # taken before the run, left as it was
+    stats = orchestrator.stats()
+    assert (stats.runs, stats.model_calls, stats.tool_calls, stats.invoked) == (1, 2, 1, 1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stats.runs = 0  # type: ignore[misc]
+    assert orchestrator.stats() == stats
 
 
 async def test_a_failing_model_propagates_its_exception() -> None:
@@ -676,7 +691,7 @@ async def test_a_failing_model_propagates_its_exception() -> None:
             await orchestrator.run("x")
     assert caught.value.response.status_code == 500
     assert len(server.requests) == 2  # the tools ran, the refine turn failed
-    assert orchestrator.stats.tool_calls == 1
+    assert orchestrator.stats().tool_calls == 1
 
 
 async def test_a_model_raising_directly_propagates() -> None:

@@ -1,18 +1,20 @@
-"""The model router: Loom's decision table (§7) and loomk's privacy rules and masking."""
+"""The model router: Loom's decision table and loomk's privacy rules and masking; its stats."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from loomk import Event
 from loomk.llm import Route
-from loomk.llm.router import (
+from loomk.llm.routing import (
     DEFAULT_MASKED_FIELDS,
     MASK,
     ModelRouter,
     PrivacyLevel,
+    RouterStats,
     RoutingPolicy,
 )
 
@@ -211,10 +213,27 @@ async def test_stats_count_rates_by_route() -> None:
     await router.route(query("local-only"))  # local
     await router.route(query(event_type="other"))  # cloud (unsupported)
     await router.route(query())  # hybrid
-    assert router.stats.decisions == 4
-    assert router.stats.hybrid_rate == 0.5
-    assert router.stats.local_rate == 0.25
-    assert router.stats.cloud_rate == 0.25
+    stats = router.stats()
+    assert stats.decisions == 4
+    assert stats.by_route == {"Hybrid": 2, "Local": 1, "Cloud": 1}
+    assert stats.hybrid_rate == 0.5
+    assert stats.local_rate == 0.25
+    assert stats.cloud_rate == 0.25
+
+
+async def test_stats_are_a_frozen_snapshot() -> None:
+    router = ModelRouter(Estimator(0.7), PUBLIC)
+    assert router.stats() == RouterStats()
+    await router.route(query())
+    before = router.stats()
+    await router.route(query("local-only"))
+    assert (before.decisions, before.by_route) == (1, {"Hybrid": 1})  # left as it was
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        before.decisions = 0  # type: ignore[misc]
+    before.by_route["Hybrid"] = 99  # a copy: the router's counts are not touched
+    after = router.stats()
+    assert (after.decisions, after.by_route) == (2, {"Hybrid": 1, "Local": 1})
+    assert after.rate(Route.LOCAL) == 0.5
 
 
 def test_scrub_masks_the_values_of_masked_fields_anywhere_in_a_text() -> None:

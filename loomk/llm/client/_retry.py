@@ -17,7 +17,7 @@ from datetime import UTC
 from typing import Protocol
 
 from loomk.errors import LLMError
-from loomk.llm._wire import LLM_CONNECT_ERROR
+from loomk.llm.client._wire import LLM_CONNECT_ERROR
 
 __all__ = ["RetrySettings", "retry_after", "retry_delay"]
 

@@ -18,8 +18,8 @@ from typing import Any
 import trio
 
 from loomk.actions.providers.llm import GenerateFunction
-from loomk.llm.client import LLMClient
-from loomk.llm.prompt import PromptBundle, TokenBudget
+from loomk.llm.client._client import LLMClient
+from loomk.llm.client.prompt import PromptBundle, TokenBudget
 
 __all__ = ["client_generate"]
 

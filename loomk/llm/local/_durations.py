@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from loomk.llm._numbers import Items
+from loomk.llm.local._numbers import Items
 
 __all__ = ["duration", "duration_term"]
 

@@ -24,11 +24,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from loomk.llm._durations import duration, duration_term
-from loomk.llm._numbers import Items, as_phrase, read_numbers
-from loomk.llm._places import city_named, zone_slots
-from loomk.llm._spoken_math import read_math
-from loomk.llm._text import has_phrase, tokenize, without_filler, word_set
+from loomk.llm.local._durations import duration, duration_term
+from loomk.llm.local._numbers import Items, as_phrase, read_numbers
+from loomk.llm.local._places import city_named, zone_slots
+from loomk.llm.local._spoken_math import read_math
+from loomk.llm.local._text import has_phrase, tokenize, without_filler, word_set
 
 __all__ = [
     "HIGH",

@@ -1,7 +1,7 @@
 """The embedded local model: answers simple requests offline, in plain English.
 
-:class:`LocalModel` turns an utterance into an :class:`~loomk.llm.intents.Intent` and answers
-it without a network or a model file, so loomk works (and ``make demo`` runs) with no LLM
+:class:`LocalModel` turns an utterance into an :class:`~loomk.llm.local.intents.Intent` and
+answers it without a network or a model file, so loomk works (and ``make demo`` runs) with no LLM
 endpoint configured. It has three faces:
 
 * :meth:`LocalModel.answer`: text in, a :class:`LocalAnswer` out (the reply, the intent, and
@@ -9,8 +9,9 @@ endpoint configured. It has three faces:
 * :meth:`LocalModel.generate`: the ``generate`` function of
   :class:`~loomk.actions.providers.llm.LLMGenerateProvider`, so it can stand behind
   ``llm.generate``;
-* the router's confidence estimator (Loom §7): ``name``, :meth:`~LocalModel.supports_event_type`
-  and :meth:`~LocalModel.estimate_confidence`, the intent's confidence for an event's text.
+* the model router's confidence estimator, the part Loom's router asks how sure the local
+  model would be: ``name``, :meth:`~LocalModel.supports_event_type` and
+  :meth:`~LocalModel.estimate_confidence`, the intent's confidence for an event's text.
 
 Time and date come from the injected clock; arithmetic from
 :func:`~loomk.actions.providers.math_eval.evaluate`; the weather from the ``weather.get``
@@ -35,7 +36,7 @@ from loomk.actions.providers.math_eval import MATH_ERROR, evaluate
 from loomk.actions.types import ActionCall
 from loomk.errors import ConfigError
 from loomk.events import Event, new_event_id
-from loomk.llm.intents import Intent, understand
+from loomk.llm.local.intents import Intent, understand
 from loomk.telemetry.logging import get_logger
 
 __all__ = [

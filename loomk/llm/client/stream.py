@@ -3,9 +3,10 @@
 :class:`ChatStream` hands out the text deltas of a server-sent event stream as the task
 iterating it asks for them, folds the chunks (text, tool-call fragments, model, usage,
 finish reason) into the same :class:`~loomk.llm.client.LLMReply` a non-streamed request
-would give, and can republish each delta on the event bus. Nothing runs in the background,
-so leaving the ``async with`` early (or being cancelled) closes the HTTP response at once
-rather than leaving a connection half read.
+would give. Nothing runs in the background, so leaving the ``async with`` early (or being
+cancelled) closes the HTTP response at once rather than leaving a connection half read.
+Publishing the deltas as events is not its business: :mod:`loomk.llm.republish` wraps a
+stream for that.
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
 from loomk.actions.tools import parse_tool_calls
 from loomk.errors import LLMError
-from loomk.events import Event
-from loomk.llm._wire import (
+from loomk.llm.client._wire import (
     CHAT,
     LLM_TIMEOUT,
     SNIPPET_CHARS,
@@ -36,13 +36,11 @@ from loomk.llm._wire import (
     json_object,
     transport_errors,
 )
-from loomk.llm.sse import SSEEvent, SSEParser
+from loomk.llm.client.sse import SSEEvent, SSEParser
 from loomk.telemetry.logging import get_logger
 
 if TYPE_CHECKING:
     import httpx
-
-    from loomk.bus import EventBus
 
 __all__ = ["ChatStream"]
 
@@ -64,8 +62,7 @@ class ChatStream:
     Iterate it for text deltas; afterwards :attr:`reply` holds the assembled reply (None
     until the stream has been read to its end). :meth:`collect` reads the rest and returns
     the reply. A stream that ends before ``[DONE]`` or a finish reason fails with
-    LLM_BAD_RESPONSE; ``timeout_s`` bounds the wait for each line. Tokens are published as
-    they are handed out, ``llm.done`` once the stream has been read to its end.
+    LLM_BAD_RESPONSE; ``timeout_s`` bounds the wait for each line.
 
     ``open_response`` sends the request (on entry) and returns its 2xx response with only
     the head read; ``redact`` masks the API key in any server text an error quotes.
@@ -79,7 +76,6 @@ class ChatStream:
         timeout_s: float,
         open_response: Callable[[], Awaitable[httpx.Response]],
         redact: Callable[[str], str],
-        publish: tuple[EventBus, str] | None,
         stream_id: str,
     ) -> None:
         self.stream_id = stream_id
@@ -89,7 +85,6 @@ class ChatStream:
         self._timeout_s = timeout_s
         self._open_response = open_response
         self._redact = redact
-        self._publish = publish
         self._response: httpx.Response | None = None
         self._lines: Any = None  # the response's aiter_lines() generator
         self._parser = SSEParser()
@@ -101,7 +96,7 @@ class ChatStream:
         self._usage: dict[str, Any] | None = None
         self._finish: str | None = None
         self._ended = False
-        self._done_sent = False
+        self._body_finished = False
         self._error: LLMError | None = None
         self._entered = False
 
@@ -121,7 +116,7 @@ class ChatStream:
                 self._lines = response.aiter_lines()
         except LLMError as error:
             await self._close()
-            await self._fail(error)
+            self._fail(error)
         except BaseException:
             await self._close()
             raise
@@ -143,16 +138,14 @@ class ChatStream:
             raise RuntimeError("iterate a ChatStream inside its `async with` block")
         while True:
             if self._queued:
-                delta = self._queued.popleft()
-                await self._emit_token(delta)
-                return delta
+                self._deltas += 1
+                return self._queued.popleft()
             if self._error is not None:
                 raise self._error
             if self._ended:
-                if not self._done_sent:
-                    self._done_sent = True
+                if not self._body_finished:
+                    self._body_finished = True
                     await self._finish_body()
-                    await self._emit_done()
                 raise StopAsyncIteration
             if self._lines is None:
                 raise RuntimeError("this ChatStream is closed")
@@ -165,7 +158,7 @@ class ChatStream:
                     if event is not None:
                         self._take(event)
             except LLMError as error:
-                await self._fail(error)
+                self._fail(error)
 
     async def collect(self) -> LLMReply:
         """Read the rest of the stream; the assembled reply."""
@@ -321,42 +314,12 @@ class ChatStream:
             except transport_errors():
                 pass
 
-    async def _fail(self, error: LLMError) -> None:
+    def _fail(self, error: LLMError) -> NoReturn:
+        """Remember ``error`` (every later read raises it again), log it and raise it."""
         self._error = error
         self._ended = True
         _log.warning("llm stream failed", url=self._url, code=error.code, error=error.message)
-        if self._publish is not None:
-            bus, topic = self._publish
-            metadata = {"stream_id": self.stream_id, "code": error.code}
-            await bus.publish(
-                topic,
-                Event("llm.error", _utf8(error.message), source="loomk.llm", metadata=metadata),
-            )
         raise error
-
-    # ---- publishing ---------------------------------------------------------------------
-
-    async def _emit_token(self, delta: str) -> None:
-        index = self._deltas
-        self._deltas += 1
-        if self._publish is not None:
-            bus, topic = self._publish
-            metadata = {"stream_id": self.stream_id, "index": str(index)}
-            await bus.publish(
-                topic, Event("llm.token", _utf8(delta), source="loomk.llm", metadata=metadata)
-            )
-
-    async def _emit_done(self) -> None:
-        if self._publish is None or self.reply is None:
-            return
-        bus, topic = self._publish
-        metadata = {"stream_id": self.stream_id, "tokens": str(self._deltas)}
-        if self.reply.finish_reason:
-            metadata["finish_reason"] = self.reply.finish_reason
-        await bus.publish(
-            topic,
-            Event("llm.done", _utf8(self.reply.text), source="loomk.llm", metadata=metadata),
-        )
 
     # ---- closing ------------------------------------------------------------------------
 
@@ -376,8 +339,3 @@ class ChatStream:
                             pass
                     except Exception as error:
                         _log.debug("llm stream closed", error=type(error).__name__)
-
-
-def _utf8(text: str) -> bytes:
-    """``text`` as an event payload (a lone surrogate, which JSON allows, becomes "?")."""
-    return text.encode("utf-8", "replace")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from loomk.llm._numbers import Items, as_phrase, number_text, read_numbers
+from loomk.llm.local._numbers import Items, as_phrase, number_text, read_numbers
 
 __all__ = ["SpokenMath", "read_math"]
 

@@ -5,7 +5,7 @@ Holds the vocabulary every part of the client shares (the error codes, the two A
 into a reply. Servers differ in what they fill in, so the readers accept any JSON and take
 what is usable; a body with nothing usable fails with LLM_BAD_RESPONSE. The few helpers on
 raw HTTP responses (is it JSON, which errors mean the transport failed, closing one that
-may be broken) are here too, as the client and the stream both need them.
+may be broken) are here too, as the transport and the stream both need them.
 """
 
 from __future__ import annotations
@@ -80,7 +80,8 @@ class LLMReply:
     finish_reason: str | None = None
 
     def as_output(self) -> dict[str, Any]:
-        """The ``llm.generate`` output: ``{text, model, provider, usage}`` (Loom §8.2)."""
+        """The ``llm.generate`` output, in the shape Loom's capability gives it:
+        ``{text, model, provider, usage}``."""
         return {
             "text": self.text,
             "model": self.model,

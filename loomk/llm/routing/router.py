@@ -1,6 +1,6 @@
-"""The model router: per event, the local model, the cloud, or both (Loom §7).
+"""The model router: per event, the local model, the cloud, or both.
 
-Loom's decision table, first match wins:
+It keeps the decision table of Loom's router, first match wins:
 
 1. ``local-only`` privacy: Local, "Privacy policy requires local-only processing".
 2. The local estimator supports the event type and is confident enough
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from loomk.events import Event
-from loomk.llm.decision import Route, RoutingDecision
+from loomk.llm.routing.decision import Route, RoutingDecision
 
 __all__ = [
     "CLOUD_COSTS",
@@ -149,9 +149,10 @@ class ConfidenceEstimator(Protocol):
         ...
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class RouterStats:
-    """How many decisions went each way."""
+    """How many decisions went each way, as :meth:`ModelRouter.stats` saw them (a snapshot:
+    ``by_route``, keyed by route value, is a copy)."""
 
     decisions: int = 0
     by_route: dict[str, int] = field(default_factory=dict)
@@ -176,6 +177,23 @@ class RouterStats:
         return self.rate(Route.HYBRID)
 
 
+class _RouterCounters:
+    """The router's live counts; :meth:`snapshot` freezes them into a :class:`RouterStats`."""
+
+    __slots__ = ("by_route", "decisions")
+
+    def __init__(self) -> None:
+        self.decisions = 0
+        self.by_route: dict[str, int] = {}
+
+    def count(self, route: Route) -> None:
+        self.decisions += 1
+        self.by_route[route.value] = self.by_route.get(route.value, 0) + 1
+
+    def snapshot(self) -> RouterStats:
+        return RouterStats(self.decisions, dict(self.by_route))
+
+
 class ModelRouter:
     """Decides where each event is handled (see the module notes for the rules)."""
 
@@ -191,7 +209,7 @@ class ModelRouter:
         self.policy = policy or RoutingPolicy()
         self.cloud_available = cloud_available
         self.cloud_costs = dict(CLOUD_COSTS if cloud_costs is None else cloud_costs)
-        self.stats = RouterStats()
+        self._counters = _RouterCounters()
 
     def policy_for(
         self, event: Event, parameters: Mapping[str, str] | None = None
@@ -222,10 +240,13 @@ class ModelRouter:
         if policy is None:
             policy = self.policy_for(event, parameters)
         decision = await self._decide(event, policy)
-        self.stats.decisions += 1
-        key = decision.route.value
-        self.stats.by_route[key] = self.stats.by_route.get(key, 0) + 1
+        self._counters.count(decision.route)
         return decision
+
+    def stats(self) -> RouterStats:
+        """The decisions made so far, by route (a snapshot that later decisions leave as
+        it is)."""
+        return self._counters.snapshot()
 
     async def _decide(self, event: Event, policy: RoutingPolicy) -> RoutingDecision:
         privacy = policy.privacy_level

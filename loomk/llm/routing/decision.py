@@ -1,9 +1,10 @@
-"""Routing decisions and how they are announced (Loom §7 types, §6 step 6 event).
+"""Routing decisions and how they are announced.
 
-The model router (``loomk.llm.router``) decides, per event, whether the local model, the
-cloud, or both handle it. Each decision is published as a ``routing_decision`` event on
-``agent.{id}``, so dashboards and tests see why an event went where it went.
-"""
+The model router (:class:`~loomk.llm.routing.router.ModelRouter`) decides, per event,
+whether the local model, the cloud, or both handle it. The route names and decision fields
+are Loom's, and so is the announcement: each decision an agent makes is published as a
+``routing_decision`` event on ``agent.{id}``, so dashboards and tests see why an event went
+where it went."""
 
 from __future__ import annotations
 

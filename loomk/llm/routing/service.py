@@ -1,8 +1,9 @@
 """The kernel's model service: route a question, then ask the local model, the cloud, or both.
 
-Both models are ``generate`` functions taking an ``llm.generate`` request (Loom §8.2:
-``{bundle, budget, stream, overrides}``) and returning ``{text, model, provider, usage}``.
-The local model is always there; the cloud one only when an endpoint is configured.
+Both models are ``generate`` functions: they take an ``llm.generate`` request as the
+capability's provider hands it over (``{bundle, budget, stream, overrides}``) and return
+the output of Loom's ``llm.generate``, ``{text, model, provider, usage}``. The local model
+is always there; the cloud one only when an endpoint is configured.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from typing import Any
 
 from loomk.errors import LLMError
 from loomk.events import Event
-from loomk.llm.decision import Route, RoutingDecision
 from loomk.llm.local import event_text
-from loomk.llm.router import ModelRouter
+from loomk.llm.routing.decision import Route, RoutingDecision
+from loomk.llm.routing.router import ModelRouter
 from loomk.telemetry.logging import get_logger
 
 __all__ = ["ModelAnswer", "ModelService"]

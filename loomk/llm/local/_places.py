@@ -12,7 +12,7 @@ import re
 import zoneinfo
 from collections.abc import Collection, Sequence
 
-from loomk.llm._text import word_set
+from loomk.llm.local._text import word_set
 
 __all__ = ["city_named", "zone_slots"]
 

@@ -2,11 +2,11 @@
 
 :func:`to_messages_and_text` turns a bundle into both Chat Completions ``messages`` and the
 single fused text the Responses API takes as ``input``, trimmed to the budget exactly as
-Loom's ``promptbundle_to_messages_and_text`` does (LOOM-REFERENCE §9): the character budget
-is ``max_input_tokens * 4`` (a conservative four characters per token), the fused text's
-labels count against it, and what does not fit goes in this order: the oldest history items,
-then the tail of the instructions, then all context but a cut first document, then the tail
-of the system prompt. Lengths count code points, so a cut never splits a character.
+Loom's ``promptbundle_to_messages_and_text`` does: the character budget is
+``max_input_tokens * 4`` (a conservative four characters per token), the fused text's labels
+count against it, and what does not fit goes in this order: the oldest history items, then
+the tail of the instructions, then all context but a cut first document, then the tail of
+the system prompt. Lengths count code points, so a cut never splits a character.
 
 One deliberate difference: Loom subtracted the history label's overhead even from bundles
 that had no history, so such a bundle could overshoot the budget by up to 10 characters;
@@ -66,7 +66,8 @@ def _texts_field(data: Mapping[str, Any], key: str, what: str) -> tuple[str, ...
 
 @dataclass(frozen=True, slots=True)
 class PromptBundle:
-    """Everything a prompt is made of (Loom §8.4); every field may be left out.
+    """Everything a prompt is made of, with the fields of Loom's prompt bundle; every field
+    may be left out.
 
     ``history`` holds earlier user turns, oldest first. ``tools_json_schema`` is carried
     along but, as in Loom, not put into the prompt.
@@ -124,7 +125,8 @@ def _tokens_field(data: Mapping[str, Any], key: str, default: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class TokenBudget:
-    """How many tokens the prompt may use, and how many the answer (Loom §8.4)."""
+    """How many tokens the prompt may use, and how many the answer, as Loom's token budget
+    says them."""
 
     max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS
     max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
