@@ -145,7 +145,8 @@ def test_every_import_follows_the_layer_rules() -> None:
     wrong = []
     for item in OURS:
         source, target = _unit(item.module), _unit(item.target)
-        assert source is not None and target is not None
+        assert source is not None
+        assert target is not None
         if source == target or _allows(source, target):
             continue
         wrong.append(f"{item.module}:{item.line} imports {item.target} ({source} -> {target})")
@@ -198,5 +199,6 @@ def test_private_names_are_imported_only_inside_their_package() -> None:
 def test_the_rules_say_what_the_architecture_says(source: str, target: str, expected: bool) -> None:
     """A few edges of docs/architecture.md's graph, so a change to the rules is deliberate."""
     source_unit, target_unit = _unit(source), _unit(target)
-    assert source_unit is not None and target_unit is not None
+    assert source_unit is not None
+    assert target_unit is not None
     assert _allows(source_unit, target_unit) is expected
