@@ -156,7 +156,7 @@ def test_the_readme_embedding_example_runs_as_documented(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "sensors.kitchen.temp b'22.0'"
-    assert "published=2, delivered=1" in lines[1]
+    assert "published=2, matched=2, delivered=1" in lines[1]
     assert "'replaced': 1" in lines[1]
 
 
