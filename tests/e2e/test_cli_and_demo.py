@@ -281,3 +281,14 @@ def test_importing_loomk_does_not_load_the_http_client() -> None:
     result = _run(sys.executable, "-c", code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_importing_loomk_does_not_load_the_testing_kit() -> None:
+    """``loomk.testing`` (and trio.testing with it) loads only when a test imports it."""
+    code = "import sys, loomk; print('loomk.testing' in sys.modules)"
+    result = _run(sys.executable, "-c", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+    result = _run(sys.executable, "-c", "import loomk.testing; print(loomk.testing.__all__[0])")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "EventCapture"
