@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from support import RecordingProvider
 
 import loomk
 from loomk import CapabilityError
@@ -35,6 +34,7 @@ from loomk.actions import (
     capability,
 )
 from loomk.envelope import RESERVED_KEYS
+from loomk.testing import RecordingProvider
 
 settle = trio.testing.wait_all_tasks_blocked
 

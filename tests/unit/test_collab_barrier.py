@@ -24,9 +24,9 @@ from collab_support import (
     start_recorder,
     subscriptions,
 )
-from support import Scripted
 
 from loomk import CollabError, CollabTimeout, Context, Event, Kernel
+from loomk.testing import ScriptedAgent
 
 
 def check_in(
@@ -53,12 +53,12 @@ async def test_tasks_and_agents_get_the_same_list(
 ) -> None:
     got: list[list[str]] = []
 
-    async def sync(ctx: Context) -> None:
+    async def sync(ctx: Context, event: Event) -> None:
         got.append(await ctx.barrier("meet", 3, timeout_s=10))
 
     async with open_test_kernel(tmp_path) as kernel:
         seen = await start_recorder(kernel, "thread.*.barrier")
-        await kernel.spawn(Scripted("worker", {"sync": sync}))
+        await kernel.spawn(ScriptedAgent("worker", {"sync": sync}))
         before = subscriptions(kernel)
         async with trio.open_nursery() as nursery:
             first = check_in(nursery, kernel, "task.a", 3)

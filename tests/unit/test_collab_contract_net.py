@@ -24,10 +24,10 @@ from collab_support import (
     start_recorder,
     subscriptions,
 )
-from support import Scripted
 
 from loomk import Agent, CollabError, Context, Envelope, Event, EventBus
 from loomk.collab import ContractNetResult
+from loomk.testing import ScriptedAgent
 
 
 class Bidder(Agent):
@@ -167,14 +167,14 @@ async def test_several_awards_ranked_by_score_from_an_agent(
 ) -> None:
     rounds: list[ContractNetResult] = []
 
-    async def go(ctx: Context) -> None:
+    async def go(ctx: Context, event: Event) -> None:
         rounds.append(await ctx.contract_net("job2", "task", window_s=1, max_awards=3))
 
     bidders = [Bidder("a", 0.7), Bidder("b", 0.9), Bidder("c", 0.5), Bidder("d", 0.8)]
     async with open_test_kernel(tmp_path) as kernel:
         broadcast = await start_recorder(kernel, "thread.job2.broadcast")
         await kernel.spawn_many(bidders)
-        await kernel.spawn(Scripted("mgr", {"go": go}))
+        await kernel.spawn(ScriptedAgent("mgr", {"go": go}))
         await kernel.bus.publish("in.mgr", Event("go"))
         await bidders[0].awarded.wait()
         await settle()

@@ -26,9 +26,9 @@ from collab_support import (
     start_responder,
     subscriptions,
 )
-from support import Scripted
 
 from loomk import CollabError, Context, Event
+from loomk.testing import ScriptedAgent
 
 
 async def test_no_topics_return_nothing_at_once_before_validation(
@@ -247,7 +247,7 @@ async def test_agent_fans_out_with_ctx(
 ) -> None:
     got: list[list[Event]] = []
 
-    async def go(ctx: Context) -> None:
+    async def go(ctx: Context, event: Event) -> None:
         got.append(
             await ctx.fanout(["svc.a", "svc.b", "svc.c"], b"q", timeout_s=5, strategy="majority")
         )
@@ -255,7 +255,7 @@ async def test_agent_fans_out_with_ctx(
     async with open_test_kernel(tmp_path) as kernel:
         for name in ("a", "b", "c"):
             await kernel.spawn(Echo(name, f"svc.{name}"))
-        await kernel.spawn(Scripted("boss", {"go": go}))
+        await kernel.spawn(ScriptedAgent("boss", {"go": go}))
         await kernel.bus.publish("in.boss", Event("go"))
         await settle()
     [replies] = got

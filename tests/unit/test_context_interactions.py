@@ -24,7 +24,6 @@ from collab_support import (
     settle,
     start_recorder,
 )
-from support import RecordingProvider, Scripted
 
 from loomk import (
     ActionCall,
@@ -42,6 +41,7 @@ from loomk import (
 )
 from loomk.actions.agent_actions import qos_for_priority
 from loomk.envelope import RESERVED_KEYS
+from loomk.testing import RecordingProvider, ScriptedAgent
 
 
 def committed(kernel: Kernel, agent_id: str) -> dict[str, Any]:
@@ -59,7 +59,7 @@ async def test_request_publishes_and_commits_what_the_handler_held(
     answers: list[Event] = []
     state_at_request: list[dict[str, Any]] = []
 
-    async def ask(ctx: Context) -> None:
+    async def ask(ctx: Context, event: Event) -> None:
         await ctx.emit("obs.note", Event("note", b"before"))
         ctx.state["step"] = 1
         answers.append(await ctx.request("obs.svc", b"q", timeout_s=5))
@@ -76,7 +76,7 @@ async def test_request_publishes_and_commits_what_the_handler_held(
     async with open_test_kernel(tmp_path) as kernel:
         seen = await start_recorder(kernel, "obs.>")
         await kernel.start(responder)
-        await kernel.spawn(Scripted("asker", {"go": ask}))
+        await kernel.spawn(ScriptedAgent("asker", {"go": ask}))
         await kernel.bus.publish("in.asker", Event("go"))
         await settle()
         assert committed(kernel, "asker") == {"step": 1}
@@ -132,7 +132,7 @@ async def test_every_interactive_call_commits_first(
         probe()
         return True
 
-    async def act(ctx: Context) -> None:
+    async def act(ctx: Context, event: Event) -> None:
         await ctx.emit("obs.note", Event("note"))
         ctx.state["written"] = name
         await interaction(ctx)
@@ -142,7 +142,7 @@ async def test_every_interactive_call_commits_first(
         if where:
             kernel.bus.attach_handler(where, on_publish)
         kernel.broker.register(RecordingProvider("probe.call", behaviour=provider_probe))
-        await kernel.spawn(Scripted("actor", {"go": act}))
+        await kernel.spawn(ScriptedAgent("actor", {"go": act}))
         await kernel.bus.publish("in.actor", Event("go"))
         with trio.fail_after(10):
             await done.wait()
@@ -161,13 +161,13 @@ async def test_invoke_returns_the_result_and_publishes_action_result(
     async def double(args: dict[str, Any]) -> Any:
         return {"value": args["x"] * 2}
 
-    async def go(ctx: Context) -> None:
+    async def go(ctx: Context, event: Event) -> None:
         results.append(await ctx.invoke("math.double", {"x": 21}, priority=80))
 
     async with open_test_kernel(tmp_path) as kernel:
         kernel.broker.register(double)
         seen = await start_recorder(kernel, "agent.worker")
-        await kernel.spawn(Scripted("worker", {"go": go}))
+        await kernel.spawn(ScriptedAgent("worker", {"go": go}))
         await kernel.bus.publish("in.worker", Event("go"))
         await settle()
     [result] = results
@@ -216,17 +216,17 @@ async def test_a_failed_call_is_a_result_and_the_agent_keeps_running(
     results: list[ActionResult] = []
     handled = trio.Event()
 
-    async def go(ctx: Context) -> None:
+    async def go(ctx: Context, event: Event) -> None:
         results.append(await ctx.invoke("flaky.call", {"a": 1}, timeout_s=2, priority=20))
 
-    async def after(ctx: Context) -> None:
+    async def after(ctx: Context, event: Event) -> None:
         handled.set()
 
     async with open_test_kernel(tmp_path) as kernel:
         if provider is not None:
             kernel.broker.register(RecordingProvider("flaky.call", behaviour=provider))
         seen = await start_recorder(kernel, "agent.worker")
-        handle = await kernel.spawn(Scripted("worker", {"go": go, "next": after}))
+        handle = await kernel.spawn(ScriptedAgent("worker", {"go": go, "next": after}))
         await kernel.bus.publish("in.worker", Event("go"))
         await kernel.bus.publish("in.worker", Event("next"))
         with trio.fail_after(10):
@@ -270,13 +270,13 @@ async def test_the_provider_gets_the_qos_and_a_fresh_envelope(
     provider = RecordingProvider("probe.call")
     results: list[ActionResult] = []
 
-    async def go(ctx: Context) -> None:
+    async def go(ctx: Context, event: Event) -> None:
         results.append(await ctx.invoke("probe.call", {"n": 1}, priority=priority))
 
     async with open_test_kernel(tmp_path) as kernel:
         kernel.broker.register(provider)
         seen = await start_recorder(kernel, "agent.worker")
-        await kernel.spawn(Scripted("worker", {"go": go}))
+        await kernel.spawn(ScriptedAgent("worker", {"go": go}))
         # the incoming event's thread is not propagated to the call (Loom §6)
         await kernel.bus.publish("in.worker", Event("go", metadata={"thread_id": "incoming"}))
         await settle()
@@ -306,7 +306,7 @@ async def test_non_json_arguments_raise_and_the_failure_is_contained(
     provider = RecordingProvider("probe.call")
     errors: list[Exception] = []
 
-    async def go(ctx: Context) -> None:
+    async def go(ctx: Context, event: Event) -> None:
         try:
             await ctx.invoke("probe.call", {"when": object()})
         except Exception as error:
@@ -317,7 +317,7 @@ async def test_non_json_arguments_raise_and_the_failure_is_contained(
         kernel.broker.register(provider)
         seen = await start_recorder(kernel, "agent.worker")
         failed = await start_recorder(kernel, "system.agent.failed")
-        handle = await kernel.spawn(Scripted("worker", {"go": go}), restart="temporary")
+        handle = await kernel.spawn(ScriptedAgent("worker", {"go": go}), restart="temporary")
         await kernel.spawn(Echo("echo", "svc.echo"))
         await kernel.bus.publish("in.worker", Event("go"))
         with trio.fail_after(10):
