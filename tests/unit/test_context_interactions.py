@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +19,6 @@ import trio.testing
 from collab_support import (
     Echo,
     loom_reply,
-    open_test_kernel,
     settle,
     start_recorder,
 )
@@ -41,7 +39,7 @@ from loomk import (
 )
 from loomk.actions.agent_actions import qos_for_priority
 from loomk.envelope import RESERVED_KEYS
-from loomk.testing import RecordingProvider, ScriptedAgent
+from loomk.testing import RecordingProvider, ScriptedAgent, open_test_kernel
 
 
 def committed(kernel: Kernel, agent_id: str) -> dict[str, Any]:
@@ -54,7 +52,7 @@ def committed(kernel: Kernel, agent_id: str) -> dict[str, Any]:
 
 
 async def test_request_publishes_and_commits_what_the_handler_held(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     answers: list[Event] = []
     state_at_request: list[dict[str, Any]] = []
@@ -73,7 +71,7 @@ async def test_request_publishes_and_commits_what_the_handler_held(
                 topic, reply = loom_reply(request, b"re:" + request.payload, "svc")
                 await kernel.bus.publish(topic, reply)
 
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         seen = await start_recorder(kernel, "obs.>")
         await kernel.start(responder)
         await kernel.spawn(ScriptedAgent("asker", {"go": ask}))
@@ -113,7 +111,7 @@ INTERACTIONS: dict[str, tuple[str, Interaction]] = {
 
 @pytest.mark.parametrize("name", sorted(INTERACTIONS))
 async def test_every_interactive_call_commits_first(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock, name: str
+    autojump_clock: trio.testing.MockClock, name: str
 ) -> None:
     """At the moment the call's first message is published (or the provider is called), the
     note emitted before it is out and the state written before it is committed."""
@@ -138,7 +136,7 @@ async def test_every_interactive_call_commits_first(
         await interaction(ctx)
         done.set()
 
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         if where:
             kernel.bus.attach_handler(where, on_publish)
         kernel.broker.register(RecordingProvider("probe.call", behaviour=provider_probe))
@@ -153,7 +151,7 @@ async def test_every_interactive_call_commits_first(
 
 
 async def test_invoke_returns_the_result_and_publishes_action_result(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     results: list[ActionResult] = []
 
@@ -164,7 +162,7 @@ async def test_invoke_returns_the_result_and_publishes_action_result(
     async def go(ctx: Context, event: Event) -> None:
         results.append(await ctx.invoke("math.double", {"x": 21}, priority=80))
 
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         kernel.broker.register(double)
         seen = await start_recorder(kernel, "agent.worker")
         await kernel.spawn(ScriptedAgent("worker", {"go": go}))
@@ -207,7 +205,6 @@ async def _fail(call: ActionCall) -> None:
     ],
 )
 async def test_a_failed_call_is_a_result_and_the_agent_keeps_running(
-    tmp_path: Path,
     autojump_clock: trio.testing.MockClock,
     provider: Callable[[ActionCall], Awaitable[None]] | None,
     status: ActionStatus,
@@ -222,7 +219,7 @@ async def test_a_failed_call_is_a_result_and_the_agent_keeps_running(
     async def after(ctx: Context, event: Event) -> None:
         handled.set()
 
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         if provider is not None:
             kernel.broker.register(RecordingProvider("flaky.call", behaviour=provider))
         seen = await start_recorder(kernel, "agent.worker")
@@ -265,7 +262,7 @@ def test_qos_for_priority(priority: int, qos: QoS) -> None:
     [(29, QoS.BACKGROUND), (30, QoS.BATCHED), (69, QoS.BATCHED), (70, QoS.REALTIME)],
 )
 async def test_the_provider_gets_the_qos_and_a_fresh_envelope(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock, priority: int, qos: QoS
+    autojump_clock: trio.testing.MockClock, priority: int, qos: QoS
 ) -> None:
     provider = RecordingProvider("probe.call")
     results: list[ActionResult] = []
@@ -273,7 +270,7 @@ async def test_the_provider_gets_the_qos_and_a_fresh_envelope(
     async def go(ctx: Context, event: Event) -> None:
         results.append(await ctx.invoke("probe.call", {"n": 1}, priority=priority))
 
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         kernel.broker.register(provider)
         seen = await start_recorder(kernel, "agent.worker")
         await kernel.spawn(ScriptedAgent("worker", {"go": go}))
@@ -301,7 +298,7 @@ async def test_the_provider_gets_the_qos_and_a_fresh_envelope(
 
 
 async def test_non_json_arguments_raise_and_the_failure_is_contained(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     provider = RecordingProvider("probe.call")
     errors: list[Exception] = []
@@ -313,7 +310,7 @@ async def test_non_json_arguments_raise_and_the_failure_is_contained(
             errors.append(error)
             raise
 
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         kernel.broker.register(provider)
         seen = await start_recorder(kernel, "agent.worker")
         failed = await start_recorder(kernel, "system.agent.failed")
@@ -335,7 +332,7 @@ async def test_non_json_arguments_raise_and_the_failure_is_contained(
     assert kernel.closed
 
 
-async def test_a_handler_holding_many_events_still_lets_other_tasks_run(tmp_path: Path) -> None:
+async def test_a_handler_holding_many_events_still_lets_other_tasks_run() -> None:
     progress: list[str] = []
 
     async def other() -> None:
@@ -350,7 +347,7 @@ async def test_a_handler_holding_many_events_still_lets_other_tasks_run(tmp_path
                 await ctx.emit("out.chatty", Event("n", str(n).encode()))
             progress.append("handler done")
 
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         await kernel.spawn(Chatty("chatty"))
         await kernel.bus.publish("in.chatty", Event("go"))
         await trio.testing.wait_all_tasks_blocked()

@@ -47,7 +47,6 @@ from openai_server import (
     tool_call,
 )
 
-import loomk
 from loomk.actions import ActionBroker, capability
 from loomk.actions.orchestrator import ToolOrchestrator
 from loomk.config import Config
@@ -56,6 +55,7 @@ from loomk.events import Event
 from loomk.llm import client as client_module
 from loomk.llm.client import LLMClient, LLMReply, LLMSettings
 from loomk.llm.prompt import PromptBundle, TokenBudget
+from loomk.testing import open_test_kernel
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 KEY = "sk-test-SECRET-4f9a2b"
@@ -547,11 +547,9 @@ async def test_whole_calls_sent_at_one_index_stay_separate(index: int | None) ->
     ]
 
 
-async def test_a_stream_is_published_on_the_bus(tmp_path: Path) -> None:
+async def test_a_stream_is_published_on_the_bus() -> None:
     async with (
-        loomk.open_kernel(
-            env={}, cwd=tmp_path, log_level="critical", state_temporary=True
-        ) as kernel,
+        open_test_kernel() as kernel,
         kernel.bus.subscribe("llm.out") as events,
     ):
         async with llm() as (fake, client):
@@ -572,11 +570,9 @@ async def test_a_stream_is_published_on_the_bus(tmp_path: Path) -> None:
     assert done.metadata["finish_reason"] == "stop"
 
 
-async def test_a_failed_stream_is_published_as_an_error(tmp_path: Path) -> None:
+async def test_a_failed_stream_is_published_as_an_error() -> None:
     async with (
-        loomk.open_kernel(
-            env={}, cwd=tmp_path, log_level="critical", state_temporary=True
-        ) as kernel,
+        open_test_kernel() as kernel,
         kernel.bus.subscribe("llm.out") as events,
     ):
         async with llm(max_retries=0) as (fake, client):
