@@ -1,4 +1,4 @@
-"""Helpers shared by the collaboration tests: responders, background calls, recorders, leak checks.
+"""Helpers shared by the collaboration tests: responders, background calls, leak checks.
 
 Responders come in two kinds, because both must work:
 
@@ -146,29 +146,8 @@ class Echo(Agent):
 # --- observing the bus --------------------------------------------------------------------
 
 
-async def record(
-    bus: EventBus,
-    pattern: str,
-    into: list[tuple[str, Event]],
-    *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Append every ``(topic, event)`` published on ``pattern`` to ``into``."""
-    async with bus.subscribe(pattern) as subscription:
-        task_status.started()
-        async for item in subscription:
-            into.append(item)
-
-
-async def start_recorder(kernel: Kernel, pattern: str) -> list[tuple[str, Event]]:
-    """Start recording ``pattern`` in the kernel; returns the list it fills."""
-    items: list[tuple[str, Event]] = []
-    await kernel.start(record, kernel.bus, pattern, items)
-    return items
-
-
 def of_type(items: list[tuple[str, Event]], event_type: str) -> list[tuple[str, Event]]:
-    """The recorded items whose event has ``event_type``."""
+    """The captured ``(topic, event)`` items whose event has ``event_type``."""
     return [(topic, event) for topic, event in items if event.type == event_type]
 
 

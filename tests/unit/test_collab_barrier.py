@@ -19,12 +19,11 @@ from collab_support import (
     of_type,
     settle,
     start_call,
-    start_recorder,
     subscriptions,
 )
 
 from loomk import CollabError, CollabTimeout, Context, Event, Kernel
-from loomk.testing import ScriptedAgent, open_test_kernel
+from loomk.testing import ScriptedAgent, capture_events, open_test_kernel
 
 
 def check_in(
@@ -53,7 +52,7 @@ async def test_tasks_and_agents_get_the_same_list(autojump_clock: trio.testing.M
         got.append(await ctx.barrier("meet", 3, timeout_s=10))
 
     async with open_test_kernel() as kernel:
-        seen = await start_recorder(kernel, "thread.*.barrier")
+        seen = capture_events(kernel.bus, "thread.*.barrier")
         await kernel.spawn(ScriptedAgent("worker", {"sync": sync}))
         before = subscriptions(kernel)
         async with trio.open_nursery() as nursery:
@@ -69,7 +68,7 @@ async def test_tasks_and_agents_get_the_same_list(autojump_clock: trio.testing.M
         assert got == [expected]
         assert trio.current_time() == 0.0
         assert_nothing_left(kernel, before)
-    check_ins = of_type(seen, "collab.barrier")
+    check_ins = of_type(seen.items, "collab.barrier")
     assert [event.metadata["participant"] for _, event in check_ins] == expected
     for topic, event in check_ins:
         assert topic == "thread.meet.barrier"
@@ -151,14 +150,14 @@ async def test_timeout_raises_and_publishes_collab_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with open_test_kernel() as kernel:
-        seen = await start_recorder(kernel, "thread.*.barrier")
+        seen = capture_events(kernel.bus, "thread.*.barrier")
         before = subscriptions(kernel)
         with pytest.raises(CollabTimeout):
             await kernel.collaborator("late").barrier("meet", 2, timeout_s=2)
         assert trio.current_time() == 2.0
         await settle()
         assert_nothing_left(kernel, before)
-    [(topic, timeout)] = of_type(seen, "collab.timeout")
+    [(topic, timeout)] = of_type(seen.items, "collab.timeout")
     assert topic == "thread.meet.barrier"
     assert timeout.priority == 40
     assert timeout.tags == ("collab",)
@@ -237,9 +236,9 @@ async def test_invalid_arguments(
     autojump_clock: trio.testing.MockClock, name: str, n: Any, timeout_s: float
 ) -> None:
     async with open_test_kernel() as kernel:
-        seen = await start_recorder(kernel, "thread.>")
+        seen = capture_events(kernel.bus, "thread.>")
         with pytest.raises(CollabError):
             await kernel.collaborator("p").barrier(name, n, timeout_s=timeout_s)
         await settle()
-        assert seen == []
+        assert seen.items == []
         assert trio.current_time() == 0.0

@@ -19,13 +19,12 @@ from collab_support import (
     of_type,
     settle,
     start_call,
-    start_recorder,
     subscriptions,
 )
 
 from loomk import Agent, CollabError, Context, Envelope, Event, EventBus
 from loomk.collab import ContractNetResult
-from loomk.testing import ScriptedAgent, open_test_kernel
+from loomk.testing import ScriptedAgent, capture_events, open_test_kernel
 
 
 class Bidder(Agent):
@@ -97,7 +96,7 @@ def senders(events: list[Event]) -> list[str]:
 async def test_best_bid_is_awarded_and_reports(autojump_clock: trio.testing.MockClock) -> None:
     bidders = [Bidder("a", 0.7), Bidder("b", 0.9), Bidder("c", 0.5)]
     async with open_test_kernel() as kernel:
-        broadcast = await start_recorder(kernel, "thread.*.broadcast")
+        broadcast = capture_events(kernel.bus, "thread.*.broadcast")
         await kernel.spawn_many(bidders)
         before = subscriptions(kernel)
         result = await kernel.collaborator("mgr").contract_net(
@@ -121,13 +120,13 @@ async def test_best_bid_is_awarded_and_reports(autojump_clock: trio.testing.Mock
     assert (result.missing, result.complete) == ([], True)
     assert [b.awards != [] for b in bidders] == [False, True, False]
 
-    assert [event.type for _, event in broadcast] == [
+    assert [event.type for event in broadcast.events] == [
         "collab.cfp",
         "collab.award",
         "collab.summary",
     ]
-    assert {topic for topic, _ in broadcast} == {"thread.job1.broadcast"}
-    (_, cfp), (_, award), (_, summary) = broadcast
+    assert {topic for topic, _ in broadcast.items} == {"thread.job1.broadcast"}
+    (_, cfp), (_, award), (_, summary) = broadcast.items
     assert cfp.payload == b"task"
     assert cfp.priority == 50
     assert cfp.tags == ("collab",)
@@ -168,7 +167,7 @@ async def test_several_awards_ranked_by_score_from_an_agent(
 
     bidders = [Bidder("a", 0.7), Bidder("b", 0.9), Bidder("c", 0.5), Bidder("d", 0.8)]
     async with open_test_kernel() as kernel:
-        broadcast = await start_recorder(kernel, "thread.job2.broadcast")
+        broadcast = capture_events(kernel.bus, "thread.job2.broadcast")
         await kernel.spawn_many(bidders)
         await kernel.spawn(ScriptedAgent("mgr", {"go": go}))
         await kernel.bus.publish("in.mgr", Event("go"))
@@ -180,10 +179,10 @@ async def test_several_awards_ranked_by_score_from_an_agent(
     assert sorted(result.results) == ["agent.a", "agent.b", "agent.d"]
     assert result.complete
     assert [len(b.awards) for b in bidders] == [1, 1, 0, 1]
-    awards = of_type(broadcast, "collab.award")
+    awards = of_type(broadcast.items, "collab.award")
     assert [event.metadata["award_to"] for _, event in awards] == ["agent.b", "agent.d", "agent.a"]
     assert {event.metadata["sender"] for _, event in awards} == {"agent.mgr"}
-    [(_, summary)] = of_type(broadcast, "collab.summary")
+    [(_, summary)] = of_type(broadcast.items, "collab.summary")
     assert (summary.metadata["winners"], summary.metadata["results"]) == ("3", "3")
 
 
@@ -215,14 +214,14 @@ async def test_ties_keep_arrival_order_and_bad_scores_rank_as_zero(
 async def test_max_awards_caps_the_winners(autojump_clock: trio.testing.MockClock) -> None:
     bids: list[tuple[str | None, str | None]] = [("x1", "1"), ("x2", "3"), ("x3", "2")]
     async with open_test_kernel() as kernel:
-        broadcast = await start_recorder(kernel, "thread.job.broadcast")
+        broadcast = capture_events(kernel.bus, "thread.job.broadcast")
         await kernel.start(plain_bidders, kernel.bus, bids)
         result = await kernel.collaborator("mgr").contract_net(
             "job", b"", window_s=1, max_awards=2, execute_timeout_s=1
         )
         await settle()
     assert senders(result.winners) == ["x2", "x3"]
-    assert len(of_type(broadcast, "collab.award")) == 2
+    assert len(of_type(broadcast.items, "collab.award")) == 2
 
 
 async def test_loom_style_bidders_are_all_ranked(autojump_clock: trio.testing.MockClock) -> None:
@@ -246,7 +245,7 @@ async def test_an_awardee_that_never_reports_is_missing(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with open_test_kernel() as kernel:
-        broadcast = await start_recorder(kernel, "thread.job.broadcast")
+        broadcast = capture_events(kernel.bus, "thread.job.broadcast")
         await kernel.spawn_many([Bidder("a", 0.9, reports=False), Bidder("b", 0.5)])
         result = await kernel.collaborator("mgr").contract_net(
             "job", b"", window_s=1, max_awards=2, execute_timeout_s=3
@@ -257,7 +256,7 @@ async def test_an_awardee_that_never_reports_is_missing(
     assert list(result.results) == ["agent.b"]
     assert result.missing == ["agent.a"]
     assert not result.complete
-    [(_, summary)] = of_type(broadcast, "collab.summary")
+    [(_, summary)] = of_type(broadcast.items, "collab.summary")
     assert summary.metadata["results"] == "1"
 
 
@@ -316,7 +315,7 @@ async def test_proposals_after_the_window_are_ignored(
 
 async def test_no_proposals_no_awards(autojump_clock: trio.testing.MockClock) -> None:
     async with open_test_kernel() as kernel:
-        broadcast = await start_recorder(kernel, "thread.job.broadcast")
+        broadcast = capture_events(kernel.bus, "thread.job.broadcast")
         result = await kernel.collaborator("mgr").contract_net(
             "job", b"", window_s=2, execute_timeout_s=10
         )
@@ -324,8 +323,8 @@ async def test_no_proposals_no_awards(autojump_clock: trio.testing.MockClock) ->
         await settle()
     assert (result.proposals, result.winners, result.results, result.missing) == ([], [], {}, [])
     assert result.complete
-    assert [event.type for _, event in broadcast] == ["collab.cfp", "collab.summary"]
-    summary = broadcast[1][1]
+    assert [event.type for event in broadcast.events] == ["collab.cfp", "collab.summary"]
+    summary = broadcast.items[1][1]
     assert (summary.metadata["winners"], summary.metadata["proposals"]) == ("0", "0")
 
 
@@ -358,9 +357,9 @@ async def test_invalid_arguments(
     arguments: dict[str, Any] = {"thread_id": "job", "window_s": 1, "max_awards": 1, **options}
     thread_id = arguments.pop("thread_id")
     async with open_test_kernel() as kernel:
-        seen = await start_recorder(kernel, "thread.>")
+        seen = capture_events(kernel.bus, "thread.>")
         with pytest.raises(CollabError):
             await kernel.collaborator("mgr").contract_net(thread_id, b"", **arguments)
         await settle()
-        assert seen == []
+        assert seen.items == []
         assert trio.current_time() == 0.0

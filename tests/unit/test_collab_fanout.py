@@ -20,13 +20,12 @@ from collab_support import (
     of_type,
     settle,
     start_call,
-    start_recorder,
     start_responder,
     subscriptions,
 )
 
 from loomk import CollabError, Context, Event
-from loomk.testing import ScriptedAgent, open_test_kernel
+from loomk.testing import ScriptedAgent, capture_events, open_test_kernel
 
 
 async def test_no_topics_return_nothing_at_once_before_validation(
@@ -73,7 +72,7 @@ async def test_strategy_returns_exactly_at_its_count(
     async with open_test_kernel() as kernel:
         for i, gate in enumerate(gates):
             await kernel.spawn(Echo(f"r{i}", topics[i], gate=gate))
-        seen = await start_recorder(kernel, "thread.*.reply")
+        seen = capture_events(kernel.bus, "thread.*.reply")
         collab = kernel.collaborator("coord")
         async with trio.open_nursery() as nursery:
             call = start_call(
@@ -95,7 +94,7 @@ async def test_strategy_returns_exactly_at_its_count(
             f"agent.r{i}" for i in order[:needed]
         ]
         assert [reply.payload for reply in replies] == [f"r{i}:q".encode() for i in order[:needed]]
-        assert len(of_type(seen, "collab.reply")) == targets  # every responder did answer
+        assert len(of_type(seen.items, "collab.reply")) == targets  # every responder did answer
         reply_topic = f"thread.{replies[0].metadata['thread_id']}.reply"
         late = kernel.bus.stats(reply_topic).dropped.get("unclaimed", 0)
         assert late == targets - needed
@@ -160,7 +159,7 @@ async def test_summary_and_partial_results(
     """Majority of 3 needs 2: with 2 answers it is met at once, with 1 the call returns that
     one answer at the timeout. The summary says which, on the reply topic."""
     async with open_test_kernel() as kernel:
-        seen = await start_recorder(kernel, "thread.*.reply")
+        seen = capture_events(kernel.bus, "thread.*.reply")
         topics = ["svc.a", "svc.b", "svc.c"]
         for name in ("a", "b")[:answering]:
             await start_responder(kernel, f"svc.{name}", sender=name)
@@ -171,7 +170,7 @@ async def test_summary_and_partial_results(
         assert trio.current_time() == (0.0 if met else 3.0)
         assert {reply.metadata["sender"] for reply in replies} == set(("a", "b")[:answering])
         await settle()
-    [(topic, summary)] = of_type(seen, "collab.summary")
+    [(topic, summary)] = of_type(seen.items, "collab.summary")
     thread_id = replies[0].metadata["thread_id"]
     assert topic == f"thread.{thread_id}.reply"
     assert summary.priority == 40
@@ -220,11 +219,11 @@ async def test_invalid_arguments(
 ) -> None:
     arguments: dict[str, Any] = {"timeout_s": 1, **options}
     async with open_test_kernel() as kernel:
-        seen = await start_recorder(kernel, "svc.>")
+        seen = capture_events(kernel.bus, "svc.>")
         with pytest.raises(CollabError):
             await kernel.collaborator("coord").fanout(["svc.a", "svc.b"], b"q", **arguments)
         await settle()
-        assert seen == []
+        assert seen.items == []
         assert kernel.collab_service.waiting == 0
 
 

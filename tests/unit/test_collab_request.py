@@ -20,13 +20,12 @@ from collab_support import (
     of_type,
     settle,
     start_call,
-    start_recorder,
     start_responder,
     subscriptions,
 )
 
 from loomk import CollabError, CollabTimeout, Envelope, Event
-from loomk.testing import open_test_kernel
+from loomk.testing import capture_events, open_test_kernel
 
 RESERVED = ("thread_id", "correlation_id", "sender", "reply_to", "ttl", "hop", "ts")
 
@@ -198,16 +197,16 @@ async def test_timeout_raises_and_publishes_collab_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with open_test_kernel() as kernel:
-        replies = await start_recorder(kernel, "thread.*.reply")
-        silent = await start_recorder(kernel, "svc.silent")
+        replies = capture_events(kernel.bus, "thread.*.reply")
+        silent = capture_events(kernel.bus, "svc.silent")
         start = trio.current_time()
         with pytest.raises(CollabTimeout):
             await kernel.collaborator("tester").request("svc.silent", b"q", timeout_s=2)
         assert trio.current_time() - start == 2.0
         await settle()
-    [(_, request)] = silent
+    [(_, request)] = silent.items
     thread_id = request.metadata["thread_id"]
-    [(topic, timeout)] = of_type(replies, "collab.timeout")
+    [(topic, timeout)] = of_type(replies.items, "collab.timeout")
     assert topic == f"thread.{thread_id}.reply"
     assert timeout.priority == 40
     assert timeout.tags == ("collab",)
@@ -250,11 +249,11 @@ async def test_timeout_must_be_positive(
     autojump_clock: trio.testing.MockClock, timeout_s: float
 ) -> None:
     async with open_test_kernel() as kernel:
-        seen = await start_recorder(kernel, "svc.x")
+        seen = capture_events(kernel.bus, "svc.x")
         with pytest.raises(CollabError):
             await kernel.collaborator("tester").request("svc.x", b"q", timeout_s=timeout_s)
         await settle()
-        assert seen == []  # nothing was sent
+        assert seen.items == []  # nothing was sent
         assert kernel.collab_service.waiting == 0
 
 

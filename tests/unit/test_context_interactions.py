@@ -20,7 +20,6 @@ from collab_support import (
     Echo,
     loom_reply,
     settle,
-    start_recorder,
 )
 
 from loomk import (
@@ -39,7 +38,7 @@ from loomk import (
 )
 from loomk.actions.agent_actions import qos_for_priority
 from loomk.envelope import RESERVED_KEYS
-from loomk.testing import RecordingProvider, ScriptedAgent, open_test_kernel
+from loomk.testing import RecordingProvider, ScriptedAgent, capture_events, open_test_kernel
 
 
 def committed(kernel: Kernel, agent_id: str) -> dict[str, Any]:
@@ -72,13 +71,13 @@ async def test_request_publishes_and_commits_what_the_handler_held(
                 await kernel.bus.publish(topic, reply)
 
     async with open_test_kernel() as kernel:
-        seen = await start_recorder(kernel, "obs.>")
+        seen = capture_events(kernel.bus, "obs.>")
         await kernel.start(responder)
         await kernel.spawn(ScriptedAgent("asker", {"go": ask}))
         await kernel.bus.publish("in.asker", Event("go"))
         await settle()
         assert committed(kernel, "asker") == {"step": 1}
-    assert [(topic, event.type, event.payload) for topic, event in seen] == [
+    assert [(topic, event.type, event.payload) for topic, event in seen.items] == [
         ("obs.note", "note", b"before"),
         ("obs.svc", "collab.request", b"q"),
         ("obs.note", "note", b"after"),
@@ -86,7 +85,7 @@ async def test_request_publishes_and_commits_what_the_handler_held(
     assert state_at_request == [{"step": 1}]
     [answer] = answers
     assert answer.payload == b"re:q"
-    assert seen[1][1].metadata["sender"] == "agent.asker"
+    assert seen.items[1][1].metadata["sender"] == "agent.asker"
 
 
 Interaction = Callable[[Context], Awaitable[object]]
@@ -164,14 +163,14 @@ async def test_invoke_returns_the_result_and_publishes_action_result(
 
     async with open_test_kernel() as kernel:
         kernel.broker.register(double)
-        seen = await start_recorder(kernel, "agent.worker")
+        seen = capture_events(kernel.bus, "agent.worker")
         await kernel.spawn(ScriptedAgent("worker", {"go": go}))
         await kernel.bus.publish("in.worker", Event("go"))
         await settle()
     [result] = results
     assert result.status is ActionStatus.ACTION_OK
     assert result.json() == {"value": 42}
-    [(topic, event)] = seen
+    [(topic, event)] = seen.items
     assert topic == "agent.worker"
     assert event.type == "action_result"
     assert event.source == "agent.worker"
@@ -222,7 +221,7 @@ async def test_a_failed_call_is_a_result_and_the_agent_keeps_running(
     async with open_test_kernel() as kernel:
         if provider is not None:
             kernel.broker.register(RecordingProvider("flaky.call", behaviour=provider))
-        seen = await start_recorder(kernel, "agent.worker")
+        seen = capture_events(kernel.bus, "agent.worker")
         handle = await kernel.spawn(ScriptedAgent("worker", {"go": go, "next": after}))
         await kernel.bus.publish("in.worker", Event("go"))
         await kernel.bus.publish("in.worker", Event("next"))
@@ -233,7 +232,7 @@ async def test_a_failed_call_is_a_result_and_the_agent_keeps_running(
         assert (stats.status, stats.failures, stats.restarts) == ("running", 0, 0)
     [result] = results
     assert (result.status, result.code) == (status, code)
-    [(_, event)] = seen
+    [(_, event)] = seen.items
     assert event.metadata["status"] == status.label
     assert event.metadata["error_code"] == code
     assert event.metadata["action_type"] == "flaky.call"
@@ -272,7 +271,7 @@ async def test_the_provider_gets_the_qos_and_a_fresh_envelope(
 
     async with open_test_kernel() as kernel:
         kernel.broker.register(provider)
-        seen = await start_recorder(kernel, "agent.worker")
+        seen = capture_events(kernel.bus, "agent.worker")
         await kernel.spawn(ScriptedAgent("worker", {"go": go}))
         # the incoming event's thread is not propagated to the call (Loom §6)
         await kernel.bus.publish("in.worker", Event("go", metadata={"thread_id": "incoming"}))
@@ -290,7 +289,7 @@ async def test_the_provider_gets_the_qos_and_a_fresh_envelope(
     assert headers["reply_to"] == f"thread.{call.id}.reply"
     assert (headers["ttl"], headers["hop"]) == ("16", "0")
     assert headers["ts"].isdigit()
-    [(_, event)] = seen
+    [(_, event)] = seen.items
     assert event.priority == priority
     assert {key: event.metadata[key] for key in RESERVED_KEYS} == {
         key: headers[key] for key in RESERVED_KEYS
@@ -312,8 +311,8 @@ async def test_non_json_arguments_raise_and_the_failure_is_contained(
 
     async with open_test_kernel() as kernel:
         kernel.broker.register(provider)
-        seen = await start_recorder(kernel, "agent.worker")
-        failed = await start_recorder(kernel, "system.agent.failed")
+        seen = capture_events(kernel.bus, "agent.worker")
+        failed = capture_events(kernel.bus, "system.agent.failed")
         handle = await kernel.spawn(ScriptedAgent("worker", {"go": go}), restart="temporary")
         await kernel.spawn(Echo("echo", "svc.echo"))
         await kernel.bus.publish("in.worker", Event("go"))
@@ -323,8 +322,8 @@ async def test_non_json_arguments_raise_and_the_failure_is_contained(
         [error] = errors
         assert isinstance(error, EventError)
         assert provider.calls == []
-        assert seen == []  # no call was made, so no action_result
-        assert [event.metadata["agent_id"] for _, event in failed] == ["worker"]
+        assert seen.items == []  # no call was made, so no action_result
+        assert [event.metadata["agent_id"] for event in failed.events] == ["worker"]
         assert "worker" not in kernel.agents
         assert not kernel.stopping
         reply = await kernel.collaborator("tester").request("svc.echo", b"alive", timeout_s=1)
