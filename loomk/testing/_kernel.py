@@ -80,12 +80,14 @@ def run_test_kernel(
     your own instead. Like :func:`loomk.run`, returns None if the kernel was stopped before
     ``main`` returned. ``settings`` go to :func:`open_test_kernel`::
 
-        def test_echo() -> None:
-            async def main(kernel: Kernel) -> int:
-                await trio.sleep(3600)  # instant under autojump
-                return 42
+        def test_a_reminder_fires_after_an_hour() -> None:
+            async def main(kernel: Kernel) -> float:
+                with capture_events(kernel.bus, "reminders") as fired:
+                    await kernel.spawn(Reminder("reminder", after_s=3600))
+                    await fired.wait_for(1)  # an hour of virtual time: no real time
+                return trio.current_time()
 
-            assert run_test_kernel(main, autojump=True) == 42
+            assert run_test_kernel(main, autojump=True) == 3600
     """
     if autojump:
         if clock is not None:
