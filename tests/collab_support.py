@@ -1,4 +1,4 @@
-"""Helpers shared by the collaboration tests: kernels, responders, background calls, leak checks.
+"""Helpers shared by the collaboration tests: responders, background calls, leak checks.
 
 Responders come in two kinds, because both must work:
 
@@ -8,20 +8,18 @@ Responders come in two kinds, because both must work:
   ``env.reply_topic()``.
 
 Either can be held back by a ``trio.Event`` gate, so a test decides when each answer arrives.
+Kernels come from :func:`loomk.testing.open_test_kernel`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
 from functools import partial
-from pathlib import Path
 from typing import Generic, TypeVar
 
 import trio
 import trio.testing
 
-import loomk
 from loomk import Agent, Context, Envelope, Event, EventBus, Kernel
 
 T = TypeVar("T")
@@ -30,17 +28,6 @@ settle = trio.testing.wait_all_tasks_blocked
 
 SERVICE_PATTERNS = frozenset({"thread.*.reply", "thread.*.barrier"})
 """The collaboration service's two kernel-lifetime handler bindings (attached on first use)."""
-
-
-def open_test_kernel(tmp_path: Path) -> AbstractAsyncContextManager[Kernel]:
-    """A kernel for one test: no environment, quiet logs, throw-away state.
-
-    ``state_sync`` is off so state commits never cross to a worker thread: the autojump
-    clock could jump while one runs, and ``wait_all_tasks_blocked`` does not wait for it.
-    """
-    return loomk.open_kernel(
-        env={}, cwd=tmp_path, log_level="critical", state_temporary=True, state_sync=False
-    )
 
 
 # --- background calls ---------------------------------------------------------------------
@@ -159,29 +146,8 @@ class Echo(Agent):
 # --- observing the bus --------------------------------------------------------------------
 
 
-async def record(
-    bus: EventBus,
-    pattern: str,
-    into: list[tuple[str, Event]],
-    *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Append every ``(topic, event)`` published on ``pattern`` to ``into``."""
-    async with bus.subscribe(pattern) as subscription:
-        task_status.started()
-        async for item in subscription:
-            into.append(item)
-
-
-async def start_recorder(kernel: Kernel, pattern: str) -> list[tuple[str, Event]]:
-    """Start recording ``pattern`` in the kernel; returns the list it fills."""
-    items: list[tuple[str, Event]] = []
-    await kernel.start(record, kernel.bus, pattern, items)
-    return items
-
-
 def of_type(items: list[tuple[str, Event]], event_type: str) -> list[tuple[str, Event]]:
-    """The recorded items whose event has ``event_type``."""
+    """The captured ``(topic, event)`` items whose event has ``event_type``."""
     return [(topic, event) for topic, event in items if event.type == event_type]
 
 

@@ -145,13 +145,17 @@ def test_a_signal_shuts_the_kernel_down_cleanly(signum: signal.Signals) -> None:
     assert "Traceback" not in err
 
 
+def _code_block(document: str, heading: str, language: str = "python") -> str:
+    """The first ``language`` code block after ``heading`` in a Markdown file of the repo."""
+    text = (ROOT / document).read_text()
+    fence = f"```{language}\n"
+    start = text.index(fence, text.index(heading)) + len(fence)
+    return text[start : text.index("```", start)]
+
+
 def test_the_readme_embedding_example_runs_as_documented(tmp_path: Path) -> None:
-    readme = (ROOT / "README.md").read_text()
-    start = readme.index("## Embedding loomk")
-    code = readme[readme.index("```python\n", start) + len("```python\n") :]
-    code = code[: code.index("```")]
     script = tmp_path / "example.py"
-    script.write_text(code)
+    script.write_text(_code_block("README.md", "## Embedding loomk"))
     result = _run(sys.executable, str(script))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -160,6 +164,30 @@ def test_the_readme_embedding_example_runs_as_documented(tmp_path: Path) -> None
     assert "matched=2," in lines[1]
     assert "delivered=1," in lines[1]
     assert "'replaced': 1" in lines[1]
+
+
+def _pytest(directory: Path, test_file: str) -> subprocess.CompletedProcess[str]:
+    """Run pytest on ``test_file`` in ``directory``, as a user would in their project."""
+    command = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error", test_file]
+    return _run(sys.executable, *command, cwd=directory)
+
+
+def test_the_readme_testing_example_passes_under_pytest(tmp_path: Path) -> None:
+    (tmp_path / "test_echo.py").write_text(_code_block("README.md", "## Testing your agents"))
+    result = _pytest(tmp_path, "test_echo.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
+
+
+def test_the_complete_example_of_the_testing_guide_passes_under_pytest_trio(
+    tmp_path: Path,
+) -> None:
+    heading = "## A complete example"
+    (tmp_path / "pyproject.toml").write_text(_code_block("docs/testing.md", heading, "toml"))
+    (tmp_path / "test_heat_alarm.py").write_text(_code_block("docs/testing.md", heading))
+    result = _pytest(tmp_path, "test_heat_alarm.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 passed" in result.stdout
 
 
 def test_bench_agents_prints_tables_and_writes_json(tmp_path: Path) -> None:
@@ -283,3 +311,14 @@ def test_importing_loomk_does_not_load_the_http_client() -> None:
     result = _run(sys.executable, "-c", code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_importing_loomk_does_not_load_the_testing_kit() -> None:
+    """``loomk.testing`` (and trio.testing with it) loads only when a test imports it."""
+    code = "import sys, loomk; print('loomk.testing' in sys.modules)"
+    result = _run(sys.executable, "-c", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+    result = _run(sys.executable, "-c", "import loomk.testing; print(loomk.testing.__all__[0])")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "EventCapture"

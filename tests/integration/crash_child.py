@@ -24,8 +24,8 @@ from typing import Any
 
 import trio
 
-import loomk
 from loomk import Agent, Context, Event
+from loomk.testing import open_test_kernel
 
 AGENT_ID = "counter"
 IN_TOPIC = "crash.in"
@@ -67,8 +67,13 @@ async def print_acks(subscription: Any) -> None:
 
 
 async def main(data_dir: Path) -> None:
-    async with loomk.open_kernel(
-        env={}, cwd=data_dir.parent, data_dir=data_dir, state_sync=True, log_level="error"
+    # durable commits, as in production; errors are logged for the parent test to report
+    async with open_test_kernel(
+        cwd=data_dir.parent,  # no scratch directory: a SIGKILL would leave it behind
+        data_dir=data_dir,
+        state_temporary=False,
+        state_sync=True,
+        log_level="error",
     ) as kernel:
         say("boot")
         stored = json.loads(kernel.agent_state(AGENT_ID).persistent_state)

@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 import trio
 
-import loomk
+from loomk.testing import open_test_kernel
 
 pytestmark = pytest.mark.e2e
 
@@ -188,9 +188,7 @@ class Stored:
 
 async def read_stored(data_dir: Path) -> Stored:
     """Open the data directory with a kernel in this process and read everything in it."""
-    async with loomk.open_kernel(
-        env={}, cwd=data_dir.parent, data_dir=data_dir, log_level="critical"
-    ) as kernel:
+    async with open_test_kernel(data_dir=data_dir, state_temporary=False) as kernel:
         snapshot = kernel.agent_state(AGENT_ID)
         return Stored(
             state=kernel.state.load(AGENT_ID),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import trio
@@ -21,6 +20,7 @@ import loomk
 from loomk import Agent, Context, Event, Kernel
 from loomk.llm import ModelAnswer, Route
 from loomk.llm.routing import MASK
+from loomk.testing import open_test_kernel
 
 CONFIDENT = "turn on the kitchen lights"
 PARTIAL = "what's the weather like"
@@ -28,16 +28,12 @@ UNKNOWN = "tell me a story about dragons"
 
 
 @asynccontextmanager
-async def kernel_with(
-    tmp_path: Path, fake: FakeOpenAI | None, **settings: Any
-) -> AsyncIterator[Kernel]:
+async def kernel_with(fake: FakeOpenAI | None, **settings: Any) -> AsyncIterator[Kernel]:
     """A kernel whose model endpoint is ``fake`` (none: only the local model)."""
     if fake is not None:
         settings["llm_base_url"] = fake.base_url
         settings["llm_api_key"] = "sk-test-key"
-    async with loomk.open_kernel(
-        env={}, cwd=tmp_path, log_level="critical", state_temporary=True, **settings
-    ) as kernel:
+    async with open_test_kernel(**settings) as kernel:
         yield kernel
 
 
@@ -74,9 +70,9 @@ async def ask(kernel: Kernel, payload: str, **metadata: str) -> Event:
 # --- offline: the local model answers everything ------------------------------------------------
 
 
-async def test_offline_every_route_ends_at_the_local_model(tmp_path: Path) -> None:
+async def test_offline_every_route_ends_at_the_local_model() -> None:
     passes: list[tuple[dict[str, str], ModelAnswer]] = []
-    async with kernel_with(tmp_path, None) as kernel:
+    async with kernel_with(None) as kernel:
         decisions = kernel.bus.subscribe("agent.assistant")
         await kernel.spawn(PublicAssistant("assistant", passes))
         confident = await ask(kernel, CONFIDENT)
@@ -90,14 +86,14 @@ async def test_offline_every_route_ends_at_the_local_model(tmp_path: Path) -> No
     assert [answer.output["provider"] for _, answer in passes] == ["local", "local"]
 
 
-async def test_hybrid_context_never_carries_a_masked_value(tmp_path: Path) -> None:
+async def test_hybrid_context_never_carries_a_masked_value() -> None:
     """The quick local answer is made from the unmasked text; neither it nor the question
     may carry a masked field's value to the cloud."""
     passes: list[tuple[dict[str, str], ModelAnswer]] = []
     payload = json.dumps({"text": "what's the weather in Paris", "location": "Paris"})
     async with serve_openai() as fake:
         fake.script("responses", responses_json("Refined."))
-        async with kernel_with(tmp_path, fake) as kernel:
+        async with kernel_with(fake) as kernel:
             policy = {"routing.quality_threshold": "0.99"}  # confident, but not enough
 
             class Sensitive(Assistant):
@@ -115,10 +111,10 @@ async def test_hybrid_context_never_carries_a_masked_value(tmp_path: Path) -> No
 # --- with an endpoint ----------------------------------------------------------------------
 
 
-async def test_llm_generate_goes_to_the_configured_endpoint_with_the_key(tmp_path: Path) -> None:
+async def test_llm_generate_goes_to_the_configured_endpoint_with_the_key() -> None:
     async with serve_openai() as fake:
         fake.script("responses", responses_json("From the cloud."))
-        async with kernel_with(tmp_path, fake) as kernel:
+        async with kernel_with(fake) as kernel:
             result = await kernel.broker.invoke(
                 loomk.ActionCall.with_args("g1", "llm.generate", {"input": "hello"})
             )
@@ -130,11 +126,11 @@ async def test_llm_generate_goes_to_the_configured_endpoint_with_the_key(tmp_pat
         assert request.headers["authorization"] == "Bearer sk-test-key"
 
 
-async def test_a_hybrid_decision_runs_a_local_then_a_cloud_pass(tmp_path: Path) -> None:
+async def test_a_hybrid_decision_runs_a_local_then_a_cloud_pass() -> None:
     passes: list[tuple[dict[str, str], ModelAnswer]] = []
     async with serve_openai() as fake:
         fake.script("responses", responses_json("Refined in the cloud."))
-        async with kernel_with(tmp_path, fake) as kernel:
+        async with kernel_with(fake) as kernel:
             await kernel.spawn(PublicAssistant("assistant", passes))
             final = await ask(kernel, PARTIAL)
             assert kernel.router.stats().hybrid_rate == 1.0
@@ -150,12 +146,12 @@ async def test_a_hybrid_decision_runs_a_local_then_a_cloud_pass(tmp_path: Path) 
         assert PARTIAL in fake.requests[0].json()["input"]
 
 
-async def test_a_sensitive_event_reaches_the_cloud_masked(tmp_path: Path) -> None:
+async def test_a_sensitive_event_reaches_the_cloud_masked() -> None:
     passes: list[tuple[dict[str, str], ModelAnswer]] = []
     payload = json.dumps({"text": UNKNOWN, "email": "ada@example.com"})
     async with serve_openai() as fake:
         fake.script("responses", responses_json("Once upon a time."))
-        async with kernel_with(tmp_path, fake) as kernel:
+        async with kernel_with(fake) as kernel:
             await kernel.spawn(Assistant("assistant", passes))  # default policy: sensitive
             answer = await ask(kernel, payload)
         assert answer.payload == b"Once upon a time."
@@ -165,11 +161,11 @@ async def test_a_sensitive_event_reaches_the_cloud_masked(tmp_path: Path) -> Non
         assert UNKNOWN in sent  # the question (the payload's text) goes, the rest does not
 
 
-async def test_private_events_never_reach_the_endpoint(tmp_path: Path) -> None:
+async def test_private_events_never_reach_the_endpoint() -> None:
     passes: list[tuple[dict[str, str], ModelAnswer]] = []
     async with serve_openai() as fake:
         fake.script("chat/completions", chat_json("should not be asked"))
-        async with kernel_with(tmp_path, fake) as kernel:
+        async with kernel_with(fake) as kernel:
             await kernel.spawn(PublicAssistant("assistant", passes))
             for privacy in ("private", "local-only"):
                 answer = await ask(kernel, UNKNOWN, privacy=privacy)
@@ -178,12 +174,12 @@ async def test_private_events_never_reach_the_endpoint(tmp_path: Path) -> None:
         assert [answer.route for _, answer in passes] == [Route.LOCAL_FALLBACK, Route.LOCAL]
 
 
-async def test_when_the_cloud_fails_the_local_model_answers(tmp_path: Path) -> None:
+async def test_when_the_cloud_fails_the_local_model_answers() -> None:
     passes: list[tuple[dict[str, str], ModelAnswer]] = []
     async with serve_openai() as fake:
         fake.script("responses", server_error(503))
         fake.script("chat/completions", server_error(503))
-        async with kernel_with(tmp_path, fake, llm_max_retries=0) as kernel:
+        async with kernel_with(fake, llm_max_retries=0) as kernel:
             await kernel.spawn(PublicAssistant("assistant", passes))
             answer = await ask(kernel, UNKNOWN)
             assert kernel.agents.get("assistant").failures == 0
@@ -195,12 +191,12 @@ async def test_when_the_cloud_fails_the_local_model_answers(tmp_path: Path) -> N
         assert model_answer.cloud_error.code == "LLM_HTTP_ERROR"
 
 
-async def test_when_the_cloud_refine_fails_the_quick_answer_stands(tmp_path: Path) -> None:
+async def test_when_the_cloud_refine_fails_the_quick_answer_stands() -> None:
     passes: list[tuple[dict[str, str], ModelAnswer]] = []
     async with serve_openai() as fake:
         fake.script("responses", server_error(500))
         fake.script("chat/completions", server_error(500))
-        async with kernel_with(tmp_path, fake, llm_max_retries=0) as kernel:
+        async with kernel_with(fake, llm_max_retries=0) as kernel:
             await kernel.spawn(PublicAssistant("assistant", passes))
             final = await ask(kernel, PARTIAL)
         quick_answer = passes[0][1]
@@ -210,11 +206,11 @@ async def test_when_the_cloud_refine_fails_the_quick_answer_stands(tmp_path: Pat
         assert final.payload == quick_answer.text.encode()
 
 
-async def test_the_model_answers_the_text_the_router_read(tmp_path: Path) -> None:
+async def test_the_model_answers_the_text_the_router_read() -> None:
     """Loom's voice events carry their text in metadata; JSON payloads in a ``query``
     member: the answer reads the same text as the router's estimate."""
     passes: list[tuple[dict[str, str], ModelAnswer]] = []
-    async with kernel_with(tmp_path, None) as kernel:
+    async with kernel_with(None) as kernel:
         await kernel.spawn(PublicAssistant("assistant", passes))
         spoken = await ask(kernel, "", text="what is 6 times 7")
         structured = await ask(kernel, json.dumps({"query": "what is 2 plus 3", "id": 17}))

@@ -4,17 +4,16 @@ and the LLM client talking to a real OpenAI-compatible endpoint on loopback."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from httpserver import Request, Response
 from openai_server import chat_completion, serve_openai, tool_call
 
-import loomk
 from loomk import ToolOrchestrator
 from loomk.llm import LLMClient, LLMSettings
+from loomk.testing import open_test_kernel
 
 
-async def test_a_model_uses_math_eval_and_time_now_then_answers(tmp_path: Path) -> None:
+async def test_a_model_uses_math_eval_and_time_now_then_answers() -> None:
     def final(request: Request) -> Response:
         results = [m for m in request.json()["messages"] if m.get("role") == "tool"]
         values = {m["tool_call_id"]: json.loads(m["content"]) for m in results}
@@ -36,9 +35,7 @@ async def test_a_model_uses_math_eval_and_time_now_then_answers(tmp_path: Path) 
             final,
         )
         async with (
-            loomk.open_kernel(
-                env={}, cwd=tmp_path, log_level="critical", state_temporary=True
-            ) as kernel,
+            open_test_kernel() as kernel,
             LLMClient(LLMSettings(base_url=fake.base_url, model="m")) as client,
         ):
             orchestrator = ToolOrchestrator(kernel.broker, client.chat_call)
@@ -54,12 +51,10 @@ async def test_a_model_uses_math_eval_and_time_now_then_answers(tmp_path: Path) 
         assert kernel.broker.stats("math.eval")["math.eval"].ok == 1
 
 
-async def test_the_model_capabilities_can_be_offered_when_asked(tmp_path: Path) -> None:
+async def test_the_model_capabilities_can_be_offered_when_asked() -> None:
     async with serve_openai() as fake:
         async with (
-            loomk.open_kernel(
-                env={}, cwd=tmp_path, log_level="critical", state_temporary=True
-            ) as kernel,
+            open_test_kernel() as kernel,
             LLMClient(LLMSettings(base_url=fake.base_url, model="m")) as client,
         ):
             await ToolOrchestrator(kernel.broker, client.chat_call, exclude=()).run("hi")
@@ -67,7 +62,7 @@ async def test_the_model_capabilities_can_be_offered_when_asked(tmp_path: Path) 
         assert "llm__generate" in offered
 
 
-async def test_a_tool_that_was_not_offered_is_never_run(tmp_path: Path) -> None:
+async def test_a_tool_that_was_not_offered_is_never_run() -> None:
     async with serve_openai() as fake:
         fake.script(
             "chat/completions",
@@ -76,9 +71,7 @@ async def test_a_tool_that_was_not_offered_is_never_run(tmp_path: Path) -> None:
             ),
         )
         async with (
-            loomk.open_kernel(
-                env={}, cwd=tmp_path, log_level="critical", state_temporary=True
-            ) as kernel,
+            open_test_kernel() as kernel,
             LLMClient(LLMSettings(base_url=fake.base_url, model="m")) as client,
         ):
             answer = await ToolOrchestrator(kernel.broker, client.chat_call).run("hi")

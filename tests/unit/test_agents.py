@@ -33,6 +33,7 @@ from loomk import (
     Topic,
     TopicError,
 )
+from loomk.testing import open_test_kernel
 
 settle = trio.testing.wait_all_tasks_blocked
 WAIT_LIMIT_S = 5.0  # a bound that turns a regression into a failure instead of a hang
@@ -126,7 +127,7 @@ def gate(i: int = 0) -> Event:
 
 
 async def test_agent_receives_five_events_in_order() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         worker = Recorder("worker", "work.items")
         handle = await kernel.spawn(worker)
         for i in range(5):
@@ -150,7 +151,7 @@ async def test_spawn_returns_the_handle_once_on_start_finished() -> None:
                 await trio.lowlevel.checkpoint()
             self.trace.append("started")
 
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         agent = SlowStart("slow", "work")
         handle = await kernel.spawn(agent)
         assert agent.trace == ["start", "started"]
@@ -171,7 +172,7 @@ async def test_events_published_during_on_start_are_handled_after_it() -> None:
             ]
             self.trace.append("started")
 
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         agent = EarlyBird("early", "jobs")
         await kernel.spawn(agent)
         assert agent.deliveries == [0, 0]  # held until on_start commits (the outbox)
@@ -181,13 +182,13 @@ async def test_events_published_during_on_start_are_handled_after_it() -> None:
 
 
 async def test_subscriptions_list_the_private_topic_first_then_declared_topics() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         await kernel.spawn(Recorder("a", "t.one", Topic("t.two", qos=QoS.REALTIME)))
         assert kernel.subscriptions("a") == ["agent.a.replies", "t.one", "t.two"]
 
 
 async def test_agents_list_in_spawn_order_and_get_returns_the_handle() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         handles = {name: await kernel.spawn(Recorder(name)) for name in ("b", "a", "c")}
         assert kernel.agents.list() == ["b", "a", "c"]
         for name, handle in handles.items():
@@ -197,7 +198,7 @@ async def test_agents_list_in_spawn_order_and_get_returns_the_handle() -> None:
 
 
 async def test_stop_agent_stops_delivery() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         worker = Recorder("worker", "work")
         handle = await kernel.spawn(worker)
         assert await kernel.bus.publish("work", ev(1)) == 1
@@ -217,7 +218,7 @@ async def test_stop_agent_stops_delivery() -> None:
 
 
 async def test_stop_unknown_agent_raises_not_found_and_others_keep_working() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         worker = Recorder("worker", "work")
         await kernel.spawn(worker)
         with pytest.raises(AgentNotFound, match="not found"):
@@ -228,7 +229,7 @@ async def test_stop_unknown_agent_raises_not_found_and_others_keep_working() -> 
 
 
 async def test_two_agents_on_the_same_topic_each_get_the_event() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         first, second = Recorder("first", "news"), Recorder("second", "news")
         await kernel.spawn(first)
         await kernel.spawn(second)
@@ -239,7 +240,7 @@ async def test_two_agents_on_the_same_topic_each_get_the_event() -> None:
 
 
 async def test_one_agent_on_two_topics_gets_both() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         agent = Recorder("multi", "topic.a", "topic.b")
         await kernel.spawn(agent)
         assert await kernel.bus.publish("topic.a", ev(1)) == 1
@@ -250,7 +251,7 @@ async def test_one_agent_on_two_topics_gets_both() -> None:
 
 
 async def test_wildcard_topics_deliver_matching_events() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         agent = Recorder("wild", "sensor.*.temp", "alerts.>")
         await kernel.spawn(agent)
         assert await kernel.bus.publish("sensor.kitchen.temp", ev(1)) == 1
@@ -261,7 +262,7 @@ async def test_wildcard_topics_deliver_matching_events() -> None:
 
 
 async def test_kernel_shutdown_stops_processing() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         worker = Recorder("worker", "work")
         handle = await kernel.spawn(worker)
         await kernel.bus.publish("work", ev(1))
@@ -278,7 +279,7 @@ async def test_kernel_shutdown_stops_processing() -> None:
 
 async def test_kernel_shutdown_drains_what_agents_had_queued() -> None:
     agent = Gated("worker", "work")
-    async with trio.open_nursery() as outer, loomk.open_kernel() as kernel:
+    async with trio.open_nursery() as outer, open_test_kernel() as kernel:
         await kernel.spawn(agent)
         await kernel.bus.publish("work", gate(0))
         await until(agent.entered)
@@ -300,7 +301,7 @@ async def test_kernel_shutdown_cancels_an_agent_that_hangs_past_the_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     agent = Hanging("stuck", "work")
-    async with loomk.open_kernel(shutdown_timeout_s=3.0) as kernel:
+    async with open_test_kernel(shutdown_timeout_s=3.0) as kernel:
         await kernel.spawn(agent)
         await kernel.bus.publish("work", ev(1))
         await until(agent.entered)
@@ -310,7 +311,7 @@ async def test_kernel_shutdown_cancels_an_agent_that_hangs_past_the_timeout(
 
 
 async def test_stop_then_respawn_same_id_only_the_new_agent_counts() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         old = Recorder("dup", "work")
         await kernel.spawn(old)
         await kernel.bus.publish("work", ev(1))
@@ -332,7 +333,7 @@ async def test_stop_then_respawn_same_id_only_the_new_agent_counts() -> None:
 
 
 async def test_private_topic_is_auto_subscribed_and_delivers() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         solo = Recorder("solo")
         await kernel.spawn(solo)
         assert kernel.subscriptions("solo") == ["agent.solo.replies"]
@@ -342,7 +343,7 @@ async def test_private_topic_is_auto_subscribed_and_delivers() -> None:
 
 
 async def test_point_to_point_reaches_only_the_receiver() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         receiver, bystander = Recorder("receiver", "chat"), Recorder("bystander", "chat")
         await kernel.spawn(receiver)
         await kernel.spawn(bystander)
@@ -353,7 +354,7 @@ async def test_point_to_point_reaches_only_the_receiver() -> None:
 
 
 async def test_private_topics_are_isolated_across_three_agents() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         agents = [Recorder(name) for name in ("a", "b", "c")]
         for agent in agents:
             await kernel.spawn(agent)
@@ -364,7 +365,7 @@ async def test_private_topics_are_isolated_across_three_agents() -> None:
 
 
 async def test_agent_on_thread_reply_topic_has_two_subscriptions_and_receives_both() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         thread_topic = loomk.ThreadTopicKind.REPLY.topic("t-42")
         agent = Recorder("participant", thread_topic)
         await kernel.spawn(agent)
@@ -382,7 +383,7 @@ async def test_agent_on_thread_reply_topic_has_two_subscriptions_and_receives_bo
 
 
 async def test_dynamic_join_receives_only_events_after_joining() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         agent = Recorder("joiner")
         await kernel.spawn(agent)
         assert await kernel.bus.publish("room.lobby", ev(0)) == 0
@@ -394,7 +395,7 @@ async def test_dynamic_join_receives_only_events_after_joining() -> None:
 
 
 async def test_dynamic_leave_stops_further_delivery() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         agent = Recorder("leaver", "room.lobby")
         await kernel.spawn(agent)
         await kernel.bus.publish("room.lobby", ev(0))
@@ -407,7 +408,7 @@ async def test_dynamic_leave_stops_further_delivery() -> None:
 
 
 async def test_multiple_dynamic_subscriptions() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         agent = Recorder("hub")
         await kernel.spawn(agent)
         for pattern in ("x.one", "x.two", "x.three"):
@@ -422,7 +423,7 @@ async def test_multiple_dynamic_subscriptions() -> None:
 
 
 async def test_subscribe_agent_applies_qos_and_event_types() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         agent = Recorder("picky")
         handle = await kernel.spawn(agent)
         await kernel.subscribe_agent(
@@ -444,7 +445,7 @@ async def test_declared_topic_options_are_applied() -> None:
         capacity=2,
         event_types=["reading", "gate"],
     )
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         agent = Gated("thermo", reading)
         handle = await kernel.spawn(agent)
         (lane,) = [lane for lane in handle.stats().lanes if lane.pattern == "sensor.temp"]
@@ -465,7 +466,7 @@ async def test_declared_topic_options_are_applied() -> None:
 
 @pytest.mark.parametrize("ttl", ["1", "0", "-3"])
 async def test_event_whose_ttl_runs_out_is_dropped_before_the_handler(ttl: str) -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         agent = Recorder("rcv", "work")
         handle = await kernel.spawn(agent)
         assert await kernel.bus.publish("work", ev(1, ttl=ttl)) == 1  # the bus never drops
@@ -477,7 +478,7 @@ async def test_event_whose_ttl_runs_out_is_dropped_before_the_handler(ttl: str) 
 
 
 async def test_ttl_two_is_seen_with_hop_one_and_ttl_one() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         agent = Recorder("rcv", "work")
         await kernel.spawn(agent)
         sent = ev(1, ttl="2")
@@ -489,7 +490,7 @@ async def test_ttl_two_is_seen_with_hop_one_and_ttl_one() -> None:
 
 
 async def test_hop_counts_on_from_the_incoming_value() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         agent = Recorder("rcv", "work")
         await kernel.spawn(agent)
         await kernel.bus.publish("work", ev(1, ttl="5", hop="3"))
@@ -499,7 +500,7 @@ async def test_hop_counts_on_from_the_incoming_value() -> None:
 
 
 async def test_delivered_event_carries_a_full_default_envelope() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         agent = Recorder("rcv", "work")
         await kernel.spawn(agent)
         await kernel.bus.publish("work", Event("msg", b"1", id="evt-abc"))
@@ -516,7 +517,7 @@ async def test_delivered_event_carries_a_full_default_envelope() -> None:
 
 
 async def test_missing_sender_is_filled_with_each_receivers_own_id() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         first, second = Recorder("first", "work"), Recorder("second", "work")
         await kernel.spawn(first)
         await kernel.spawn(second)
@@ -528,7 +529,7 @@ async def test_missing_sender_is_filled_with_each_receivers_own_id() -> None:
 
 
 async def test_sender_set_by_the_publisher_is_kept() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         first, second = Recorder("first", "work"), Recorder("second", "work")
         await kernel.spawn(first)
         await kernel.spawn(second)
@@ -545,7 +546,7 @@ async def test_sender_set_by_the_publisher_is_kept() -> None:
 
 
 async def test_spawning_an_existing_id_raises_agent_exists() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         original = Recorder("same", "work")
         handle = await kernel.spawn(original)
         impostor = Recorder("same", "work", "other")
@@ -561,7 +562,7 @@ async def test_spawning_an_existing_id_raises_agent_exists() -> None:
 
 
 async def test_unknown_agent_id_raises_not_found_everywhere() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         worker = Recorder("worker", "work")
         await kernel.spawn(worker)
         with pytest.raises(AgentNotFound, match="not found"):
@@ -583,7 +584,7 @@ async def test_unknown_agent_id_raises_not_found_everywhere() -> None:
 
 @pytest.mark.parametrize("pattern", ["room.lobby", "agent.dup.replies"])
 async def test_subscribing_twice_raises_already_subscribed(pattern: str) -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         agent = Recorder("dup", "room.lobby")
         await kernel.spawn(agent)
         with pytest.raises(AlreadySubscribed, match="already subscribed"):
@@ -598,7 +599,7 @@ async def test_subscribing_twice_raises_already_subscribed(pattern: str) -> None
     "topics", [("work", "work"), ("work", "agent.twice.replies")], ids=["repeated", "private"]
 )
 async def test_declaring_a_topic_twice_is_refused_at_spawn(topics: tuple[str, ...]) -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         with pytest.raises(AlreadySubscribed, match="already subscribed"):
             await kernel.spawn(Recorder("twice", *topics))
         assert "twice" not in kernel.agents.list()
@@ -612,7 +613,7 @@ async def test_declaring_a_topic_twice_is_refused_at_spawn(topics: tuple[str, ..
 
 
 async def test_unsubscribing_a_pattern_not_subscribed_raises_not_subscribed() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         agent = Recorder("agent1", "room.lobby")
         await kernel.spawn(agent)
         with pytest.raises(NotSubscribed, match="not subscribed"):
@@ -656,7 +657,7 @@ def test_invalid_agent_id_is_a_value_error_and_an_agent_error() -> None:
 
 @pytest.mark.parametrize("agent_id", ["a", "a.b.c", "team-1:worker_2", "A9"])
 async def test_valid_agent_ids_get_a_working_private_topic(agent_id: str) -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         agent = Recorder(agent_id)
         await kernel.spawn(agent)
         assert await kernel.bus.publish(f"agent.{agent_id}.replies", ev(1)) == 1
@@ -666,7 +667,7 @@ async def test_valid_agent_ids_get_a_working_private_topic(agent_id: str) -> Non
 
 @pytest.mark.parametrize("pattern", ["", "a..b", "a.>.b", "a b", "a*", ".a"])
 async def test_subscribing_to_an_invalid_pattern_raises_topic_error(pattern: str) -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         agent = Recorder("agent1", "work")
         await kernel.spawn(agent)
         with pytest.raises(TopicError):
@@ -678,7 +679,7 @@ async def test_subscribing_to_an_invalid_pattern_raises_topic_error(pattern: str
 
 
 async def test_declaring_an_invalid_pattern_is_refused_at_spawn() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         with pytest.raises(TopicError):
             await kernel.spawn(Recorder("broken", "work", "bad..pattern"))
         assert "broken" not in kernel.agents.list()
@@ -701,7 +702,7 @@ async def _plain_handler(ctx: Context, event: Event) -> None:
     ids=["object", "agent-class", "str", "function", "none"],
 )
 async def test_spawning_something_that_is_not_an_agent_raises_agent_error(thing: Any) -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         worker = Recorder("worker", "work")
         await kernel.spawn(worker)
         with pytest.raises(AgentError):
@@ -716,7 +717,7 @@ async def test_spawning_something_that_is_not_an_agent_raises_agent_error(thing:
 
 
 async def test_stop_handles_what_was_queued_then_runs_on_stop() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         agent = Gated("graceful", "work")
         handle = await kernel.spawn(agent)
         await kernel.bus.publish("work", gate(0))
@@ -738,7 +739,7 @@ async def test_stop_handles_what_was_queued_then_runs_on_stop() -> None:
 
 
 async def test_stop_runs_on_stop_of_an_idle_agent_exactly_once() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         agent = Recorder("idle", "work")
         await kernel.spawn(agent)
         await kernel.stop_agent("idle")
@@ -749,7 +750,7 @@ async def test_stop_runs_on_stop_of_an_idle_agent_exactly_once() -> None:
 async def test_stop_cancels_a_handler_that_hangs_past_the_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         stuck = Hanging("stuck", "work")
         bystander = Recorder("bystander", "work")
         handle = await kernel.spawn(stuck)
@@ -772,7 +773,7 @@ async def test_stop_cancels_a_handler_that_hangs_past_the_timeout(
 
 
 async def test_stopping_one_agent_does_not_hold_up_another() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         slow = Gated("slow", "work")
         other = Recorder("other", "work")
         await kernel.spawn(slow)
@@ -795,7 +796,7 @@ async def test_stopping_one_agent_does_not_hold_up_another() -> None:
 
 
 async def test_the_private_reply_topic_can_be_unsubscribed() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         agent = Recorder("quiet", "work")
         await kernel.spawn(agent)
         await kernel.unsubscribe_agent("quiet", "agent.quiet.replies")
@@ -811,7 +812,7 @@ async def test_the_private_reply_topic_can_be_unsubscribed() -> None:
 
 
 async def test_events_queued_before_unsubscribe_are_still_handled() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         agent = Gated("busy", "work")
         handle = await kernel.spawn(agent)
         await kernel.bus.publish("work", gate(0))
@@ -853,7 +854,7 @@ async def test_one_handler_call_at_a_time() -> None:
             await kernel.bus.publish(topic, ev(i))
             await trio.lowlevel.checkpoint()
 
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         agent = Counter("serial")
         await kernel.spawn(agent)
         async with trio.open_nursery() as nursery:
@@ -865,7 +866,7 @@ async def test_one_handler_call_at_a_time() -> None:
 
 
 async def test_realtime_lanes_drain_before_batched_before_background() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         agent = Gated(
             "prio",
             Topic("p.bg", qos=QoS.BACKGROUND),
@@ -900,7 +901,7 @@ async def test_realtime_lanes_drain_before_batched_before_background() -> None:
 
 
 async def test_mailbox_high_water_counts_the_whole_mailbox() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         agent = Gated("deep", "a", "b", "c")
         handle = await kernel.spawn(agent)
         await kernel.bus.publish("a", gate(0))
@@ -938,7 +939,7 @@ class Forwarder(Agent):
 
 
 async def test_emit_stamps_the_sender_and_is_held_until_the_handler_returns() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         agent = Forwarder("emitter")
         await kernel.spawn(agent)
         watch, watch2 = kernel.bus.subscribe("out"), kernel.bus.subscribe("out")
@@ -962,7 +963,7 @@ class Replier(Agent):
 
 
 async def test_reply_goes_to_the_thread_reply_topic_by_default() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         await kernel.spawn(Replier("replier"))
         watch = kernel.bus.subscribe("thread.>")
         request = Event(
@@ -981,7 +982,7 @@ async def test_reply_goes_to_the_thread_reply_topic_by_default() -> None:
 
 
 async def test_reply_to_a_request_without_envelope_uses_the_request_id() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         await kernel.spawn(Replier("replier"))
         watch = kernel.bus.subscribe("thread.>")
         await kernel.bus.publish("requests", Event("ask", b"2", id="req-1"))
@@ -994,7 +995,7 @@ async def test_reply_to_a_request_without_envelope_uses_the_request_id() -> None
 
 
 async def test_reply_honours_an_explicit_reply_to() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         asker = Recorder("asker")
         await kernel.spawn(asker)
         await kernel.spawn(Replier("replier"))
@@ -1026,7 +1027,7 @@ async def test_context_identity_and_own_subscriptions() -> None:
             if event.type == "leave":
                 await ctx.unsubscribe("news.sports")
 
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         agent = SelfManaged("self")
         handle = await kernel.spawn(agent)
         ctx = agent.contexts[0]
@@ -1055,7 +1056,7 @@ async def test_ctx_stop_ends_the_agent_for_good(restart: Any) -> None:
             if event.type == "quit":
                 ctx.stop()
 
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         agent = Quitter("quitter", "work")
         handle = await kernel.spawn(agent, restart=restart)
         await kernel.bus.publish("work", ev(1))
@@ -1085,7 +1086,7 @@ class KeepsContexts(Recorder):
 
 
 async def test_ctx_stop_of_an_idle_agent_from_outside_the_handler() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         contexts: list[Context] = []
         agent = KeepsContexts("idle", "work", contexts=contexts)
         await kernel.spawn(agent, restart="temporary")
@@ -1097,7 +1098,7 @@ async def test_ctx_stop_of_an_idle_agent_from_outside_the_handler() -> None:
 
 
 async def test_a_stale_context_cannot_stop_the_next_instance() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         contexts: list[Context] = []
         handle = await kernel.spawn(
             KeepsContexts("phoenix", "work", contexts=contexts), restart="permanent", backoff_s=0
@@ -1130,7 +1131,7 @@ async def test_handler_returning_a_value_breaks_the_contract(returned: object) -
                 return returned  # type: ignore[return-value]
             return None
 
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         seen: list[int] = []
         first = Sloppy("sloppy", seen)
         handle = await kernel.spawn(first, backoff_s=0)
@@ -1163,7 +1164,7 @@ async def test_agent_that_subscribes_in_on_start_keeps_working_after_a_failure()
             if event.type == "bad":
                 raise RuntimeError("handler failed")
 
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         seen: list[int] = []
         handle = await kernel.spawn(Subscriber("subscriber", seen), backoff_s=0)
         await kernel.bus.publish("news", ev(1, etype="bad"))
@@ -1182,7 +1183,7 @@ async def test_on_stop_that_raises_does_not_break_stop() -> None:
             self.trace.append("stop")
             raise RuntimeError("on_stop failed")
 
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         agent = BadStop("bad", "work")
         other = Recorder("other", "work")
         await kernel.spawn(agent)
@@ -1200,7 +1201,7 @@ async def test_handler_returning_none_explicitly_is_fine() -> None:
     async def explicit(ctx: Context, event: Event) -> None:
         return None
 
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         handle = await kernel.spawn(explicit)
         await kernel.bus.publish("work", ev(1))
         await settle()
@@ -1221,7 +1222,7 @@ async def test_decorated_function_is_a_spawnable_agent() -> None:
 
     assert isinstance(greeter, Agent)
     assert greeter.agent_id == "greeter"
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         watch = kernel.bus.subscribe("greetings")
         await kernel.spawn(greeter)
         assert kernel.subscriptions("greeter") == ["agent.greeter.replies", "hello.>"]
@@ -1243,7 +1244,7 @@ async def test_two_function_agents_keep_their_own_topics() -> None:
 
         return handler
 
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         await kernel.spawn(make("left", ["side.left"]))
         await kernel.spawn(make("right", ["side.right"]))
         assert kernel.subscriptions("left") == ["agent.left.replies", "side.left"]
@@ -1266,7 +1267,7 @@ class SelfStopper(Recorder):
 async def test_an_agent_stopping_itself_through_the_kernel_does_not_wait_for_itself(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with loomk.open_kernel(shutdown_timeout_s=30) as kernel:
+    async with open_test_kernel(shutdown_timeout_s=30) as kernel:
         agent = SelfStopper("quitter", "jobs")
         await kernel.spawn(agent)
         before = trio.current_time()

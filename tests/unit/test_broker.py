@@ -11,15 +11,12 @@ import dataclasses
 import json
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
-from support import RecordingProvider
 
-import loomk
 from loomk import CapabilityError
 from loomk.actions import (
     ActionBroker,
@@ -36,6 +33,7 @@ from loomk.actions import (
     capability,
 )
 from loomk.envelope import RESERVED_KEYS
+from loomk.testing import RecordingProvider, open_test_kernel
 
 settle = trio.testing.wait_all_tasks_blocked
 
@@ -869,12 +867,8 @@ async def test_answer_just_before_the_deadline_is_ok(
     assert result.json() == "late but fine"
 
 
-async def test_kernel_broker_uses_action_timeout_s(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
-    async with loomk.open_kernel(
-        env={}, cwd=tmp_path, log_level="critical", state_temporary=True, action_timeout_s=2
-    ) as kernel:
+async def test_kernel_broker_uses_action_timeout_s(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_test_kernel(action_timeout_s=2) as kernel:
         assert isinstance(kernel.broker, ActionBroker)
         assert kernel.broker.default_timeout_s == 2
         hanging = Hanging()
@@ -887,10 +881,8 @@ async def test_kernel_broker_uses_action_timeout_s(
         assert hanging.cancelled == 1
 
 
-async def test_kernel_broker_default_is_30_s(tmp_path: Path) -> None:
-    async with loomk.open_kernel(
-        env={}, cwd=tmp_path, log_level="critical", state_temporary=True
-    ) as kernel:
+async def test_kernel_broker_default_is_30_s() -> None:
+    async with open_test_kernel() as kernel:
         assert kernel.broker.default_timeout_s == 30.0
         assert isinstance(kernel.capabilities, CapabilityDirectory)
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import loomk
 from loomk.actions import (
     ActionBroker,
     ActionCall,
@@ -13,6 +10,7 @@ from loomk.actions import (
     CapabilityDirectory,
     ProviderKind,
 )
+from loomk.testing import open_test_kernel
 
 NATIVE = ProviderKind.PROVIDER_NATIVE
 MCP = ProviderKind.PROVIDER_MCP
@@ -225,10 +223,8 @@ def test_results_are_copies() -> None:
     assert len(directory.find_by_name("weather.get")) == 3
 
 
-async def test_kernel_capabilities_view_kernel_broker(tmp_path: Path) -> None:
-    async with loomk.open_kernel(
-        env={}, cwd=tmp_path, log_level="critical", state_temporary=True
-    ) as kernel:
+async def test_kernel_capabilities_view_kernel_broker() -> None:
+    async with open_test_kernel() as kernel:
         assert "k.cap" not in kernel.capabilities
         kernel.broker.register(Provider("k.cap", "2.0.0", MCP))
         assert "k.cap" in kernel.capabilities

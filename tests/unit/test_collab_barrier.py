@@ -8,7 +8,6 @@ on cancellation, and validation. Every timeout runs on a MockClock.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,15 +17,13 @@ from collab_support import (
     Pending,
     assert_nothing_left,
     of_type,
-    open_test_kernel,
     settle,
     start_call,
-    start_recorder,
     subscriptions,
 )
-from support import Scripted
 
 from loomk import CollabError, CollabTimeout, Context, Event, Kernel
+from loomk.testing import ScriptedAgent, capture_events, open_test_kernel
 
 
 def check_in(
@@ -48,17 +45,15 @@ def remote_check_in(who: str, n: int) -> Event:
     return Event("collab.barrier", metadata={"participant": who, "barrier_n": str(n)})
 
 
-async def test_tasks_and_agents_get_the_same_list(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_tasks_and_agents_get_the_same_list(autojump_clock: trio.testing.MockClock) -> None:
     got: list[list[str]] = []
 
-    async def sync(ctx: Context) -> None:
+    async def sync(ctx: Context, event: Event) -> None:
         got.append(await ctx.barrier("meet", 3, timeout_s=10))
 
-    async with open_test_kernel(tmp_path) as kernel:
-        seen = await start_recorder(kernel, "thread.*.barrier")
-        await kernel.spawn(Scripted("worker", {"sync": sync}))
+    async with open_test_kernel() as kernel:
+        seen = capture_events(kernel.bus, "thread.*.barrier")
+        await kernel.spawn(ScriptedAgent("worker", {"sync": sync}))
         before = subscriptions(kernel)
         async with trio.open_nursery() as nursery:
             first = check_in(nursery, kernel, "task.a", 3)
@@ -73,7 +68,7 @@ async def test_tasks_and_agents_get_the_same_list(
         assert got == [expected]
         assert trio.current_time() == 0.0
         assert_nothing_left(kernel, before)
-    check_ins = of_type(seen, "collab.barrier")
+    check_ins = of_type(seen.items, "collab.barrier")
     assert [event.metadata["participant"] for _, event in check_ins] == expected
     for topic, event in check_ins:
         assert topic == "thread.meet.barrier"
@@ -82,18 +77,14 @@ async def test_tasks_and_agents_get_the_same_list(
         assert event.metadata["sender"] == event.metadata["participant"]
 
 
-async def test_one_participant_is_enough_for_n_1(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
-    async with open_test_kernel(tmp_path) as kernel:
+async def test_one_participant_is_enough_for_n_1(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_test_kernel() as kernel:
         assert await kernel.collaborator("solo").barrier("alone", 1, timeout_s=1) == ["solo"]
         assert trio.current_time() == 0.0
 
 
-async def test_a_participant_counts_once(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
-    async with open_test_kernel(tmp_path) as kernel, trio.open_nursery() as nursery:
+async def test_a_participant_counts_once(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_test_kernel() as kernel, trio.open_nursery() as nursery:
         twice = [check_in(nursery, kernel, "dup", 2) for _ in range(2)]
         await settle()
         assert not any(call.done.is_set() for call in twice)
@@ -103,9 +94,9 @@ async def test_a_participant_counts_once(
 
 
 async def test_a_second_round_starts_after_the_first(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_test_kernel(tmp_path) as kernel, trio.open_nursery() as nursery:
+    async with open_test_kernel() as kernel, trio.open_nursery() as nursery:
         a = check_in(nursery, kernel, "a", 2)
         await settle()
         b = check_in(nursery, kernel, "b", 2)
@@ -119,10 +110,8 @@ async def test_a_second_round_starts_after_the_first(
         assert c.result() == a_again.result() == ["c", "a"]
 
 
-async def test_remote_check_ins_count(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
-    async with open_test_kernel(tmp_path) as kernel, trio.open_nursery() as nursery:
+async def test_remote_check_ins_count(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_test_kernel() as kernel, trio.open_nursery() as nursery:
         local = check_in(nursery, kernel, "local", 3, name="sync")
         await settle()
         await kernel.bus.publish("thread.sync.barrier", remote_check_in("remote.1", 3))
@@ -141,10 +130,10 @@ async def test_remote_check_ins_count(
 
 
 async def test_a_remote_check_in_before_any_local_barrier_counts(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     """A remote participant may arrive first, even in a kernel where no barrier was used."""
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         await kernel.bus.publish("thread.sync.barrier", remote_check_in("remote.1", 2))
         try:
             participants = await kernel.collaborator("local").barrier("sync", 2, timeout_s=1)
@@ -158,17 +147,17 @@ async def test_a_remote_check_in_before_any_local_barrier_counts(
 
 
 async def test_timeout_raises_and_publishes_collab_timeout(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_test_kernel(tmp_path) as kernel:
-        seen = await start_recorder(kernel, "thread.*.barrier")
+    async with open_test_kernel() as kernel:
+        seen = capture_events(kernel.bus, "thread.*.barrier")
         before = subscriptions(kernel)
         with pytest.raises(CollabTimeout):
             await kernel.collaborator("late").barrier("meet", 2, timeout_s=2)
         assert trio.current_time() == 2.0
         await settle()
         assert_nothing_left(kernel, before)
-    [(topic, timeout)] = of_type(seen, "collab.timeout")
+    [(topic, timeout)] = of_type(seen.items, "collab.timeout")
     assert topic == "thread.meet.barrier"
     assert timeout.priority == 40
     assert timeout.tags == ("collab",)
@@ -177,9 +166,9 @@ async def test_timeout_raises_and_publishes_collab_timeout(
 
 
 async def test_a_participant_that_timed_out_is_not_counted_later(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         with pytest.raises(CollabTimeout):
             await kernel.collaborator("gone").barrier("meet", 2, timeout_s=1)
         async with trio.open_nursery() as nursery:
@@ -192,10 +181,10 @@ async def test_a_participant_that_timed_out_is_not_counted_later(
 
 
 async def test_a_timed_out_participant_leaves_the_open_round(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     """``gone`` gives up while ``b`` still waits for 3: the round then needs two more."""
-    async with open_test_kernel(tmp_path) as kernel, trio.open_nursery() as nursery:
+    async with open_test_kernel() as kernel, trio.open_nursery() as nursery:
         gone = check_in(nursery, kernel, "gone", 3, timeout_s=1)
         await settle()
         b = check_in(nursery, kernel, "b", 3, timeout_s=10)
@@ -212,9 +201,9 @@ async def test_a_timed_out_participant_leaves_the_open_round(
 
 
 async def test_a_cancelled_participant_is_not_counted_later(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         with trio.move_on_after(1) as scope:
             await kernel.collaborator("gone").barrier("meet", 2, timeout_s=10)
         assert scope.cancelled_caught
@@ -244,12 +233,12 @@ async def test_a_cancelled_participant_is_not_counted_later(
     ],
 )
 async def test_invalid_arguments(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock, name: str, n: Any, timeout_s: float
+    autojump_clock: trio.testing.MockClock, name: str, n: Any, timeout_s: float
 ) -> None:
-    async with open_test_kernel(tmp_path) as kernel:
-        seen = await start_recorder(kernel, "thread.>")
+    async with open_test_kernel() as kernel:
+        seen = capture_events(kernel.bus, "thread.>")
         with pytest.raises(CollabError):
             await kernel.collaborator("p").barrier(name, n, timeout_s=timeout_s)
         await settle()
-        assert seen == []
+        assert seen.items == []
         assert trio.current_time() == 0.0

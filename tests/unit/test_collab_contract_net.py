@@ -9,7 +9,6 @@ and that nothing outlives a round. Every timeout runs on a MockClock.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,16 +17,14 @@ import trio.testing
 from collab_support import (
     assert_nothing_left,
     of_type,
-    open_test_kernel,
     settle,
     start_call,
-    start_recorder,
     subscriptions,
 )
-from support import Scripted
 
 from loomk import Agent, CollabError, Context, Envelope, Event, EventBus
 from loomk.collab import ContractNetResult
+from loomk.testing import ScriptedAgent, capture_events, open_test_kernel
 
 
 class Bidder(Agent):
@@ -96,12 +93,10 @@ def senders(events: list[Event]) -> list[str]:
 # --- a whole round ------------------------------------------------------------------------
 
 
-async def test_best_bid_is_awarded_and_reports(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_best_bid_is_awarded_and_reports(autojump_clock: trio.testing.MockClock) -> None:
     bidders = [Bidder("a", 0.7), Bidder("b", 0.9), Bidder("c", 0.5)]
-    async with open_test_kernel(tmp_path) as kernel:
-        broadcast = await start_recorder(kernel, "thread.*.broadcast")
+    async with open_test_kernel() as kernel:
+        broadcast = capture_events(kernel.bus, "thread.*.broadcast")
         await kernel.spawn_many(bidders)
         before = subscriptions(kernel)
         result = await kernel.collaborator("mgr").contract_net(
@@ -125,13 +120,13 @@ async def test_best_bid_is_awarded_and_reports(
     assert (result.missing, result.complete) == ([], True)
     assert [b.awards != [] for b in bidders] == [False, True, False]
 
-    assert [event.type for _, event in broadcast] == [
+    assert [event.type for event in broadcast.events] == [
         "collab.cfp",
         "collab.award",
         "collab.summary",
     ]
-    assert {topic for topic, _ in broadcast} == {"thread.job1.broadcast"}
-    (_, cfp), (_, award), (_, summary) = broadcast
+    assert {topic for topic, _ in broadcast.items} == {"thread.job1.broadcast"}
+    (_, cfp), (_, award), (_, summary) = broadcast.items
     assert cfp.payload == b"task"
     assert cfp.priority == 50
     assert cfp.tags == ("collab",)
@@ -163,18 +158,18 @@ async def test_best_bid_is_awarded_and_reports(
 
 
 async def test_several_awards_ranked_by_score_from_an_agent(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     rounds: list[ContractNetResult] = []
 
-    async def go(ctx: Context) -> None:
+    async def go(ctx: Context, event: Event) -> None:
         rounds.append(await ctx.contract_net("job2", "task", window_s=1, max_awards=3))
 
     bidders = [Bidder("a", 0.7), Bidder("b", 0.9), Bidder("c", 0.5), Bidder("d", 0.8)]
-    async with open_test_kernel(tmp_path) as kernel:
-        broadcast = await start_recorder(kernel, "thread.job2.broadcast")
+    async with open_test_kernel() as kernel:
+        broadcast = capture_events(kernel.bus, "thread.job2.broadcast")
         await kernel.spawn_many(bidders)
-        await kernel.spawn(Scripted("mgr", {"go": go}))
+        await kernel.spawn(ScriptedAgent("mgr", {"go": go}))
         await kernel.bus.publish("in.mgr", Event("go"))
         await bidders[0].awarded.wait()
         await settle()
@@ -184,15 +179,15 @@ async def test_several_awards_ranked_by_score_from_an_agent(
     assert sorted(result.results) == ["agent.a", "agent.b", "agent.d"]
     assert result.complete
     assert [len(b.awards) for b in bidders] == [1, 1, 0, 1]
-    awards = of_type(broadcast, "collab.award")
+    awards = of_type(broadcast.items, "collab.award")
     assert [event.metadata["award_to"] for _, event in awards] == ["agent.b", "agent.d", "agent.a"]
     assert {event.metadata["sender"] for _, event in awards} == {"agent.mgr"}
-    [(_, summary)] = of_type(broadcast, "collab.summary")
+    [(_, summary)] = of_type(broadcast.items, "collab.summary")
     assert (summary.metadata["winners"], summary.metadata["results"]) == ("3", "3")
 
 
 async def test_ties_keep_arrival_order_and_bad_scores_rank_as_zero(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     bids: list[tuple[str | None, str | None]] = [
         ("x1", None),
@@ -203,7 +198,7 @@ async def test_ties_keep_arrival_order_and_bad_scores_rank_as_zero(
         ("x6", "0.5"),
         ("x7", "0.5"),
     ]
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         await kernel.start(plain_bidders, kernel.bus, bids)
         result = await kernel.collaborator("mgr").contract_net(
             "job3", b"", window_s=2, max_awards=7, execute_timeout_s=1
@@ -216,28 +211,24 @@ async def test_ties_keep_arrival_order_and_bad_scores_rank_as_zero(
     assert result.missing == ranked  # plain bidders never report
 
 
-async def test_max_awards_caps_the_winners(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_max_awards_caps_the_winners(autojump_clock: trio.testing.MockClock) -> None:
     bids: list[tuple[str | None, str | None]] = [("x1", "1"), ("x2", "3"), ("x3", "2")]
-    async with open_test_kernel(tmp_path) as kernel:
-        broadcast = await start_recorder(kernel, "thread.job.broadcast")
+    async with open_test_kernel() as kernel:
+        broadcast = capture_events(kernel.bus, "thread.job.broadcast")
         await kernel.start(plain_bidders, kernel.bus, bids)
         result = await kernel.collaborator("mgr").contract_net(
             "job", b"", window_s=1, max_awards=2, execute_timeout_s=1
         )
         await settle()
     assert senders(result.winners) == ["x2", "x3"]
-    assert len(of_type(broadcast, "collab.award")) == 2
+    assert len(of_type(broadcast.items, "collab.award")) == 2
 
 
-async def test_loom_style_bidders_are_all_ranked(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_loom_style_bidders_are_all_ranked(autojump_clock: trio.testing.MockClock) -> None:
     """Loom's contract_net_selects_top_score: bidders answer with the call's envelope as it
     is (so with the coordinator's sender); scores 10/80/50, one award: 80 wins."""
     bids: list[tuple[str | None, str | None]] = [(None, "10"), (None, "80"), (None, "50")]
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         await kernel.start(plain_bidders, kernel.bus, bids)
         result = await kernel.collaborator("mgr").contract_net(
             "loom", b"", window_s=0.3, max_awards=1, execute_timeout_s=1
@@ -251,10 +242,10 @@ async def test_loom_style_bidders_are_all_ranked(
 
 
 async def test_an_awardee_that_never_reports_is_missing(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_test_kernel(tmp_path) as kernel:
-        broadcast = await start_recorder(kernel, "thread.job.broadcast")
+    async with open_test_kernel() as kernel:
+        broadcast = capture_events(kernel.bus, "thread.job.broadcast")
         await kernel.spawn_many([Bidder("a", 0.9, reports=False), Bidder("b", 0.5)])
         result = await kernel.collaborator("mgr").contract_net(
             "job", b"", window_s=1, max_awards=2, execute_timeout_s=3
@@ -265,16 +256,16 @@ async def test_an_awardee_that_never_reports_is_missing(
     assert list(result.results) == ["agent.b"]
     assert result.missing == ["agent.a"]
     assert not result.complete
-    [(_, summary)] = of_type(broadcast, "collab.summary")
+    [(_, summary)] = of_type(broadcast.items, "collab.summary")
     assert summary.metadata["results"] == "1"
 
 
 async def test_the_execute_phase_ends_with_the_last_report(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     gate = trio.Event()
     slow = Bidder("slow", 0.5, report_gate=gate)
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         await kernel.spawn_many([Bidder("fast", 0.9), slow])
         collab = kernel.collaborator("mgr")
         async with trio.open_nursery() as nursery:
@@ -294,12 +285,12 @@ async def test_the_execute_phase_ends_with_the_last_report(
 
 
 async def test_proposals_after_the_window_are_ignored(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     late_gate, report_gate = trio.Event(), trio.Event()
     early = Bidder("early", 0.5, report_gate=report_gate)
     late = Bidder("late", 0.9, propose_gate=late_gate)
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         await kernel.spawn_many([early, late])
         collab = kernel.collaborator("mgr")
         async with trio.open_nursery() as nursery:
@@ -322,11 +313,9 @@ async def test_proposals_after_the_window_are_ignored(
     assert late.awards == []
 
 
-async def test_no_proposals_no_awards(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
-    async with open_test_kernel(tmp_path) as kernel:
-        broadcast = await start_recorder(kernel, "thread.job.broadcast")
+async def test_no_proposals_no_awards(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_test_kernel() as kernel:
+        broadcast = capture_events(kernel.bus, "thread.job.broadcast")
         result = await kernel.collaborator("mgr").contract_net(
             "job", b"", window_s=2, execute_timeout_s=10
         )
@@ -334,15 +323,13 @@ async def test_no_proposals_no_awards(
         await settle()
     assert (result.proposals, result.winners, result.results, result.missing) == ([], [], {}, [])
     assert result.complete
-    assert [event.type for _, event in broadcast] == ["collab.cfp", "collab.summary"]
-    summary = broadcast[1][1]
+    assert [event.type for event in broadcast.events] == ["collab.cfp", "collab.summary"]
+    summary = broadcast.items[1][1]
     assert (summary.metadata["winners"], summary.metadata["proposals"]) == ("0", "0")
 
 
-async def test_nothing_left_after_cancellation(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
-    async with open_test_kernel(tmp_path) as kernel:
+async def test_nothing_left_after_cancellation(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_test_kernel() as kernel:
         await kernel.spawn(Bidder("a", 0.5))
         before = subscriptions(kernel)
         with trio.move_on_after(0.5):
@@ -365,14 +352,14 @@ async def test_nothing_left_after_cancellation(
     ],
 )
 async def test_invalid_arguments(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock, options: dict[str, Any]
+    autojump_clock: trio.testing.MockClock, options: dict[str, Any]
 ) -> None:
     arguments: dict[str, Any] = {"thread_id": "job", "window_s": 1, "max_awards": 1, **options}
     thread_id = arguments.pop("thread_id")
-    async with open_test_kernel(tmp_path) as kernel:
-        seen = await start_recorder(kernel, "thread.>")
+    async with open_test_kernel() as kernel:
+        seen = capture_events(kernel.bus, "thread.>")
         with pytest.raises(CollabError):
             await kernel.collaborator("mgr").contract_net(thread_id, b"", **arguments)
         await settle()
-        assert seen == []
+        assert seen.items == []
         assert trio.current_time() == 0.0

@@ -9,7 +9,6 @@ outlives a call. Every timeout runs on a MockClock.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,23 +18,21 @@ from collab_support import (
     Echo,
     assert_nothing_left,
     of_type,
-    open_test_kernel,
     settle,
     start_call,
-    start_recorder,
     start_responder,
     subscriptions,
 )
-from support import Scripted
 
 from loomk import CollabError, Context, Event
+from loomk.testing import ScriptedAgent, capture_events, open_test_kernel
 
 
 async def test_no_topics_return_nothing_at_once_before_validation(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     bogus: Any = "bogus"
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         collab = kernel.collaborator("coord")
         assert await collab.fanout([], b"q", timeout_s=0, strategy=bogus) == []
         assert await collab.fanout((), b"q", timeout_s=-1, strategy="first_k", k=0) == []
@@ -60,7 +57,6 @@ async def test_no_topics_return_nothing_at_once_before_validation(
     ],
 )
 async def test_strategy_returns_exactly_at_its_count(
-    tmp_path: Path,
     autojump_clock: trio.testing.MockClock,
     strategy: Any,
     k: int | None,
@@ -73,10 +69,10 @@ async def test_strategy_returns_exactly_at_its_count(
     gates = [trio.Event() for _ in range(targets)]
     topics = [f"svc.r{i}" for i in range(targets)]
     order = list(reversed(range(targets)))  # arrival order differs from topic order
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         for i, gate in enumerate(gates):
             await kernel.spawn(Echo(f"r{i}", topics[i], gate=gate))
-        seen = await start_recorder(kernel, "thread.*.reply")
+        seen = capture_events(kernel.bus, "thread.*.reply")
         collab = kernel.collaborator("coord")
         async with trio.open_nursery() as nursery:
             call = start_call(
@@ -98,17 +94,15 @@ async def test_strategy_returns_exactly_at_its_count(
             f"agent.r{i}" for i in order[:needed]
         ]
         assert [reply.payload for reply in replies] == [f"r{i}:q".encode() for i in order[:needed]]
-        assert len(of_type(seen, "collab.reply")) == targets  # every responder did answer
+        assert len(of_type(seen.items, "collab.reply")) == targets  # every responder did answer
         reply_topic = f"thread.{replies[0].metadata['thread_id']}.reply"
         late = kernel.bus.stats(reply_topic).dropped.get("unclaimed", 0)
         assert late == targets - needed
 
 
-async def test_one_answer_counts_per_responder(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_one_answer_counts_per_responder(autojump_clock: trio.testing.MockClock) -> None:
     gate = trio.Event()
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         await start_responder(kernel, "svc.dup", sender="dup", times=3)
         await start_responder(kernel, "svc.other", sender="other", gate=gate)
         collab = kernel.collaborator("coord")
@@ -124,13 +118,11 @@ async def test_one_answer_counts_per_responder(
         assert [reply.metadata["sender"] for reply in replies] == ["dup", "other"]
 
 
-async def test_loom_style_responders_each_count(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_loom_style_responders_each_count(autojump_clock: trio.testing.MockClock) -> None:
     """Loom's fanout_first_k with Loom's responders: they answer with the request's envelope
     as it is, so every answer carries the requester's own sender. Three distinct responders
     answer; first_k=2 must return two answers at once."""
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         topics = ["svc.a", "svc.b", "svc.c"]
         for topic in topics:
             await start_responder(kernel, topic)  # no sender of its own
@@ -142,10 +134,8 @@ async def test_loom_style_responders_each_count(
         assert all(reply.payload == b"re:q" for reply in replies)
 
 
-async def test_same_request_to_every_topic(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
-    async with open_test_kernel(tmp_path) as kernel:
+async def test_same_request_to_every_topic(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_test_kernel() as kernel:
         first = await start_responder(kernel, "svc.a", sender="a")
         second = await start_responder(kernel, "svc.b", sender="b")
         await kernel.collaborator("coord").fanout(["svc.a", "svc.b"], "q", timeout_s=1)
@@ -164,12 +154,12 @@ async def test_same_request_to_every_topic(
 
 @pytest.mark.parametrize("answering", [2, 1])
 async def test_summary_and_partial_results(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock, answering: int
+    autojump_clock: trio.testing.MockClock, answering: int
 ) -> None:
     """Majority of 3 needs 2: with 2 answers it is met at once, with 1 the call returns that
     one answer at the timeout. The summary says which, on the reply topic."""
-    async with open_test_kernel(tmp_path) as kernel:
-        seen = await start_recorder(kernel, "thread.*.reply")
+    async with open_test_kernel() as kernel:
+        seen = capture_events(kernel.bus, "thread.*.reply")
         topics = ["svc.a", "svc.b", "svc.c"]
         for name in ("a", "b")[:answering]:
             await start_responder(kernel, f"svc.{name}", sender=name)
@@ -180,7 +170,7 @@ async def test_summary_and_partial_results(
         assert trio.current_time() == (0.0 if met else 3.0)
         assert {reply.metadata["sender"] for reply in replies} == set(("a", "b")[:answering])
         await settle()
-    [(topic, summary)] = of_type(seen, "collab.summary")
+    [(topic, summary)] = of_type(seen.items, "collab.summary")
     thread_id = replies[0].metadata["thread_id"]
     assert topic == f"thread.{thread_id}.reply"
     assert summary.priority == 40
@@ -193,11 +183,9 @@ async def test_summary_and_partial_results(
     assert summary.metadata["met"] == ("true" if met else "false")
 
 
-async def test_all_collects_until_the_timeout(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_all_collects_until_the_timeout(autojump_clock: trio.testing.MockClock) -> None:
     gate = trio.Event()
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         await start_responder(kernel, "svc.a", sender="a")
         await start_responder(kernel, "svc.late", sender="late", gate=gate)
         await start_responder(kernel, "svc.b", sender="b")
@@ -227,35 +215,33 @@ async def test_all_collects_until_the_timeout(
     ],
 )
 async def test_invalid_arguments(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock, options: dict[str, Any]
+    autojump_clock: trio.testing.MockClock, options: dict[str, Any]
 ) -> None:
     arguments: dict[str, Any] = {"timeout_s": 1, **options}
-    async with open_test_kernel(tmp_path) as kernel:
-        seen = await start_recorder(kernel, "svc.>")
+    async with open_test_kernel() as kernel:
+        seen = capture_events(kernel.bus, "svc.>")
         with pytest.raises(CollabError):
             await kernel.collaborator("coord").fanout(["svc.a", "svc.b"], b"q", **arguments)
         await settle()
-        assert seen == []
+        assert seen.items == []
         assert kernel.collab_service.waiting == 0
 
 
 # --- from an agent, and nothing left behind -----------------------------------------------
 
 
-async def test_agent_fans_out_with_ctx(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_agent_fans_out_with_ctx(autojump_clock: trio.testing.MockClock) -> None:
     got: list[list[Event]] = []
 
-    async def go(ctx: Context) -> None:
+    async def go(ctx: Context, event: Event) -> None:
         got.append(
             await ctx.fanout(["svc.a", "svc.b", "svc.c"], b"q", timeout_s=5, strategy="majority")
         )
 
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         for name in ("a", "b", "c"):
             await kernel.spawn(Echo(name, f"svc.{name}"))
-        await kernel.spawn(Scripted("boss", {"go": go}))
+        await kernel.spawn(ScriptedAgent("boss", {"go": go}))
         await kernel.bus.publish("in.boss", Event("go"))
         await settle()
     [replies] = got
@@ -268,10 +254,10 @@ async def test_agent_fans_out_with_ctx(
 
 @pytest.mark.parametrize("ending", ["met", "timeout", "cancellation"])
 async def test_nothing_left_after_the_call(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock, ending: str
+    autojump_clock: trio.testing.MockClock, ending: str
 ) -> None:
     gate = trio.Event()
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         seen = await start_responder(kernel, "svc.a", sender="a")
         await start_responder(kernel, "svc.b", sender="b", gate=gate)
         before = subscriptions(kernel)
@@ -293,8 +279,8 @@ async def test_nothing_left_after_the_call(
         assert_nothing_left(kernel, before, reply_topic)
 
 
-async def test_the_calls_own_announcements_are_not_counted_as_drops(tmp_path: Path) -> None:
-    async with open_test_kernel(tmp_path) as kernel:
+async def test_the_calls_own_announcements_are_not_counted_as_drops() -> None:
+    async with open_test_kernel() as kernel:
         await kernel.spawn(Echo("svc", "in.svc"))
         caller = kernel.collaborator("caller")
         for _ in range(5):

@@ -9,7 +9,6 @@ MockClock, so durations are asserted exactly.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import trio
@@ -19,15 +18,14 @@ from collab_support import (
     assert_nothing_left,
     loom_reply,
     of_type,
-    open_test_kernel,
     settle,
     start_call,
-    start_recorder,
     start_responder,
     subscriptions,
 )
 
 from loomk import CollabError, CollabTimeout, Envelope, Event
+from loomk.testing import capture_events, open_test_kernel
 
 RESERVED = ("thread_id", "correlation_id", "sender", "reply_to", "ttl", "hop", "ts")
 
@@ -35,10 +33,8 @@ RESERVED = ("thread_id", "correlation_id", "sender", "reply_to", "ttl", "hop", "
 # --- the answer ---------------------------------------------------------------------------
 
 
-async def test_agent_responder_answers(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
-    async with open_test_kernel(tmp_path) as kernel:
+async def test_agent_responder_answers(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_test_kernel() as kernel:
         echo = Echo("echo", "svc.echo")
         await kernel.spawn(echo)
         start = trio.current_time()
@@ -54,11 +50,11 @@ async def test_agent_responder_answers(
 
 @pytest.mark.parametrize("sender", [None, "bridge.client"])
 async def test_loom_style_bus_responder_answers(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock, sender: str | None
+    autojump_clock: trio.testing.MockClock, sender: str | None
 ) -> None:
     """A plain subscriber replying with the request's envelope, as Loom responders and bridge
     clients do (with or without a sender of its own), is answered."""
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         await start_responder(kernel, "svc.loom", sender=sender)
         reply = await kernel.collaborator("tester").request("svc.loom", "hello", timeout_s=5)
         assert reply.type == "collab.reply"
@@ -66,10 +62,8 @@ async def test_loom_style_bus_responder_answers(
         assert reply.metadata["sender"] == (sender or "tester")
 
 
-async def test_request_carries_a_fresh_envelope(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
-    async with open_test_kernel(tmp_path) as kernel:
+async def test_request_carries_a_fresh_envelope(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_test_kernel() as kernel:
         seen = await start_responder(kernel, "svc.loom")
         collab = kernel.collaborator("tester")
         await collab.request("svc.loom", b"one", timeout_s=5)
@@ -92,9 +86,9 @@ async def test_request_carries_a_fresh_envelope(
 
 
 async def test_event_with_a_thread_keeps_it_with_a_fresh_correlation(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         seen = await start_responder(kernel, "svc.loom")
         collab = kernel.collaborator("tester")
         message = Event(
@@ -122,7 +116,7 @@ async def test_event_with_a_thread_keeps_it_with_a_fresh_correlation(
 
 
 async def test_reply_with_another_correlation_is_ignored(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     gate = trio.Event()
     requests: list[Event] = []
@@ -141,7 +135,7 @@ async def test_reply_with_another_correlation_is_ignored(
                 topic, reply = loom_reply(request, b"right", sender="svc")
                 await kernel.bus.publish(topic, reply)
 
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         await kernel.start(decoy_then_answer)
         async with trio.open_nursery() as nursery:
             call = start_call(
@@ -158,7 +152,7 @@ async def test_reply_with_another_correlation_is_ignored(
 
 
 async def test_concurrent_requests_on_one_thread_get_their_own_replies(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     """Two requests share thread ``shared`` (so a reply topic); answered in reverse order,
     each still gets its own reply."""
@@ -176,7 +170,7 @@ async def test_concurrent_requests_on_one_thread_get_their_own_replies(
                         await kernel.bus.publish(topic, reply)
                     held = []
 
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         await kernel.start(answer_in_reverse)
         collab = kernel.collaborator("tester")
         results: dict[bytes, Event] = {}
@@ -200,19 +194,19 @@ async def test_concurrent_requests_on_one_thread_get_their_own_replies(
 
 
 async def test_timeout_raises_and_publishes_collab_timeout(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_test_kernel(tmp_path) as kernel:
-        replies = await start_recorder(kernel, "thread.*.reply")
-        silent = await start_recorder(kernel, "svc.silent")
+    async with open_test_kernel() as kernel:
+        replies = capture_events(kernel.bus, "thread.*.reply")
+        silent = capture_events(kernel.bus, "svc.silent")
         start = trio.current_time()
         with pytest.raises(CollabTimeout):
             await kernel.collaborator("tester").request("svc.silent", b"q", timeout_s=2)
         assert trio.current_time() - start == 2.0
         await settle()
-    [(_, request)] = silent
+    [(_, request)] = silent.items
     thread_id = request.metadata["thread_id"]
-    [(topic, timeout)] = of_type(replies, "collab.timeout")
+    [(topic, timeout)] = of_type(replies.items, "collab.timeout")
     assert topic == f"thread.{thread_id}.reply"
     assert timeout.priority == 40
     assert timeout.tags == ("collab",)
@@ -224,13 +218,13 @@ async def test_timeout_raises_and_publishes_collab_timeout(
 
 
 async def test_concurrent_timeouts_end_at_their_own_deadlines(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     """The service's timer keeps each call's deadline: calls started later with shorter
     timeouts end first, a call answered in between leaves no stale timeout behind, and the
     longest still waits its full time."""
     gate = trio.Event()
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         await start_responder(kernel, "svc.gated", sender="svc", gate=gate)
         collab = kernel.collaborator("tester")
         async with trio.open_nursery() as nursery:
@@ -252,14 +246,14 @@ async def test_concurrent_timeouts_end_at_their_own_deadlines(
 
 @pytest.mark.parametrize("timeout_s", [0, 0.0, -1, math.nan])
 async def test_timeout_must_be_positive(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock, timeout_s: float
+    autojump_clock: trio.testing.MockClock, timeout_s: float
 ) -> None:
-    async with open_test_kernel(tmp_path) as kernel:
-        seen = await start_recorder(kernel, "svc.x")
+    async with open_test_kernel() as kernel:
+        seen = capture_events(kernel.bus, "svc.x")
         with pytest.raises(CollabError):
             await kernel.collaborator("tester").request("svc.x", b"q", timeout_s=timeout_s)
         await settle()
-        assert seen == []  # nothing was sent
+        assert seen.items == []  # nothing was sent
         assert kernel.collab_service.waiting == 0
 
 
@@ -268,10 +262,10 @@ async def test_timeout_must_be_positive(
 
 @pytest.mark.parametrize("ending", ["reply", "timeout", "cancellation"])
 async def test_nothing_left_after_the_call(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock, ending: str
+    autojump_clock: trio.testing.MockClock, ending: str
 ) -> None:
     gate = trio.Event()
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         seen = await start_responder(kernel, "svc.gated", gate=gate)
         before = subscriptions(kernel)
         collab = kernel.collaborator("tester")

@@ -4,21 +4,21 @@ calls and barrier rounds, counted as calls run through a real kernel."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
-from collab_support import loom_reply, open_test_kernel, settle, start_call, start_responder
+from collab_support import loom_reply, settle, start_call, start_responder
 
 from loomk import CollabTimeout
 from loomk.collab import CollabStats
+from loomk.testing import open_test_kernel
 
 
 async def test_answers_unclaimed_answers_timeouts_and_waiting_calls_are_counted(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         service = kernel.collab_service
         assert service.stats() == CollabStats(0, 0, 0, 0, 0, 0, 0)
         gate = trio.Event()
@@ -45,9 +45,9 @@ async def test_answers_unclaimed_answers_timeouts_and_waiting_calls_are_counted(
 
 
 async def test_barrier_check_ins_and_rounds_are_counted(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_test_kernel(tmp_path) as kernel, trio.open_nursery() as nursery:
+    async with open_test_kernel() as kernel, trio.open_nursery() as nursery:
         service = kernel.collab_service
         first = start_call(nursery, lambda: kernel.collaborator("a").barrier("b1", 2, timeout_s=5))
         await settle()

@@ -6,8 +6,8 @@ a later handler reads earlier handlers' writes in their stored form; a handler t
 loses only its own writes and events, and ``ctx.flush()`` commits the group so far.
 
 Each test builds a backlog deterministically: the first event's handler waits on a gate
-while the test publishes the rest, so they are all queued when the gate opens. The kernels
-run with ``state_sync`` off, so small batches are written on the trio thread and
+while the test publishes the rest, so they are all queued when the gate opens. The test
+kernels run with ``state_sync`` off, so small batches are written on the trio thread and
 ``wait_all_tasks_blocked`` sees them through.
 """
 
@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import trio
 import trio.testing
 from support import drain
 
-import loomk
 from loomk import Agent, Context, Event, Kernel
 from loomk.agents import COMMIT_GROUP_MAX, AgentHandle
+from loomk.testing import open_test_kernel
 
 settle = trio.testing.wait_all_tasks_blocked
 
@@ -50,12 +49,6 @@ class Backlogged(Agent):
         if n == 0:
             await self.gate.wait()
         await self.handler(ctx, n)
-
-
-def kernel_on(data_dir: Path) -> Any:
-    return loomk.open_kernel(
-        env={}, cwd=data_dir.parent, data_dir=data_dir, state_sync=False, log_level="critical"
-    )
 
 
 def stored(kernel: Kernel) -> dict[str, Any]:
@@ -86,13 +79,13 @@ async def write_and_emit(ctx: Context, n: int) -> None:
     await ctx.emit("out.b", Event("done", str(n).encode()))
 
 
-async def test_a_backlog_commits_in_groups_of_at_most_the_bound(tmp_path: Path) -> None:
+async def test_a_backlog_commits_in_groups_of_at_most_the_bound() -> None:
     count = 2 * COMMIT_GROUP_MAX + 3
 
     async def write(ctx: Context, n: int) -> None:
         ctx.state[f"k{n}"] = n
 
-    async with kernel_on(tmp_path / "data") as kernel:
+    async with open_test_kernel() as kernel:
         kernel.state.store  # noqa: B018 - opened before the clock of commits starts
         _, commits_before = await backlog(kernel, write, count)
         assert kernel.state.store.stats().commits - commits_before == 3  # 64 + 64 + 3
@@ -100,9 +93,7 @@ async def test_a_backlog_commits_in_groups_of_at_most_the_bound(tmp_path: Path) 
         assert stored(kernel) == {f"k{n}": n for n in range(count)}
 
 
-async def test_a_handler_with_held_events_ends_its_group_so_they_go_out_at_once(
-    tmp_path: Path,
-) -> None:
+async def test_a_handler_with_held_events_ends_its_group_so_they_go_out_at_once() -> None:
     """An answer must not wait for the next queued handler: here that handler waits for
     the answer itself, so holding it back would never end."""
     seen_stored: list[dict[str, Any]] = []
@@ -114,7 +105,7 @@ async def test_a_handler_with_held_events_ends_its_group_so_they_go_out_at_once(
                 await answered.wait()
         await write_and_emit(ctx, n)
 
-    async with kernel_on(tmp_path / "data") as kernel:
+    async with open_test_kernel() as kernel:
         kernel.state.store  # noqa: B018
         out = kernel.bus.subscribe("out.b", capacity=16)
 
@@ -133,7 +124,7 @@ async def test_a_handler_with_held_events_ends_its_group_so_they_go_out_at_once(
     assert second.items() >= {"k0": 0, "k1": 1}.items()
 
 
-async def test_a_later_handler_reads_earlier_writes_in_stored_form(tmp_path: Path) -> None:
+async def test_a_later_handler_reads_earlier_writes_in_stored_form() -> None:
     reads: list[Any] = []
 
     async def handler(ctx: Context, n: int) -> None:
@@ -145,20 +136,20 @@ async def test_a_later_handler_reads_earlier_writes_in_stored_form(tmp_path: Pat
         elif n == 2:
             reads.append((ctx.state["tuple"], ctx.state["bytearray"], ctx.state["list"]))
 
-    async with kernel_on(tmp_path / "data") as kernel:
+    async with open_test_kernel() as kernel:
         kernel.state.store  # noqa: B018
         _, commits_before = await backlog(kernel, handler, 3)
         assert kernel.state.store.stats().commits - commits_before == 1  # one group
         assert reads == [([1, "two"], b"ba", [1])]
 
 
-async def test_a_failing_handler_loses_only_its_own_writes_and_events(tmp_path: Path) -> None:
+async def test_a_failing_handler_loses_only_its_own_writes_and_events() -> None:
     async def handler(ctx: Context, n: int) -> None:
         await write_and_emit(ctx, n)
         if n == 3:
             raise Boom
 
-    async with kernel_on(tmp_path / "data") as kernel:
+    async with open_test_kernel() as kernel:
         kernel.state.store  # noqa: B018
         out = kernel.bus.subscribe("out.b", capacity=16)
         handle, _ = await backlog(kernel, handler, 6, restart="temporary")
@@ -168,7 +159,7 @@ async def test_a_failing_handler_loses_only_its_own_writes_and_events(tmp_path: 
         assert handle.handled == 3
 
 
-async def test_flush_commits_the_group_so_far(tmp_path: Path) -> None:
+async def test_flush_commits_the_group_so_far() -> None:
     seen_at_flush: list[dict[str, Any]] = []
     kernel_ref: list[Kernel] = []
 
@@ -180,7 +171,7 @@ async def test_flush_commits_the_group_so_far(tmp_path: Path) -> None:
             ctx.state["after"] = True
             raise Boom
 
-    async with kernel_on(tmp_path / "data") as kernel:
+    async with open_test_kernel() as kernel:
         kernel_ref.append(kernel)
         kernel.state.store  # noqa: B018
         await backlog(kernel, handler, 4, restart="temporary")
@@ -189,7 +180,7 @@ async def test_flush_commits_the_group_so_far(tmp_path: Path) -> None:
 
 
 async def test_a_handler_cut_short_by_a_stop_timeout_leaves_nothing(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     """It never returned, so none of its writes or held events count; the handlers before
     it in its group still do."""
@@ -199,7 +190,7 @@ async def test_a_handler_cut_short_by_a_stop_timeout_leaves_nothing(
         if n == 2:
             await trio.sleep_forever()  # cut short by stop_agent's timeout
 
-    async with kernel_on(tmp_path / "data") as kernel:
+    async with open_test_kernel() as kernel:
         kernel.state.store  # noqa: B018
         out = kernel.bus.subscribe("out.b", capacity=16)
         handle, _ = await backlog(kernel, handler, 3)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,11 +19,8 @@ import trio.testing
 from collab_support import (
     Echo,
     loom_reply,
-    open_test_kernel,
     settle,
-    start_recorder,
 )
-from support import RecordingProvider, Scripted
 
 from loomk import (
     ActionCall,
@@ -42,6 +38,7 @@ from loomk import (
 )
 from loomk.actions.agent_actions import qos_for_priority
 from loomk.envelope import RESERVED_KEYS
+from loomk.testing import RecordingProvider, ScriptedAgent, capture_events, open_test_kernel
 
 
 def committed(kernel: Kernel, agent_id: str) -> dict[str, Any]:
@@ -54,12 +51,12 @@ def committed(kernel: Kernel, agent_id: str) -> dict[str, Any]:
 
 
 async def test_request_publishes_and_commits_what_the_handler_held(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     answers: list[Event] = []
     state_at_request: list[dict[str, Any]] = []
 
-    async def ask(ctx: Context) -> None:
+    async def ask(ctx: Context, event: Event) -> None:
         await ctx.emit("obs.note", Event("note", b"before"))
         ctx.state["step"] = 1
         answers.append(await ctx.request("obs.svc", b"q", timeout_s=5))
@@ -73,14 +70,14 @@ async def test_request_publishes_and_commits_what_the_handler_held(
                 topic, reply = loom_reply(request, b"re:" + request.payload, "svc")
                 await kernel.bus.publish(topic, reply)
 
-    async with open_test_kernel(tmp_path) as kernel:
-        seen = await start_recorder(kernel, "obs.>")
+    async with open_test_kernel() as kernel:
+        seen = capture_events(kernel.bus, "obs.>")
         await kernel.start(responder)
-        await kernel.spawn(Scripted("asker", {"go": ask}))
+        await kernel.spawn(ScriptedAgent("asker", {"go": ask}))
         await kernel.bus.publish("in.asker", Event("go"))
         await settle()
         assert committed(kernel, "asker") == {"step": 1}
-    assert [(topic, event.type, event.payload) for topic, event in seen] == [
+    assert [(topic, event.type, event.payload) for topic, event in seen.items] == [
         ("obs.note", "note", b"before"),
         ("obs.svc", "collab.request", b"q"),
         ("obs.note", "note", b"after"),
@@ -88,7 +85,7 @@ async def test_request_publishes_and_commits_what_the_handler_held(
     assert state_at_request == [{"step": 1}]
     [answer] = answers
     assert answer.payload == b"re:q"
-    assert seen[1][1].metadata["sender"] == "agent.asker"
+    assert seen.items[1][1].metadata["sender"] == "agent.asker"
 
 
 Interaction = Callable[[Context], Awaitable[object]]
@@ -113,7 +110,7 @@ INTERACTIONS: dict[str, tuple[str, Interaction]] = {
 
 @pytest.mark.parametrize("name", sorted(INTERACTIONS))
 async def test_every_interactive_call_commits_first(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock, name: str
+    autojump_clock: trio.testing.MockClock, name: str
 ) -> None:
     """At the moment the call's first message is published (or the provider is called), the
     note emitted before it is out and the state written before it is committed."""
@@ -132,17 +129,17 @@ async def test_every_interactive_call_commits_first(
         probe()
         return True
 
-    async def act(ctx: Context) -> None:
+    async def act(ctx: Context, event: Event) -> None:
         await ctx.emit("obs.note", Event("note"))
         ctx.state["written"] = name
         await interaction(ctx)
         done.set()
 
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         if where:
             kernel.bus.attach_handler(where, on_publish)
         kernel.broker.register(RecordingProvider("probe.call", behaviour=provider_probe))
-        await kernel.spawn(Scripted("actor", {"go": act}))
+        await kernel.spawn(ScriptedAgent("actor", {"go": act}))
         await kernel.bus.publish("in.actor", Event("go"))
         with trio.fail_after(10):
             await done.wait()
@@ -153,7 +150,7 @@ async def test_every_interactive_call_commits_first(
 
 
 async def test_invoke_returns_the_result_and_publishes_action_result(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     results: list[ActionResult] = []
 
@@ -161,19 +158,19 @@ async def test_invoke_returns_the_result_and_publishes_action_result(
     async def double(args: dict[str, Any]) -> Any:
         return {"value": args["x"] * 2}
 
-    async def go(ctx: Context) -> None:
+    async def go(ctx: Context, event: Event) -> None:
         results.append(await ctx.invoke("math.double", {"x": 21}, priority=80))
 
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         kernel.broker.register(double)
-        seen = await start_recorder(kernel, "agent.worker")
-        await kernel.spawn(Scripted("worker", {"go": go}))
+        seen = capture_events(kernel.bus, "agent.worker")
+        await kernel.spawn(ScriptedAgent("worker", {"go": go}))
         await kernel.bus.publish("in.worker", Event("go"))
         await settle()
     [result] = results
     assert result.status is ActionStatus.ACTION_OK
     assert result.json() == {"value": 42}
-    [(topic, event)] = seen
+    [(topic, event)] = seen.items
     assert topic == "agent.worker"
     assert event.type == "action_result"
     assert event.source == "agent.worker"
@@ -207,7 +204,6 @@ async def _fail(call: ActionCall) -> None:
     ],
 )
 async def test_a_failed_call_is_a_result_and_the_agent_keeps_running(
-    tmp_path: Path,
     autojump_clock: trio.testing.MockClock,
     provider: Callable[[ActionCall], Awaitable[None]] | None,
     status: ActionStatus,
@@ -216,17 +212,17 @@ async def test_a_failed_call_is_a_result_and_the_agent_keeps_running(
     results: list[ActionResult] = []
     handled = trio.Event()
 
-    async def go(ctx: Context) -> None:
+    async def go(ctx: Context, event: Event) -> None:
         results.append(await ctx.invoke("flaky.call", {"a": 1}, timeout_s=2, priority=20))
 
-    async def after(ctx: Context) -> None:
+    async def after(ctx: Context, event: Event) -> None:
         handled.set()
 
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         if provider is not None:
             kernel.broker.register(RecordingProvider("flaky.call", behaviour=provider))
-        seen = await start_recorder(kernel, "agent.worker")
-        handle = await kernel.spawn(Scripted("worker", {"go": go, "next": after}))
+        seen = capture_events(kernel.bus, "agent.worker")
+        handle = await kernel.spawn(ScriptedAgent("worker", {"go": go, "next": after}))
         await kernel.bus.publish("in.worker", Event("go"))
         await kernel.bus.publish("in.worker", Event("next"))
         with trio.fail_after(10):
@@ -236,7 +232,7 @@ async def test_a_failed_call_is_a_result_and_the_agent_keeps_running(
         assert (stats.status, stats.failures, stats.restarts) == ("running", 0, 0)
     [result] = results
     assert (result.status, result.code) == (status, code)
-    [(_, event)] = seen
+    [(_, event)] = seen.items
     assert event.metadata["status"] == status.label
     assert event.metadata["error_code"] == code
     assert event.metadata["action_type"] == "flaky.call"
@@ -265,18 +261,18 @@ def test_qos_for_priority(priority: int, qos: QoS) -> None:
     [(29, QoS.BACKGROUND), (30, QoS.BATCHED), (69, QoS.BATCHED), (70, QoS.REALTIME)],
 )
 async def test_the_provider_gets_the_qos_and_a_fresh_envelope(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock, priority: int, qos: QoS
+    autojump_clock: trio.testing.MockClock, priority: int, qos: QoS
 ) -> None:
     provider = RecordingProvider("probe.call")
     results: list[ActionResult] = []
 
-    async def go(ctx: Context) -> None:
+    async def go(ctx: Context, event: Event) -> None:
         results.append(await ctx.invoke("probe.call", {"n": 1}, priority=priority))
 
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         kernel.broker.register(provider)
-        seen = await start_recorder(kernel, "agent.worker")
-        await kernel.spawn(Scripted("worker", {"go": go}))
+        seen = capture_events(kernel.bus, "agent.worker")
+        await kernel.spawn(ScriptedAgent("worker", {"go": go}))
         # the incoming event's thread is not propagated to the call (Loom §6)
         await kernel.bus.publish("in.worker", Event("go", metadata={"thread_id": "incoming"}))
         await settle()
@@ -293,7 +289,7 @@ async def test_the_provider_gets_the_qos_and_a_fresh_envelope(
     assert headers["reply_to"] == f"thread.{call.id}.reply"
     assert (headers["ttl"], headers["hop"]) == ("16", "0")
     assert headers["ts"].isdigit()
-    [(_, event)] = seen
+    [(_, event)] = seen.items
     assert event.priority == priority
     assert {key: event.metadata[key] for key in RESERVED_KEYS} == {
         key: headers[key] for key in RESERVED_KEYS
@@ -301,23 +297,23 @@ async def test_the_provider_gets_the_qos_and_a_fresh_envelope(
 
 
 async def test_non_json_arguments_raise_and_the_failure_is_contained(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     provider = RecordingProvider("probe.call")
     errors: list[Exception] = []
 
-    async def go(ctx: Context) -> None:
+    async def go(ctx: Context, event: Event) -> None:
         try:
             await ctx.invoke("probe.call", {"when": object()})
         except Exception as error:
             errors.append(error)
             raise
 
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         kernel.broker.register(provider)
-        seen = await start_recorder(kernel, "agent.worker")
-        failed = await start_recorder(kernel, "system.agent.failed")
-        handle = await kernel.spawn(Scripted("worker", {"go": go}), restart="temporary")
+        seen = capture_events(kernel.bus, "agent.worker")
+        failed = capture_events(kernel.bus, "system.agent.failed")
+        handle = await kernel.spawn(ScriptedAgent("worker", {"go": go}), restart="temporary")
         await kernel.spawn(Echo("echo", "svc.echo"))
         await kernel.bus.publish("in.worker", Event("go"))
         with trio.fail_after(10):
@@ -326,8 +322,8 @@ async def test_non_json_arguments_raise_and_the_failure_is_contained(
         [error] = errors
         assert isinstance(error, EventError)
         assert provider.calls == []
-        assert seen == []  # no call was made, so no action_result
-        assert [event.metadata["agent_id"] for _, event in failed] == ["worker"]
+        assert seen.items == []  # no call was made, so no action_result
+        assert [event.metadata["agent_id"] for event in failed.events] == ["worker"]
         assert "worker" not in kernel.agents
         assert not kernel.stopping
         reply = await kernel.collaborator("tester").request("svc.echo", b"alive", timeout_s=1)
@@ -335,7 +331,7 @@ async def test_non_json_arguments_raise_and_the_failure_is_contained(
     assert kernel.closed
 
 
-async def test_a_handler_holding_many_events_still_lets_other_tasks_run(tmp_path: Path) -> None:
+async def test_a_handler_holding_many_events_still_lets_other_tasks_run() -> None:
     progress: list[str] = []
 
     async def other() -> None:
@@ -350,7 +346,7 @@ async def test_a_handler_holding_many_events_still_lets_other_tasks_run(tmp_path
                 await ctx.emit("out.chatty", Event("n", str(n).encode()))
             progress.append("handler done")
 
-    async with open_test_kernel(tmp_path) as kernel:
+    async with open_test_kernel() as kernel:
         await kernel.spawn(Chatty("chatty"))
         await kernel.bus.publish("in.chatty", Event("go"))
         await trio.testing.wait_all_tasks_blocked()

@@ -12,6 +12,7 @@ import trio.testing
 
 import loomk
 from loomk import Agent, AgentDirectory, AgentExists, AgentInfo, Context, Event, TopicError
+from loomk.testing import open_test_kernel
 
 settle = trio.testing.wait_all_tasks_blocked
 
@@ -220,7 +221,7 @@ class Critic(Agent):
 
 
 async def test_spawn_registers_topics_capabilities_and_metadata() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         await kernel.spawn(Searcher("searcher"))
         await kernel.spawn(Critic("critic"))
         assert kernel.directory is kernel.agents.directory
@@ -246,7 +247,7 @@ async def test_function_agent_registers_what_the_decorator_declares() -> None:
     async def fn(ctx: Context, event: Event) -> None:
         return None
 
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         await kernel.spawn(fn)
         assert kernel.directory.get("fn") == AgentInfo(
             "fn", ("agent.fn.replies", "hello.>"), ("greet",), {"lang": "en"}
@@ -257,7 +258,7 @@ async def test_function_agent_registers_what_the_decorator_declares() -> None:
 
 
 async def test_subscribe_and_unsubscribe_update_by_topic() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         await kernel.spawn(Critic("critic"))
         assert kernel.directory.by_topic("news.world") == []
 
@@ -286,7 +287,7 @@ async def test_context_subscriptions_update_the_directory() -> None:
         async def on_event(self, ctx: Context, event: Event) -> None:
             await ctx.unsubscribe("rooms.lobby")
 
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         await kernel.spawn(Joiner("joiner"))
         assert kernel.directory.by_topic("rooms.lobby") == ["joiner"]
         await kernel.bus.publish("agent.joiner.replies", Event("leave"))
@@ -296,7 +297,7 @@ async def test_context_subscriptions_update_the_directory() -> None:
 
 
 async def test_failed_subscribe_leaves_the_directory_unchanged() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         await kernel.spawn(Critic("critic"))
         before = kernel.directory.all()
         with pytest.raises(loomk.AlreadySubscribed):
@@ -309,7 +310,7 @@ async def test_failed_subscribe_leaves_the_directory_unchanged() -> None:
 
 
 async def test_stop_removes_the_agent_from_the_directory() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         await kernel.spawn(Searcher("searcher"))
         await kernel.spawn(Critic("critic"))
         await kernel.stop_agent("searcher")
@@ -331,7 +332,7 @@ async def test_an_agent_that_stops_itself_leaves_the_directory() -> None:
         async def on_event(self, ctx: Context, event: Event) -> None:
             ctx.stop()
 
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         await kernel.spawn(OneShot("oneshot"), restart="transient")
         assert kernel.directory.by_capability("once") == ["oneshot"]
         await kernel.bus.publish("once", Event("go"))
@@ -343,7 +344,7 @@ async def test_an_agent_that_stops_itself_leaves_the_directory() -> None:
 
 
 async def test_respawn_after_stop_registers_afresh() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         await kernel.spawn(Critic("agent1"))
         await kernel.subscribe_agent("agent1", "extra")
         await kernel.stop_agent("agent1")
@@ -362,7 +363,7 @@ class Broken(Agent):
 
 
 async def test_refused_spawn_does_not_touch_the_directory() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         await kernel.spawn(Critic("critic"))
         before = kernel.directory.all()
         with pytest.raises(AgentExists):
@@ -375,7 +376,7 @@ async def test_refused_spawn_does_not_touch_the_directory() -> None:
 
 
 async def test_kernel_shutdown_empties_the_directory() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         await kernel.spawn(Searcher("searcher"))
         await kernel.spawn(Critic("critic"))
         assert len(kernel.directory) == 2

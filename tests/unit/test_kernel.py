@@ -1,4 +1,8 @@
-"""The kernel: run/open_kernel lifecycle, ordered shutdown, configuration and typed errors."""
+"""The kernel: run/open_kernel lifecycle, ordered shutdown, configuration and typed errors.
+
+``loomk.run`` and the configuration tests use the real entry points as a program does; the
+lifecycle tests run in ``open_test_kernel`` (``open_kernel`` without the environment).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import trio.testing
 
 import loomk
 from loomk import ConfigError, Event, Kernel, KernelClosed, QoS
+from loomk.testing import open_test_kernel
 
 
 def test_run_returns_what_main_returns() -> None:
@@ -75,7 +80,7 @@ def test_configuration_from_environment_and_file(
 
 
 async def test_open_kernel_closes_the_bus_when_the_body_ends() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         sub = kernel.bus.subscribe("t")
         await kernel.bus.publish("t", Event("e"))
         assert not kernel.closed
@@ -89,7 +94,7 @@ async def test_open_kernel_closes_the_bus_when_the_body_ends() -> None:
 
 async def test_stop_ends_the_body_without_an_error() -> None:
     reached_end = False
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         kernel.stop()
         assert kernel.stopping
         await trio.sleep_forever()
@@ -102,7 +107,7 @@ async def test_stop_with_an_error_raises_it_after_shutdown() -> None:
     kernels: list[Kernel] = []
 
     async def body() -> None:
-        async with loomk.open_kernel() as kernel:
+        async with open_test_kernel() as kernel:
             kernels.append(kernel)
             kernel.stop(RuntimeError("critical agent failed"))
             await trio.sleep_forever()
@@ -121,7 +126,7 @@ async def test_background_tasks_are_cancelled_first_and_the_bus_closes_last() ->
         finally:
             order.append(f"edge cancelled, bus closed={kernel.bus.closed}")
 
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         kernel.start_soon(edge_task, kernel)
         await trio.testing.wait_all_tasks_blocked()
     order.append(f"after shutdown, bus closed={kernel.bus.closed}")
@@ -133,12 +138,12 @@ async def test_start_returns_the_started_value() -> None:
         task_status.started("listening")
         await trio.sleep_forever()
 
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         assert await kernel.start(service) == "listening"
 
 
 async def test_starting_a_task_on_a_closed_kernel_is_a_typed_error() -> None:
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         pass
 
     async def nothing() -> None:
@@ -155,7 +160,7 @@ async def test_a_failing_background_task_stops_the_kernel_with_its_error() -> No
     kernels: list[Kernel] = []
 
     async def body() -> None:
-        async with loomk.open_kernel() as kernel:
+        async with open_test_kernel() as kernel:
             kernels.append(kernel)
             kernel.start_soon(broken)
             await trio.sleep_forever()

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
-from support import Scripted, Step
 
 import loomk
 from loomk import Context, Event
 from loomk.errors import StateError
 from loomk.state import EphemeralMemory, MemoryStats
+from loomk.testing import EventStep, ScriptedAgent, open_test_kernel
 
 WAIT_LIMIT_S = 5.0
 
@@ -157,30 +156,19 @@ class Boom(Exception):
     """A handler failure the tests provoke."""
 
 
-def kernel_on(tmp_path: Path, **settings: Any) -> Any:
-    return loomk.open_kernel(
-        env={},
-        cwd=tmp_path,
-        data_dir=tmp_path / "data",
-        state_sync=False,
-        log_level="critical",
-        **settings,
-    )
-
-
 async def send(kernel: loomk.Kernel, agent_id: str, step: str) -> None:
     assert await kernel.bus.publish(f"in.{agent_id}", Event(step)) == 1
 
 
-async def test_ctx_memory_is_sized_by_the_config_and_stays_off_the_disk(tmp_path: Path) -> None:
+async def test_ctx_memory_is_sized_by_the_config_and_stays_off_the_disk() -> None:
     seen: list[EphemeralMemory] = []
 
     async def start(ctx: Context) -> None:
         ctx.memory.extend(["a", "b", "c", "d"])
         seen.append(ctx.memory)
 
-    async with kernel_on(tmp_path, memory_max_items=3, memory_max_bytes=64) as kernel:
-        await kernel.spawn(Scripted("m", {"start": start}))
+    async with open_test_kernel(memory_max_items=3, memory_max_bytes=64) as kernel:
+        await kernel.spawn(ScriptedAgent("m", on_start=start))
         (memory,) = seen
         assert not kernel.state.opened  # memory lives in memory only
         assert (memory.max_items, memory.max_bytes) == (3, 64)
@@ -190,7 +178,7 @@ async def test_ctx_memory_is_sized_by_the_config_and_stays_off_the_disk(tmp_path
 
 
 async def test_memory_survives_an_agent_restart_and_is_not_transactional(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     memories: list[tuple[int, list[Any]]] = []
     restarted = trio.Event()
@@ -200,17 +188,17 @@ async def test_memory_survives_an_agent_restart_and_is_not_transactional(
         if len(memories) == 2:
             restarted.set()
 
-    async def remember(ctx: Context) -> None:
+    async def remember(ctx: Context, event: Event) -> None:
         ctx.memory.append("kept")
 
-    async def fail(ctx: Context) -> None:
+    async def fail(ctx: Context, event: Event) -> None:
         ctx.memory.append("appended by a failing handler")
         ctx.state["x"] = 1  # the state write is discarded, the memory append is not
         raise Boom
 
-    steps: dict[str, Step] = {"start": start, "remember": remember, "fail": fail}
-    async with kernel_on(tmp_path) as kernel:
-        handle = await kernel.spawn(Scripted("m", steps))
+    steps: dict[str, EventStep] = {"remember": remember, "fail": fail}
+    async with open_test_kernel() as kernel:
+        handle = await kernel.spawn(ScriptedAgent("m", steps, on_start=start))
         await send(kernel, "m", "remember")
         await send(kernel, "m", "fail")
         with trio.fail_after(WAIT_LIMIT_S):
@@ -226,16 +214,16 @@ async def test_memory_survives_an_agent_restart_and_is_not_transactional(
         assert json.loads(state.persistent_state) == {}
 
 
-async def test_memory_does_not_outlive_the_agent(tmp_path: Path) -> None:
+async def test_memory_does_not_outlive_the_agent() -> None:
     seen: list[list[Any]] = []
 
     async def start(ctx: Context) -> None:
         seen.append(ctx.memory.items())
         ctx.memory.append("first life")
 
-    async with kernel_on(tmp_path) as kernel:
-        await kernel.spawn(Scripted("m", {"start": start}))
+    async with open_test_kernel() as kernel:
+        await kernel.spawn(ScriptedAgent("m", on_start=start))
         await kernel.stop_agent("m")
         assert kernel.agent_state("m").ephemeral_context == b"[]"  # stopped: no window
-        await kernel.spawn(Scripted("m", {"start": start}))  # a new agent, a new window
+        await kernel.spawn(ScriptedAgent("m", on_start=start))  # a new agent, a new window
         assert seen == [[], []]

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import trio
 
-import loomk
 from loomk import Agent, Context, Event
 from loomk.llm import Route, RoutingDecision, routing_decision_event
+from loomk.testing import open_test_kernel
 
 DECISION = RoutingDecision(Route.HYBRID, 0.75, "Hybrid: local quick + cloud refine", 300, 0.0012)
 
@@ -44,16 +42,14 @@ def test_an_incoming_sender_is_kept_and_confidence_is_clamped() -> None:
     assert announced.metadata["route"] == "Cloud"
 
 
-async def test_an_agent_announces_on_its_own_topic(tmp_path: Path) -> None:
+async def test_an_agent_announces_on_its_own_topic() -> None:
     class Router(Agent):
         topics = ("in.r",)
 
         async def on_event(self, ctx: Context, event: Event) -> None:
             await ctx.announce_routing(DECISION, event)
 
-    async with loomk.open_kernel(
-        env={}, cwd=tmp_path, log_level="critical", state_temporary=True
-    ) as kernel:
+    async with open_test_kernel() as kernel:
         seen = kernel.bus.subscribe("agent.r")
         await kernel.spawn(Router("r"))
         await kernel.bus.publish("in.r", Event("intent"))

@@ -5,9 +5,10 @@ per handler (``on_start``, ``on_event``, ``on_stop``), the transactional outbox,
 restarts of the agent and of the kernel, ``kernel.agent_state``, ``kernel.forget_agent``,
 ``DataDirInUse``, and a kernel that keeps no state never touching the disk.
 
-Synchronisation: with ``state_sync`` on (the default) a commit crosses to a worker thread, which
-``wait_all_tasks_blocked`` does not wait for; those tests wait for something that happens
-after the commit (an event the outbox releases, the agent's next handler, ``stop_agent``).
+Synchronisation: with ``state_sync`` on (as in production, and ``kernel_on``'s default) a commit
+crosses to a worker thread, which ``wait_all_tasks_blocked`` does not wait for; those tests
+wait for something that happens after the commit (an event the outbox releases, the agent's
+next handler, ``stop_agent``).
 Tests that need supervisor restarts use the autojump clock and ``state_sync=False``, so no
 thread runs while the clock may jump.
 """
@@ -17,18 +18,19 @@ from __future__ import annotations
 import base64
 import json
 import time
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
-from support import Scripted, Step, drain
+from support import drain
 
-import loomk
 from loomk import AgentError, Context, Event, Kernel, KernelClosed
 from loomk.errors import DataDirInUse, StateError
 from loomk.state import AgentState
+from loomk.testing import EventStep, ScriptedAgent, open_test_kernel
 
 settle = trio.testing.wait_all_tasks_blocked
 WAIT_LIMIT_S = 5.0
@@ -38,10 +40,11 @@ class Boom(Exception):
     """A handler failure the tests provoke."""
 
 
-def kernel_on(data_dir: Path, **settings: Any) -> Any:
-    """A kernel on ``data_dir``, isolated from LOOMK_* variables and any loomk.toml."""
-    settings.setdefault("log_level", "critical")
-    return loomk.open_kernel(env={}, cwd=data_dir.parent, data_dir=data_dir, **settings)
+def kernel_on(data_dir: Path, **settings: Any) -> AbstractAsyncContextManager[Kernel]:
+    """A test kernel whose state lives on in ``data_dir``, fsynced unless told otherwise."""
+    settings.setdefault("state_temporary", False)
+    settings.setdefault("state_sync", True)
+    return open_test_kernel(data_dir=data_dir, **settings)
 
 
 async def send(kernel: Kernel, agent_id: str, step: str) -> None:
@@ -49,12 +52,12 @@ async def send(kernel: Kernel, agent_id: str, step: str) -> None:
     assert await kernel.bus.publish(f"in.{agent_id}", Event(step)) == 1
 
 
-async def handled(kernel: Kernel, agent_id: str, steps: dict[str, Step]) -> None:
+async def handled(kernel: Kernel, agent_id: str, steps: dict[str, EventStep]) -> None:
     """Wait until the agent has handled, and committed, everything sent to it before:
     it handles one event at a time, and ``flush`` commits the group of handlers so far."""
     reached = trio.Event()
 
-    async def mark(ctx: Context) -> None:
+    async def mark(ctx: Context, event: Event) -> None:
         await ctx.flush()
         reached.set()
 
@@ -127,17 +130,17 @@ async def test_values_round_trip_within_the_kernel_and_after_a_kernel_restart(
     read_later: list[dict[str, Any]] = []
     read_after_restart: list[dict[str, Any]] = []
 
-    async def write(ctx: Context) -> None:
+    async def write(ctx: Context, event: Event) -> None:
         for key, value in VALUES.items():
             ctx.state[key] = value
             own_writes.append(ctx.state[key] is value)  # read-your-writes, at once
 
-    async def read(ctx: Context) -> None:
+    async def read(ctx: Context, event: Event) -> None:
         read_later.append(dict(ctx.state))
 
-    steps: dict[str, Step] = {"write": write, "read": read}
+    steps: dict[str, EventStep] = {"write": write, "read": read}
     async with kernel_on(data_dir) as kernel:
-        await kernel.spawn(Scripted("keeper", steps))
+        await kernel.spawn(ScriptedAgent("keeper", steps))
         await send(kernel, "keeper", "write")
         await send(kernel, "keeper", "read")
         await handled(kernel, "keeper", steps)
@@ -159,7 +162,7 @@ async def test_values_round_trip_within_the_kernel_and_after_a_kernel_restart(
                 }
             )
         )
-        await kernel.spawn(Scripted("keeper", {"start": start}))
+        await kernel.spawn(ScriptedAgent("keeper", on_start=start))
     (state,) = read_after_restart
     assert state == AFTER_RESTART
     for key in ("bytes", "empty-bytes", "bytearray", "memoryview"):
@@ -170,10 +173,10 @@ async def test_values_round_trip_within_the_kernel_and_after_a_kernel_restart(
 async def test_reads_iteration_len_and_del_reflect_pending_writes(tmp_path: Path) -> None:
     views: list[dict[str, Any]] = []
 
-    async def seed(ctx: Context) -> None:
+    async def seed(ctx: Context, event: Event) -> None:
         ctx.state.update({"a": 1, "b": 2, "c": 3})
 
-    async def change(ctx: Context) -> None:
+    async def change(ctx: Context, event: Event) -> None:
         state = ctx.state
         del state["b"]
         state["a"] = 10
@@ -199,9 +202,9 @@ async def test_reads_iteration_len_and_del_reflect_pending_writes(tmp_path: Path
             }
         )
 
-    steps: dict[str, Step] = {"seed": seed, "change": change}
+    steps: dict[str, EventStep] = {"seed": seed, "change": change}
     async with kernel_on(tmp_path / "data", state_sync=False) as kernel:
-        await kernel.spawn(Scripted("v", steps))
+        await kernel.spawn(ScriptedAgent("v", steps))
         await send(kernel, "v", "seed")
         await send(kernel, "v", "change")
         await handled(kernel, "v", steps)
@@ -223,21 +226,21 @@ async def test_reads_iteration_len_and_del_reflect_pending_writes(tmp_path: Path
 async def test_pop_and_clear_work_on_the_view_and_commit(tmp_path: Path) -> None:
     seen: list[Any] = []
 
-    async def seed(ctx: Context) -> None:
+    async def seed(ctx: Context, event: Event) -> None:
         ctx.state.update({"a": 1, "b": 2, "c": 3})
 
-    async def pop(ctx: Context) -> None:
+    async def pop(ctx: Context, event: Event) -> None:
         seen.append(ctx.state.pop("a"))
         seen.append(ctx.state.pop("zz", "default"))
 
-    async def clear(ctx: Context) -> None:
+    async def clear(ctx: Context, event: Event) -> None:
         ctx.state["new"] = 1
         ctx.state.clear()
         seen.append(len(ctx.state))
 
-    steps: dict[str, Step] = {"seed": seed, "pop": pop, "clear": clear}
+    steps: dict[str, EventStep] = {"seed": seed, "pop": pop, "clear": clear}
     async with kernel_on(tmp_path / "data", state_sync=False) as kernel:
-        await kernel.spawn(Scripted("v", steps))
+        await kernel.spawn(ScriptedAgent("v", steps))
         await send(kernel, "v", "seed")
         await send(kernel, "v", "pop")
         await handled(kernel, "v", steps)
@@ -252,7 +255,7 @@ async def test_keys_must_be_str(tmp_path: Path) -> None:
     refused: list[Any] = []
     bad_keys: list[Any] = [1, b"k", None, ("t",), 1.5]
 
-    async def write(ctx: Context) -> None:
+    async def write(ctx: Context, event: Event) -> None:
         for key in bad_keys:
             try:
                 ctx.state[key] = "value"
@@ -260,9 +263,9 @@ async def test_keys_must_be_str(tmp_path: Path) -> None:
                 refused.append(key)
         ctx.state["ok"] = True
 
-    steps: dict[str, Step] = {"write": write}
+    steps: dict[str, EventStep] = {"write": write}
     async with kernel_on(tmp_path / "data", state_sync=False) as kernel:
-        handle = await kernel.spawn(Scripted("k", steps))
+        handle = await kernel.spawn(ScriptedAgent("k", steps))
         await send(kernel, "k", "write")
         await handled(kernel, "k", steps)
         assert refused == bad_keys
@@ -278,7 +281,7 @@ async def test_a_str_with_a_lone_surrogate_is_stored_or_refused_at_the_assignmen
     may catch) or the value must be stored; it must not fail the handler some other way."""
     outcome: list[str] = []
 
-    async def write(ctx: Context) -> None:
+    async def write(ctx: Context, event: Event) -> None:
         try:
             if where == "key":
                 ctx.state["\ud800"] = "lone"
@@ -290,9 +293,9 @@ async def test_a_str_with_a_lone_surrogate_is_stored_or_refused_at_the_assignmen
             outcome.append("accepted")
         ctx.state["ok"] = True
 
-    steps: dict[str, Step] = {"write": write}
+    steps: dict[str, EventStep] = {"write": write}
     async with kernel_on(tmp_path / "data", state_sync=False) as kernel:
-        handle = await kernel.spawn(Scripted("s", steps), restart="temporary")
+        handle = await kernel.spawn(ScriptedAgent("s", steps), restart="temporary")
         await send(kernel, "s", "write")
         await settle()
         assert handle.last_error is None, repr(handle.last_error)
@@ -320,11 +323,11 @@ async def test_an_unserialisable_value_fails_its_handler_and_nothing_of_that_han
 ) -> None:
     errors: list[BaseException] = []
 
-    async def good(ctx: Context) -> None:
+    async def good(ctx: Context, event: Event) -> None:
         ctx.state["before"] = "kept"
         await ctx.emit("out", out("a: before"))
 
-    async def bad(ctx: Context) -> None:
+    async def bad(ctx: Context, event: Event) -> None:
         ctx.state["before"] = "overwritten?"
         ctx.state["x"] = 1
         await ctx.emit("out", out("a: from the failed handler"))
@@ -335,19 +338,19 @@ async def test_an_unserialisable_value_fails_its_handler_and_nothing_of_that_han
             raise
         ctx.state["z"] = "after the bad assignment"
 
-    async def after(ctx: Context) -> None:
+    async def after(ctx: Context, event: Event) -> None:
         ctx.state["after"] = "kept"
         await ctx.emit("out", out("a: after"))
 
-    async def other(ctx: Context) -> None:
+    async def other(ctx: Context, event: Event) -> None:
         ctx.state["mine"] = 1
         await ctx.emit("out", out("b: other agent"))
 
-    a_steps: dict[str, Step] = {"good": good, "bad": bad, "after": after}
+    a_steps: dict[str, EventStep] = {"good": good, "bad": bad, "after": after}
     async with kernel_on(tmp_path / "data", state_sync=False) as kernel:
         sub = kernel.bus.subscribe("out")
-        handle = await kernel.spawn(Scripted("a", a_steps))
-        await kernel.spawn(Scripted("b", {"other": other}))
+        handle = await kernel.spawn(ScriptedAgent("a", a_steps))
+        await kernel.spawn(ScriptedAgent("b", {"other": other}))
         for step in ("good", "bad", "after"):
             await send(kernel, "a", step)
         await send(kernel, "b", "other")
@@ -375,7 +378,7 @@ async def test_a_handler_that_raises_after_writing_and_emitting_applies_nothing(
         ctx.state["keep"] = 1
         ctx.state["drop-me"] = 1
 
-    async def fail(ctx: Context) -> None:
+    async def fail(ctx: Context, event: Event) -> None:
         ctx.state["keep"] = 2
         del ctx.state["drop-me"]
         ctx.state["new"] = 3
@@ -390,7 +393,7 @@ async def test_a_handler_that_raises_after_writing_and_emitting_applies_nothing(
         sub = kernel.bus.subscribe("out.>")
         sub_plain = kernel.bus.subscribe("out")
         handle = await kernel.spawn(
-            Scripted("f", {"start": start, "fail": fail, "stop": stop}), restart="temporary"
+            ScriptedAgent("f", {"fail": fail}, on_start=start, on_stop=stop), restart="temporary"
         )
         await send(kernel, "f", "fail")
         with trio.fail_after(WAIT_LIMIT_S):
@@ -412,7 +415,7 @@ async def test_emit_in_a_handler_is_held_then_published_in_order_after_the_commi
     entered, release = trio.Event(), trio.Event()
     returned: list[int] = []
 
-    async def work(ctx: Context) -> None:
+    async def work(ctx: Context, event: Event) -> None:
         ctx.state["n"] = 1
         returned.append(await ctx.emit("out", out("1")))
         returned.append(await ctx.emit("out", out("2")))
@@ -423,7 +426,7 @@ async def test_emit_in_a_handler_is_held_then_published_in_order_after_the_commi
 
     async with kernel_on(tmp_path / "data") as kernel:  # state_sync on: commits use a thread
         sub = kernel.bus.subscribe("out")
-        await kernel.spawn(Scripted("e", {"work": work}))
+        await kernel.spawn(ScriptedAgent("e", {"work": work}))
         await send(kernel, "e", "work")
         with trio.fail_after(WAIT_LIMIT_S):
             await entered.wait()
@@ -451,7 +454,7 @@ async def test_emit_outside_a_handler_goes_out_at_once(tmp_path: Path) -> None:
 
     async with kernel_on(tmp_path / "data") as kernel:
         sub = kernel.bus.subscribe("out")
-        await kernel.spawn(Scripted("e", {"start": start}))
+        await kernel.spawn(ScriptedAgent("e", on_start=start))
         await settle()
         (ctx,) = contexts
         assert await ctx.emit("out", out("direct")) == 1  # no handler running: not held
@@ -464,7 +467,7 @@ async def test_flush_commits_and_publishes_what_is_held_even_if_the_handler_then
 ) -> None:
     flushed, release = trio.Event(), trio.Event()
 
-    async def work(ctx: Context) -> None:
+    async def work(ctx: Context, event: Event) -> None:
         ctx.state["a"] = 1
         await ctx.emit("out", out("before flush"))
         await ctx.state.flush()
@@ -477,7 +480,7 @@ async def test_flush_commits_and_publishes_what_is_held_even_if_the_handler_then
 
     async with kernel_on(tmp_path / "data") as kernel:
         sub = kernel.bus.subscribe("out")
-        handle = await kernel.spawn(Scripted("fl", {"work": work}), restart="temporary")
+        handle = await kernel.spawn(ScriptedAgent("fl", {"work": work}), restart="temporary")
         await send(kernel, "fl", "work")
         # published and committed while the handler is still running
         assert texts(await receive(sub, 1)) == ["before flush"]
@@ -504,15 +507,15 @@ async def test_writes_and_events_of_on_start_and_on_stop_are_committed(tmp_path:
         ctx.state["stopped"] = ctx.state.get("stopped", 0) + 1
         await ctx.emit("out", out("bye"))
 
-    steps: dict[str, Step] = {"start": start, "stop": stop}
     async with kernel_on(data_dir) as kernel:
         sub = kernel.bus.subscribe("out")
-        await kernel.spawn(Scripted("life", steps))
+        await kernel.spawn(ScriptedAgent("life", on_start=start, on_stop=stop))
         assert stored(kernel, "life") == {"started": 1}  # spawn returns after the commit
         await kernel.stop_agent("life")
         assert stored(kernel, "life") == {"started": 1, "stopped": 1}
         assert texts(await receive(sub, 2)) == ["hello", "bye"]
-        await kernel.spawn(Scripted("life", steps))  # stopped by the kernel's shutdown
+        # stopped by the kernel's shutdown this time
+        await kernel.spawn(ScriptedAgent("life", on_start=start, on_stop=stop))
     async with kernel_on(data_dir) as kernel:
         assert stored(kernel, "life") == {"started": 2, "stopped": 2}
 
@@ -531,17 +534,17 @@ async def test_a_restarted_agent_sees_the_last_committed_state(
         if len(seen_at_start) == 2:
             started.set()
 
-    async def count(ctx: Context) -> None:
+    async def count(ctx: Context, event: Event) -> None:
         ctx.state["n"] = ctx.state.get("n", 0) + 1
 
-    async def crash(ctx: Context) -> None:
+    async def crash(ctx: Context, event: Event) -> None:
         ctx.state["n"] = 999
         ctx.state["junk"] = True
         raise Boom
 
-    steps: dict[str, Step] = {"start": start, "count": count, "crash": crash}
+    steps: dict[str, EventStep] = {"count": count, "crash": crash}
     async with kernel_on(tmp_path / "data", state_sync=False) as kernel:
-        handle = await kernel.spawn(Scripted("r", steps))
+        handle = await kernel.spawn(ScriptedAgent("r", steps, on_start=start))
         for step in ("count", "count", "crash"):
             await send(kernel, "r", step)
         with trio.fail_after(WAIT_LIMIT_S):
@@ -570,14 +573,14 @@ async def test_a_second_kernel_while_the_first_holds_the_directory_gets_data_dir
             raise
 
     async with kernel_on(data_dir) as first:
-        await first.spawn(Scripted("holder", {"start": start}))
+        await first.spawn(ScriptedAgent("holder", on_start=start))
         assert first.state.opened
         async with kernel_on(data_dir) as second:
             with pytest.raises(DataDirInUse) as caught:
                 second.agent_state("holder")
             assert "data directory in use" in str(caught.value)
             assert str(data_dir) in str(caught.value)
-            handle = await second.spawn(Scripted("other", {"start": touch}), restart="temporary")
+            handle = await second.spawn(ScriptedAgent("other", on_start=touch), restart="temporary")
             assert isinstance(handle.last_error, DataDirInUse)
             assert len(errors) == 1
             assert errors[0] is handle.last_error
@@ -590,21 +593,22 @@ async def test_a_second_kernel_while_the_first_holds_the_directory_gets_data_dir
 
 
 async def test_agent_state_of_a_running_then_stopped_agent(tmp_path: Path) -> None:
-    async def write(ctx: Context) -> None:
+    async def write(ctx: Context, event: Event) -> None:
         ctx.state["name"] = "ada"
         ctx.state["blob"] = b"\x00\x01\xfe"
         ctx.memory.extend(["note", b"\xff", {"k": 1}])
 
-    async def read_only(ctx: Context) -> None:
+    async def read_only(ctx: Context, event: Event) -> None:
         ctx.state.get("name")
         await ctx.emit("out", out("no state written"))
 
-    steps: dict[str, Step] = {"write": write, "read": read_only}
+    steps: dict[str, EventStep] = {"write": write, "read": read_only}
+    metadata = {"role": "scripted", "team": "tests"}
     async with kernel_on(tmp_path / "data") as kernel:
-        await kernel.spawn(Scripted("ag", steps))
+        await kernel.spawn(ScriptedAgent("ag", steps, metadata=metadata))
         never = kernel.agent_state("ag")
         assert never == AgentState(
-            "ag", b"{}", b"[]", 0, {"role": "scripted", "team": "tests"}
+            "ag", b"{}", b"[]", 0, metadata
         )  # running, nothing committed yet
         before = now_ms()
         await send(kernel, "ag", "write")
@@ -622,7 +626,7 @@ async def test_agent_state_of_a_running_then_stopped_agent(tmp_path: Path) -> No
             {"k": 1},
         ]
         assert before <= running.last_update_ms <= after
-        assert running.metadata == {"role": "scripted", "team": "tests"}
+        assert running.metadata == metadata
 
         commits = kernel.state.store.stats().commits
         await send(kernel, "ag", "read")  # reads and emits only: no commit
@@ -643,12 +647,12 @@ async def test_agent_state_of_a_running_then_stopped_agent(tmp_path: Path) -> No
 async def test_last_update_ms_moves_with_each_commit(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async def write(ctx: Context) -> None:
+    async def write(ctx: Context, event: Event) -> None:
         ctx.state["v"] = ctx.state.get("v", 0) + 1
 
-    steps: dict[str, Step] = {"write": write}
+    steps: dict[str, EventStep] = {"write": write}
     async with kernel_on(tmp_path / "data", state_sync=False) as kernel:
-        await kernel.spawn(Scripted("t", steps))
+        await kernel.spawn(ScriptedAgent("t", steps))
         stamps = []
         for _ in range(3):
             before = now_ms()
@@ -681,7 +685,7 @@ async def test_forget_agent_deletes_that_agent_only_and_returns_the_count(
 
     async with kernel_on(data_dir) as kernel:
         for agent_id in ("bot", "bot.2", "bo", "other"):  # ids sharing a textual prefix
-            await kernel.spawn(Scripted(agent_id, {"start": write}))
+            await kernel.spawn(ScriptedAgent(agent_id, on_start=write))
         kept = {agent_id: kernel.agent_state(agent_id) for agent_id in ("bot.2", "bo", "other")}
 
         with pytest.raises(AgentError):  # a running agent would write its state back
@@ -696,7 +700,7 @@ async def test_forget_agent_deletes_that_agent_only_and_returns_the_count(
             assert kernel.agent_state(agent_id) == state
 
         starts.clear()
-        await kernel.spawn(Scripted("bot", {"start": write}))  # starts from empty state
+        await kernel.spawn(ScriptedAgent("bot", on_start=write))  # starts from empty state
         assert starts == [{}]
     async with kernel_on(data_dir) as kernel:  # the deletion is durable too
         assert await kernel.forget_agent("never-existed") == 0
@@ -711,9 +715,9 @@ async def test_a_respawned_agent_without_forget_keeps_its_state(tmp_path: Path) 
         ctx.state["lives"] = ctx.state.get("lives", 0) + 1
 
     async with kernel_on(tmp_path / "data") as kernel:
-        await kernel.spawn(Scripted("p", {"start": start}))
+        await kernel.spawn(ScriptedAgent("p", on_start=start))
         await kernel.stop_agent("p")
-        await kernel.spawn(Scripted("p", {"start": start}))
+        await kernel.spawn(ScriptedAgent("p", on_start=start))
         assert starts == [{}, {"lives": 1}]
 
 
@@ -725,13 +729,13 @@ async def test_a_kernel_whose_agents_keep_no_state_creates_no_data_directory(
 ) -> None:
     data_dir = tmp_path / "data"
 
-    async def chat(ctx: Context) -> None:
+    async def chat(ctx: Context, event: Event | None = None) -> None:
         await ctx.emit("out", out("hi"))
         ctx.memory.append("memory is not state")
 
     async with kernel_on(data_dir) as kernel:
         sub = kernel.bus.subscribe("out")
-        await kernel.spawn(Scripted("quiet", {"start": chat, "chat": chat, "stop": chat}))
+        await kernel.spawn(ScriptedAgent("quiet", {"chat": chat}, on_start=chat, on_stop=chat))
         await send(kernel, "quiet", "chat")
         assert texts(await receive(sub, 2)) == ["hi", "hi"]
         await kernel.stop_agent("quiet")
@@ -751,7 +755,7 @@ async def test_state_temporary_uses_a_directory_removed_when_the_kernel_closes(
         ctx.state["x"] = 1
 
     async with kernel_on(data_dir, state_temporary=True) as kernel:
-        await kernel.spawn(Scripted("tmp", {"start": start}))
+        await kernel.spawn(ScriptedAgent("tmp", on_start=start))
         assert kernel.state.opened
         temporary = kernel.state.data_dir
         assert temporary != data_dir
@@ -767,18 +771,18 @@ async def test_mutating_an_assigned_value_after_the_commit_does_not_change_the_s
     kept: list[list[int]] = []
     seen: list[Any] = []
 
-    async def write(ctx: Context) -> None:
+    async def write(ctx: Context, event: Event) -> None:
         value = [1]
         ctx.state["k"] = value
         kept.append(value)
 
-    async def mutate_and_read(ctx: Context) -> None:
+    async def mutate_and_read(ctx: Context, event: Event) -> None:
         kept[0].append(2)  # the handler's own list, after it was committed
         seen.append(ctx.state["k"])
 
-    steps: dict[str, Step] = {"write": write, "read": mutate_and_read}
+    steps: dict[str, EventStep] = {"write": write, "read": mutate_and_read}
     async with kernel_on(tmp_path / "data") as kernel:
-        await kernel.spawn(Scripted("keeper", steps))
+        await kernel.spawn(ScriptedAgent("keeper", steps))
         await send(kernel, "keeper", "write")
         await send(kernel, "keeper", "read")
         await handled(kernel, "keeper", steps)

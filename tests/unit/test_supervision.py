@@ -31,6 +31,7 @@ from loomk import (
 )
 from loomk.agents import FunctionAgent
 from loomk.bus import Subscription
+from loomk.testing import open_test_kernel
 
 RESTARTED = "system.agent.restarted"
 FAILED = "system.agent.failed"
@@ -194,7 +195,7 @@ async def test_failed_event_is_not_retried_and_queued_events_reach_a_fresh_insta
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     journal = Journal()
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         original = Worker("w", journal)
         handle = await kernel.spawn(original, backoff_s=0.1, jitter=0)
         await publish(kernel, b"boom", b"a", b"b")
@@ -226,7 +227,7 @@ async def test_events_published_during_the_backoff_reach_the_fresh_instance(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     journal = Journal()
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         handle = await kernel.spawn(Worker("w", journal), backoff_s=2, jitter=0)
         await publish(kernel, b"boom")
         await trio.sleep(1)
@@ -243,7 +244,7 @@ async def test_fresh_instance_is_rebuilt_from_the_constructor_arguments(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     journal = Journal()
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         original = Worker("w", journal, label="blue", stop_raises=False)
         handle = await kernel.spawn(original, backoff_s=0.1, jitter=0)
         await publish(kernel, b"x", b"y", b"boom", b"z")
@@ -268,7 +269,7 @@ async def test_function_agent_is_restarted_with_the_same_handler(
         if event.payload == b"boom":
             raise ValueError("boom")
 
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         handle = await kernel.spawn(handler, backoff_s=0.1, jitter=0)
         await publish(kernel, b"a", b"boom", b"b")
         await trio.sleep(1)
@@ -285,7 +286,7 @@ async def test_restart_is_announced_after_the_backoff(
 ) -> None:
     journal = Journal()
     seen: list[tuple[float, str, Event]] = []
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         kernel.start_soon(collect, kernel.bus.subscribe("system.agent.>"), seen)
         await kernel.spawn(Worker("w", journal), backoff_s=0.5, jitter=0)
         await trio.sleep(1)
@@ -327,7 +328,7 @@ async def test_restart_kinds(
     autojump_clock: trio.testing.MockClock, restart: str, trigger: bytes, outcome: str
 ) -> None:
     journal = Journal()
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         watch = kernel.bus.subscribe("system.agent.>")
         handle = await kernel.spawn(Worker("w", journal), restart=restart, backoff_s=0.1, jitter=0)
         await publish(kernel, trigger, b"after")
@@ -359,7 +360,7 @@ async def test_permanent_agent_is_restarted_after_every_normal_exit(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     journal = Journal()
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         watch = kernel.bus.subscribe("system.agent.>")
         handle = await kernel.spawn(Worker("w", journal), backoff_s=0.1, jitter=0, window_s=0.5)
         for _ in range(8):
@@ -378,7 +379,7 @@ async def test_gives_up_after_max_restarts_within_the_window(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     journal = Journal()
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         watch = kernel.bus.subscribe("system.agent.>")
         handle = await kernel.spawn(
             Worker("w", journal), max_restarts=3, window_s=10, backoff_s=0.1, jitter=0
@@ -430,7 +431,7 @@ async def test_max_restarts_zero_gives_up_on_the_first_failure(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     journal = Journal()
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         watch = kernel.bus.subscribe("system.agent.>")
         handle = await kernel.spawn(Worker("w", journal), max_restarts=0)
         await publish(kernel, b"boom", b"never")
@@ -445,7 +446,7 @@ async def test_failures_spread_wider_than_the_window_keep_restarting(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     journal = Journal()
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         watch = kernel.bus.subscribe("system.agent.>")
         handle = await kernel.spawn(
             Worker("w", journal), max_restarts=1, window_s=1, backoff_s=0.1, jitter=0
@@ -465,7 +466,7 @@ async def test_failures_spread_wider_than_the_window_keep_restarting(
 
 async def test_the_window_slides_with_the_clock(autojump_clock: trio.testing.MockClock) -> None:
     journal = Journal()
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         handle = await kernel.spawn(
             Worker("w", journal), max_restarts=2, window_s=10, backoff_s=0.1, jitter=0
         )
@@ -489,7 +490,7 @@ async def test_backoff_doubles_within_the_window_and_is_capped(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     journal = Journal()
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         handle = await kernel.spawn(
             Worker("w", journal),
             max_restarts=10,
@@ -510,7 +511,7 @@ async def test_backoff_starts_over_once_the_window_has_passed(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     journal = Journal()
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         await kernel.spawn(Worker("w", journal), max_restarts=5, window_s=5, backoff_s=1, jitter=0)
         await publish(kernel, b"boom", b"boom")
         await trio.sleep(30)
@@ -524,7 +525,7 @@ async def test_backoff_jitter_stays_within_its_bounds(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     journal = Journal()
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         handle = await kernel.spawn(
             Worker("w", journal),
             max_restarts=20,
@@ -556,7 +557,7 @@ async def test_critical_agent_giving_up_stops_the_kernel_with_agent_failed(
     reached_end = []
 
     async def body() -> None:
-        async with loomk.open_kernel() as kernel:
+        async with open_test_kernel() as kernel:
             kernels.append(kernel)
             watches.append(kernel.bus.subscribe("system.agent.>"))
             await kernel.spawn(Worker("by", bystander, topic="work2"))
@@ -606,7 +607,7 @@ async def test_critical_agent_within_its_limits_does_not_stop_the_kernel(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     journal = Journal()
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         handle = await kernel.spawn(
             Worker("w", journal), critical=True, max_restarts=2, backoff_s=0.1, jitter=0
         )
@@ -631,7 +632,7 @@ async def test_non_critical_give_up_leaves_the_kernel_running(
 ) -> None:
     journal = Journal()
     seen: list[tuple[float, bytes]] = []
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         await kernel.spawn(Recorder("rec", seen))
         await kernel.spawn(Worker("w", journal), restart="temporary")
         await publish(kernel, b"boom")
@@ -651,7 +652,7 @@ async def test_a_crash_looping_agent_never_delays_another_agent(
 ) -> None:
     journal = Journal()
     seen: list[tuple[float, bytes]] = []
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         await kernel.spawn(Recorder("rec", seen))
         crasher = await kernel.spawn(
             Worker("w", journal),
@@ -680,7 +681,7 @@ async def test_a_hanging_agent_never_blocks_another_agent(
 ) -> None:
     journal = Journal()
     seen: list[tuple[float, bytes]] = []
-    async with loomk.open_kernel(shutdown_timeout_s=2) as kernel:
+    async with open_test_kernel(shutdown_timeout_s=2) as kernel:
         await kernel.spawn(Worker("h", journal))
         await kernel.spawn(Recorder("rec", seen))
         await publish(kernel, b"hang", b"queued")
@@ -705,7 +706,7 @@ async def test_stop_agent_cancels_a_hanging_agent_after_the_timeout(
 ) -> None:
     journal = Journal()
     seen: list[tuple[float, bytes]] = []
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         watch = kernel.bus.subscribe("system.agent.>")
         handle = await kernel.spawn(Worker("h", journal))
         await kernel.spawn(Recorder("rec", seen))
@@ -733,7 +734,7 @@ async def test_shutdown_with_a_hanging_agent_is_bounded_by_the_shutdown_timeout(
 ) -> None:
     hanging = Journal()
     other = Journal()
-    async with loomk.open_kernel(shutdown_timeout_s=2) as kernel:
+    async with open_test_kernel(shutdown_timeout_s=2) as kernel:
         await kernel.spawn(Worker("h", hanging))
         await kernel.spawn(Worker("o", other, topic="work2"), restart="temporary")
         await publish(kernel, b"hang")
@@ -750,7 +751,7 @@ async def test_shutdown_with_a_hanging_handler_and_on_stop_is_bounded(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     journal = Journal()
-    async with loomk.open_kernel(shutdown_timeout_s=2) as kernel:
+    async with open_test_kernel(shutdown_timeout_s=2) as kernel:
         await kernel.spawn(Worker("h", journal, stop_hangs=True))
         await publish(kernel, b"hang")
         await trio.sleep(1)
@@ -767,7 +768,7 @@ async def test_handler_returning_a_value_is_a_contract_failure(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     journal = Journal()
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         watch = kernel.bus.subscribe("system.agent.>")
         handle = await kernel.spawn(Worker("w", journal), backoff_s=0.1, jitter=0)
         await publish(kernel, b"list", b"next")
@@ -790,7 +791,7 @@ async def test_handler_returning_an_unawaited_coroutine_is_a_contract_failure(
 ) -> None:
     journal = Journal()
     try:
-        async with loomk.open_kernel() as kernel:
+        async with open_test_kernel() as kernel:
             handle = await kernel.spawn(Worker("w", journal), backoff_s=0.1, jitter=0)
             await publish(kernel, b"coro", b"next")
             await trio.sleep(1)
@@ -807,7 +808,7 @@ async def test_on_stop_raising_does_not_prevent_a_restart(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     journal = Journal()
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         handle = await kernel.spawn(Worker("w", journal, stop_raises=True), backoff_s=0.1, jitter=0)
         await publish(kernel, b"boom", b"next")
         await trio.sleep(1)
@@ -827,7 +828,7 @@ async def test_on_stop_raising_does_not_prevent_a_stop(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     journal = Journal()
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         handle = await kernel.spawn(Worker("w", journal, stop_raises=True))
         await publish(kernel, b"a")
         t0 = trio.current_time()
@@ -844,7 +845,7 @@ async def test_on_start_raising_is_a_failure_and_is_restarted(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     journal = Journal()
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         watch = kernel.bus.subscribe("system.agent.>")
         handle = await kernel.spawn(Worker("w", journal, start_failures=1), backoff_s=0.5, jitter=0)
         await publish(kernel, b"a")
@@ -865,7 +866,7 @@ async def test_on_start_failing_every_time_gives_up(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     journal = Journal()
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         watch = kernel.bus.subscribe("system.agent.>")
         handle = await kernel.spawn(
             Worker("w", journal, start_failures=100), max_restarts=2, backoff_s=0.1, jitter=0
@@ -885,7 +886,7 @@ async def test_stop_agent_during_the_backoff_stops_without_another_restart(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     journal = Journal()
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         watch = kernel.bus.subscribe("system.agent.>")
         handle = await kernel.spawn(Worker("w", journal), backoff_s=5, jitter=0)
         await publish(kernel, b"boom")
@@ -909,7 +910,7 @@ async def test_shutdown_during_the_backoff_does_not_restart(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     journal = Journal()
-    async with loomk.open_kernel(shutdown_timeout_s=2) as kernel:
+    async with open_test_kernel(shutdown_timeout_s=2) as kernel:
         watch = kernel.bus.subscribe("system.agent.>")
         handle = await kernel.spawn(Worker("w", journal), backoff_s=3, jitter=0)
         await publish(kernel, b"boom")
@@ -941,7 +942,7 @@ async def test_spawn_rejects_a_bad_policy_and_registers_nothing(
     autojump_clock: trio.testing.MockClock, options: dict[str, Any]
 ) -> None:
     journal = Journal()
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         kernel_own = kernel.bus.subscription_stats()  # the collaboration service's
         with pytest.raises(AgentError):
             await kernel.spawn(Worker("w", journal), **options)
@@ -959,7 +960,7 @@ async def test_spawn_rejects_a_bad_stop_timeout(
 ) -> None:
     # Accepted today, the value reaches trio.move_on_after when the agent stops or fails,
     # raises ValueError inside the agent's task and crashes the whole kernel.
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         with pytest.raises(AgentError):
             await kernel.spawn(Worker("w", Journal()), stop_timeout_s=stop_timeout_s)
         assert kernel.agents.list() == []
@@ -982,7 +983,7 @@ async def test_on_start_returning_a_value_is_a_contained_contract_failure(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     journal = Journal()
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         handle = await kernel.spawn(StartReturnsValue("s", journal), backoff_s=0.5, jitter=0)
         await trio.sleep(1)
         assert isinstance(handle.last_error, AgentContractError)
@@ -1013,7 +1014,7 @@ async def test_a_failing_constructor_on_restart_gives_up_without_stopping_the_ke
 ) -> None:
     BuiltOnce.built = 0
     seen: list[tuple[float, bytes]] = []
-    async with loomk.open_kernel() as kernel:
+    async with open_test_kernel() as kernel:
         watch = kernel.bus.subscribe("system.agent.failed")
         handle = await kernel.spawn(BuiltOnce("once"), backoff_s=0.1, jitter=0)
         await kernel.spawn(Recorder("other", seen))
