@@ -1,7 +1,8 @@
 """loomk: a trio-based structured-concurrency microkernel for event-driven AI agents.
 
 Embed it with ``loomk.run(main)`` or ``async with loomk.open_kernel() as kernel``; publish and
-subscribe through ``kernel.bus``. See README.md and DESIGN.md for the architecture.
+subscribe through ``kernel.bus``; spawn agents with ``kernel.spawn``. README.md shows the
+way in, docs/architecture.md the layers and modules.
 """
 
 from typing import TYPE_CHECKING, Any

@@ -68,9 +68,10 @@ class Agent:
     Class attributes: ``topics`` (patterns or :class:`Topic`), ``capabilities`` and
     ``metadata`` (published in the agent directory; Loom's ``routing.*`` keys set the
     agent's routing policy). With ``routed = True`` the runtime routes each event before
-    ``on_event`` (Loom §6): the event carries ``routing_decision`` and ``routing_target``
-    metadata, and a hybrid decision calls ``on_event`` twice, ``phase=quick`` (local) then
-    ``phase=refine`` (cloud). The id is given to the constructor.
+    ``on_event``, as Loom's agent loop does: the event carries ``routing_decision`` and
+    ``routing_target`` metadata, and a hybrid decision calls ``on_event`` twice,
+    ``phase=quick`` (local) then ``phase=refine`` (cloud). The id is given to the
+    constructor.
     """
 
     topics: ClassVar[Sequence[TopicLike]] = ()

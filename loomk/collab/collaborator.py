@@ -1,11 +1,11 @@
 """Collaboration primitives over the bus: request/reply, fanout/fanin, barrier, contract-net.
 
-The wire conventions are Loom's (LOOM-REFERENCE §4), so Loom responders and bridge clients
-interoperate: a call has a thread, correlation is by ``correlation_id``, answers go to the
-envelope's reply topic ``thread.{id}.reply``, contract-net talks on ``thread.{id}.broadcast``,
-and every control event is tagged ``collab``. What Loom documented but never built is here
-too: the fanout strategies ``any``, ``first_k``, ``majority`` and ``all``, barriers, and the
-execute phase of contract-net.
+The wire conventions are the ones Loom's collaboration code uses, so Loom responders and
+bridge clients interoperate: a call has a thread, correlation is by ``correlation_id``,
+answers go to the envelope's reply topic ``thread.{id}.reply``, contract-net talks on
+``thread.{id}.broadcast``, and every control event is tagged ``collab``. What Loom
+documented but never built is here too: the fanout strategies ``any``, ``first_k``,
+``majority`` and ``all``, barriers, and the execute phase of contract-net.
 
 Every call waits on the kernel's :class:`CollabService`, which hands it the answers as they
 are published; nothing it registers outlives it, whether it ends by answer, timeout or

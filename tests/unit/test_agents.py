@@ -1,6 +1,6 @@
 """The agent runtime: Agent API, spawn/stop lifecycle, subscriptions, mailbox, envelope, Context.
 
-Covers LOOM-REFERENCE §6 "Test expectations" adapted to loomk, plus what loomk does unlike
+Covers what Loom's agent runtime tests expect, adapted to loomk, plus what loomk does unlike
 Loom (graceful stop, typed errors, QoS-ordered mailbox). Every test runs a real kernel and
 synchronises with trio Events and ``wait_all_tasks_blocked``, never with sleeps. Restart
 policies, backoff and critical agents are tested with the supervisor, not here.
@@ -123,7 +123,7 @@ def gate(i: int = 0) -> Event:
     return Event("gate", str(i).encode())
 
 
-# --- spawning and basic delivery (LOOM §6 expectations) -----------------------------------
+# --- spawning and basic delivery (what Loom's runtime tests expect) -----------------------
 
 
 async def test_agent_receives_five_events_in_order() -> None:

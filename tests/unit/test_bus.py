@@ -1,6 +1,6 @@
 """Unit tests for loomk.bus.EventBus and Subscription: delivery, wildcards, stats, lifecycle.
 
-Covers the rows of Loom's "What tests assert" table (LOOM-REFERENCE §2), adapted to loomk's
+Covers what Loom's event bus tests assert, adapted to loomk's
 names, minus the timing assertions (benchmarks measure speed, tests do not).
 """
 

@@ -1,4 +1,4 @@
-"""Contract-net (LOOM-REFERENCE §4 ``contract_net`` plus the execute phase Loom only documented).
+"""Contract-net (Loom's ``contract_net``, plus the execute phase Loom only documented).
 
 Bidders are agents on ``thread.*.broadcast`` proposing with ``ctx.propose`` and reporting with
 ``ctx.report``, and plain bus publishers where the order or form of proposals must be exact.

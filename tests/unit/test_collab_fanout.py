@@ -1,4 +1,4 @@
-"""Fanout/fanin (LOOM-REFERENCE §4 ``fanout_fanin`` plus the strategies Loom only documented).
+"""Fanout/fanin (Loom's ``fanout_fanin``, plus the strategies Loom only documented).
 
 Each strategy's stopping rule is shown with responders that answer only when the test releases
 them, so a call is seen not to return after ``needed - 1`` answers and to return exactly at

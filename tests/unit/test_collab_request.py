@@ -1,4 +1,4 @@
-"""Request/reply over the bus (LOOM-REFERENCE §4 ``request_reply``), as loomk keeps it.
+"""Request/reply over the bus, on the wire conventions of Loom's ``request_reply``.
 
 Responders are real agents and plain bus subscribers answering Loom-style. Covers the answer,
 correlation, the request's envelope, timeouts (``collab.timeout`` on the reply topic),

@@ -1,5 +1,5 @@
 """Interactive calls on the agent Context (request, fanout, barrier, contract-net, invoke) and
-agent actions (LOOM-REFERENCE §6 "Agent actions").
+agent actions as Loom's runtime publishes them.
 
 An interactive call acts outside the agent, so it first commits the state the handler wrote
 and publishes the events it held. ``ctx.invoke`` maps priority to QoS, gives the call a fresh
@@ -273,7 +273,7 @@ async def test_the_provider_gets_the_qos_and_a_fresh_envelope(
         kernel.broker.register(provider)
         seen = capture_events(kernel.bus, "agent.worker")
         await kernel.spawn(ScriptedAgent("worker", {"go": go}))
-        # the incoming event's thread is not propagated to the call (Loom §6)
+        # the incoming event's thread is not propagated to the call (as in Loom)
         await kernel.bus.publish("in.worker", Event("go", metadata={"thread_id": "incoming"}))
         await settle()
     [call] = provider.calls

@@ -1,5 +1,5 @@
-"""The agent directory: its indices on their own (LOOM-REFERENCE §5), and kept current by the
-runtime on spawn, subscribe, unsubscribe and stop (which Loom never did).
+"""The agent directory: its indices on their own (as Loom's directory has them), and kept
+current by the runtime on spawn, subscribe, unsubscribe and stop (which Loom never did).
 """
 
 from __future__ import annotations

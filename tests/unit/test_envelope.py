@@ -1,4 +1,4 @@
-"""Unit tests for loomk.envelope, checked against Loom's envelope (LOOM-REFERENCE §3)."""
+"""Unit tests for loomk.envelope, checked against how Loom's envelope behaves."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """``llm.generate`` through a real broker over a scripted ``generate`` function: the request
-the model client receives (Loom §8.2 payload, normalised), the output it gives back, and the
-error codes for bad payloads and failing clients.
+the model client receives (Loom's ``llm.generate`` payload, normalised), the output it
+gives back, and the error codes for bad payloads and failing clients.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """``weather.get`` through a real broker against a loopback server speaking Open-Meteo's
-geocoding and forecast JSON (LOOM-REFERENCE §8.2): the requests it sends, the output it
+geocoding and forecast JSON, as Loom's provider uses them: the requests it sends, the output it
 builds, Loom's error codes, and its timeout on a MockClock.
 """
 

@@ -1,5 +1,5 @@
 """``web.search`` through a real broker against a loopback server speaking DuckDuckGo's
-Instant Answer JSON (LOOM-REFERENCE §8.2): the request, the ordering and flattening of
+Instant Answer JSON, as Loom's provider uses it: the request, the ordering and flattening of
 results, ``top_k``, the stub, Loom's URL encoding and error codes, and the timeout.
 """
 

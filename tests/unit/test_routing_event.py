@@ -1,4 +1,5 @@
-"""The ``routing_decision`` observability event (Loom §6 step 6) published on ``agent.{id}``."""
+"""The ``routing_decision`` observability event, published on ``agent.{id}`` after each
+routing decision as Loom's agent loop does."""
 
 from __future__ import annotations
 
