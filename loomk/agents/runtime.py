@@ -157,10 +157,10 @@ class AgentRuntime:
             ids.add(agent_id)
             for topic in topics_of(agent):
                 validate_pattern(topic.pattern)
-        with _gc_paused():
+        with _gc_paused():  # the handles too: allocations past it would start a full pass
             records = [self._start(agent, policy, stop_timeout_s) for agent in batch]
             await self._until_started(records)
-        return [record.handle for record in records]
+            return [record.handle for record in records]
 
     def _check(self, agent: Agent) -> Agent:
         if not isinstance(agent, Agent):

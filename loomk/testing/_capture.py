@@ -101,11 +101,20 @@ class EventCapture:
             woken = trio.Event()
             self._waiters.append((count, woken))
             await woken.wait()
+            if len(self._items) < count:  # woken by detach(): no more will come
+                raise RuntimeError(
+                    f"the capture of {self.pattern!r} was detached with "
+                    f"{len(self._items)} of {count} events"
+                )
         return [event for _, event in self._items[:count]]
 
     def detach(self) -> None:
-        """Stop recording (idempotent); what was recorded stays."""
+        """Stop recording (idempotent); what was recorded stays. A pending
+        :meth:`wait_for` raises ``RuntimeError``, as no more events will come."""
         self._bus.detach(self._binding)
+        waiters, self._waiters = self._waiters, []
+        for _, woken in waiters:
+            woken.set()
 
     def __enter__(self) -> EventCapture:
         return self

@@ -227,6 +227,24 @@ async def test_wait_for_wakes_once_enough_events_have_arrived() -> None:
         await capture.wait_for(5)  # could only hang
 
 
+async def test_a_wait_pending_when_the_capture_is_detached_raises_instead_of_hanging() -> None:
+    bus = loomk.EventBus()
+    capture = capture_events(bus, "t")
+    raised: list[str] = []
+
+    async def waiter() -> None:
+        with pytest.raises(RuntimeError) as info:
+            await capture.wait_for(2)
+        raised.append(str(info.value))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiter)
+        await settle()
+        await bus.publish("t", Event("n"))
+        capture.detach()
+    assert raised == ["the capture of 't' was detached with 1 of 2 events"]
+
+
 async def test_capture_works_on_a_kernel_bus() -> None:
     async def echo(ctx: Context, event: Event) -> None:
         await ctx.emit("chat.out", Event("echo", event.payload))
