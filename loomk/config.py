@@ -186,16 +186,19 @@ class Config:
         config_file: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        defaults: Mapping[str, object] | None = None,
         **overrides: object,
     ) -> Config:
         """Merge defaults < TOML file < ``LOOMK_*`` environment < ``overrides`` and validate.
 
         ``env`` defaults to ``os.environ`` and ``cwd`` to the current directory; both exist
-        so callers (and tests) can load without touching process state.
+        so callers (and tests) can load without touching process state. ``defaults`` replace
+        field defaults, below every source (as a test kit's own defaults should be).
         """
         environ: Mapping[str, str] = os.environ if env is None else env
         base = Path.cwd() if cwd is None else Path(cwd)
-        values: dict[str, object] = _from_aliases(environ)  # Loom's names: below the file
+        values: dict[str, object] = _from_kwargs(defaults or {})
+        values.update(_from_aliases(environ))  # Loom's names: below the file
         path = _find_file(config_file, environ, base)
         if path is not None:
             values.update(_from_file(path))

@@ -199,9 +199,13 @@ class Event:
             if source.__class__ is not str:
                 raise EventError(f"event source must be a str, got {source!r}")
             metadata = changes.get("metadata", _UNCHANGED)
-            copy = self._copy(
-                dict(self.metadata) if metadata is _UNCHANGED else _checked_metadata(metadata)
-            )
+            if metadata is _UNCHANGED:
+                metadata = dict(self.metadata)
+            elif metadata is None:  # as the constructor takes it: no metadata
+                metadata = {}
+            else:
+                metadata = _checked_metadata(metadata)
+            copy = self._copy(metadata)
             copy._id = self.id
             copy.source = source
             return copy
@@ -231,18 +235,8 @@ class Event:
                 raise EventError(f"event metadata must map str to str, got {key!r}: {value!r}")
         metadata = dict(self.metadata)
         metadata.update(entries)
-        return self._with_checked_metadata(metadata)
-
-    def _with_checked_metadata(self, metadata: dict[str, str], source: str | None = None) -> Event:
-        """A copy (same id) carrying ``metadata``, which the caller built from checked parts.
-
-        ``with_metadata`` and the kernel's own senders run this per message, so it copies
-        fields instead of validating them all again as :meth:`replace` does.
-        """
-        copy = self._copy(metadata)
+        copy = self._copy(metadata)  # the entries were checked above, the rest when made
         copy._id = self.id
-        if source is not None:
-            copy.source = source
         return copy
 
     # ---- envelope helpers (Loom's EventExt) --------------------------------------------

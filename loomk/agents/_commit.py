@@ -1,6 +1,7 @@
 """The handler transaction: what an agent's handlers did that is not committed yet.
 
-One :class:`Transaction` exists per running agent instance, owned by the runtime. While a
+One :class:`Transaction` exists per running agent instance, owned by the runtime (it also
+carries the instance's request to end, ``ctx.stop()``, which must not outlive it). While a
 handler runs (``holding``), the events it emits wait in the outbox and its ``ctx.state``
 writes in the state view. When it returns, the runtime *seals* its work into the commit
 group; a group is committed as one atomic state write, after which its held events are
@@ -35,7 +36,17 @@ Publish = Callable[[str, Event], Awaitable[int]]
 class Transaction:
     """The uncommitted work of one agent instance: state writes, held events, handlers."""
 
-    __slots__ = ("_mark", "_publish", "_store", "_view", "agent_id", "grouped", "holding", "outbox")
+    __slots__ = (
+        "_mark",
+        "_publish",
+        "_store",
+        "_view",
+        "agent_id",
+        "grouped",
+        "holding",
+        "outbox",
+        "stop_requested",
+    )
 
     def __init__(self, agent_id: str, store: AgentStateStore, publish: Publish) -> None:
         self.agent_id = agent_id
@@ -46,6 +57,7 @@ class Transaction:
         self._mark = 0  # held events before it belong to handlers that returned
         self.grouped = 0  # handlers that returned since the last group commit
         self._view: AgentStateView | None = None  # loaded on first use
+        self.stop_requested = False  # the instance called ctx.stop(): end after this handler
 
     @property
     def state(self) -> AgentStateView:

@@ -68,7 +68,6 @@ class AgentRecord:
         "scope",
         "started",
         "status",
-        "stop_requested",
         "stop_timeout_s",
         "stopping",
         "task",
@@ -94,7 +93,6 @@ class AgentRecord:
         self.carried: AbstractSet[str] = NO_PATTERNS
         self.status = "starting"
         self.stopping = False  # the agent is being stopped: no restart, no new subscription
-        self.stop_requested = False  # the current instance called ctx.stop()
         self.handled = 0
         self.expired = 0
         self.failures = 0

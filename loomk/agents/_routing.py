@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from loomk.errors import AgentContractError
+from loomk.agents.agent import returned_a_value
 from loomk.events import Event
 from loomk.llm import Route
 
@@ -35,10 +35,7 @@ def event_handler(instance: Agent) -> Handler:
         for one in await _passes(ctx, event):
             result: object = await instance.on_event(ctx, one)  # type: ignore[func-returns-value]
             if result is not None:
-                raise AgentContractError(
-                    f"{type(instance).__name__}.on_event must return None, "
-                    f"got {type(result).__name__}"
-                )
+                raise returned_a_value(instance, "on_event", result)
 
     return routed_on_event
 

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from loomk.agents.agent import returned_a_value
 from loomk.bus import EMPTY
-from loomk.errors import AgentContractError
 from loomk.events import delivered_event
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ async def serve(
     sender = ctx.sender
     budget = _CHECKPOINT_EVERY
     transaction.holding = True  # while handlers run (all of this loop but parking)
-    while not record.stop_requested:
+    while not transaction.stop_requested:
         item = take()
         if item is EMPTY:
             if transaction.grouped:
@@ -63,10 +63,7 @@ async def serve(
             continue
         result: object = await handler(ctx, event)  # type: ignore[func-returns-value]
         if result is not None:
-            raise AgentContractError(
-                f"{type(record.agent).__name__}.on_event must return None, "
-                f"got {type(result).__name__}"
-            )
+            raise returned_a_value(record.agent, "on_event", result)
         if transaction.seal():  # the group is full, or holds events to release
             record.handled += await transaction.commit_group()
         budget -= 1

@@ -25,7 +25,7 @@ from loomk.envelope import agent_reply_topic
 from loomk.errors import AgentNotFound, AlreadySubscribed, NotSubscribed
 from loomk.events import QoS
 
-__all__ = ["AgentSubscriptions", "topics_of"]
+__all__ = ["AgentSubscriptions", "check_distinct", "topics_of"]
 
 
 def topics_of(agent: Agent) -> list[Topic]:
@@ -104,7 +104,6 @@ class AgentSubscriptions:
         if pattern in record.carried:
             record.carried = record.carried - {pattern}
         self._bus.detach(binding)
-        record.mailbox.wake()
         self._directory.remove_topic(record.agent_id, pattern)
         await trio.lowlevel.checkpoint()
 
@@ -116,17 +115,18 @@ class AgentSubscriptions:
     async def end_carried(self, record: AgentRecord) -> None:
         """After ``on_start``: end what the previous instance subscribed and this one did
         not make again."""
+        for pattern in list(record.carried):
+            if record.stopping:  # a stop came meanwhile: it takes the agent off the bus anyway
+                break
+            await self.unsubscribe(record, pattern)
         if record.stopping:
             record.carried = NO_PATTERNS
-            return
-        for pattern in list(record.carried):
-            await self.unsubscribe(record, pattern)
 
     def detach_all(self, record: AgentRecord) -> None:
         """Take the agent off the bus: nothing new reaches it; what is queued stays."""
         for binding in record.bindings.values():
             self._bus.detach(binding)
-        record.mailbox.wake()
+        record.mailbox.wake()  # even with no subscription left, a parked agent sees the stop
 
     def leave_directory(self, record: AgentRecord) -> None:
         """Forget the agent's patterns in the directory (it is stopping)."""

@@ -22,9 +22,10 @@ import trio
 from loomk.agents._commit import Transaction
 from loomk.agents._routing import event_handler
 from loomk.agents._serve import serve
+from loomk.agents.agent import returned_a_value
 from loomk.agents.context import Context
 from loomk.agents.supervisor import RestartTracker
-from loomk.errors import AgentContractError, AgentFailed
+from loomk.errors import AgentFailed
 from loomk.events import Event
 from loomk.telemetry.logging import get_logger
 
@@ -113,17 +114,13 @@ class Supervisor:
         services = self._services
         transaction = Transaction(record.agent_id, services.state, services.bus.publish)
         ctx = Context(services, record, transaction, self._subscriptions)
-        record.stop_requested = False
         failure: Exception | None = None
         try:
             record.status = "starting"
             transaction.holding = True
             started: object = await instance.on_start(ctx)  # type: ignore[func-returns-value]
             if started is not None:
-                raise AgentContractError(
-                    f"{type(instance).__name__}.on_start must return None, "
-                    f"got {type(started).__name__}"
-                )
+                raise returned_a_value(instance, "on_start", started)
             if transaction.dirty:
                 await transaction.flush()
             transaction.holding = False
@@ -173,8 +170,14 @@ class Supervisor:
         try:
             record.handled += await transaction.commit_group()
         except Exception as error:  # e.g. the store failed: those handlers are lost
-            transaction.abandon()
-            _log.error("commit failed", agent_id=record.agent_id, error=repr(error), exc_info=error)
+            lost = transaction.abandon()
+            _log.error(
+                "commit failed; handlers lost",
+                agent_id=record.agent_id,
+                handlers=lost,
+                error=repr(error),
+                exc_info=error,
+            )
 
     async def _give_up(self, record: AgentRecord, failure: Exception | None) -> None:
         record.status = "failed"

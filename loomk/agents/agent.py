@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from loomk.bus.overflow import OverflowLike
-from loomk.errors import InvalidAgentId
+from loomk.errors import AgentContractError, InvalidAgentId
 from loomk.events import Event, QoS
 
 if TYPE_CHECKING:
     from loomk.agents.context import Context
 
-__all__ = ["Agent", "FunctionAgent", "Topic", "agent", "validate_agent_id"]
+__all__ = ["Agent", "FunctionAgent", "Topic", "agent", "returned_a_value", "validate_agent_id"]
 
 _AGENT_ID = re.compile(r"[A-Za-z0-9_\-:]+(\.[A-Za-z0-9_\-:]+)*")
 MAX_AGENT_ID_LENGTH = 200
@@ -120,6 +120,14 @@ class Agent:
 
 
 Handler = Callable[["Context", Event], Awaitable[None]]
+
+
+def returned_a_value(instance: Agent, hook: str, result: object) -> AgentContractError:
+    """The error for a hook (``on_start``, ``on_event``) that returned something: hooks
+    return None, and a value usually means a forgotten ``await`` or a misplaced ``return``."""
+    return AgentContractError(
+        f"{type(instance).__name__}.{hook} must return None, got {type(result).__name__}"
+    )
 
 
 class FunctionAgent(Agent):

@@ -53,7 +53,6 @@ class Context:
     __slots__ = (
         "_collaborator",
         "_decided",
-        "_instance",
         "_log",
         "_record",
         "_subscriptions",
@@ -74,7 +73,6 @@ class Context:
         self.agent_id = record.agent_id
         self.sender = f"agent.{record.agent_id}"
         self._record = record
-        self._instance = record.agent  # the instance this context belongs to
         self._transaction = transaction
         self._subscriptions = subscriptions
         self._log: Any = None
@@ -312,7 +310,5 @@ class Context:
         A ``permanent`` agent is started again; ``transient`` and ``temporary`` ones stay
         stopped.
         """
-        record = self._record
-        if record.agent is self._instance:  # a stale context cannot stop a later instance
-            record.stop_requested = True
-            record.mailbox.wake()
+        self._transaction.stop_requested = True  # this instance's: a later one is not touched
+        self._record.mailbox.wake()

@@ -25,7 +25,7 @@ from typing import Any
 import trio
 
 from loomk.agents._record import AgentHandle, AgentRecord
-from loomk.agents._subscriptions import AgentSubscriptions, topics_of
+from loomk.agents._subscriptions import AgentSubscriptions, check_distinct, topics_of
 from loomk.agents._supervise import Supervisor
 from loomk.agents.agent import Agent, validate_agent_id
 from loomk.agents.directory import AgentDirectory, AgentInfo
@@ -155,7 +155,9 @@ class AgentRuntime:
             if agent_id in ids:
                 raise AgentExists(f"Agent {agent_id} appears twice in spawn_many")
             ids.add(agent_id)
-            for topic in topics_of(agent):
+            topics = topics_of(agent)
+            check_distinct(agent_id, topics)
+            for topic in topics:
                 validate_pattern(topic.pattern)
         with _gc_paused():  # the handles too: allocations past it would start a full pass
             records = [self._start(agent, policy, stop_timeout_s) for agent in batch]
@@ -295,8 +297,6 @@ class AgentRuntime:
         if self._records.get(record.agent_id) is record:
             del self._records[record.agent_id]
             self.directory.unregister(record.agent_id)
-        if record.backoff is not None:
-            record.backoff.cancel()
         self._subscriptions.detach_all(record)
         record.mailbox.discard()
         if record.status != "failed":

@@ -27,13 +27,14 @@ __all__ = ["AgentDefaults", "AgentServices", "AgentStateStore", "CapabilityInvok
 
 @dataclass(frozen=True, slots=True)
 class AgentDefaults:
-    """Settings every agent starts with unless its spawn says otherwise."""
+    """Settings every agent starts with unless its spawn says otherwise (the kernel takes
+    them from its :class:`~loomk.Config`, which checks them)."""
 
-    stop_timeout_s: float = 5.0
+    stop_timeout_s: float
     """How long a graceful stop waits for the agent (and, separately, for its ``on_stop``)."""
-    memory_max_items: int = 256
+    memory_max_items: int
     """Items kept in an agent's ephemeral memory (``ctx.memory``)."""
-    memory_max_bytes: int = 256 * 1024
+    memory_max_bytes: int
     """Bytes kept in an agent's ephemeral memory."""
 
 

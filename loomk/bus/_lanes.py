@@ -65,6 +65,7 @@ class Lane:
 
     __slots__ = (
         "_buf",
+        "_plain_take",
         "_room",
         "_senders",
         "capacity",
@@ -94,6 +95,8 @@ class Lane:
         self._room = 0
         # Publishers parked on a full ``block`` lane, with their items (None: never blocks).
         self._senders: OrderedDict[Any, Item] | None = None
+        # Whether taking is the base FIFO take, which the mailbox may do in place.
+        self._plain_take = type(self).take_nowait is Lane.take_nowait
 
     def __len__(self) -> int:
         return len(self._buf)
@@ -403,11 +406,21 @@ class HandlerLane(Lane):
     claim, or that makes it raise, is counted as dropped (``unclaimed``, ``handler_error``).
     """
 
-    __slots__ = ("handler",)
+    __slots__ = ("handler", "on_close")
 
-    def __init__(self, handler: EventHandler, policy: Overflow) -> None:
+    def __init__(
+        self, handler: EventHandler, policy: Overflow, on_close: Callable[[], None] | None = None
+    ) -> None:
         super().__init__(QoS.REALTIME, 1, policy, Mailbox())
         self.handler = handler
+        self.on_close = on_close  # told once, when the lane closes (detached, bus closed)
+
+    def close(self) -> None:
+        """No more events; tell whoever asked, once."""
+        super().close()
+        on_close, self.on_close = self.on_close, None
+        if on_close is not None:
+            on_close()
 
     def offer(self, item: Item) -> bool:
         """Hand the event over at once; never queues, never waits."""
@@ -483,7 +496,7 @@ class Mailbox:
         for lane in self._lanes:
             buf = lane._buf
             if buf:
-                if buf.__class__ is deque and not lane._senders:
+                if lane._plain_take and not lane._senders:
                     item = buf.popleft()
                     lane.delivered += 1
                     item[0].stats.delivered += 1

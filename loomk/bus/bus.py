@@ -70,6 +70,10 @@ class _TopicCounters:
             self.dropped[reason] = self.dropped.get(reason, 0) + count
 
 
+Target = tuple[Callable[[Item], "bool | None"], "Binding"]
+"""A binding of a route, with its ``offer`` bound once for the publish loop."""
+
+
 class Route:
     """A published topic, the subscriptions it currently reaches, and its counters."""
 
@@ -79,7 +83,7 @@ class Route:
         self.topic = topic
         self.bindings: tuple[Binding, ...] = ()
         # Each binding with its ``offer`` bound once, for the publish loop.
-        self.targets: tuple[tuple[Callable[[Item], bool | None], Binding], ...] = ()
+        self.targets: tuple[Target, ...] = ()
         self.width = 0
         self.generation = -1
         self.stats = _TopicCounters()
@@ -242,7 +246,8 @@ class EventBus:
         stats.matched += route.width
         delivered = 0
         item = (route, event)
-        for offer, binding in route.targets:
+        targets = route.targets  # this publish's fan-out, however subscriptions change meanwhile
+        for offer, binding in targets:
             accepted = offer(item)
             if accepted:
                 delivered += 1
@@ -250,7 +255,7 @@ class EventBus:
                 try:
                     accepted = await binding.lane.put(item)
                 except trio.Cancelled:
-                    _count_unreached(route, binding, item)
+                    _count_unreached(targets, binding, item)
                     raise
                 if accepted:
                     delivered += 1
@@ -353,12 +358,18 @@ class EventBus:
         return binding
 
     def attach_handler(
-        self, pattern: str, handler: EventHandler, *, event_types: Collection[str] | None = None
+        self,
+        pattern: str,
+        handler: EventHandler,
+        *,
+        event_types: Collection[str] | None = None,
+        on_detach: Callable[[], None] | None = None,
     ) -> Binding:
         """Hand events matching ``pattern`` to ``handler(topic, event)`` as they are published.
 
         The handler runs inside ``publish``: it must be quick, must not block, and returns
-        whether it claimed the event (unclaimed ones count as dropped). :meth:`detach` ends it.
+        whether it claimed the event (unclaimed ones count as dropped). :meth:`detach` ends it,
+        as does closing the bus; ``on_detach`` is called once when either happens.
         """
         if not callable(handler):
             raise EventError(f"an event handler must be callable, got {handler!r}")
@@ -366,7 +377,8 @@ class EventBus:
             raise KernelClosed(f"cannot subscribe to {pattern!r}: the event bus is closed")
         validate_pattern(pattern)
         types = _event_types(event_types)
-        return self._attach(pattern, HandlerLane(handler, parse_overflow("drop_newest")), types)
+        lane = HandlerLane(handler, parse_overflow("drop_newest"), on_detach)
+        return self._attach(pattern, lane, types)
 
     def forget_topic(self, topic: str) -> None:
         """Drop the cached route of a topic nothing subscribes to exactly (a finished call's
@@ -378,8 +390,10 @@ class EventBus:
 
     def detach(self, binding: Binding) -> None:
         """Stop delivering into ``binding``'s lane and close it (idempotent); what is queued
-        stays for the consumer, which should be woken to see the end."""
-        binding.lane.close()
+        stays for the consumer, which is woken to drain it and see the end."""
+        lane = binding.lane
+        lane.close()
+        lane.mailbox.wake()
         if not binding.attached:
             return
         binding.attached = False
@@ -412,7 +426,6 @@ class EventBus:
         self._closed = True
         for _, binding in list(self._trie):
             self.detach(binding)
-            binding.lane.mailbox.wake()
 
     # ---- statistics -------------------------------------------------------------------
 
@@ -454,11 +467,11 @@ def _snapshot(topic: str, counters: _TopicCounters, bindings: list[Binding]) -> 
     )
 
 
-def _count_unreached(route: Route, waited_on: Binding, item: Item) -> None:
+def _count_unreached(targets: tuple[Target, ...], waited_on: Binding, item: Item) -> None:
     """Account for the subscriptions after ``waited_on`` that a cancelled publish never
-    reached: filtered, or dropped ``cancelled``."""
-    bindings = route.bindings
-    for binding in bindings[bindings.index(waited_on) + 1 :]:
+    reached (of the fan-out it started with): filtered, or dropped ``cancelled``."""
+    position = next(i for i, (_, binding) in enumerate(targets) if binding is waited_on)
+    for _, binding in targets[position + 1 :]:
         if binding.accepts(item[1]):
             binding.lane.drop(item, "cancelled")
         else:
@@ -558,7 +571,6 @@ class Subscription:
     def unsubscribe(self) -> None:
         """Stop new deliveries; queued events can still be received (idempotent)."""
         self._bus.detach(self._binding)
-        self._mailbox.wake()
 
     def close(self) -> int:
         """Unsubscribe and discard what is still queued; returns how many were discarded."""

@@ -25,7 +25,7 @@ import trio
 from loomk._metakeys import SENDER
 from loomk.bus import EventBus
 from loomk.bus.topics import validate_topic
-from loomk.collab.service import CollabService, Collector
+from loomk.collab.service import WHOLE_WINDOW, CollabService, Collector
 from loomk.envelope import Envelope, thread_broadcast_topic, thread_reply_topic
 from loomk.errors import CollabError, CollabTimeout, EventError
 from loomk.events import Event
@@ -347,7 +347,7 @@ class Collaborator:
         call = self._outgoing(cfp, envelope, collab_types.CFP)
         if isinstance(cfp, Event):
             call = call.replace(type=collab_types.CFP)
-        proposals = Collector(1 << 30, _of_type(collab_types.PROPOSAL), self.sender)  # all window
+        proposals = Collector(WHOLE_WINDOW, _of_type(collab_types.PROPOSAL), self.sender)
         try:
             await self._collect(thread_id, proposals, [(broadcast, call)], window_s)
             ranked = sorted(proposals.events, key=score_of, reverse=True)  # stable

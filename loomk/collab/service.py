@@ -33,13 +33,17 @@ from loomk._metakeys import CORRELATION_ID, SENDER
 from loomk.bus import Binding, EventBus
 from loomk.events import Event
 
-__all__ = ["BarrierRound", "CollabService", "CollabStats", "Collector"]
+__all__ = ["WHOLE_WINDOW", "BarrierRound", "CollabService", "CollabStats", "Collector"]
 
 REPLY_PATTERN = "thread.*.reply"
 BARRIER_PATTERN = "thread.*.barrier"
 BARRIER_CHECK_IN = "collab.barrier"  # only these count (not collab.timeout on the topic)
 _ANNOUNCEMENTS = frozenset({"collab.summary", "collab.timeout"})
 _MAX_BARRIERS = 10_000  # barrier names remembered while nobody waits on them (oldest go)
+
+WHOLE_WINDOW = 1 << 62
+"""``Collector.needed`` of a collection that lasts its whole window (contract-net
+proposals): its end is not a timeout."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +57,8 @@ class CollabStats:
     unclaimed: int
     """Answers no waiting call wanted (late, foreign, or a duplicate from one responder)."""
     timeouts: int
-    """Calls whose wait for answers ran out of time (barriers not included)."""
+    """Requests and fanouts whose wait for answers ran out of time, and contract-net rounds
+    whose awardees did not all report in time (barriers not included)."""
     check_ins: int
     """Barrier check-ins counted."""
     barriers_open: int
@@ -68,7 +73,7 @@ class Collector:
     __slots__ = ("accept", "caller", "done", "events", "needed", "senders", "task")
 
     def __init__(self, needed: int, accept: Callable[[Event], bool], caller: str = "") -> None:
-        self.needed = needed  # how many answers end the wait
+        self.needed = needed  # how many answers end the wait (WHOLE_WINDOW: none do)
         self.accept = accept
         self.caller = caller  # the calling sender: Loom responders echo it back
         self.events: list[Event] = []
@@ -194,7 +199,7 @@ class CollabService:
                 await self._park(collector)
             finally:
                 entry.collector = None
-        if not collector.done:
+        if not collector.done and collector.needed != WHOLE_WINDOW:
             self._timeouts += 1
         return collector.done
 

@@ -21,7 +21,8 @@ def capture_events(
 
     The capture is an event handler on the bus (``bus.attach_handler``): it records each
     event inside ``publish``, so nothing queues, nothing can be dropped, and the events are
-    in publish order. Use it on ``kernel.bus`` or on any :class:`~loomk.EventBus`::
+    in publish order. Like any subscriber it claims what it records: ``publish`` counts it
+    among its deliveries. Use it on ``kernel.bus`` or on any :class:`~loomk.EventBus`::
 
         with capture_events(kernel.bus, "chat.out") as replies:
             await kernel.bus.publish("chat.in", Event("text", b"hi"))
@@ -44,7 +45,9 @@ class EventCapture:
         self._bus = bus
         self._items: list[tuple[str, Event]] = []
         self._waiters: list[tuple[int, trio.Event]] = []
-        self._binding = bus.attach_handler(pattern, self._record, event_types=event_types)
+        self._binding = bus.attach_handler(
+            pattern, self._record, event_types=event_types, on_detach=self._stopped
+        )
 
     def _record(self, topic: str, event: Event) -> bool:
         self._items.append((topic, event))
@@ -101,10 +104,10 @@ class EventCapture:
             woken = trio.Event()
             self._waiters.append((count, woken))
             await woken.wait()
-            if len(self._items) < count:  # woken by detach(): no more will come
+            if len(self._items) < count:  # woken because recording stopped
                 raise RuntimeError(
-                    f"the capture of {self.pattern!r} was detached with "
-                    f"{len(self._items)} of {count} events"
+                    f"the capture of {self.pattern!r} stopped recording (detached, or the "
+                    f"bus closed) with {len(self._items)} of {count} events"
                 )
         return [event for _, event in self._items[:count]]
 
@@ -112,6 +115,9 @@ class EventCapture:
         """Stop recording (idempotent); what was recorded stays. A pending
         :meth:`wait_for` raises ``RuntimeError``, as no more events will come."""
         self._bus.detach(self._binding)
+
+    def _stopped(self) -> None:
+        """Recording ended (detached, or the bus closed): wake the waits that cannot end."""
         waiters, self._waiters = self._waiters, []
         for _, woken in waiters:
             woken.set()

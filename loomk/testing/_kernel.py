@@ -52,15 +52,20 @@ async def open_test_kernel(
       during which an autojump ``MockClock`` could jump time forward;
     - logs only critical records (``log_level="critical"``) and handles no signals.
 
-    Any keyword setting of :class:`loomk.Config` overrides these defaults, e.g. for a test
-    about persistence::
+    These are defaults: a ``loomk.toml`` in a ``cwd`` you pass, ``LOOMK_*`` variables in an
+    ``env`` you pass, and keyword settings of :class:`loomk.Config` all override them, e.g.
+    for a test about persistence::
 
         async with open_test_kernel(data_dir=tmp_path / "data", state_temporary=False) as k:
             ...
     """
     with _scratch_directory(cwd) as base:
-        merged = {**_TEST_SETTINGS, "data_dir": base / "state", **settings}
-        config = Config.load(env={} if env is None else env, cwd=base, **merged)
+        config = Config.load(
+            env={} if env is None else env,
+            cwd=base,
+            defaults={**_TEST_SETTINGS, "data_dir": base / "state"},
+            **settings,
+        )
         async with open_kernel(config) as kernel:
             yield kernel
 
@@ -71,14 +76,15 @@ def run_test_kernel(
     autojump: bool = False,
     clock: trio.abc.Clock | None = None,
     **settings: Any,
-) -> T | None:
+) -> T:
     """Start trio, run ``main(kernel)`` in an :func:`open_test_kernel` and return its result.
 
     For synchronous tests (no pytest-trio needed). With ``autojump=True`` the run uses
     ``trio.testing.MockClock(autojump_threshold=0)``: time jumps ahead whenever every task
     is blocked, so sleeps and timeouts take no real time. ``clock`` runs under a clock of
-    your own instead. Like :func:`loomk.run`, returns None if the kernel was stopped before
-    ``main`` returned. ``settings`` go to :func:`open_test_kernel`::
+    your own instead. Unlike :func:`loomk.run`, a kernel stopped before ``main`` returned is
+    a ``RuntimeError``, not None: in a test it would otherwise skip what ``main`` checks.
+    ``settings`` go to :func:`open_test_kernel`::
 
         def test_a_reminder_fires_after_an_hour() -> None:
             async def main(kernel: Kernel) -> float:
@@ -94,11 +100,16 @@ def run_test_kernel(
             raise ValueError("run_test_kernel takes autojump=True or a clock, not both")
         clock = trio.testing.MockClock(autojump_threshold=0)
 
-    async def entry() -> T | None:
-        result: T | None = None
+    async def entry() -> T:
+        outcome: list[T] = []
         async with open_test_kernel(**settings) as kernel:
-            result = await main(kernel)
-        return result
+            outcome.append(await main(kernel))
+        if not outcome:
+            raise RuntimeError(
+                "the test kernel stopped before main returned (kernel.stop() was called, "
+                "or a critical agent gave up)"
+            )
+        return outcome[0]
 
     return trio.run(entry, clock=clock)
 

@@ -8,7 +8,7 @@ policies, backoff and critical agents are tested with the supervisor, not here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -582,6 +582,41 @@ async def test_unknown_agent_id_raises_not_found_everywhere() -> None:
         assert worker.payloads == [1]
 
 
+async def test_spawn_many_starts_every_agent_and_returns_their_handles_in_order() -> None:
+    async with open_test_kernel() as kernel:
+        agents = [Recorder(f"w{i}", "work") for i in range(5)]
+        handles = await kernel.spawn_many(agents, restart="transient", max_restarts=2)
+        assert [handle.agent_id for handle in handles] == ["w0", "w1", "w2", "w3", "w4"]
+        assert all(kernel.agents.get(h.agent_id) is h for h in handles)
+        assert all(h.status == "running" for h in handles)
+        assert {h.policy.restart for h in handles} == {"transient"}
+        assert {h.policy.max_restarts for h in handles} == {2}
+        assert all(agent.trace == ["start"] for agent in agents)  # every on_start has run
+        assert await kernel.bus.publish("work", ev(1)) == 5
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        (lambda: Recorder("ok-0", "work"), AgentExists),  # the same id twice in the batch
+        (lambda: Recorder("twice", "w", "w"), AlreadySubscribed),  # a pattern twice
+        (lambda: Recorder("wild", "a.>.b"), TopicError),  # a bad pattern
+        (lambda: "not an agent", AgentError),
+    ],
+    ids=["duplicate-id", "duplicate-topic", "bad-pattern", "not-an-agent"],
+)
+async def test_spawn_many_with_one_bad_agent_starts_none(
+    bad: Callable[[], Any], error: type[Exception]
+) -> None:
+    async with open_test_kernel() as kernel:
+        batch = [Recorder("ok-0", "work"), Recorder("ok-1", "work"), bad()]
+        with pytest.raises(error):
+            await kernel.spawn_many(batch)
+        assert kernel.agents.list() == []
+        assert await kernel.bus.publish("work", ev(1)) == 0  # nothing was left attached
+        assert [agent.trace for agent in batch[:2]] == [[], []]
+
+
 @pytest.mark.parametrize("pattern", ["room.lobby", "agent.dup.replies"])
 async def test_subscribing_twice_raises_already_subscribed(pattern: str) -> None:
     async with open_test_kernel() as kernel:
@@ -1097,11 +1132,19 @@ async def test_ctx_stop_of_an_idle_agent_from_outside_the_handler() -> None:
         assert agent.trace == ["start", "stop"]
 
 
-async def test_a_stale_context_cannot_stop_the_next_instance() -> None:
+class KeepsContextsReused(KeepsContexts):
+    """Restarted as the same instance (``fresh`` may be overridden so)."""
+
+    def fresh(self) -> Agent:
+        return self
+
+
+@pytest.mark.parametrize("kind", [KeepsContexts, KeepsContextsReused])
+async def test_a_stale_context_cannot_stop_the_next_instance(kind: type[KeepsContexts]) -> None:
     async with open_test_kernel() as kernel:
         contexts: list[Context] = []
         handle = await kernel.spawn(
-            KeepsContexts("phoenix", "work", contexts=contexts), restart="permanent", backoff_s=0
+            kind("phoenix", "work", contexts=contexts), restart="permanent", backoff_s=0
         )
         contexts[0].stop()  # the first instance ends normally; a permanent agent restarts
         await settle()
@@ -1175,6 +1218,38 @@ async def test_agent_that_subscribes_in_on_start_keeps_working_after_a_failure()
         assert await kernel.bus.publish("news", ev(2)) == 1
         await settle()
         assert seen == [1, 2]
+
+
+async def test_a_stop_while_a_new_instance_ends_carried_subscriptions_is_not_a_failure() -> None:
+    """The first instance subscribed itself to many patterns; the next one makes none again,
+    so they end after its on_start, one checkpoint each. A stop landing meanwhile is a stop."""
+    patterns = [f"news.{i}" for i in range(10)]
+
+    class Reader(Agent):
+        def __init__(self, agent_id: str, instances: list[int]) -> None:
+            super().__init__(agent_id)
+            self.instances = instances
+
+        async def on_start(self, ctx: Context) -> None:
+            self.instances.append(len(self.instances))
+            if len(self.instances) == 1:
+                for pattern in patterns:
+                    await ctx.subscribe(pattern)
+            else:  # the stop runs at the runtime's next checkpoint: ending what was carried
+                ctx.kernel.start_soon(ctx.kernel.stop_agent, ctx.agent_id)  # type: ignore[attr-defined]
+
+        async def on_event(self, ctx: Context, event: Event) -> None:
+            raise RuntimeError("the first instance fails")
+
+    async with open_test_kernel() as kernel:
+        instances: list[int] = []
+        handle = await kernel.spawn(Reader("reader", instances), backoff_s=0)
+        await kernel.bus.publish("news.0", ev(1))
+        await settle()
+        assert instances == [0, 1]
+        assert (handle.status, handle.failures, handle.restarts) == ("stopped", 1, 1)
+        assert isinstance(handle.last_error, RuntimeError)
+        assert kernel.agents.list() == []
 
 
 async def test_on_stop_that_raises_does_not_break_stop() -> None:

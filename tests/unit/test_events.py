@@ -333,6 +333,24 @@ def test_replace_validates_like_the_constructor() -> None:
     assert original.replace(payload=bytearray(b"b")).payload == b"b"
 
 
+def test_replace_of_metadata_and_source_validates_them_too() -> None:
+    """The senders' path (metadata and source only) checks what it changes, as the rest."""
+    original = Event("t", source="s", metadata={"k": "v"})
+    with pytest.raises(EventError, match="source must be a str"):
+        original.replace(source=1)
+    with pytest.raises(EventError, match="metadata must map str to str"):
+        original.replace(metadata={"k": 1})
+    with pytest.raises(EventError, match="metadata must be a mapping"):
+        original.replace(metadata=["k"])
+    cleared = original.replace(metadata=None)  # as the constructor: no metadata
+    assert cleared.metadata == {}
+    assert cleared.source == "s"
+    assert cleared.id == original.id
+    moved = original.replace(metadata={"a": "b"}, source="elsewhere")
+    assert (moved.metadata, moved.source, moved.type) == ({"a": "b"}, "elsewhere", "t")
+    assert original.metadata == {"k": "v"}
+
+
 def test_replace_rejects_unknown_fields() -> None:
     event = Event("t")
     with pytest.raises(EventError, match=r"no field\(s\) \['bogus', 'colour'\]"):

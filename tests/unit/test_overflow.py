@@ -489,6 +489,29 @@ async def test_cancelled_parked_publisher_keeps_conservation_for_later_subscript
     assert_conserved(bus, "t")
 
 
+async def test_a_cancelled_publisher_accounts_for_the_fan_out_it_started_with() -> None:
+    """Subscriptions change while a cancelled publisher waits to run: it still accounts for
+    exactly the subscriptions its publish matched, and ends cancelled, nothing else."""
+    bus = EventBus()
+    blocking = bus.subscribe("t", overflow="block", capacity=1)
+    later = bus.subscribe("t", qos=QoS.REALTIME)
+    await bus.publish("t", ev(0))
+    newcomer = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(bus.publish, "t", ev(1))
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+        blocking.unsubscribe()  # before the publisher has run again
+        newcomer = bus.subscribe("t")
+    assert indices(drain(blocking)) == [0]
+    assert indices(drain(later)) == [0]
+    assert drain(newcomer) == []  # subscribed after that publish: not part of it
+    assert later.stats().dropped == {"cancelled": 1}
+    assert_conserved(later, 2)
+    assert_conserved(newcomer, 0)
+    assert_conserved(bus, "t")
+
+
 async def test_latest_key_function_that_raises_drops_only_that_event() -> None:
     bus = EventBus()
 
