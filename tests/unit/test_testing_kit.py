@@ -55,11 +55,15 @@ async def test_open_test_kernel_ignores_loomk_variables_and_the_working_director
 async def test_open_test_kernel_reads_the_environment_and_directory_it_is_given(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "loomk.toml").write_text('name = "from-file"\n')
-    env = {"LOOMK_BUS_BATCHED_CAPACITY": "7"}
+    (tmp_path / "loomk.toml").write_text('name = "from-file"\n[state]\nsync = true\n')
+    env = {"LOOMK_BUS_BATCHED_CAPACITY": "7", "LOOMK_STATE_TEMPORARY": "false"}
     async with open_test_kernel(cwd=tmp_path, env=env) as kernel:
         assert kernel.name == "from-file"
         assert kernel.config.bus_batched_capacity == 7
+        # the kit's own defaults sit below the file and the environment it was given
+        assert kernel.config.state_sync is True
+        assert kernel.config.state_temporary is False
+        assert kernel.config.data_dir == tmp_path / "state"
     assert (tmp_path / "loomk.toml").exists()  # a directory the caller gave is left alone
 
 
