@@ -197,7 +197,7 @@ class Config:
         """
         environ: Mapping[str, str] = os.environ if env is None else env
         base = Path.cwd() if cwd is None else Path(cwd)
-        values: dict[str, object] = _from_kwargs(defaults or {})
+        values: dict[str, object] = _from_kwargs(defaults or {}, "from the caller's defaults")
         values.update(_from_aliases(environ))  # Loom's names: below the file
         path = _find_file(config_file, environ, base)
         if path is not None:
@@ -329,12 +329,12 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, object]:
     return values
 
 
-def _from_kwargs(kwargs: Mapping[str, object]) -> dict[str, object]:
+def _from_kwargs(kwargs: Mapping[str, object], source: str = _KWARG_SOURCE) -> dict[str, object]:
     values: dict[str, object] = {}
     for key, value in kwargs.items():
         if key not in _FIELDS:
-            raise ConfigError(key, f"unknown key ({_KWARG_SOURCE}){_suggest(key, _FIELDS)}")
-        values[key] = _coerce(key, value, _KWARG_SOURCE)
+            raise ConfigError(key, f"unknown key ({source}){_suggest(key, _FIELDS)}")
+        values[key] = _coerce(key, value, source)
     return values
 
 

@@ -56,6 +56,22 @@ def test_defaults_when_no_source_is_present(tmp_path: Path) -> None:
     assert isinstance(config.shutdown_timeout_s, float)
 
 
+def test_caller_defaults_sit_below_every_source(tmp_path: Path) -> None:
+    write(tmp_path / "loomk.toml", 'name = "filed"\n')
+    defaults = {"name": "kit", "log_level": "critical", "shutdown_timeout_s": 1}
+    config = Config.load(
+        env={"LOOMK_LOG_LEVEL": "error"}, cwd=tmp_path, defaults=defaults, state_sync=False
+    )
+    assert config.name == "filed"  # the file outranks the caller's default
+    assert config.log_level == "error"  # so does the environment
+    assert config.shutdown_timeout_s == 1.0  # no source set it: the caller's default
+    assert config.state_sync is False  # keyword arguments outrank all
+    with pytest.raises(ConfigError, match="shutdown_timeout_s"):
+        Config.load(env={}, cwd=tmp_path, defaults={"shutdown_timeout_s": -1})
+    with pytest.raises(ConfigError, match="unknown key .from the caller's defaults.*'name'"):
+        Config.load(env={}, cwd=tmp_path, defaults={"nmae": "typo"})
+
+
 def test_config_is_frozen() -> None:
     config = Config()
     with pytest.raises(dataclasses.FrozenInstanceError):
