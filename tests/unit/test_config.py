@@ -68,7 +68,7 @@ def test_caller_defaults_sit_below_every_source(tmp_path: Path) -> None:
     assert config.state_sync is False  # keyword arguments outrank all
     with pytest.raises(ConfigError, match="shutdown_timeout_s"):
         Config.load(env={}, cwd=tmp_path, defaults={"shutdown_timeout_s": -1})
-    with pytest.raises(ConfigError, match="unknown key .from the caller's defaults.*'name'"):
+    with pytest.raises(ConfigError, match=r"unknown key .from the caller's defaults.*'name'"):
         Config.load(env={}, cwd=tmp_path, defaults={"nmae": "typo"})
 
 
