@@ -219,6 +219,16 @@ async def test_the_settings_are_one_copy_that_cannot_be_swapped() -> None:
 # --- settings -------------------------------------------------------------------------------
 
 
+async def test_the_reply_says_which_api_answered_in_the_packages_provider_names() -> None:
+    from loomk.llm.client import CHAT, RESPONSES
+
+    async with llm() as (_, client):
+        by_chat = await client.chat(MESSAGES)
+        by_responses = await client.responses("Hi")
+    assert (by_chat.provider, by_responses.provider) == (CHAT, RESPONSES)
+    assert (CHAT, RESPONSES) == ("chat.completions", "responses")
+
+
 def test_settings_come_from_the_kernel_config_and_loom_variables() -> None:
     env = {
         "VLLM_BASE_URL": "http://vllm:8000/v1",
