@@ -4,7 +4,8 @@ Three subsystems, each a package of its own: :mod:`loomk.llm.client` (the client
 its HTTP transport), :mod:`loomk.llm.local` (the local model and its parsers) and
 :mod:`loomk.llm.routing` (the router, its decisions and the model service). Beside them,
 :mod:`loomk.llm.republish` republishes a streamed answer as events through any
-``publish(topic, event)`` callable. Their public names are all importable from here.
+``publish(topic, event)`` callable (:func:`republish_stream`). Their public names are all
+importable from here.
 
 The client is loaded on first use: a kernel without a model endpoint never needs it, and it
 adds tens of milliseconds to ``import loomk``.
@@ -13,7 +14,14 @@ adds tens of milliseconds to ``import loomk``.
 from typing import TYPE_CHECKING, Any
 
 from loomk.llm.local import Intent, LocalAnswer, LocalModel, event_text, understand
-from loomk.llm.republish import Publish, RepublishedStream, republish
+from loomk.llm.republish import (
+    DONE_EVENT,
+    ERROR_EVENT,
+    TOKEN_EVENT,
+    Publish,
+    RepublishedStream,
+    republish_stream,
+)
 from loomk.llm.routing import (
     ROUTING_DECISION,
     ConfidenceEstimator,
@@ -63,7 +71,10 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "DONE_EVENT",
+    "ERROR_EVENT",
     "ROUTING_DECISION",
+    "TOKEN_EVENT",
     "ChatStream",
     "ConfidenceEstimator",
     "Intent",
@@ -86,7 +97,7 @@ __all__ = [
     "TokenBudget",
     "client_generate",
     "event_text",
-    "republish",
+    "republish_stream",
     "routing_decision_event",
     "to_messages_and_text",
     "understand",

@@ -190,7 +190,7 @@ class LLMClient:
             stream.reply                     # the whole LLMReply, once read to the end
 
         To republish the deltas as events, wrap the stream with
-        :func:`loomk.llm.republish.republish`.
+        :func:`loomk.llm.republish_stream`.
         """
         url = self._url("chat/completions", base_url)
         body = self._chat_body(messages, tools, tool_choice, model, temperature, max_tokens)
