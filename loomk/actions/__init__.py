@@ -1,6 +1,6 @@
 """Actions: capability providers, the broker that invokes them, and the tool orchestrator."""
 
-from loomk.actions.broker import ActionBroker, CapabilityStats
+from loomk.actions.broker import ActionBroker, BrokerStats, CapabilityStats
 from loomk.actions.directory import CapabilityDirectory
 from loomk.actions.orchestrator import FinalAnswer, ModelCall, OrchestratorStats, ToolOrchestrator
 from loomk.actions.provider import ActionFailure, CapabilityProvider, FunctionProvider, capability
@@ -31,6 +31,7 @@ __all__ = [
     "ActionFailure",
     "ActionResult",
     "ActionStatus",
+    "BrokerStats",
     "CapabilityDescriptor",
     "CapabilityDirectory",
     "CapabilityProvider",

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields, replace
 
 import trio
 
@@ -39,7 +39,7 @@ from loomk.envelope import Envelope
 from loomk.errors import CapabilityError
 from loomk.telemetry.logging import get_logger
 
-__all__ = ["ActionBroker", "CapabilityStats"]
+__all__ = ["ActionBroker", "BrokerStats", "CapabilityStats"]
 
 _log = get_logger("loomk.broker")
 DEFAULT_TIMEOUT_S = 30.0
@@ -48,7 +48,7 @@ DEFAULT_TIMEOUT_S = 30.0
 @dataclass(frozen=True, slots=True)
 class CapabilityStats:
     """The counts of one capability (all versions) as :meth:`ActionBroker.stats` saw them:
-    calls and their outcomes, latency."""
+    calls (cache hits included), their outcomes, retries, cache hits and latency."""
 
     calls: int = 0
     ok: int = 0
@@ -64,6 +64,28 @@ class CapabilityStats:
         """Mean latency of the calls that ran (not cache hits)."""
         ran = self.calls - self.cached
         return self.latency_total_s / ran if ran else 0.0
+
+
+_NEVER_CALLED = CapabilityStats()
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerStats:
+    """The broker's counts as :meth:`ActionBroker.stats` saw them (a snapshot that later
+    calls leave as it is).
+
+    ``capabilities`` maps the name of each capability called (in name order) to its counts:
+    the calls that found a provider or a cached result. ``unavailable`` counts the calls
+    that found neither (counted apart, so made-up names do not grow the map). The map is
+    the snapshot's own copy.
+    """
+
+    capabilities: Mapping[str, CapabilityStats] = field(default_factory=dict)
+    unavailable: int = 0
+
+    def capability(self, name: str) -> CapabilityStats:
+        """The counts of capability ``name``: all zero when it was never called."""
+        return self.capabilities.get(name, _NEVER_CALLED)
 
 
 @dataclass(slots=True)
@@ -96,16 +118,8 @@ class _CapabilityCounters:
             self.errors += 1
 
     def snapshot(self) -> CapabilityStats:
-        return CapabilityStats(
-            self.calls,
-            self.ok,
-            self.errors,
-            self.timeouts,
-            self.retries,
-            self.cached,
-            self.latency_total_s,
-            self.latency_max_s,
-        )
+        """Every counter, by name, frozen (a counter without its field there fails here)."""
+        return CapabilityStats(**{f.name: getattr(self, f.name) for f in fields(self)})
 
 
 class _Registration:
@@ -253,19 +267,15 @@ class ActionBroker:
             counters = self._counters[capability] = _CapabilityCounters()
         return counters
 
-    def stats(self, capability: str | None = None) -> dict[str, CapabilityStats]:
-        """Snapshots of the counts by capability name (one name, or all) of the calls that
-        found a provider or the cache; later calls leave them as they are. Calls that found
-        neither are counted in :attr:`unavailable`."""
-        if capability is not None:
-            counters = self._counters.get(capability)
-            return {capability: counters.snapshot() if counters else CapabilityStats()}
-        return {name: counters.snapshot() for name, counters in self._counters.items()}
-
-    @property
-    def unavailable(self) -> int:
-        """How many calls found no provider (nor a cached result)."""
-        return self._unavailable
+    def stats(self) -> BrokerStats:
+        """The counts so far: per capability name, and of the calls that found no provider
+        (a frozen snapshot; ``stats().capability(name)`` for one capability)."""
+        return BrokerStats(
+            capabilities={
+                name: counters.snapshot() for name, counters in sorted(self._counters.items())
+            },
+            unavailable=self._unavailable,
+        )
 
     async def invoke(self, call: ActionCall) -> ActionResult:
         """Run ``call`` through its provider; always an :class:`ActionResult` (see above)."""

@@ -19,7 +19,7 @@ import json
 import math
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import trio
@@ -113,15 +113,8 @@ class _OrchestratorCounters:
         self.latency_max_s = max(self.latency_max_s, elapsed)
 
     def snapshot(self) -> OrchestratorStats:
-        return OrchestratorStats(
-            self.runs,
-            self.model_calls,
-            self.tool_calls,
-            self.tool_errors,
-            self.invoked,
-            self.latency_total_s,
-            self.latency_max_s,
-        )
+        """Every counter, by name, frozen (a counter without its field there fails here)."""
+        return OrchestratorStats(**{f.name: getattr(self, f.name) for f in fields(self)})
 
 
 class ToolOrchestrator:

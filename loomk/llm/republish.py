@@ -1,18 +1,19 @@
 """Republishing a streamed model answer as events, for observers that are not reading it.
 
-The client streams; it knows nothing of an event bus. :func:`republish` wraps a
+The client streams; it knows nothing of an event bus. :func:`republish_stream` wraps a
 :class:`~loomk.llm.client.ChatStream` so that, while the task iterating it reads the text
 deltas, each one is also published through ``publish(topic, event)``: any async callable
-of that shape, such as ``kernel.bus.publish``::
+of that shape, such as ``kernel.bus.publish`` (what it returns is ignored)::
 
-    stream = republish(client.stream_chat(messages), kernel.bus.publish, "llm.stream")
+    stream = republish_stream(client.stream_chat(messages), kernel.bus.publish, "llm.stream")
     async with stream:
         async for delta in stream:
             ...
     stream.reply
 
 Wrap the stream before entering it, so that a request that fails to open is published
-too. The events have source ``loomk.llm`` and the stream's ``stream_id`` in their metadata:
+too. The events have source ``loomk.llm`` and the stream's ``stream_id`` in their metadata;
+their types are :data:`TOKEN_EVENT`, :data:`DONE_EVENT` and :data:`ERROR_EVENT`:
 
 * ``llm.token`` for each delta: payload the delta in UTF-8, metadata ``index`` (from 0);
 * ``llm.done`` once the stream has been read to its end: payload the whole text, metadata
@@ -36,7 +37,14 @@ from loomk.events import Event
 if TYPE_CHECKING:  # the client package is loaded only by whoever made the stream
     from loomk.llm.client import ChatStream, LLMReply
 
-__all__ = ["DONE_EVENT", "ERROR_EVENT", "TOKEN_EVENT", "Publish", "RepublishedStream", "republish"]
+__all__ = [
+    "DONE_EVENT",
+    "ERROR_EVENT",
+    "TOKEN_EVENT",
+    "Publish",
+    "RepublishedStream",
+    "republish_stream",
+]
 
 TOKEN_EVENT = "llm.token"
 DONE_EVENT = "llm.done"
@@ -45,13 +53,14 @@ _SOURCE = "loomk.llm"
 
 
 class Publish(Protocol):
-    """Publishes ``event`` on ``topic``; returns how many subscribers took it
-    (``EventBus.publish`` is one)."""
+    """Publishes ``event`` on ``topic``: ``EventBus.publish`` is one, and so is any
+    ``async def publish(topic, event) -> None``. The adapter ignores what it returns (the
+    bus's count of subscribers, say), so it may return anything."""
 
-    async def __call__(self, topic: str, event: Event, /) -> int: ...
+    async def __call__(self, topic: str, event: Event, /) -> object: ...
 
 
-def republish(stream: ChatStream, publish: Publish, topic: str) -> RepublishedStream:
+def republish_stream(stream: ChatStream, publish: Publish, topic: str) -> RepublishedStream:
     """``stream``, publishing its deltas, end and failure on ``topic`` (see the module
     notes); use it in place of the stream."""
     return RepublishedStream(stream, publish, topic)
@@ -59,7 +68,7 @@ def republish(stream: ChatStream, publish: Publish, topic: str) -> RepublishedSt
 
 class RepublishedStream:
     """A :class:`~loomk.llm.client.ChatStream` read through, with every delta, its end and
-    its failure published as events; made by :func:`republish`."""
+    its failure published as events; made by :func:`republish_stream`."""
 
     def __init__(self, stream: ChatStream, publish: Publish, topic: str) -> None:
         self._stream = stream

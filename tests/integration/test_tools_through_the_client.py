@@ -48,7 +48,7 @@ async def test_a_model_uses_math_eval_and_time_now_then_answers() -> None:
         assert {"math__eval", "time__now", "weather__get", "web__search"} <= offered
         assert "llm__generate" not in offered  # a model is not handed a tool that is a model
         assert first["model"] == "m"
-        assert kernel.broker.stats("math.eval")["math.eval"].ok == 1
+        assert kernel.broker.stats().capability("math.eval").ok == 1
 
 
 async def test_the_model_capabilities_can_be_offered_when_asked() -> None:
@@ -75,5 +75,5 @@ async def test_a_tool_that_was_not_offered_is_never_run() -> None:
             LLMClient(LLMSettings(base_url=fake.base_url, model="m")) as client,
         ):
             answer = await ToolOrchestrator(kernel.broker, client.chat_call).run("hi")
-            assert "llm.generate" not in kernel.broker.stats()  # the broker never saw it
+            assert "llm.generate" not in kernel.broker.stats().capabilities  # never saw it
         assert [r.code for r in answer.tool_results] == ["PROVIDER_UNAVAILABLE"]

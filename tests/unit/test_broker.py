@@ -24,6 +24,7 @@ from loomk.actions import (
     ActionFailure,
     ActionResult,
     ActionStatus,
+    BrokerStats,
     CapabilityDescriptor,
     CapabilityDirectory,
     CapabilityProvider,
@@ -519,7 +520,7 @@ async def test_concurrent_calls_with_the_same_id_run_once() -> None:
     assert results[0] == results[1]
     assert results[0].ok
     assert results[0].id == "same"
-    stats = broker.stats("test.gated")["test.gated"]
+    stats = broker.stats().capability("test.gated")
     assert (stats.calls, stats.ok, stats.cached) == (2, 1, 1)
 
 
@@ -665,7 +666,7 @@ async def test_retryable_then_ok_is_retried(autojump_clock: trio.testing.MockClo
     assert result.ok
     assert result.json() == {"attempt": 3}
     assert len(flaky.attempts) == 3
-    stats = broker.stats("test.flaky")["test.flaky"]
+    stats = broker.stats().capability("test.flaky")
     assert (stats.calls, stats.ok, stats.errors, stats.retries) == (1, 1, 0, 2)
     # exponential backoff with jitter in [0.5, 1.5) of 0.5 s, then of 1.0 s
     first_gap = flaky.attempts[1] - flaky.attempts[0]
@@ -683,7 +684,7 @@ async def test_retries_stop_at_max_retries(autojump_clock: trio.testing.MockCloc
     assert result.code == "BUSY"
     assert result.id == "c1"
     assert len(flaky.attempts) == 2
-    stats = broker.stats("test.flaky")["test.flaky"]
+    stats = broker.stats().capability("test.flaky")
     assert (stats.calls, stats.ok, stats.errors, stats.retries) == (1, 0, 1, 1)
 
 
@@ -727,7 +728,7 @@ async def test_errors_are_not_retried() -> None:
     result = await broker.invoke(call("c1", "e.cap"))
     assert result.code == "NOPE"
     assert provider.count == 1
-    assert broker.stats("e.cap")["e.cap"].retries == 0
+    assert broker.stats().capability("e.cap").retries == 0
 
 
 async def test_retries_end_by_the_deadline(autojump_clock: trio.testing.MockClock) -> None:
@@ -746,7 +747,7 @@ async def test_retries_end_by_the_deadline(autojump_clock: trio.testing.MockCloc
 
 
 async def test_stats_count_outcomes(autojump_clock: trio.testing.MockClock) -> None:
-    broker = ActionBroker(max_retries=1)
+    broker = ActionBroker(max_retries=3)
 
     async def mixed(c: ActionCall) -> ActionResult:
         if c.id.startswith("ok"):
@@ -759,39 +760,38 @@ async def test_stats_count_outcomes(autojump_clock: trio.testing.MockClock) -> N
         raise AssertionError("unreachable")
 
     broker.register(RecordingProvider("s.cap", behaviour=mixed))
-    await broker.invoke(call("ok1", "s.cap"))
-    await broker.invoke(call("ok2", "s.cap"))
-    await broker.invoke(call("ok1", "s.cap"))  # cached
-    await broker.invoke(call("err1", "s.cap"))
-    await broker.invoke(call("retry1", "s.cap"))  # two attempts, one retry, an error
+    for call_id in ("ok1", "ok2", "ok3", "ok4", "err1"):
+        await broker.invoke(call(call_id, "s.cap"))
+    await broker.invoke(call("retry1", "s.cap"))  # four attempts, three retries, an error
     await broker.invoke(call("hang1", "s.cap", timeout_ms=4_000))
-    await broker.invoke(call("hang1", "s.cap", timeout_ms=4_000))  # cached
-    stats = broker.stats("s.cap")["s.cap"]
-    assert stats.calls == 7
-    assert stats.ok == 2
-    assert stats.errors == 2
-    assert stats.timeouts == 1
-    assert stats.retries == 1
-    assert stats.cached == 2
+    for call_id in ("ok1", "ok1", "ok2", "err1", "hang1"):  # answered from the cache
+        await broker.invoke(call(call_id, "s.cap", timeout_ms=4_000))
+    stats = broker.stats().capability("s.cap")
+    # every count differs from the others: each field shows its own counter
+    assert (stats.calls, stats.ok, stats.errors, stats.timeouts, stats.retries) == (12, 4, 2, 1, 3)
+    assert stats.cached == 5
     assert stats.latency_max_s == pytest.approx(4.0, abs=1e-9)
-    assert stats.latency_mean_s == pytest.approx(stats.latency_total_s / 5)
-    assert stats.latency_total_s >= 4.0
+    assert stats.latency_total_s > 4.0  # the retries' backoff came on top
+    assert stats.latency_mean_s == pytest.approx(stats.latency_total_s / 7)
 
 
 async def test_stats_of_all_and_of_unknown() -> None:
     broker = ActionBroker()
+    assert broker.stats() == BrokerStats()
     broker.register(RecordingProvider("a.cap"))
     broker.register(RecordingProvider("b.cap"))
-    await broker.invoke(call("1", "a.cap"))
-    await broker.invoke(call("2", "b.cap"))
+    await broker.invoke(call("1", "b.cap"))
+    await broker.invoke(call("2", "a.cap"))
     await broker.invoke(call("3", "b.cap"))
     await broker.invoke(call("4", "missing.cap"))
+    await broker.invoke(call("5", "missing.cap", version="9.9"))
     everything = broker.stats()
-    assert everything["a.cap"].calls == 1
-    assert everything["b.cap"].calls == 2
-    assert "missing.cap" not in everything  # made-up names do not grow the stats
-    assert broker.unavailable == 1
-    assert broker.stats("never.called") == {"never.called": CapabilityStats()}
+    assert list(everything.capabilities) == ["a.cap", "b.cap"]  # by name
+    assert everything.capabilities["a.cap"].calls == 1
+    assert everything.capability("b.cap").calls == 2
+    assert everything.unavailable == 2
+    assert "missing.cap" not in everything.capabilities  # made-up names do not grow the map
+    assert everything.capability("never.called") == CapabilityStats()
     assert CapabilityStats().latency_mean_s == 0.0
 
 
@@ -799,20 +799,22 @@ async def test_stats_are_frozen_snapshots() -> None:
     broker = ActionBroker()
     broker.register(RecordingProvider("a.cap"))
     await broker.invoke(call("1", "a.cap"))
-    one, everything = broker.stats("a.cap"), broker.stats()
-    await broker.invoke(call("2", "a.cap"))
+    await broker.invoke(call("2", "missing.cap"))
+    before = broker.stats()
+    await broker.invoke(call("3", "a.cap"))
     await broker.invoke(call("1", "a.cap"))  # cached
-    await broker.invoke(call("3", "missing.cap"))
-    assert (one["a.cap"].calls, one["a.cap"].ok, one["a.cap"].cached) == (1, 1, 0)
-    assert everything == one  # both left as they were
+    await broker.invoke(call("4", "missing.cap"))
+    one = before.capability("a.cap")
+    assert (one.calls, one.ok, one.cached, before.unavailable) == (1, 1, 0, 1)  # as it was
     with pytest.raises(dataclasses.FrozenInstanceError):
-        one["a.cap"].calls = 0  # type: ignore[misc]
-    del everything["a.cap"]  # the dict is the caller's: the broker keeps counting
-    now = broker.stats()["a.cap"]
-    assert (now.calls, now.ok, now.cached) == (3, 2, 1)
-    assert broker.unavailable == 1
-    with pytest.raises(AttributeError):
-        broker.unavailable = 0  # type: ignore[misc]
+        one.calls = 0  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        before.unavailable = 0  # type: ignore[misc]
+    now = broker.stats()
+    assert (now.capability("a.cap").calls, now.capability("a.cap").cached) == (3, 1)
+    assert now.unavailable == 2
+    assert now == broker.stats()  # nothing happened in between: equal snapshots
+    assert now.capabilities is not broker.stats().capabilities  # each snapshot its own copy
 
 
 # --- timeouts -----------------------------------------------------------------------------
@@ -831,7 +833,7 @@ async def test_hanging_provider_times_out_and_is_cancelled(
     assert result.code == ErrorCode.ACTION_TIMEOUT
     assert result.id == "c1"
     assert (hanging.started, hanging.cancelled, hanging.exited) == (1, 1, 1)
-    assert broker.stats("test.hang")["test.hang"].timeouts == 1
+    assert broker.stats().capability("test.hang").timeouts == 1
 
 
 async def test_default_timeout_is_30_s(autojump_clock: trio.testing.MockClock) -> None:

@@ -185,14 +185,48 @@ async def test_text_with_lone_surrogates_still_goes_out() -> None:
 
 async def test_a_client_must_be_opened() -> None:
     client = LLMClient(LLMSettings(base_url="http://127.0.0.1:9/v1"))
-    with pytest.raises(RuntimeError, match="async with"):
+    with pytest.raises(RuntimeError, match="async with LLMClient"):
         await client.chat(MESSAGES)
+    with pytest.raises(RuntimeError, match="async with LLMClient"):
+        async with client.stream_chat(MESSAGES):
+            pass
     async with client:
-        with pytest.raises(RuntimeError, match="already open"):
+        with pytest.raises(RuntimeError, match="this LLMClient is already open"):
             await client.__aenter__()
+    with pytest.raises(RuntimeError, match="async with LLMClient"):
+        await client.chat(MESSAGES)  # closed again
+
+
+async def test_the_settings_are_one_copy_that_cannot_be_swapped() -> None:
+    """The client builds URLs from the same settings the transport takes the key, the
+    origin it may go to and the retry limits from; replacing them is refused, so the two
+    cannot drift apart (a key sent to a new endpoint, say)."""
+    async with serve_openai() as fake, serve_openai() as other:
+        settings = LLMSettings(base_url=fake.base_url, api_key=KEY, max_retries=0)
+        async with LLMClient(settings) as client:
+            assert client.settings is settings
+            with pytest.raises(AttributeError):
+                client.settings = LLMSettings(  # type: ignore[misc]
+                    base_url=other.base_url, api_key="sk-other"
+                )
+            assert client.settings is settings
+            await client.chat(MESSAGES)
+    assert other.requests == []
+    (request,) = fake.requests
+    assert request.headers["authorization"] == f"Bearer {KEY}"
 
 
 # --- settings -------------------------------------------------------------------------------
+
+
+async def test_the_reply_says_which_api_answered_in_the_packages_provider_names() -> None:
+    from loomk.llm.client import CHAT, RESPONSES
+
+    async with llm() as (_, client):
+        by_chat = await client.chat(MESSAGES)
+        by_responses = await client.responses("Hi")
+    assert (by_chat.provider, by_responses.provider) == (CHAT, RESPONSES)
+    assert (CHAT, RESPONSES) == ("chat.completions", "responses")
 
 
 def test_settings_come_from_the_kernel_config_and_loom_variables() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -25,7 +26,13 @@ from openai_server import (
 from loomk import EventBus, LLMError
 from loomk.bus import Subscription
 from loomk.events import Event
-from loomk.llm import RepublishedStream, republish
+from loomk.llm import (
+    DONE_EVENT,
+    ERROR_EVENT,
+    TOKEN_EVENT,
+    RepublishedStream,
+    republish_stream,
+)
 from loomk.llm.client import LLMClient, LLMReply, LLMSettings
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
@@ -59,7 +66,7 @@ async def test_each_delta_is_published_before_the_reader_gets_it_then_the_end() 
     events = bus.subscribe("llm.out")
     async with llm() as (fake, client):
         fake.script("chat/completions", sse_response(sse_body(chat_chunks(["A", "b", "c"]))))
-        stream = republish(client.stream_chat(MESSAGES), bus.publish, "llm.out")
+        stream = republish_stream(client.stream_chat(MESSAGES), bus.publish, "llm.out")
         tokens: list[Event] = []
         async with stream:
             async for delta in stream:
@@ -84,7 +91,7 @@ async def test_collect_publishes_everything_and_returns_the_reply() -> None:
     events = bus.subscribe("llm.*")
     async with (
         llm() as (_, client),  # the server streams "Hel", "lo!" by default
-        republish(client.stream_chat(MESSAGES), bus.publish, "llm.a") as stream,
+        republish_stream(client.stream_chat(MESSAGES), bus.publish, "llm.a") as stream,
     ):
         reply = await stream.collect()
         assert await stream.collect() is reply  # read to the end: nothing more to publish
@@ -105,7 +112,7 @@ async def test_an_end_without_a_finish_reason_has_none_in_the_done_event() -> No
             "chat/completions",
             sse_response(sse_body(chat_chunks(["x"], finish_reason=None))),  # [DONE] only
         )
-        async with republish(client.stream_chat(MESSAGES), bus.publish, "out") as stream:
+        async with republish_stream(client.stream_chat(MESSAGES), bus.publish, "out") as stream:
             await stream.collect()
     done = published(events)[-1]
     assert done.type == "llm.done"
@@ -117,7 +124,7 @@ async def test_a_whole_json_answer_to_a_stream_request_is_one_token_and_the_end(
     events = bus.subscribe("out")
     async with llm() as (fake, client):
         fake.script("chat/completions", chat_json("All at once"))
-        async with republish(client.stream_chat(MESSAGES), bus.publish, "out") as stream:
+        async with republish_stream(client.stream_chat(MESSAGES), bus.publish, "out") as stream:
             await stream.collect()
     assert [(e.type, e.payload) for e in published(events)] == [
         ("llm.token", b"All at once"),
@@ -130,7 +137,7 @@ async def test_a_stream_left_early_publishes_no_end() -> None:
     events = bus.subscribe("out")
     async with llm() as (fake, client):
         fake.script("chat/completions", sse_response(sse_body(chat_chunks(["1", "2", "3"]))))
-        async with republish(client.stream_chat(MESSAGES), bus.publish, "out") as stream:
+        async with republish_stream(client.stream_chat(MESSAGES), bus.publish, "out") as stream:
             async for _ in stream:
                 break
     assert [e.type for e in published(events)] == ["llm.token"]
@@ -146,13 +153,13 @@ async def test_failures_are_published_once_whether_cut_or_refused_at_opening() -
             sse_response(sse_body(chat_chunks(["A"], finish_reason=None), done=False)),
             server_error(500),
         )
-        stream = republish(client.stream_chat(MESSAGES), bus.publish, "out")
+        stream = republish_stream(client.stream_chat(MESSAGES), bus.publish, "out")
         with pytest.raises(LLMError) as cut:
             await read_all(stream)
         with pytest.raises(LLMError):  # read again: the same failure, not published again
             await stream.__anext__()
         with pytest.raises(LLMError) as refused:  # the stream never opens
-            await read_all(republish(client.stream_chat(MESSAGES), bus.publish, "out"))
+            await read_all(republish_stream(client.stream_chat(MESSAGES), bus.publish, "out"))
     received = published(events)
     assert [(e.type, e.metadata.get("code")) for e in received] == [
         ("llm.token", None),
@@ -169,7 +176,7 @@ async def test_the_bus_counts_what_the_adapter_published() -> None:
     bus = EventBus()
     events = bus.subscribe("out")
     async with llm() as (_, client):
-        await read_all(republish(client.stream_chat(MESSAGES), bus.publish, "out"))
+        await read_all(republish_stream(client.stream_chat(MESSAGES), bus.publish, "out"))
     assert bus.stats("out").published == 3  # two tokens and the end
     assert len(published(events)) == 3
 
@@ -180,8 +187,41 @@ async def test_a_request_that_cannot_be_sent_is_published_as_an_error() -> None:
     async with llm() as (fake, client):
         stream = client.stream_chat(MESSAGES, extra={"seed": {1, 2}})  # a set is not JSON
         with pytest.raises(LLMError) as caught:
-            await read_all(republish(stream, bus.publish, "out"))
+            await read_all(republish_stream(stream, bus.publish, "out"))
     assert caught.value.code == "LLM_INVALID_REQUEST"
     assert fake.requests == []
     (error,) = published(events)
     assert (error.type, error.metadata["code"]) == ("llm.error", "LLM_INVALID_REQUEST")
+
+
+async def test_a_publisher_that_returns_nothing_will_do() -> None:
+    """Any ``async def publish(topic, event) -> None`` is a ``Publish``: the adapter
+    ignores what the callable returns."""
+    seen: list[tuple[str, Event]] = []
+
+    async def publish(topic: str, event: Event) -> None:
+        seen.append((topic, event))
+
+    async with llm() as (_, client):
+        reply = await read_all(republish_stream(client.stream_chat(MESSAGES), publish, "out"))
+    assert reply.text == "Hello!"
+    assert [(topic, e.type, e.payload) for topic, e in seen] == [
+        ("out", TOKEN_EVENT, b"Hel"),
+        ("out", TOKEN_EVENT, b"lo!"),
+        ("out", DONE_EVENT, b"Hello!"),
+    ]
+
+
+def test_the_module_and_its_names_are_reachable_from_loomk_llm() -> None:
+    """``loomk.llm.republish`` is the module (no function of the package hides it), and
+    what it defines is importable from ``loomk.llm`` as well."""
+    import loomk.llm
+    from loomk.llm import republish as module
+
+    assert isinstance(loomk.llm.republish, ModuleType)
+    assert module is loomk.llm.republish
+    assert loomk.llm.republish.republish_stream is republish_stream
+    for name in module.__all__:
+        assert getattr(loomk.llm, name) is getattr(module, name), name
+        assert name in loomk.llm.__all__, name
+    assert (TOKEN_EVENT, DONE_EVENT, ERROR_EVENT) == ("llm.token", "llm.done", "llm.error")

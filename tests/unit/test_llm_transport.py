@@ -133,13 +133,27 @@ async def test_a_streamed_answer_comes_back_with_only_its_head_read() -> None:
 async def test_it_sends_only_while_open() -> None:
     async with serve_openai() as fake:
         sender = LLMTransport(LLMSettings(base_url=fake.base_url))
-        with pytest.raises(RuntimeError, match="async with"):
+        assert not sender.is_open
+        with pytest.raises(RuntimeError, match="not open") as unopened:
             await sender.send(chat(fake))
         await sender.open()
-        with pytest.raises(RuntimeError, match="already open"):
+        assert sender.is_open
+        with pytest.raises(RuntimeError, match="already open") as twice:
             await sender.open()
         await sender.aclose()
         await sender.aclose()  # closing twice is harmless
-        with pytest.raises(RuntimeError, match="async with"):
+        assert not sender.is_open
+        with pytest.raises(RuntimeError, match="not open"):
             await sender.send(chat(fake))
     assert fake.requests == []
+    # the transport speaks of itself: how to use the client is the client's to say
+    assert "LLMClient" not in str(unopened.value) + str(twice.value)
+
+
+def test_its_settings_are_read_only() -> None:
+    settings = LLMSettings(base_url="http://127.0.0.1:9/v1", api_key=KEY)
+    sender = LLMTransport(settings)
+    assert sender.settings is settings
+    with pytest.raises(AttributeError):
+        sender.settings = LLMSettings()  # type: ignore[misc]
+    assert sender.settings is settings

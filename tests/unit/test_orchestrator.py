@@ -520,7 +520,7 @@ async def test_malformed_arguments_give_invalid_params_without_the_broker() -> N
     ]
     assert answer.tool_calls[0].arguments is None
     assert len(recorder.calls) == 1  # only the good call reached the provider
-    assert broker.stats("web.search")["web.search"].calls == 1
+    assert broker.stats().capability("web.search").calls == 1
     outputs = tool_outputs(bodies(server)[1])
     assert outputs["bad1"]["error"] == ErrorCode.INVALID_PARAMS
     assert "not valid JSON" in outputs["bad1"]["message"]
@@ -650,22 +650,26 @@ async def test_stats(autojump_clock: trio.testing.MockClock) -> None:
             ("c4", "nothing__here", {}),
         ),
         chat_answer("first"),
-        chat_calls(("c5", "slow__op", {"s": 6})),
+        chat_calls(("c5", "slow__op", {"s": 6}), ("c6", "slow__op", {"s": 1})),
         chat_answer("second"),
+        chat_answer("third"),
     ]
     async with scripted_model("chat", replies, timeout=None) as (model, _):
         orchestrator = ToolOrchestrator(broker, model)
         assert (await orchestrator.run("one")).text == "first"
         assert (await orchestrator.run("two")).text == "second"
+        assert (await orchestrator.run("three")).text == "third"
 
     stats = orchestrator.stats()
-    assert stats.runs == 2
-    assert stats.model_calls == 4
-    assert stats.tool_calls == 5
+    # every count differs from the others: each field shows its own counter
+    assert stats.runs == 3
+    assert stats.model_calls == 5
+    assert stats.tool_calls == 6
     assert stats.tool_errors == 2  # malformed and unknown
-    assert stats.invoked == 3  # neither the malformed nor the unknown call reached the broker
+    assert stats.invoked == 4  # neither the malformed nor the unknown call reached the broker
     assert stats.latency_max_s == pytest.approx(6.0)
-    assert stats.latency_mean_s == pytest.approx((2 + 4 + 6) / 3)
+    assert stats.latency_total_s == pytest.approx(2 + 4 + 6 + 1)
+    assert stats.latency_mean_s == pytest.approx((2 + 4 + 6 + 1) / 4)
 
 
 async def test_stats_are_a_frozen_snapshot() -> None:

@@ -7,7 +7,9 @@ transport beneath it (connection pool and TLS, the API key and its redaction, re
 backoff and ``Retry-After``, timeouts), as httpx's ``Client`` sits on a transport.
 :func:`client_generate` plugs the client into the ``llm.generate`` capability, and
 :class:`PromptBundle` / :class:`TokenBudget` / :func:`to_messages_and_text` are what
-``generate`` is asked and how it becomes a prompt.
+``generate`` is asked and how it becomes a prompt. The ``LLM_*`` error codes are those of
+every :class:`~loomk.errors.LLMError` it raises; :data:`CHAT` and :data:`RESPONSES` are the
+values of :attr:`LLMReply.provider` (a :data:`Provider`).
 
 ``import loomk`` does not load this package (nor httpx): a kernel without a model endpoint
 never needs it.
@@ -16,6 +18,7 @@ never needs it.
 from loomk.llm.client._client import LLMClient
 from loomk.llm.client._settings import LLMSettings
 from loomk.llm.client._wire import (
+    CHAT,
     LLM_BAD_RESPONSE,
     LLM_CONNECT_ERROR,
     LLM_HTTP_ERROR,
@@ -23,6 +26,7 @@ from loomk.llm.client._wire import (
     LLM_NOT_CONFIGURED,
     LLM_RATE_LIMITED,
     LLM_TIMEOUT,
+    RESPONSES,
     LLMReply,
     Provider,
 )
@@ -31,6 +35,7 @@ from loomk.llm.client.prompt import PromptBundle, TokenBudget, to_messages_and_t
 from loomk.llm.client.stream import ChatStream
 
 __all__ = [
+    "CHAT",
     "LLM_BAD_RESPONSE",
     "LLM_CONNECT_ERROR",
     "LLM_HTTP_ERROR",
@@ -38,6 +43,7 @@ __all__ = [
     "LLM_NOT_CONFIGURED",
     "LLM_RATE_LIMITED",
     "LLM_TIMEOUT",
+    "RESPONSES",
     "ChatStream",
     "LLMClient",
     "LLMReply",

@@ -76,16 +76,24 @@ class LLMClient:
             raise LLMError(  # not its repr: a dict of settings could hold the key
                 LLM_INVALID_REQUEST, f"expected LLMSettings, got {type(settings).__name__}"
             )
-        self.settings = settings
         self._transport = LLMTransport(settings, http_transport=transport)
         self._stream_ids = itertools.count(1)
         self._stream_prefix = f"s{random.getrandbits(32):08x}"
+
+    @property
+    def settings(self) -> LLMSettings:
+        """The settings every call uses: the transport's, the one copy (read-only, so the
+        endpoint URLs are built for and the one the API key may go to cannot drift apart;
+        for other settings, make another client)."""
+        return self._transport.settings
 
     def __repr__(self) -> str:
         s = self.settings
         return f"LLMClient(base_url={s.base_url!r}, model={s.model!r})"
 
     async def __aenter__(self) -> LLMClient:
+        if self._transport.is_open:
+            raise RuntimeError("this LLMClient is already open")
         await self._transport.open()
         return self
 
@@ -182,7 +190,7 @@ class LLMClient:
             stream.reply                     # the whole LLMReply, once read to the end
 
         To republish the deltas as events, wrap the stream with
-        :func:`loomk.llm.republish.republish`.
+        :func:`loomk.llm.republish_stream`.
         """
         url = self._url("chat/completions", base_url)
         body = self._chat_body(messages, tools, tool_choice, model, temperature, max_tokens)
@@ -336,7 +344,12 @@ class LLMClient:
     ) -> httpx.Response:
         """Send a streamed request (as its ChatStream is entered, so that a body that is
         not JSON fails there too); the response, with only its head read."""
-        return await self._transport.send(self._request(url, body, timeout_s, stream=True))
+        return await self._send(self._request(url, body, timeout_s, stream=True))
+
+    async def _send(self, request: ModelRequest) -> httpx.Response:
+        if not self._transport.is_open:
+            raise RuntimeError("use the LLMClient as `async with LLMClient(...) as client:`")
+        return await self._transport.send(request)
 
     async def _model_call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         url = self._url(path, None)
@@ -356,8 +369,7 @@ class LLMClient:
         deadline: float | None = None,
     ) -> Any:
         """POST ``body``; the decoded JSON of the 2xx answer (after retries)."""
-        request = self._request(url, body, timeout_s, deadline=deadline)
-        response = await self._transport.send(request)
+        response = await self._send(self._request(url, body, timeout_s, deadline=deadline))
         try:
             return json.loads(response.content)
         except (ValueError, RecursionError) as error:

@@ -1,8 +1,9 @@
 """Where and how to reach a model server: :class:`LLMSettings`, checked when made.
 
-Both halves of the client read them: the client API for the endpoint, model and sampling
-defaults, the transport for the API key, the timeout and the retry limits. A bad value
-fails here, with LLM_INVALID_REQUEST, rather than on the first request.
+Both halves of the client read the same object, which the transport holds: the client API
+for the endpoint, model and sampling defaults, the transport for the API key, the timeout
+and the retry limits. A bad value fails here, with LLM_INVALID_REQUEST, rather than on the
+first request.
 """
 
 from __future__ import annotations

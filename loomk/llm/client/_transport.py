@@ -88,6 +88,7 @@ class LLMTransport:
 
     ``http_transport`` replaces httpx's network transport; without one, connections use
     httpx's default TLS verification. :meth:`open` before sending, :meth:`aclose` after.
+    Its :attr:`settings` are the client's only copy: the client reads them from here.
     """
 
     def __init__(
@@ -97,12 +98,23 @@ class LLMTransport:
         self._http_transport = http_transport
         self._http: httpx.AsyncClient | None = None
 
+    @property
+    def settings(self) -> LLMSettings:
+        """Where and how requests go (read-only: the key, the origin it may go to and the
+        retry limits must stay those of the endpoint the client builds URLs for)."""
+        return self._settings
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the connection pool is open (between :meth:`open` and :meth:`aclose`)."""
+        return self._http is not None
+
     async def open(self) -> None:
-        """Open the connection pool."""
+        """Open the connection pool; RuntimeError when it is open already."""
         import httpx
 
         if self._http is not None:
-            raise RuntimeError("this LLMClient is already open")
+            raise RuntimeError("the transport is already open")
         self._http = httpx.AsyncClient(
             transport=self._http_transport,
             timeout=None,  # trio deadlines bound each request (see _attempt)
@@ -161,7 +173,7 @@ class LLMTransport:
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
-            raise RuntimeError("use the LLMClient as `async with LLMClient(...) as client:`")
+            raise RuntimeError("the transport is not open: open() it before sending")
         return self._http
 
     def _headers(self, request: ModelRequest) -> dict[str, str]:

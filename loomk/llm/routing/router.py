@@ -191,7 +191,7 @@ class _RouterCounters:
         self.by_route[route.value] = self.by_route.get(route.value, 0) + 1
 
     def snapshot(self) -> RouterStats:
-        return RouterStats(self.decisions, dict(self.by_route))
+        return RouterStats(decisions=self.decisions, by_route=dict(self.by_route))
 
 
 class ModelRouter:
