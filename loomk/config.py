@@ -171,6 +171,22 @@ class Config:
         default=5.0,
         metadata={"doc": "Seconds graceful shutdown waits for agents to drain.", "gt": 0.0},
     )
+    agent_start_timeout_s: float = field(
+        default=30.0,
+        metadata={
+            "doc": "Seconds an agent's first on_start may take before spawn gives up on it "
+            "with AgentStartError (spawn's start_timeout_s overrides it).",
+            "gt": 0.0,
+        },
+    )
+    stall_warning_ms: int = field(
+        default=200,
+        metadata={
+            "doc": "Warn (once per stall, naming the agent and its stack) when the kernel's "
+            "thread has not come back to the scheduler for this long; 0 turns it off.",
+            "min": 0,
+        },
+    )
     handle_signals: bool = field(
         default=False,
         metadata={

@@ -114,6 +114,18 @@ class AgentFailed(AgentError):
         self.cause = cause
 
 
+class AgentStartError(AgentError):
+    """An agent's first ``on_start`` failed or ran past its start timeout, so ``spawn``
+    did not start it (restarts apply only to an agent that started once)."""
+
+    code = "AGENT_START_FAILED"
+
+    def __init__(self, agent_id: str, message: str, cause: BaseException | None = None) -> None:
+        super().__init__(f"agent {agent_id!r} did not start: {message}")
+        self.agent_id = agent_id
+        self.cause = cause
+
+
 class StoreError(LoomkError):
     """The durable store cannot be opened, read or written; the message names the path."""
 

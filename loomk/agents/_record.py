@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from loomk.bus import Binding, Mailbox, SubscriptionStats, binding_stats
+from loomk.errors import AgentStartError
 from loomk.state.memory import EphemeralMemory
 
 if TYPE_CHECKING:
@@ -60,12 +61,15 @@ class AgentRecord:
         "failures",
         "finished",
         "handled",
+        "has_started",
         "last_error",
         "mailbox",
         "own",
         "policy",
         "restarts",
         "scope",
+        "start_error",
+        "start_timeout_s",
         "started",
         "status",
         "stop_timeout_s",
@@ -78,12 +82,16 @@ class AgentRecord:
         agent: Agent,
         policy: RestartPolicy,
         stop_timeout_s: float,
+        start_timeout_s: float,
         defaults: AgentDefaults,
     ) -> None:
         self.agent_id = agent.agent_id
         self.agent = agent  # the running instance (a fresh one after each restart)
         self.policy = policy
         self.stop_timeout_s = stop_timeout_s
+        self.start_timeout_s = start_timeout_s
+        self.has_started = False  # the first on_start returned: restarts apply from now on
+        self.start_error: AgentStartError | None = None  # why the first start failed
         self.defaults = defaults
         self.mailbox = Mailbox()
         self.bindings: dict[str, Binding] = {}  # pattern -> its lane's binding, in order
@@ -123,7 +131,7 @@ class AgentRecord:
         return self._memory
 
     def mark_started(self) -> None:
-        """The first instance got past ``on_start`` (or failed in it): ``spawn`` returns."""
+        """The first instance got past ``on_start``, or the agent ended: ``spawn`` returns."""
         if self.started is not None:
             self.started.set()
 

@@ -25,7 +25,7 @@ from loomk.agents._serve import serve
 from loomk.agents.agent import returned_a_value
 from loomk.agents.context import Context
 from loomk.agents.supervisor import RestartTracker
-from loomk.errors import AgentFailed
+from loomk.errors import AgentFailed, AgentStartError
 from loomk.events import Event
 from loomk.telemetry.logging import get_logger
 
@@ -80,6 +80,9 @@ class Supervisor:
         instance = record.agent
         while True:
             failure = await self._run_instance(record, instance)
+            if record.start_error is not None:  # never started: spawn reports it, no restart
+                record.status = "failed"
+                return
             if record.stopping:
                 return
             if not policy.restarts_after(failed=failure is not None):
@@ -118,14 +121,13 @@ class Supervisor:
         try:
             record.status = "starting"
             transaction.holding = True
-            started: object = await instance.on_start(ctx)  # type: ignore[func-returns-value]
-            if started is not None:
-                raise returned_a_value(instance, "on_start", started)
+            await self._start(record, instance, ctx)
             if transaction.dirty:
                 await transaction.flush()
             transaction.holding = False
             await self._subscriptions.end_carried(record)
             record.status = "running"
+            record.has_started = True
             record.mark_started()
             await serve(record, event_handler(instance), ctx, transaction)
         except Exception as error:
@@ -133,11 +135,31 @@ class Supervisor:
             transaction.discard()  # the failed handler's writes and held events never happened
             record.failures += 1
             record.last_error = error
-            _log.error("agent failed", agent_id=record.agent_id, error=repr(error), exc_info=error)
+            if record.has_started:
+                _log_failure("agent failed", record, error)
+            else:
+                record.start_error = _start_error(record, error)
+                _log_failure("agent did not start", record, error)
         finally:
-            record.mark_started()  # spawn returns after the first on_start, however it went
             await self._stop_instance(record, instance, ctx, transaction)
         return failure
+
+    @staticmethod
+    async def _start(record: AgentRecord, instance: Agent, ctx: Context) -> None:
+        """Run ``on_start``; the agent's first one within its start timeout."""
+        if record.has_started:
+            started: object = await instance.on_start(ctx)  # type: ignore[func-returns-value]
+        else:
+            with trio.move_on_after(record.start_timeout_s) as deadline:
+                started = await instance.on_start(ctx)  # type: ignore[func-returns-value]
+            if deadline.cancelled_caught:
+                raise AgentStartError(
+                    record.agent_id,
+                    f"on_start did not return within {record.start_timeout_s:g} s "
+                    "(agent_start_timeout_s, or spawn's start_timeout_s)",
+                )
+        if started is not None:
+            raise returned_a_value(instance, "on_start", started)
 
     async def _stop_instance(
         self, record: AgentRecord, instance: Agent, ctx: Context, transaction: Transaction
@@ -155,9 +177,7 @@ class Supervisor:
                     await transaction.flush()
             except Exception as error:
                 transaction.discard()
-                _log.error(
-                    "on_stop failed", agent_id=record.agent_id, error=repr(error), exc_info=error
-                )
+                _log_failure("on_stop failed", record, error)
             finally:
                 self._on_stop_scopes.discard(scope)
         if scope.cancelled_caught:
@@ -209,3 +229,19 @@ class Supervisor:
         bus = self._services.bus
         if not bus.closed:
             await bus.publish(topic, event)
+
+
+def _start_error(record: AgentRecord, error: Exception) -> AgentStartError:
+    if isinstance(error, AgentStartError):
+        return error
+    return AgentStartError(record.agent_id, f"on_start raised {error!r}", error)
+
+
+def _log_failure(message: str, record: AgentRecord, error: BaseException) -> None:
+    """One line per failure; the traceback with an agent's first failure, later only at
+    debug (a crash loop must not fill the console with the same traceback)."""
+    if record.failures <= 1:
+        _log.error(message, agent_id=record.agent_id, error=repr(error), exc_info=error)
+        return
+    _log.error(message, agent_id=record.agent_id, error=repr(error), failures=record.failures)
+    _log.debug(message, agent_id=record.agent_id, exc_info=error)

@@ -33,7 +33,7 @@ from loomk.agents.services import AgentServices
 from loomk.agents.supervisor import Restart, RestartPolicy
 from loomk.bus.overflow import OverflowLike
 from loomk.bus.topics import validate_pattern
-from loomk.errors import AgentError, AgentExists, AgentNotFound, KernelClosed
+from loomk.errors import AgentError, AgentExists, AgentNotFound, AgentStartError, KernelClosed
 from loomk.events import QoS
 from loomk.telemetry.logging import get_logger
 
@@ -55,11 +55,17 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _check_stop_timeout(value: object) -> None:
+def _check_timeout(name: str, value: object) -> None:
     if value is None:
         return
-    if not isinstance(value, int | float) or isinstance(value, bool) or not value >= 0:
-        raise AgentError(f"stop_timeout_s must be a number >= 0, got {value!r}")
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not 0 <= value < float("inf")
+        or (name == "start_timeout_s" and not value > 0)
+    ):
+        low = "> 0" if name == "start_timeout_s" else ">= 0"
+        raise AgentError(f"{name} must be a finite number {low}, got {value!r}")
 
 
 class AgentRuntime:
@@ -118,6 +124,7 @@ class AgentRuntime:
         jitter: float = 0.2,
         critical: bool = False,
         stop_timeout_s: float | None = None,
+        start_timeout_s: float | None = None,
     ) -> AgentHandle:
         """Start ``agent`` under supervision; returns once its first ``on_start`` has run.
 
@@ -126,13 +133,22 @@ class AgentRuntime:
         ``restart``, ``max_restarts``, ``window_s``, ``backoff_s``, ``backoff_max_s``,
         ``jitter`` and ``critical`` form its :class:`RestartPolicy`; ``stop_timeout_s``
         bounds its graceful stop (default: the services' ``agent_defaults``).
+
+        As an Erlang supervisor's ``start_child``, the policy applies once the agent has
+        started: if its first ``on_start`` raises, or runs past ``start_timeout_s`` (default:
+        ``agent_start_timeout_s``), it is not restarted and ``spawn`` raises
+        :class:`AgentStartError` once the agent is gone (``on_stop`` has run; the events
+        queued meanwhile are dropped).
         """
         policy = RestartPolicy(
             restart, max_restarts, window_s, backoff_s, backoff_max_s, jitter, critical
         )
-        _check_stop_timeout(stop_timeout_s)
-        record = self._start(self._check(agent), policy, stop_timeout_s)
+        _check_timeout("stop_timeout_s", stop_timeout_s)
+        _check_timeout("start_timeout_s", start_timeout_s)
+        record = self._start(self._check(agent), policy, stop_timeout_s, start_timeout_s)
         await self._until_started([record])
+        if record.start_error is not None:
+            raise record.start_error
         return record.handle
 
     async def spawn_many(
@@ -140,13 +156,17 @@ class AgentRuntime:
     ) -> builtins.list[AgentHandle]:
         """Spawn many agents at once, with one supervision policy (see :meth:`spawn`).
 
-        Every agent is checked before any starts, so a bad one starts none. Much faster
-        than one ``spawn`` after another for thousands of agents: the starts share one
-        scheduler pass, and the garbage collector pauses until every agent has started
-        (it would otherwise walk the growing heap again and again).
+        Every agent is checked before any starts, so a bad one starts none; and if one fails
+        to start, those that did are stopped before :class:`AgentStartError` is raised, so
+        the batch starts whole or not at all. Much faster than one ``spawn`` after another
+        for thousands of agents: the starts share one scheduler pass, and the garbage
+        collector pauses until every agent has started (it would otherwise walk the growing
+        heap again and again).
         """
         stop_timeout_s = supervision.pop("stop_timeout_s", None)
-        _check_stop_timeout(stop_timeout_s)
+        start_timeout_s = supervision.pop("start_timeout_s", None)
+        _check_timeout("stop_timeout_s", stop_timeout_s)
+        _check_timeout("start_timeout_s", start_timeout_s)
         policy = RestartPolicy(**supervision)
         batch = list(agents)
         ids: set[str] = set()
@@ -160,9 +180,25 @@ class AgentRuntime:
             for topic in topics:
                 validate_pattern(topic.pattern)
         with _gc_paused():  # the handles too: allocations past it would start a full pass
-            records = [self._start(agent, policy, stop_timeout_s) for agent in batch]
+            records = [
+                self._start(agent, policy, stop_timeout_s, start_timeout_s) for agent in batch
+            ]
             await self._until_started(records)
-            return [record.handle for record in records]
+            failed = [record.start_error for record in records if record.start_error]
+            if not failed:
+                return [record.handle for record in records]
+        for record in records:  # all or nothing: stop those that did start
+            if record.start_error is None and not record.finished:
+                await self.stop(record.agent_id)
+        first = failed[0]
+        if len(failed) == 1:
+            raise first
+        raise AgentStartError(
+            first.agent_id,
+            f"{first} (and {len(failed) - 1} more of the {len(records)} agents did not "
+            "start; none of the batch was left running)",
+            first.cause,
+        )
 
     def _check(self, agent: Agent) -> Agent:
         if not isinstance(agent, Agent):
@@ -175,14 +211,22 @@ class AgentRuntime:
         return agent
 
     def _start(
-        self, agent: Agent, policy: RestartPolicy, stop_timeout_s: float | None
+        self,
+        agent: Agent,
+        policy: RestartPolicy,
+        stop_timeout_s: float | None,
+        start_timeout_s: float | None,
     ) -> AgentRecord:
         """Subscribe, register and start the agent's task (does not wait for on_start)."""
         assert self._nursery is not None
         defaults = self._services.agent_defaults
-        if stop_timeout_s is None:
-            stop_timeout_s = defaults.stop_timeout_s
-        record = AgentRecord(agent, policy, stop_timeout_s, defaults)
+        record = AgentRecord(
+            agent,
+            policy,
+            defaults.stop_timeout_s if stop_timeout_s is None else stop_timeout_s,
+            defaults.start_timeout_s if start_timeout_s is None else start_timeout_s,
+            defaults,
+        )
         self._subscriptions.attach_declared(record, topics_of(agent))
         self._records[agent.agent_id] = record
         metadata = agent.metadata

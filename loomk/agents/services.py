@@ -32,6 +32,8 @@ class AgentDefaults:
 
     stop_timeout_s: float
     """How long a graceful stop waits for the agent (and, separately, for its ``on_stop``)."""
+    start_timeout_s: float
+    """How long an agent's first ``on_start`` may take before ``spawn`` gives up on it."""
     memory_max_items: int
     """Items kept in an agent's ephemeral memory (``ctx.memory``)."""
     memory_max_bytes: int

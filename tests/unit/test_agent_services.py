@@ -66,7 +66,7 @@ class Services:
     broker: ActionBroker = field(default_factory=ActionBroker)
     agent_defaults: AgentDefaults = field(
         default_factory=lambda: AgentDefaults(
-            stop_timeout_s=1.0, memory_max_items=8, memory_max_bytes=1024
+            stop_timeout_s=1.0, start_timeout_s=1.0, memory_max_items=8, memory_max_bytes=1024
         )
     )
     failures: list[AgentFailed] = field(default_factory=list)

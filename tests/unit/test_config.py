@@ -32,6 +32,8 @@ DEFAULTS: dict[str, object] = {
     "bus_background_capacity": 4096,
     "bus_max_topics": 10000,
     "shutdown_timeout_s": 5.0,
+    "agent_start_timeout_s": 30.0,
+    "stall_warning_ms": 200,
     "handle_signals": False,
 }
 

@@ -28,7 +28,7 @@ import trio.testing
 from support import drain
 
 from loomk import AgentError, Context, Event, Kernel, KernelClosed
-from loomk.errors import DataDirInUse, StateError
+from loomk.errors import AgentStartError, DataDirInUse, StateError
 from loomk.state import AgentState
 from loomk.testing import EventStep, ScriptedAgent, open_test_kernel
 
@@ -580,10 +580,11 @@ async def test_a_second_kernel_while_the_first_holds_the_directory_gets_data_dir
                 second.agent_state("holder")
             assert "data directory in use" in str(caught.value)
             assert str(data_dir) in str(caught.value)
-            handle = await second.spawn(ScriptedAgent("other", on_start=touch), restart="temporary")
-            assert isinstance(handle.last_error, DataDirInUse)
+            with pytest.raises(AgentStartError) as not_started:
+                await second.spawn(ScriptedAgent("other", on_start=touch), restart="temporary")
+            assert isinstance(not_started.value.cause, DataDirInUse)
             assert len(errors) == 1
-            assert errors[0] is handle.last_error
+            assert errors[0] is not_started.value.cause
             assert not second.state.opened
     async with kernel_on(data_dir) as third:  # the first kernel released it on closing
         assert stored(third, "holder") == {"x": 1}

@@ -24,6 +24,7 @@ from loomk import (
     AgentError,
     AgentFailed,
     AgentNotFound,
+    AgentStartError,
     Context,
     Event,
     Kernel,
@@ -93,6 +94,7 @@ class Worker(Agent):
         topic: str = "work",
         label: str = "",
         start_failures: int = 0,
+        failing_starts: range | None = None,
         stop_raises: bool = False,
         stop_hangs: bool = False,
     ) -> None:
@@ -103,13 +105,15 @@ class Worker(Agent):
         journal.instances.append(self)
         self.label = label
         self.start_failures = start_failures
+        self.failing_starts = range(0) if failing_starts is None else failing_starts
         self.stop_raises = stop_raises
         self.stop_hangs = stop_hangs
         self.handled_here = 0
 
     async def on_start(self, ctx: Context) -> None:
         self.journal.log("start", self)
-        if self.journal.count("start") <= self.start_failures:
+        starts = self.journal.count("start")
+        if starts <= self.start_failures or starts in self.failing_starts:
             raise RuntimeError("cannot start")
 
     async def on_event(self, ctx: Context, event: Event) -> None:
@@ -841,42 +845,140 @@ async def test_on_stop_raising_does_not_prevent_a_stop(
     assert kernel.closed  # shutdown with a raising on_stop completes and raises nothing
 
 
-async def test_on_start_raising_is_a_failure_and_is_restarted(
+async def test_a_first_on_start_that_raises_makes_spawn_raise_and_nothing_restarts(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     journal = Journal()
     async with open_test_kernel() as kernel:
         watch = kernel.bus.subscribe("system.agent.>")
-        handle = await kernel.spawn(Worker("w", journal, start_failures=1), backoff_s=0.5, jitter=0)
-        await publish(kernel, b"a")
+        with pytest.raises(AgentStartError, match="'w' did not start: on_start raised") as info:
+            await kernel.spawn(Worker("w", journal, start_failures=1), backoff_s=0.5, jitter=0)
+        assert isinstance(info.value.cause, RuntimeError)
+        assert info.value.agent_id == "w"
+        assert journal.trace() == [("start", 0, None), ("stop", 0, None)]  # on_stop ran
+        assert trio.current_time() == 0.0  # no backoff, no second start
         await trio.sleep(2)
-        assert journal.trace() == [
-            ("start", 0, None),
-            ("stop", 0, None),
-            ("start", 1, None),
-            ("event", 1, b"a"),
-        ]
-        assert journal.times("start")[1] - journal.times("start")[0] == pytest.approx(0.5)
-        assert (handle.status, handle.failures, handle.restarts) == ("running", 1, 1)
-        assert isinstance(handle.last_error, RuntimeError)
-        assert [d["error"] for _, d in announcements(watch)] == ["RuntimeError('cannot start')"]
+        assert journal.count("start") == 1
+        assert announcements(watch) == []
+        assert_gone(kernel, "w", "work")
 
 
-async def test_on_start_failing_every_time_gives_up(
+async def test_on_start_raising_after_a_restart_is_a_failure_and_is_restarted(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     journal = Journal()
     async with open_test_kernel() as kernel:
         watch = kernel.bus.subscribe("system.agent.>")
         handle = await kernel.spawn(
-            Worker("w", journal, start_failures=100), max_restarts=2, backoff_s=0.1, jitter=0
+            Worker("w", journal, failing_starts=range(2, 3)), backoff_s=0.5, jitter=0
         )
+        await publish(kernel, b"boom", b"a")
+        await trio.sleep(3)
+        assert journal.trace() == [
+            ("start", 0, None),
+            ("event", 0, b"boom"),
+            ("stop", 0, None),
+            ("start", 1, None),  # the second start fails: a failure like any other
+            ("stop", 1, None),
+            ("start", 2, None),
+            ("event", 2, b"a"),
+        ]
+        assert (handle.status, handle.failures, handle.restarts) == ("running", 2, 2)
+        assert [d["error"] for _, d in announcements(watch)] == [
+            "ValueError('boom')",
+            "RuntimeError('cannot start')",
+        ]
+
+
+async def test_on_start_failing_every_time_after_a_restart_gives_up(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    journal = Journal()
+    async with open_test_kernel() as kernel:
+        watch = kernel.bus.subscribe("system.agent.>")
+        handle = await kernel.spawn(
+            Worker("w", journal, failing_starts=range(2, 100)),
+            max_restarts=2,
+            backoff_s=0.1,
+            jitter=0,
+        )
+        await publish(kernel, b"boom")
         await trio.sleep(5)
         assert journal.count("start") == 3
-        assert journal.count("event") == 0
         assert (handle.status, handle.failures, handle.restarts) == ("failed", 3, 2)
         assert [topic for topic, _ in announcements(watch)] == [RESTARTED, RESTARTED, FAILED]
         assert_gone(kernel, "w", "work")
+
+
+class SlowStart(Agent):
+    """``on_start`` waits ``start_s`` (virtual) seconds, then records that it finished."""
+
+    topics = ("work",)
+
+    def __init__(self, agent_id: str, start_s: float, trace: list[str]) -> None:
+        super().__init__(agent_id)
+        self.start_s = start_s
+        self.trace = trace
+
+    async def on_start(self, ctx: Context) -> None:
+        await trio.sleep(self.start_s)
+        self.trace.append("started")
+
+    async def on_stop(self, ctx: Context) -> None:
+        self.trace.append("stopped")
+
+
+@pytest.mark.parametrize(
+    ("settings", "spawn_options", "gives_up_at"),
+    [
+        ({"agent_start_timeout_s": 3}, {}, 3.0),
+        ({"agent_start_timeout_s": 3}, {"start_timeout_s": 1.5}, 1.5),
+    ],
+    ids=["the kernel's setting", "spawn's own"],
+)
+async def test_an_on_start_past_its_start_timeout_makes_spawn_raise(
+    autojump_clock: trio.testing.MockClock,
+    settings: dict[str, float],
+    spawn_options: dict[str, float],
+    gives_up_at: float,
+) -> None:
+    trace: list[str] = []
+    async with open_test_kernel(**settings) as kernel:
+        with pytest.raises(AgentStartError, match="on_start did not return within"):
+            await kernel.spawn(SlowStart("slow", 3600, trace), **spawn_options)
+        assert trio.current_time() == gives_up_at
+        assert trace == ["stopped"]  # cut short; on_stop still ran
+        assert_gone(kernel, "slow", "work")
+        await kernel.spawn(SlowStart("quick", 1, trace))  # within the timeout: started
+        assert trace == ["stopped", "started"]
+
+
+async def test_spawn_many_starts_whole_or_not_at_all(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    trace: list[str] = []
+    journal = Journal()
+    async with open_test_kernel(agent_start_timeout_s=2) as kernel:
+        batch = [
+            SlowStart("fine", 0, trace),
+            Worker("broken", journal, start_failures=1, topic="other"),
+            SlowStart("hung", 3600, []),
+        ]
+        with pytest.raises(AgentStartError, match="1 more of the 3 agents did not start"):
+            await kernel.spawn_many(batch)
+        assert trace == ["started", "stopped"]  # the one that started was stopped again
+        assert kernel.agents.list() == []
+        assert await kernel.bus.publish("work", Event("x")) == 0
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), "5", True])
+async def test_a_start_timeout_that_is_not_a_finite_positive_number_is_refused(
+    bad: object,
+) -> None:
+    async with open_test_kernel() as kernel:
+        with pytest.raises(AgentError, match="start_timeout_s must be a finite number > 0"):
+            await kernel.spawn(Worker("w", Journal()), start_timeout_s=bad)
+        assert kernel.agents.list() == []
 
 
 # ---- stopping during the backoff --------------------------------------------------------------
@@ -979,18 +1081,16 @@ class StartReturnsValue(Agent):
             return "ready"  # type: ignore[return-value]  # a contract violation, once
 
 
-async def test_on_start_returning_a_value_is_a_contained_contract_failure(
+async def test_a_first_on_start_returning_a_value_is_a_start_error(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     journal = Journal()
     async with open_test_kernel() as kernel:
-        handle = await kernel.spawn(StartReturnsValue("s", journal), backoff_s=0.5, jitter=0)
-        await trio.sleep(1)
-        assert isinstance(handle.last_error, AgentContractError)
-        assert "on_start must return None" in str(handle.last_error)
-        assert handle.failures == 1
-        assert handle.restarts == 1
-        assert handle.status == "running"
+        with pytest.raises(AgentStartError) as info:
+            await kernel.spawn(StartReturnsValue("s", journal), backoff_s=0.5, jitter=0)
+        assert isinstance(info.value.cause, AgentContractError)
+        assert "on_start must return None" in str(info.value)
+        assert "s" not in kernel.agents
 
 
 class BuiltOnce(Agent):
