@@ -25,7 +25,7 @@ import trio
 from loomk.actions.broker import ActionBroker
 from loomk.actions.directory import CapabilityDirectory
 from loomk.actions.providers import LLMGenerateProvider, builtin_providers
-from loomk.agents import Agent, AgentDefaults, AgentHandle, AgentRuntime
+from loomk.agents import Agent, AgentDefaults, AgentHandle, AgentRuntime, agent_on_stack
 from loomk.bus import EventBus
 from loomk.collab import Collaborator, CollabService
 from loomk.config import Config
@@ -34,6 +34,7 @@ from loomk.events import QoS
 from loomk.llm import LocalModel, ModelRouter, ModelService
 from loomk.state.service import AgentState, StateService
 from loomk.telemetry.logging import configure_logging, get_logger
+from loomk.telemetry.watchdog import StallWatchdog
 
 if TYPE_CHECKING:  # the HTTP client is imported only when an endpoint is configured
     from loomk.llm.client import LLMClient
@@ -84,6 +85,9 @@ class Kernel:
             self.broker.register(LLMGenerateProvider(self.local_model.generate))
         self.capabilities = CapabilityDirectory(self.broker)
         self.agents = AgentRuntime(self)
+        self.watchdog: StallWatchdog | None = None
+        if config.stall_warning_ms:
+            self.watchdog = StallWatchdog(config.stall_warning_ms, locate=agent_on_stack)
         self.directory = self.agents.directory
         self._edges: trio.Nursery | None = None
         self._graceful = trio.CancelScope()
@@ -248,6 +252,8 @@ async def open_kernel(config: Config | None = None, **settings: Any) -> AsyncIte
                 kernel._attach_llm(await resources.enter_async_context(client))
             kernel.state.attach(core)
             await core.start(kernel.collab_service.run)
+            if kernel.watchdog is not None:
+                await core.start(kernel.watchdog.run)
             if config.handle_signals:
                 await core.start(kernel._watch_signals)
             try:

@@ -5,6 +5,7 @@ The layer sees the rest of the kernel only through :class:`AgentServices`.
 
 from loomk.agents._commit import COMMIT_GROUP_MAX
 from loomk.agents._record import AgentHandle, AgentStats
+from loomk.agents._supervise import agent_on_stack
 from loomk.agents.agent import Agent, FunctionAgent, Topic, agent, validate_agent_id
 from loomk.agents.context import Context
 from loomk.agents.directory import AgentDirectory, AgentInfo
@@ -34,5 +35,6 @@ __all__ = [
     "RestartPolicy",
     "Topic",
     "agent",
+    "agent_on_stack",
     "validate_agent_id",
 ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from loomk.agents.agent import Agent
     from loomk.agents.services import AgentServices
 
-__all__ = ["FAILED_TOPIC", "RESTARTED_TOPIC", "Supervisor"]
+__all__ = ["FAILED_TOPIC", "RESTARTED_TOPIC", "Supervisor", "agent_on_stack"]
 
 RESTARTED_TOPIC = "system.agent.restarted"
 FAILED_TOPIC = "system.agent.failed"
@@ -245,3 +246,16 @@ def _log_failure(message: str, record: AgentRecord, error: BaseException) -> Non
         return
     _log.error(message, agent_id=record.agent_id, error=repr(error), failures=record.failures)
     _log.debug(message, agent_id=record.agent_id, exc_info=error)
+
+
+def agent_on_stack(frame: FrameType | None) -> str | None:
+    """The id of the agent whose task is running ``frame``, walking out from it; None when
+    the frame is not in an agent's task (for the stall watchdog's report)."""
+    code = Supervisor.run.__code__
+    while frame is not None:
+        if frame.f_code is code:
+            record = frame.f_locals.get("record")
+            agent_id = getattr(record, "agent_id", None)
+            return agent_id if isinstance(agent_id, str) else None
+        frame = frame.f_back
+    return None
