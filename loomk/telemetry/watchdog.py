@@ -61,6 +61,7 @@ class StallWatchdog:
         self._longest_ms = 0.0
         self._last_agent: str | None = None
         self._stalled = False
+        self._probe: _Probe | None = None  # the question in flight
 
     def stats(self) -> StallStats:
         """A snapshot of the counters."""
@@ -82,6 +83,9 @@ class StallWatchdog:
             await trio.sleep_forever()
         finally:
             self._stop.set()
+            probe = self._probe
+            if probe is not None:
+                probe.answered.set()  # the thread waits on it: let it see the stop at once
             thread.join(timeout=1.0)
 
     # ---- the watching thread -------------------------------------------------------------
@@ -89,13 +93,16 @@ class StallWatchdog:
     def _watch(self, token: trio.lowlevel.TrioToken, watched: int) -> None:
         threshold_s = self.threshold_ms / 1000
         while not self._stop.is_set():
-            probe = _Probe()
+            probe = self._probe = _Probe()
+            if self._stop.is_set():
+                return
             try:
                 token.run_sync_soon(probe.answer)
             except trio.RunFinishedError:
                 return
             if probe.answered.wait(threshold_s):
-                self._stop.wait(threshold_s / 2)
+                if self._stop.wait(threshold_s / 2):
+                    return
                 continue
             self._stalled_now(watched)
             while not probe.answered.wait(threshold_s) and not self._stop.is_set():
@@ -142,5 +149,5 @@ class _Probe:
 
     def latency(self) -> float:
         """Seconds from asking to the answer (to now, if none came: the kernel stopped)."""
-        end = self.answered_at if self.answered.is_set() else time.monotonic()
+        end = self.answered_at or time.monotonic()  # unanswered: woken by the stop
         return end - self.asked_at
