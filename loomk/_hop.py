@@ -67,6 +67,15 @@ def parse_ts(raw: str | None) -> int:
     return _parse_int(raw, None, None, None)
 
 
+def parse_deadline(raw: str | None) -> int | None:
+    """A metadata ``deadline_ms`` (epoch milliseconds), or None when absent or not a
+    non-negative integer (a malformed deadline binds nothing, as Loom ignores the key)."""
+    if raw is None:
+        return None
+    value = _parse_int(raw, -1, 0, 2**63 - 1)
+    return value if value >= 0 else None
+
+
 def survives_hop(metadata: Mapping[str, str]) -> bool:
     """Whether a message with this metadata is still alive after one more hop."""
     raw = metadata.get(TTL)

@@ -11,3 +11,8 @@ HOP = "hop"
 TS = "ts"
 
 RESERVED_KEYS: tuple[str, ...] = (THREAD_ID, CORRELATION_ID, SENDER, REPLY_TO, TTL, HOP, TS)
+"""Loom's envelope keys."""
+
+DEADLINE_MS = "deadline_ms"
+"""loomk's own reserved key (Loom peers ignore it): the wall-clock time, in epoch
+milliseconds, by which the request an event carries must be answered."""

@@ -15,8 +15,8 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from loomk._hop import hop_metadata, survives_hop
-from loomk._metakeys import CORRELATION_ID, REPLY_TO, SENDER, THREAD_ID
+from loomk._hop import hop_metadata, parse_deadline, survives_hop
+from loomk._metakeys import CORRELATION_ID, DEADLINE_MS, REPLY_TO, SENDER, THREAD_ID
 from loomk.errors import EventError
 
 __all__ = ["Event", "QoS", "delivered_event", "new_event_id", "now_ms"]
@@ -61,6 +61,7 @@ def new_event_id() -> str:
 
 _EMPTY_TAGS: tuple[str, ...] = ()
 _SENDER_FIELDS = frozenset({"metadata", "source"})
+_UNREAD = -1  # an Event's deadline before its metadata was read for it (never a real one)
 _UNCHANGED: Any = object()
 
 
@@ -73,6 +74,7 @@ class Event:
     """
 
     __slots__ = (
+        "_deadline",
         "_delivered",
         "_hop_sender",
         "_id",
@@ -88,6 +90,7 @@ class Event:
     )
 
     _id: str | None
+    _deadline: int | None  # parsed metadata deadline_ms, or _UNREAD until first asked
     _delivered: Event | bool | None  # see delivered_event: a copy, _EXPIRED, or not yet
     _metadata: dict[str, str] | None
     _hop_sender: str
@@ -134,6 +137,7 @@ class Event:
             raise EventError(f"event id must be a non-empty str, got {id!r}")
         self._id = id
         self._delivered = None
+        self._deadline = _UNREAD
         self._origin = None
         if timestamp_ms is None:
             timestamp_ms = time.time_ns() // 1_000_000
@@ -190,6 +194,7 @@ class Event:
         copy.tags = self.tags
         copy.priority = self.priority
         copy._delivered = None
+        copy._deadline = _UNREAD
         return copy
 
     def replace(self, **changes: Any) -> Event:
@@ -238,6 +243,20 @@ class Event:
         copy = self._copy(metadata)  # the entries were checked above, the rest when made
         copy._id = self.id
         return copy
+
+    @property
+    def deadline_ms(self) -> int | None:
+        """When the request this event carries must be answered (metadata ``deadline_ms``,
+        epoch milliseconds), or None. An agent handling it runs within that deadline."""
+        deadline = self._deadline
+        if deadline == _UNREAD:
+            origin = self._origin
+            if self._metadata is None and origin is not None:  # a delivered copy, unread
+                deadline = origin.deadline_ms
+            else:
+                deadline = parse_deadline(self.metadata.get(DEADLINE_MS))
+            self._deadline = deadline
+        return deadline
 
     # ---- envelope helpers (Loom's EventExt) --------------------------------------------
 

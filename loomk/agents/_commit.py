@@ -12,6 +12,7 @@ its own part (:meth:`discard`); a group whose commit fails is lost whole (:meth:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -42,6 +43,7 @@ class Transaction:
         "_store",
         "_view",
         "agent_id",
+        "deadline",
         "grouped",
         "holding",
         "outbox",
@@ -58,6 +60,7 @@ class Transaction:
         self.grouped = 0  # handlers that returned since the last group commit
         self._view: AgentStateView | None = None  # loaded on first use
         self.stop_requested = False  # the instance called ctx.stop(): end after this handler
+        self.deadline = math.inf  # trio time by which the running handler must be done
 
     @property
     def state(self) -> AgentStateView:

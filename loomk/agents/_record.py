@@ -42,6 +42,8 @@ class AgentStats:
     mailbox_depth: int
     mailbox_high_water: int
     lanes: list[SubscriptionStats]
+    timed_out: int = 0
+    """Requests whose deadline passed before their handler finished (nothing committed)."""
 
 
 class AgentRecord:
@@ -75,6 +77,7 @@ class AgentRecord:
         "stop_timeout_s",
         "stopping",
         "task",
+        "timed_out",
     )
 
     def __init__(
@@ -103,6 +106,7 @@ class AgentRecord:
         self.stopping = False  # the agent is being stopped: no restart, no new subscription
         self.handled = 0
         self.expired = 0
+        self.timed_out = 0  # handlers cut short (or not run) past their request's deadline
         self.failures = 0
         self.restarts = 0
         self.last_error: BaseException | None = None
@@ -163,6 +167,7 @@ class AgentRecord:
             mailbox_depth=len(self.mailbox),
             mailbox_high_water=self.mailbox.high_water,
             lanes=[binding_stats(binding) for binding in self.bindings.values()],
+            timed_out=self.timed_out,
         )
 
 
@@ -212,6 +217,11 @@ class AgentHandle:
     def expired(self) -> int:
         """Events dropped before the handler because their TTL was spent."""
         return self._record.expired
+
+    @property
+    def timed_out(self) -> int:
+        """Requests whose deadline passed before their handler finished."""
+        return self._record.timed_out
 
     @property
     def failures(self) -> int:

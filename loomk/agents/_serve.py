@@ -14,13 +14,14 @@ whoever commits the group afterwards.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import trio
 
 from loomk.agents.agent import returned_a_value
 from loomk.bus import EMPTY
-from loomk.events import delivered_event
+from loomk.events import Event, delivered_event, now_ms
 
 if TYPE_CHECKING:
     from loomk.agents._commit import Transaction
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["serve"]
 
 _CHECKPOINT_EVERY = 64  # events an agent handles before letting other tasks run
+_CUT: object = object()  # what a handler cut short by its event's deadline "returned"
 
 
 async def serve(
@@ -57,11 +59,18 @@ async def serve(
             transaction.holding = True
             budget = _CHECKPOINT_EVERY
             continue
-        event = delivered_event(item[1], sender)  # type: ignore[index]
+        source = item[1]  # type: ignore[index]
+        event = delivered_event(source, sender)
         if event is None:
             record.expired += 1
             continue
-        result: object = await handler(ctx, event)  # type: ignore[func-returns-value]
+        deadline_ms = source.deadline_ms
+        if deadline_ms is None:
+            result: object = await handler(ctx, event)  # type: ignore[func-returns-value]
+        else:
+            result = await _within_deadline(record, handler, ctx, event, transaction, deadline_ms)
+            if result is _CUT:
+                continue
         if result is not None:
             raise returned_a_value(record.agent, "on_event", result)
         if transaction.seal():  # the group is full, or holds events to release
@@ -70,3 +79,32 @@ async def serve(
         if not budget:
             budget = _CHECKPOINT_EVERY
             await trio.lowlevel.checkpoint()
+
+
+async def _within_deadline(
+    record: AgentRecord,
+    handler: Handler,
+    ctx: Context,
+    event: Event,
+    transaction: Transaction,
+    deadline_ms: int,
+) -> object:
+    """Run the handler of a request within the request's deadline (its calls inherit what is
+    left of it). Cut short, or already late, it commits nothing: the caller has its timeout.
+    """
+    remaining_s = (deadline_ms - now_ms()) / 1000
+    if remaining_s <= 0:
+        record.timed_out += 1
+        await trio.lowlevel.checkpoint()
+        return _CUT
+    with trio.CancelScope(deadline=trio.current_time() + remaining_s) as scope:
+        transaction.deadline = scope.deadline
+        try:
+            result: object = await handler(ctx, event)  # type: ignore[func-returns-value]
+        finally:
+            transaction.deadline = math.inf
+    if scope.cancelled_caught:
+        transaction.discard()  # it never returned: none of it happened
+        record.timed_out += 1
+        return _CUT
+    return result

@@ -9,6 +9,7 @@ runs on.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from loomk.agents.services import AgentServices
 
 __all__ = ["Context"]
+
+_LEAST_TIMEOUT_S = 0.001  # what a call gets when its request's deadline has passed
 
 # Held emits are not checkpoints each (a handler's end comes soon and commits them), but a
 # handler that holds many still lets other tasks run, and can be cancelled, every so often.
@@ -159,6 +162,17 @@ class Context:
         if self._transaction.dirty:
             await self._transaction.flush()
 
+    def _bounded(self, timeout_s: float) -> float:
+        """``timeout_s``, or less when the handler serves a request whose deadline comes
+        first: the calls a request causes inherit the time it has left."""
+        deadline = self._transaction.deadline
+        if deadline == math.inf or timeout_s.__class__ not in (int, float):
+            return timeout_s  # no deadline; or a bad timeout, which the call itself refuses
+        left = deadline - trio.current_time()
+        if left < timeout_s:
+            return max(left, _LEAST_TIMEOUT_S)  # past it: the handler's scope is cancelled
+        return timeout_s
+
     async def request(self, topic: str, message: Event | bytes | str, *, timeout_s: float) -> Event:
         """Send a request on ``topic`` and return the first correlated reply.
 
@@ -166,7 +180,7 @@ class Context:
         nothing else meanwhile, so it must not wait for a reply from itself.
         """
         await self._before_interaction()
-        return await self._collab.request(topic, message, timeout_s=timeout_s)
+        return await self._collab.request(topic, message, timeout_s=self._bounded(timeout_s))
 
     async def fanout(
         self,
@@ -180,13 +194,13 @@ class Context:
         """Send to several topics and gather replies (see :meth:`Collaborator.fanout`)."""
         await self._before_interaction()
         return await self._collab.fanout(
-            topics, message, timeout_s=timeout_s, strategy=strategy, k=k
+            topics, message, timeout_s=self._bounded(timeout_s), strategy=strategy, k=k
         )
 
     async def barrier(self, name: str, n: int, *, timeout_s: float) -> list[str]:
         """Check in at barrier ``name``; returns once ``n`` participants have."""
         await self._before_interaction()
-        return await self._collab.barrier(name, n, timeout_s=timeout_s)
+        return await self._collab.barrier(name, n, timeout_s=self._bounded(timeout_s))
 
     async def contract_net(
         self,
@@ -202,9 +216,9 @@ class Context:
         return await self._collab.contract_net(
             thread_id,
             cfp,
-            window_s=window_s,
+            window_s=self._bounded(window_s),
             max_awards=max_awards,
-            execute_timeout_s=execute_timeout_s,
+            execute_timeout_s=self._bounded(execute_timeout_s),
         )
 
     async def propose(self, cfp: Event, score: float, event: Event | None = None) -> int:
@@ -233,6 +247,8 @@ class Context:
         The outcome is also published as ``action_result`` on ``agent.{id}``.
         """
         await self._before_interaction()
+        if self._transaction.deadline != math.inf:
+            timeout_s = self._bounded(math.inf if timeout_s is None else timeout_s)
         call = action_call(
             self.sender,
             capability,

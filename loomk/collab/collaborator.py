@@ -15,6 +15,7 @@ cancellation.
 from __future__ import annotations
 
 import itertools
+import math
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,13 +23,13 @@ from typing import Literal
 
 import trio
 
-from loomk._metakeys import SENDER
+from loomk._metakeys import DEADLINE_MS, SENDER
 from loomk.bus import EventBus
 from loomk.bus.topics import validate_topic
 from loomk.collab.service import WHOLE_WINDOW, CollabService, Collector
 from loomk.envelope import Envelope, thread_broadcast_topic, thread_reply_topic
 from loomk.errors import CollabError, CollabTimeout, EventError
-from loomk.events import Event
+from loomk.events import Event, now_ms
 
 __all__ = [
     "CONTROL_TYPES",
@@ -141,15 +142,24 @@ class Collaborator:
         )
 
     def _outgoing(
-        self, message: Event | bytes | str, envelope: Envelope, default_type: str
+        self,
+        message: Event | bytes | str,
+        envelope: Envelope,
+        default_type: str,
+        timeout_s: float,
     ) -> Event:
-        """``message`` carrying ``envelope`` (an Event keeps its type, payload and metadata)."""
+        """``message`` carrying ``envelope`` (an Event keeps its type, payload and metadata)
+        and the deadline ``timeout_s`` from now, by which whoever handles it must be done."""
+        deadline = {DEADLINE_MS: str(now_ms() + math.ceil(timeout_s * 1000))}
         if isinstance(message, Event):
             metadata = dict(message.metadata)
             envelope.apply_to_metadata(metadata)
+            metadata.update(deadline)
             return message.replace(metadata=metadata, source=message.source or self.sender)
         if isinstance(message, bytes | str):
-            return self._control(default_type, envelope, priority=50, payload=_bytes(message))
+            return self._control(
+                default_type, envelope, priority=50, payload=_bytes(message), extra=deadline
+            )
         raise EventError(f"a collaboration message is an Event, bytes or str, got {message!r}")
 
     def _envelope(self, thread_id: str, correlation_id: str) -> Envelope:
@@ -193,7 +203,7 @@ class Collaborator:
         thread_id = _thread_of(message) or _new_thread("req")
         correlation_id = thread_id if not _thread_of(message) else _new_thread("req")
         envelope = self._envelope(thread_id, correlation_id)
-        request = self._outgoing(message, envelope, collab_types.REQUEST)
+        request = self._outgoing(message, envelope, collab_types.REQUEST, timeout_s)
         collector = Collector(1, _is_answer, self.sender)
         try:
             if await self._collect(correlation_id, collector, [(topic, request)], timeout_s):
@@ -238,7 +248,7 @@ class Collaborator:
         thread_id = _thread_of(message) or _new_thread("fanout")
         correlation_id = thread_id if not _thread_of(message) else _new_thread("fanout")
         envelope = self._envelope(thread_id, correlation_id)
-        request = self._outgoing(message, envelope, collab_types.REQUEST)
+        request = self._outgoing(message, envelope, collab_types.REQUEST, timeout_s)
         collector = Collector(needed, _is_answer, self.sender)
         try:
             met = await self._collect(
@@ -344,7 +354,7 @@ class Collaborator:
         broadcast = thread_broadcast_topic(thread_id)
         validate_topic(broadcast)
         envelope = self._envelope(thread_id, thread_id)
-        call = self._outgoing(cfp, envelope, collab_types.CFP)
+        call = self._outgoing(cfp, envelope, collab_types.CFP, window_s)
         if isinstance(cfp, Event):
             call = call.replace(type=collab_types.CFP)
         proposals = Collector(WHOLE_WINDOW, _of_type(collab_types.PROPOSAL), self.sender)
@@ -354,7 +364,9 @@ class Collaborator:
             winners = ranked[:max_awards]
             awardees = [w.metadata.get(SENDER, "") for w in winners]
             results = Collector(len(winners), _result_from(set(awardees)), self.sender)
-            awards = [(broadcast, self._award(winner, envelope)) for winner in winners]
+            awards = [
+                (broadcast, self._award(winner, envelope, execute_timeout_s)) for winner in winners
+            ]
             if winners:
                 await self._collect(thread_id, results, awards, execute_timeout_s)
             reported = {e.metadata.get(SENDER, ""): e for e in results.events}
@@ -380,9 +392,10 @@ class Collaborator:
             [a for a in awardees if a not in reported],
         )
 
-    def _award(self, winner: Event, envelope: Envelope) -> Event:
+    def _award(self, winner: Event, envelope: Envelope, execute_timeout_s: float) -> Event:
         metadata = dict(winner.metadata)
         metadata["award_to"] = winner.metadata.get(SENDER, "")
+        metadata[DEADLINE_MS] = str(now_ms() + math.ceil(execute_timeout_s * 1000))
         return self._control(collab_types.AWARD, envelope, priority=60, extra=metadata)
 
 

@@ -284,14 +284,16 @@ async def test_the_execute_phase_ends_with_the_last_report(
         assert sorted(result.results) == ["agent.fast", "agent.slow"]
 
 
-async def test_proposals_after_the_window_are_ignored(
+async def test_a_bidder_past_the_window_is_cut_and_sends_nothing(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    """The call for proposals carries the window as its deadline: a bidder's handler still
+    running when it passes is cut short, and its proposal never goes out."""
     late_gate, report_gate = trio.Event(), trio.Event()
     early = Bidder("early", 0.5, report_gate=report_gate)
     late = Bidder("late", 0.9, propose_gate=late_gate)
     async with open_test_kernel() as kernel:
-        await kernel.spawn_many([early, late])
+        late_handle = (await kernel.spawn_many([early, late]))[1]
         collab = kernel.collaborator("mgr")
         async with trio.open_nursery() as nursery:
             call = start_call(
@@ -304,13 +306,52 @@ async def test_proposals_after_the_window_are_ignored(
             assert trio.current_time() == 1.0
             late_gate.set()  # the best bid, too late
             await settle()
-            assert kernel.bus.stats("thread.job.reply").dropped == {"unclaimed": 1}
+            assert late_handle.timed_out == 1  # cut at the window's end: nothing sent
+            assert kernel.bus.stats("thread.job.reply").dropped == {}
             report_gate.set()
         result = call.result()
     assert senders(result.proposals) == ["agent.early"]
     assert senders(result.winners) == ["agent.early"]
     assert list(result.results) == ["agent.early"]
     assert late.awards == []
+
+
+async def test_proposals_after_the_window_are_ignored(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A peer that ignores deadlines (Loom's do) may still propose late: not counted."""
+    late_gate = trio.Event()
+
+    async def late_bidder(task_status: trio.TaskStatus[None]) -> None:
+        async with kernel.bus.subscribe("thread.*.broadcast", event_types=["collab.cfp"]) as cfps:
+            task_status.started()
+            async for _, cfp in cfps:
+                await late_gate.wait()
+                envelope = Envelope.from_event(cfp)
+                envelope.sender = "loom.late"
+                proposal = envelope.attach_to_event(
+                    Event("collab.proposal", metadata={"score": "0.9"})
+                )
+                await kernel.bus.publish(envelope.reply_topic(), proposal)
+
+    early = Bidder("early", 0.5)
+    async with open_test_kernel() as kernel:
+        await kernel.spawn(early)
+        await kernel.start(late_bidder)
+        async with trio.open_nursery() as nursery:
+            call = start_call(
+                nursery,
+                lambda: kernel.collaborator("mgr").contract_net(
+                    "job", b"", window_s=1, max_awards=1, execute_timeout_s=30
+                ),
+            )
+            await early.awarded.wait()
+            late_gate.set()
+            await settle()
+            assert kernel.bus.stats("thread.job.reply").dropped == {"unclaimed": 1}
+        result = call.result()
+    assert senders(result.proposals) == ["agent.early"]
+    assert senders(result.winners) == ["agent.early"]
 
 
 async def test_no_proposals_no_awards(autojump_clock: trio.testing.MockClock) -> None:

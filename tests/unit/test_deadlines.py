@@ -1,0 +1,136 @@
+"""Deadlines across hops: a request's timeout bounds the whole work it causes.
+
+The request carries its deadline (metadata ``deadline_ms``); the handler that serves it runs
+within it, and the requests, fanouts and capability calls it makes inherit the time left. A
+handler cut by its deadline commits nothing (no state, no reply), and the caller gets its
+own timeout. All on a MockClock, so the times are exact.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from loomk import ActionCall, ActionResult, CollabTimeout, Context, Event
+from loomk.testing import RecordingProvider, ScriptedAgent, capture_events, open_test_kernel
+
+settle = trio.testing.wait_all_tasks_blocked
+
+
+async def test_a_request_carries_its_deadline(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_test_kernel() as kernel:
+        with capture_events(kernel.bus, "svc.x") as seen, pytest.raises(CollabTimeout):
+            await kernel.collaborator("caller").request("svc.x", b"q", timeout_s=2.5)
+        [request] = seen.events
+        assert request.deadline_ms is not None
+        assert request.deadline_ms - request.timestamp_ms in range(2400, 2600)
+        assert request.metadata["deadline_ms"] == str(request.deadline_ms)
+
+
+async def test_a_handler_past_its_request_deadline_is_cut_and_commits_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def slow(ctx: Context, event: Event) -> None:
+        ctx.state["answered"] = True
+        await trio.sleep(10)  # longer than the caller waits
+        await ctx.reply(event, Event("answer"))
+
+    async with open_test_kernel() as kernel:
+        handle = await kernel.spawn(ScriptedAgent("slow", {"collab.request": slow}))
+        with capture_events(kernel.bus, "thread.*.reply") as replies:
+            with pytest.raises(CollabTimeout):
+                await kernel.collaborator("caller").request("in.slow", b"q", timeout_s=2)
+            assert trio.current_time() == 2.0
+            await settle()
+        assert trio.current_time() == pytest.approx(2.0, abs=0.01)  # cut then, not at 10
+        assert handle.timed_out == 1
+        assert handle.stats().timed_out == 1
+        assert handle.failures == 0  # not a failure: nothing restarts
+        assert [event.type for event in replies.events] == ["collab.timeout"]  # no answer
+        assert kernel.agent_state("slow").persistent_state == b"{}"
+        await kernel.bus.publish("in.slow", Event("collab.request"))  # no deadline: runs on
+        await trio.sleep(11)
+        assert kernel.agent_state("slow").persistent_state == b'{"answered": true}'
+
+
+async def test_the_calls_a_request_causes_inherit_the_time_it_has_left(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    cut_at: list[float] = []
+
+    async def front(ctx: Context, event: Event) -> None:
+        await trio.sleep(1)
+        reply = await ctx.request("in.back", b"sub", timeout_s=60)  # asks for more than it has
+        await ctx.reply(event, reply)
+
+    async def back(ctx: Context, event: Event) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            cut_at.append(trio.current_time())
+
+    async with open_test_kernel() as kernel:
+        front_handle = await kernel.spawn(ScriptedAgent("front", {"collab.request": front}))
+        back_handle = await kernel.spawn(ScriptedAgent("back", {"collab.request": back}))
+        with pytest.raises(CollabTimeout):
+            await kernel.collaborator("caller").request("in.front", b"q", timeout_s=5)
+        await settle()
+    assert cut_at == [pytest.approx(5.0, abs=0.01)]  # the first request's deadline, not 61
+    assert (front_handle.timed_out, back_handle.timed_out) == (1, 1)
+
+
+async def test_a_capability_call_inherits_the_time_left(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def hang(call: ActionCall) -> ActionResult:
+        await trio.sleep_forever()
+        raise AssertionError("not reached")  # pragma: no cover
+
+    async def worker(ctx: Context, event: Event) -> None:
+        await ctx.invoke("slow.cap", {})  # no timeout of its own: the broker's 30 s
+
+    provider = RecordingProvider("slow.cap", behaviour=hang)
+    async with open_test_kernel() as kernel:
+        kernel.broker.register(provider)
+        await kernel.spawn(ScriptedAgent("worker", {"collab.request": worker}))
+        with pytest.raises(CollabTimeout):
+            await kernel.collaborator("caller").request("in.worker", b"q", timeout_s=3)
+        await settle()
+    [call] = provider.calls
+    assert 0 < call.timeout_ms <= 3000
+
+
+async def test_a_request_already_late_when_it_arrives_is_not_handled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ran: list[str] = []
+
+    async def note(ctx: Context, event: Event) -> None:
+        ran.append(event.type)
+
+    async with open_test_kernel() as kernel:
+        handle = await kernel.spawn(ScriptedAgent("late", {"job": note}))
+        await kernel.bus.publish("in.late", Event("job", metadata={"deadline_ms": "1"}))
+        await kernel.bus.publish("in.late", Event("job", metadata={"deadline_ms": "soon"}))
+        await settle()
+    assert ran == ["job"]  # the one in 1970 never ran; a malformed deadline binds nothing
+    assert handle.timed_out == 1
+
+
+async def test_a_handler_that_finishes_in_time_commits_as_usual(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def quick(ctx: Context, event: Event) -> None:
+        await trio.sleep(1)
+        ctx.state["n"] = ctx.state.get("n", 0) + 1
+        await ctx.reply(event, Event("answer", b"ok"))
+
+    async with open_test_kernel() as kernel:
+        handle = await kernel.spawn(ScriptedAgent("quick", {"collab.request": quick}))
+        reply = await kernel.collaborator("caller").request("in.quick", b"q", timeout_s=5)
+        assert reply.payload == b"ok"
+        assert trio.current_time() == 1.0
+        await settle()
+        assert handle.timed_out == 0
+        assert kernel.agent_state("quick").persistent_state == b'{"n": 1}'
