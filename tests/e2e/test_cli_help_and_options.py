@@ -77,16 +77,40 @@ def test_every_help_page_reads_cleanly() -> None:
             assert re.search(r"\(default: .+; --quick: .+\)", " ".join(said.split())), flag
 
 
-@pytest.mark.parametrize(
-    ("scenario", "flag"), [(s, f) for s, flags in OPTIONS.items() for f in flags]
-)
-def test_every_size_option_refuses_0_even_with_quick(scenario: str, flag: str) -> None:
-    result = loomk("bench", scenario, "--quick", flag, "0")
-    assert result.returncode == 2, (flag, result.stderr)
-    assert f"loomk bench {scenario}: error: argument {flag}: must be " in result.stderr
-    assert "got 0" in result.stderr or "got '0'" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert result.stdout == ""
+def _refused(runs: list[list[str]]) -> list[tuple[list[str], int, str, str]]:
+    """Run ``loomk bench`` with each argument list, all at once (each is refused before
+    any work, so they are quick): (args, exit code, stdout, stderr) per run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOMK_")}
+    started = [
+        (
+            args,
+            subprocess.Popen(
+                [sys.executable, "-m", "loomk.cli", "bench", *args],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            ),
+        )
+        for args in runs
+    ]
+    finished = []
+    for args, process in started:
+        out, err = process.communicate(timeout=120)
+        finished.append((args, process.returncode, out, err))
+    return finished
+
+
+def test_every_size_option_refuses_0_even_with_quick() -> None:
+    runs = [[s, "--quick", flag, "0"] for s, flags in OPTIONS.items() for flag in flags]
+    for args, code, out, err in _refused(runs):
+        scenario, flag = args[0], args[2]
+        assert code == 2, (args, err)
+        assert f"loomk bench {scenario}: error: argument {flag}: must be " in err, err
+        assert "got 0" in err or "got '0'" in err, err
+        assert "Traceback" not in err
+        assert out == ""
 
 
 def test_the_issue_s_examples_and_other_bad_values_are_usage_errors(tmp_path: Path) -> None:
@@ -111,12 +135,13 @@ def test_the_issue_s_examples_and_other_bad_values_are_usage_errors(tmp_path: Pa
             "is more than 4_294_967_296 latency samples",
         ),
     ]
-    for args, said in cases:
-        result = loomk("bench", *args)
-        assert result.returncode == 2, (args, result.stderr)
-        assert said in result.stderr, (args, result.stderr)
-        assert "Traceback" not in result.stderr
-        assert "... " not in result.stderr  # refused before the run started
+    said = {tuple(args): text for args, text in cases}
+    for args, code, out, err in _refused([args for args, _ in cases]):
+        assert code == 2, (args, err)
+        assert said[tuple(args)] in err, (args, err)
+        assert "Traceback" not in err
+        assert "... " not in err  # refused before the run started
+        assert out == ""
 
 
 def test_quick_keeps_the_sizes_given_bus_and_state(tmp_path: Path) -> None:
