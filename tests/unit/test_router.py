@@ -311,6 +311,8 @@ def test_routing_event_types_are_parsed_as_a_comma_separated_set() -> None:
     assert policy.event_types == frozenset({"sensor.note", "alarm.spoken"})
     assert RoutingPolicy().event_types == frozenset()
     assert RoutingPolicy().overridden({"routing.event_types": ""}).event_types == frozenset()
+    not_text = {"routing.event_types": 7, "routing.masked_fields": None}
+    assert RoutingPolicy().overridden(not_text) == RoutingPolicy()  # type: ignore[dict-item]
 
 
 def test_the_local_model_describes_the_types_it_reads() -> None:

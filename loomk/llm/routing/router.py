@@ -139,10 +139,10 @@ class RoutingPolicy:
         if threshold is not None and 0 <= threshold <= 1:
             changes["quality_threshold"] = threshold
         masked = parameters.get("routing.masked_fields")
-        if masked is not None:
+        if isinstance(masked, str):
             changes["masked_fields"] = _names(masked)
         asked = parameters.get("routing.event_types")
-        if asked is not None:
+        if isinstance(asked, str):
             changes["event_types"] = frozenset(_names(asked))
         return replace(self, **changes) if changes else self
 
