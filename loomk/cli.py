@@ -6,6 +6,10 @@
 ``loomk bench collab``  request/reply round trips between agents, broker invocations/s
 ``loomk config``        show every setting with its effective value and where to set it
 ``loomk version``       print the version
+
+The parser's texts are written for a terminal (no markup), and every bench option is
+checked before a run starts (:mod:`loomk.bench.options`): a value no run could use is a
+usage error, exit code 2.
 """
 
 from __future__ import annotations
@@ -14,11 +18,11 @@ import argparse
 import importlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from loomk import __version__
+from loomk.bench.options import SCENARIOS, BenchOptionError, Scenario, json_path, resolve
 from loomk.config import Config, describe
 from loomk.errors import LoomkError
 
@@ -27,31 +31,35 @@ def _progress(message: str) -> None:
     print(f"... {message}", file=sys.stderr, flush=True)
 
 
-def _write_json(path_text: str | None, figures: dict[str, object]) -> None:
+def _write_json(path_text: str | None, figures: dict[str, object]) -> int:
+    """Write ``figures`` to ``path_text`` if given; 1 (said on stderr) if it cannot be."""
     if path_text:
         path = Path(path_text)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(figures, indent=2) + "\n")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(figures, indent=2) + "\n")
+        except OSError as error:
+            print(f"loomk: cannot write the figures to {path}: {error}", file=sys.stderr)
+            return 1
         print(f"figures written to {path}", file=sys.stderr)
-
-
-# Tiny sizes per scenario for ``--quick`` (a smoke run, as the end-to-end tests use).
-_QUICK: dict[str, dict[str, Any]] = {
-    "bus": {"deliveries": 20_000, "repeats": 1, "latency_seconds": 0.2, "rate": 5_000},
-    "agents": {"spawn_sizes": (200, 1_000), "deliveries": 5_000, "repeats": 1},
-    "state": {"agents": 20, "events": 10, "keys": 5, "fsync_writes": 50},
-    "collab": {"round_trips": 500, "invocations": 1_000, "repeats": 1},
-}
+    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
-    """Run ``loomk.bench.{scenario}``: print its table, write its JSON if asked."""
+    """Run ``loomk.bench.{scenario}``: print its table, write its JSON if asked.
+
+    Each size is the one given, else the scenario's ``--quick`` or default size; sizes that
+    cannot run together are a usage error (exit code 2), before anything runs."""
+    scenario = SCENARIOS[args.scenario]
+    given = {option.keyword: getattr(args, option.keyword) for option in scenario.options}
+    try:
+        options = resolve(scenario, given, quick=args.quick)
+    except BenchOptionError as error:
+        args.bench_parser.error(str(error))
     module = importlib.import_module(f"loomk.bench.{args.scenario}")
-    options = _QUICK[args.scenario] if args.quick else args.options(args)
     report = getattr(module, f"run_{args.scenario}_bench")(progress=_progress, **options)
     print(module.format_report(report))
-    _write_json(args.json, report.as_dict())
-    return 0
+    return _write_json(args.json, report.as_dict())
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -72,68 +80,63 @@ def _version(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``loomk`` command."""
-    parser = argparse.ArgumentParser(prog="loomk", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="loomk",
+        description="The command line of loomk, a trio-based structured-concurrency "
+        "microkernel for event-driven AI agents.",
+        epilog="Run 'loomk COMMAND --help' for what a command does and its options.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    bench = commands.add_parser("bench", help="run a benchmark and print its table")
+    bench = commands.add_parser(
+        "bench",
+        help="run a benchmark and print its table",
+        description="Run one benchmark scenario and print its figures beside a baseline "
+        "measured in the same run (compare the ratios: absolute numbers move with the "
+        "machine and its load).",
+        epilog="Run 'loomk bench SCENARIO --help' for a scenario's options.",
+    )
     scenarios = bench.add_subparsers(dest="scenario", required=True, metavar="SCENARIO")
+    for scenario in SCENARIOS.values():
+        _add_scenario(scenarios.add_parser, scenario)
 
-    def scenario(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = scenarios.add_parser(name, help=help_text)
-        sub.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
-        sub.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
-        sub.set_defaults(handler=_bench)
-        return sub
-
-    bus = scenario("bus", "bus throughput and latency vs trio channels")
-    bus.add_argument("--deliveries", type=int, default=300_000, help="per fan-out width")
-    bus.add_argument("--repeats", type=int, default=3, help="best of this many runs")
-    bus.add_argument("--rate", type=int, default=10_000, help="offered events/s for latency")
-    bus.add_argument("--latency-seconds", type=float, default=2.0, help="latency run length")
-    bus.set_defaults(
-        options=lambda a: {
-            "deliveries": a.deliveries,
-            "repeats": a.repeats,
-            "rate": a.rate,
-            "latency_seconds": a.latency_seconds,
-        }
+    config = commands.add_parser(
+        "config",
+        help="show the effective configuration",
+        description="Show every setting with its effective value, its type and default, "
+        "and the environment variable that sets it.",
     )
-    agents = scenario("agents", "idle agents' cost, delivery through the runtime")
-    agents.add_argument(
-        "--spawn", type=int, nargs="+", default=[1_000, 10_000, 100_000], help="agent counts"
-    )
-    agents.add_argument("--deliveries", type=int, default=200_000, help="per fan-out width")
-    agents.add_argument("--repeats", type=int, default=3, help="best of this many runs")
-    agents.set_defaults(
-        options=lambda a: {
-            "spawn_sizes": tuple(a.spawn),
-            "deliveries": a.deliveries,
-            "repeats": a.repeats,
-        }
-    )
-    state = scenario("state", "acknowledged state writes/s vs raw plyvel")
-    state.add_argument("--agents", type=int, default=200, help="agents writing at once")
-    state.add_argument("--events", type=int, default=100, help="handlers per agent")
-    state.add_argument("--keys", type=int, default=5, help="state keys written per handler")
-    state.set_defaults(options=lambda a: {"agents": a.agents, "events": a.events, "keys": a.keys})
-
-    collab = scenario("collab", "request/reply round trips, broker invocations")
-    collab.add_argument("--round-trips", type=int, default=20_000, help="sequential requests")
-    collab.add_argument("--invocations", type=int, default=50_000, help="broker calls")
-    collab.add_argument("--repeats", type=int, default=3, help="best of this many runs")
-    collab.set_defaults(
-        options=lambda a: {
-            "round_trips": a.round_trips,
-            "invocations": a.invocations,
-            "repeats": a.repeats,
-        }
-    )
-
-    config = commands.add_parser("config", help="show the effective configuration")
     config.set_defaults(handler=_config)
-    version = commands.add_parser("version", help="print the version")
+    version = commands.add_parser(
+        "version", help="print the version", description="Print the version of loomk."
+    )
     version.set_defaults(handler=_version)
     return parser
+
+
+def _add_scenario(add_parser: Callable[..., argparse.ArgumentParser], scenario: Scenario) -> None:
+    """Add the parser of ``loomk bench {scenario}`` with ``add_parser`` (the scenarios'
+    subparsers'): ``--json``, ``--quick`` and the scenario's options, each None when not
+    given, so that ``--quick`` can tell what the user chose."""
+    sub = add_parser(scenario.name, help=scenario.summary, description=scenario.description)
+    sub.add_argument(
+        "--json", metavar="PATH", type=json_path, help="also write the figures as JSON to PATH"
+    )
+    sub.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: every size not given takes its --quick value; sizes given are kept",
+    )
+    for option in scenario.options:
+        sub.add_argument(
+            option.flag,
+            dest=option.keyword,
+            type=option.parse,
+            nargs="+" if option.many else None,
+            metavar=option.metavar,
+            help=option.help_text(),
+        )
+    sub.set_defaults(handler=_bench, bench_parser=sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,8 +11,8 @@ Importable from here: every class, function and type alias of those four, the cl
 events they publish (``ROUTING_DECISION``, ``TOKEN_EVENT``, ``DONE_EVENT``,
 ``ERROR_EVENT``). The subsystems' tuning constants are imported from their own package:
 the local model's confidence levels and limits (``HIGH``, ``PARTIAL``, ``UNKNOWN``,
-``INTENTS``, ``MAX_CHARS``, ``MAX_TIMER_SECONDS``, ``MODEL_NAME``, ``TEXT_EVENT_TYPES``)
-from :mod:`loomk.llm.local`, the router's defaults (``CLOUD_COSTS``,
+``INTENTS``, ``MAX_CHARS``, ``MAX_TIMER_SECONDS``, ``MODEL_NAME``, ``TEXT_EVENT_TYPES``,
+``TEXT_TYPE_SUFFIXES``) from :mod:`loomk.llm.local`, the router's defaults (``CLOUD_COSTS``,
 ``DEFAULT_MASKED_FIELDS``, ``MASK``) from :mod:`loomk.llm.routing`.
 
 The client's names are loaded on first use: a kernel without a model endpoint never needs
@@ -33,6 +33,7 @@ from loomk.llm.republish import (
 from loomk.llm.routing import (
     ROUTING_DECISION,
     ConfidenceEstimator,
+    DescribesEventTypes,
     ModelAnswer,
     ModelRouter,
     ModelService,
@@ -119,6 +120,7 @@ __all__ = [
     "TOKEN_EVENT",
     "ChatStream",
     "ConfidenceEstimator",
+    "DescribesEventTypes",
     "Intent",
     "LLMClient",
     "LLMReply",

@@ -216,3 +216,43 @@ async def test_the_model_answers_the_text_the_router_read() -> None:
         structured = await ask(kernel, json.dumps({"query": "what is 2 plus 3", "id": 17}))
     assert spoken.payload == b"6 times 7 is 42."
     assert structured.payload == b"2 plus 3 is 5."
+
+
+async def test_an_agent_s_own_event_types_are_routed_on_their_text() -> None:
+    """A type the local model does not read is routed with confidence 0 and a reason that
+    says so; an agent that names the type in ``routing.event_types`` gets it scored."""
+
+    class Notes(PublicAssistant):
+        topics = ("notes",)
+
+    class DeclaredNotes(Notes):
+        metadata = {"routing.privacy": "public", "routing.event_types": "note.spoken"}  # noqa: RUF012
+
+    note = Event("note.spoken", CONFIDENT.encode())
+    unread: list[tuple[dict[str, str], ModelAnswer]] = []
+    declared: list[tuple[dict[str, str], ModelAnswer]] = []
+    async with kernel_with(None) as kernel:
+        decisions = kernel.bus.subscribe("agent.>")
+        answers = kernel.bus.subscribe("answers")
+        await kernel.spawn(Notes("unread", unread))
+        await kernel.spawn(DeclaredNotes("declared", declared))
+        await kernel.bus.publish("notes", note)
+        with trio.fail_after(5):
+            announced = {}
+            while len(announced) < 2:
+                topic, event = await decisions.receive()
+                if event.type == "routing_decision":
+                    announced[topic] = event.metadata
+            for _ in range(2):
+                await answers.receive()
+    assert announced["agent.unread"]["route"] == "LocalFallback"
+    assert announced["agent.unread"]["confidence"] == "0.000"
+    assert announced["agent.unread"]["reason"].startswith(
+        "No cloud model configured; local confidence 0: the local model (loomk-local) does "
+        "not read events of type 'note.spoken'; it reads chat.message,"
+    )
+    assert unread[0][0]["routing_reason"] == announced["agent.unread"]["reason"]
+    assert announced["agent.declared"]["route"] == "Local"
+    assert announced["agent.declared"]["reason"] == "Local model confidence exceeds threshold"
+    assert float(announced["agent.declared"]["confidence"]) >= 0.85
+    assert declared[0][1].text == "Turning on the kitchen lights."

@@ -30,6 +30,7 @@ KEPT_IN_THEIR_PACKAGE = {
         "MAX_TIMER_SECONDS",
         "MODEL_NAME",
         "TEXT_EVENT_TYPES",
+        "TEXT_TYPE_SUFFIXES",
     },
     routing: {"CLOUD_COSTS", "DEFAULT_MASKED_FIELDS", "MASK"},
 }

@@ -9,9 +9,11 @@ import pytest
 
 from loomk import Event
 from loomk.llm import Route
+from loomk.llm.local import TEXT_EVENT_TYPES, LocalModel
 from loomk.llm.routing import (
     DEFAULT_MASKED_FIELDS,
     MASK,
+    DescribesEventTypes,
     ModelRouter,
     PrivacyLevel,
     RouterStats,
@@ -247,3 +249,77 @@ def test_scrub_masks_the_values_of_masked_fields_anywhere_in_a_text() -> None:
     said = "I will mail Ada at a@b.c and x@y.z"
     assert router.scrub(said, event, policy) == f"I will mail {MASK} at {MASK} and {MASK}"
     assert router.scrub(said, event, PUBLIC) == said
+
+
+# --- honest reasons: an event the local model does not read ----------------------------------
+
+
+async def test_an_unread_type_says_the_local_model_does_not_read_it_and_what_it_reads() -> None:
+    offline = ModelRouter(LocalModel(), PUBLIC, cloud_available=False)
+    decision = await offline.route(Event("sensor.note", b"turn on the kitchen lights"))
+    assert (decision.route, decision.confidence) == (Route.LOCAL_FALLBACK, 0.0)
+    assert decision.reason == (
+        "No cloud model configured; local confidence 0: the local model (loomk-local) does "
+        "not read events of type 'sensor.note'; it reads chat.message, collab.request, "
+        "intent, text, transcript.final, user.query and types ending in .query or .text; "
+        "an agent names more types in routing.event_types"
+    )
+
+
+async def test_every_route_of_an_unread_type_says_why_its_confidence_is_0() -> None:
+    estimator = Estimator(0.99)  # describes nothing: the reason names it, not its types
+    tight = RoutingPolicy(privacy_level=PrivacyLevel.PUBLIC, latency_budget_ms=50)
+    for router, route, base in [
+        (ModelRouter(estimator, PUBLIC), Route.CLOUD, "Default to cloud for quality"),
+        (ModelRouter(estimator, tight), Route.LOCAL, "Latency budget too tight for cloud"),
+    ]:
+        decision = await router.route(query(event_type="telemetry"))
+        assert decision.route is route
+        assert decision.reason == (
+            f"{base}; local confidence 0: the local model (fixed) does not read events of "
+            "type 'telemetry'; an agent names more types in routing.event_types"
+        )
+    decision = await ModelRouter(None, PUBLIC).route(query())
+    assert decision.reason == (
+        "Default to cloud for quality; no local model estimates confidence, so it is 0"
+    )
+    assert estimator.asked == []
+
+
+async def test_a_read_type_keeps_loom_s_reason_as_it_is() -> None:
+    offline = ModelRouter(LocalModel(), PUBLIC, cloud_available=False)
+    decision = await offline.route(Event("user.query", b"tell me a story about dragons"))
+    assert decision.reason == "No cloud model configured"
+
+
+async def test_types_an_agent_declares_are_scored_from_their_text() -> None:
+    router = ModelRouter(LocalModel(), PUBLIC, cloud_available=False)
+    note = Event("sensor.note", b"turn on the kitchen lights")
+    asked = {"routing.event_types": "alarm.spoken, sensor.note"}
+    decision = await router.route(note, parameters=asked)
+    assert decision.route is Route.LOCAL
+    assert decision.reason == "Local model confidence exceeds threshold"
+    assert decision.confidence >= 0.85
+    # only the types named: another stays unread
+    other = await router.route(note.replace(type="sensor.other"), parameters=asked)
+    assert (other.route, other.confidence) == (Route.LOCAL_FALLBACK, 0.0)
+    assert "does not read events of type 'sensor.other'" in other.reason
+
+
+def test_routing_event_types_are_parsed_as_a_comma_separated_set() -> None:
+    policy = RoutingPolicy().overridden({"routing.event_types": " sensor.note,, alarm.spoken ,"})
+    assert policy.event_types == frozenset({"sensor.note", "alarm.spoken"})
+    assert RoutingPolicy().event_types == frozenset()
+    assert RoutingPolicy().overridden({"routing.event_types": ""}).event_types == frozenset()
+    not_text = {"routing.event_types": 7, "routing.masked_fields": None}
+    assert RoutingPolicy().overridden(not_text) == RoutingPolicy()  # type: ignore[dict-item]
+
+
+def test_the_local_model_describes_the_types_it_reads() -> None:
+    local = LocalModel()
+    assert isinstance(local, DescribesEventTypes)
+    assert not isinstance(Estimator(0.5), DescribesEventTypes)
+    described = local.describe_event_types()
+    for name in TEXT_EVENT_TYPES:
+        assert name in described
+    assert described.endswith("types ending in .query or .text")

@@ -43,6 +43,7 @@ __all__ = [
     "MAX_TIMER_SECONDS",
     "MODEL_NAME",
     "TEXT_EVENT_TYPES",
+    "TEXT_TYPE_SUFFIXES",
     "LocalAnswer",
     "LocalModel",
     "event_text",
@@ -55,6 +56,7 @@ WEATHER_TIMEOUT_MS = 15_000
 TEXT_EVENT_TYPES = frozenset(
     {"user.query", "transcript.final", "intent", "text", "chat.message", "collab.request"}
 )
+TEXT_TYPE_SUFFIXES = (".query", ".text")
 _TEXT_KEYS = ("text", "query", "input", "prompt", "message", "content")
 
 _log = get_logger("loomk.llm.local")
@@ -239,8 +241,15 @@ class LocalModel:
     # ---- the router's confidence estimator ------------------------------------------------
 
     def supports_event_type(self, event_type: str) -> bool:
-        """Whether events of this type carry text this model can read."""
-        return event_type in TEXT_EVENT_TYPES or event_type.endswith((".query", ".text"))
+        """Whether events of this type carry text this model reads: the types of
+        ``TEXT_EVENT_TYPES`` and those ending in one of ``TEXT_TYPE_SUFFIXES``."""
+        return event_type in TEXT_EVENT_TYPES or event_type.endswith(TEXT_TYPE_SUFFIXES)
+
+    def describe_event_types(self) -> str:
+        """The types :meth:`supports_event_type` accepts, in words, for the router's reasons
+        ("chat.message, ..., user.query and types ending in .query or .text")."""
+        suffixes = " or ".join(TEXT_TYPE_SUFFIXES)
+        return f"{', '.join(sorted(TEXT_EVENT_TYPES))} and types ending in {suffixes}"
 
     async def estimate_confidence(self, event: Event) -> float:
         """How sure this model is that it can answer ``event``: the confidence of the intent

@@ -3,12 +3,19 @@
 It keeps the decision table of Loom's router, first match wins:
 
 1. ``local-only`` privacy: Local, "Privacy policy requires local-only processing".
-2. The local estimator supports the event type and is confident enough
+2. The local estimator reads the event type and is confident enough
    (``quality_threshold``): Local.
 3. ``latency_budget_ms`` < 100: Local ("Latency budget too tight for cloud").
 4. The cloud would cost more than ``cost_cap_per_event``: LocalFallback.
-5. Supported with confidence > 0.5: Hybrid (local quick pass, cloud refine).
+5. Read with confidence > 0.5: Hybrid (local quick pass, cloud refine).
 6. Otherwise: Cloud.
+
+The estimator reads an event when it supports its type, or when the policy's
+``event_types`` (an agent's ``routing.event_types``) name the type: an agent declares the
+types it asks about, and the estimator scores them from their text. An event it does not
+read gets confidence 0 and, whatever the route, a reason that says so: which model does
+not read which type, and which types it does read when the estimator can describe them
+(:class:`DescribesEventTypes`).
 
 Unlike Loom, every privacy level counts. The effective level is the stricter of the
 policy's and the event's ``privacy`` metadata; an event label that names no level counts
@@ -25,7 +32,7 @@ import enum
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from loomk.events import Event
 from loomk.llm.routing.decision import Route, RoutingDecision
@@ -35,6 +42,7 @@ __all__ = [
     "DEFAULT_MASKED_FIELDS",
     "MASK",
     "ConfidenceEstimator",
+    "DescribesEventTypes",
     "ModelRouter",
     "PrivacyLevel",
     "RouterStats",
@@ -97,20 +105,24 @@ class PrivacyLevel(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class RoutingPolicy:
-    """Loom's routing policy, plus the fields masked before a sensitive event goes out."""
+    """Loom's routing policy, plus the fields masked before a sensitive event goes out and
+    the event types the local estimator is asked about beyond those it reads by itself
+    (``event_types``: their confidence is estimated from their text, as for its own)."""
 
     privacy_level: PrivacyLevel = PrivacyLevel.SENSITIVE
     latency_budget_ms: int = 200
     cost_cap_per_event: float = 0.01
     quality_threshold: float = 0.85
     masked_fields: tuple[str, ...] = DEFAULT_MASKED_FIELDS
+    event_types: frozenset[str] = frozenset()
 
     def overridden(self, parameters: Mapping[str, str]) -> RoutingPolicy:
         """This policy with Loom's ``routing.*`` parameters applied (agent metadata).
 
         Keys: ``routing.privacy``, ``routing.latency_budget_ms``, ``routing.cost_cap``,
-        ``routing.quality_threshold`` and ``routing.masked_fields`` (comma-separated). An
-        unparsable value keeps the current one, as in Loom.
+        ``routing.quality_threshold``, and loomk's ``routing.masked_fields`` and
+        ``routing.event_types`` (both comma-separated; blanks around names are dropped).
+        An unparsable value keeps the current one, as in Loom.
         """
         changes: dict[str, Any] = {}
         if "routing.privacy" in parameters:
@@ -127,8 +139,11 @@ class RoutingPolicy:
         if threshold is not None and 0 <= threshold <= 1:
             changes["quality_threshold"] = threshold
         masked = parameters.get("routing.masked_fields")
-        if masked is not None:
-            changes["masked_fields"] = tuple(f.strip() for f in masked.split(",") if f.strip())
+        if isinstance(masked, str):
+            changes["masked_fields"] = _names(masked)
+        asked = parameters.get("routing.event_types")
+        if isinstance(asked, str):
+            changes["event_types"] = frozenset(_names(asked))
         return replace(self, **changes) if changes else self
 
 
@@ -146,6 +161,16 @@ class ConfidenceEstimator(Protocol):
 
     async def estimate_confidence(self, event: Event) -> float:
         """Its confidence, 0.0 to 1.0, that it would handle ``event`` well."""
+        ...
+
+
+@runtime_checkable
+class DescribesEventTypes(Protocol):
+    """An estimator that can say which event types it reads (the local model does): the
+    router names them when it meets a type the estimator does not read."""
+
+    def describe_event_types(self) -> str:
+        """The types it reads, in words: "user.query, text and types ending in .query"."""
         ...
 
 
@@ -249,16 +274,43 @@ class ModelRouter:
         return self._counters.snapshot()
 
     async def _decide(self, event: Event, policy: RoutingPolicy) -> RoutingDecision:
+        """The decision for ``event``: the table applied to the local confidence, its reason
+        saying why that confidence is 0 when the estimator did not read the event."""
         privacy = policy.privacy_level
         if privacy is PrivacyLevel.LOCAL_ONLY:
             return RoutingDecision(
                 Route.LOCAL, 1.0, "Privacy policy requires local-only processing", LOCAL_LATENCY_MS
             )
         estimator = self.estimator
-        supported = estimator is not None and estimator.supports_event_type(event.type)
+        supported = estimator is not None and (
+            event.type in policy.event_types or estimator.supports_event_type(event.type)
+        )
         confidence = 0.0
         if supported and estimator is not None:
             confidence = min(1.0, max(0.0, float(await estimator.estimate_confidence(event))))
+        decision = self._table(event, policy, supported, confidence)
+        if supported:
+            return decision
+        return replace(decision, reason=f"{decision.reason}; {self._unread(event.type)}")
+
+    def _unread(self, event_type: str) -> str:
+        """Why the local confidence of an event of ``event_type`` is 0: it was not read."""
+        estimator = self.estimator
+        if estimator is None:
+            return "no local model estimates confidence, so it is 0"
+        reads = ""
+        if isinstance(estimator, DescribesEventTypes):
+            reads = f"; it reads {estimator.describe_event_types()}"
+        return (
+            f"local confidence 0: the local model ({estimator.name}) does not read events of "
+            f"type {event_type!r}{reads}; an agent names more types in routing.event_types"
+        )
+
+    def _table(
+        self, event: Event, policy: RoutingPolicy, supported: bool, confidence: float
+    ) -> RoutingDecision:
+        """Loom's decision table, from the local confidence (see the module notes)."""
+        privacy = policy.privacy_level
         if supported and confidence >= policy.quality_threshold:
             return RoutingDecision(
                 Route.LOCAL,
@@ -363,6 +415,11 @@ def _masked(value: Any, fields: set[str]) -> Any:
     if isinstance(value, list):
         return [_masked(item, fields) for item in value]
     return value
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """The comma-separated names in ``text``, stripped, blanks dropped."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def _number(text: str | None, kind: type[int] | type[float]) -> Any:
