@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 __all__ = ["COMMIT_GROUP_MAX", "Transaction"]
 
 COMMIT_GROUP_MAX = 64
-"""Most handlers of one agent whose commits are grouped into one batch while it has a backlog.
+"""Most events whose handlers' commits are grouped into one while an agent has a backlog
+(a batch handler's batch is one handler, never split: it is committed on its own when it
+reaches the bound).
 
 Grouping saves a park per handler (the commit wait); the bound caps how long the first
 handler's held events wait for the group's commit.
@@ -57,7 +59,7 @@ class Transaction:
         self.holding = False  # a handler runs: its emits wait for the commit
         self.outbox: list[tuple[str, Event]] = []  # held events, in emit order
         self._mark = 0  # held events before it belong to handlers that returned
-        self.grouped = 0  # handlers that returned since the last group commit
+        self.grouped = 0  # events handled by the handlers sealed since the last group commit
         self._view: AgentStateView | None = None  # loaded on first use
         self.stop_requested = False  # the instance called ctx.stop(): end after this handler
         self.deadline = math.inf  # trio time by which the running handler must be done
@@ -76,13 +78,14 @@ class Transaction:
         view = self._view
         return bool(self.outbox) or (view is not None and view.dirty)
 
-    def seal(self) -> bool:
-        """The running handler returned: its writes and held events join the commit group.
+    def seal(self, events: int = 1) -> bool:
+        """The running handler returned: its writes and held events join the commit group,
+        with the ``events`` it handled (a batch handler's whole batch).
 
         Returns whether the group should be committed now: it is full, or it holds events
         (an answer must not wait for whatever the next queued handler does).
         """
-        grouped = self.grouped = self.grouped + 1
+        grouped = self.grouped = self.grouped + events
         view = self._view
         if view is not None:
             view.seal()
@@ -90,7 +93,7 @@ class Transaction:
         if outbox:
             self._mark = len(outbox)
             return True
-        return grouped == COMMIT_GROUP_MAX  # (an empty outbox has its mark at 0)
+        return grouped >= COMMIT_GROUP_MAX  # (an empty outbox has its mark at 0)
 
     async def flush(self) -> None:
         """Commit the state written so far, then publish the held events, in order."""
@@ -104,7 +107,7 @@ class Transaction:
             await publish(topic, event)
 
     async def commit_group(self) -> int:
-        """Commit the group; returns how many handlers it held (0 if there were none).
+        """Commit the group; returns how many events its handlers handled (0: none).
 
         A group with nothing to write or publish is committed without waiting.
         """

@@ -10,12 +10,16 @@ handler. ``handled`` counts a handler once its group is committed.
 Cancellation: the loop is cancelled only through the agent's scope (a stop past its timeout,
 a forced shutdown); a handler cut short that way never returned, so its work is discarded by
 whoever commits the group afterwards.
+
+An agent with ``on_batch`` is served by :func:`serve_batches` instead: the same loop, but
+each call takes what is queued (up to its ``batch_max``) as one handler.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -29,7 +33,9 @@ if TYPE_CHECKING:
     from loomk.agents._routing import Handler
     from loomk.agents.context import Context
 
-__all__ = ["serve"]
+BatchHandler = Callable[["Context", list[Event]], Awaitable[None]]
+
+__all__ = ["serve", "serve_batches"]
 
 _CHECKPOINT_EVERY = 64  # events an agent handles before letting other tasks run
 _CUT: object = object()  # what a handler cut short by its event's deadline "returned"
@@ -81,30 +87,79 @@ async def serve(
             await trio.lowlevel.checkpoint()
 
 
+async def serve_batches(
+    record: AgentRecord, on_batch: BatchHandler, ctx: Context, transaction: Transaction
+) -> None:
+    """:func:`serve` for an agent with ``on_batch``: each call takes what is queued (up to
+    the agent's ``batch_max``, by priority as one at a time would), and each batch is one
+    handler, committed on its own."""
+    mailbox = record.mailbox
+    take = mailbox.take_nowait
+    sender = ctx.sender
+    limit = record.agent.batch_max
+    transaction.holding = True
+    while not transaction.stop_requested:
+        batch: list[Event] = []
+        deadline_ms: int | None = None
+        while len(batch) < limit:
+            item = take()
+            if item is EMPTY:
+                break
+            source = item[1]  # type: ignore[index]
+            event = delivered_event(source, sender)
+            if event is None:
+                record.expired += 1
+                continue
+            batch.append(event)
+            due = source.deadline_ms
+            if due is not None and (deadline_ms is None or due < deadline_ms):
+                deadline_ms = due
+        if not batch:
+            if record.stopping:
+                return
+            mailbox.prune()
+            transaction.holding = False
+            await mailbox.wait()
+            transaction.holding = True
+            continue
+        if deadline_ms is None:
+            result: object = await on_batch(ctx, batch)  # type: ignore[func-returns-value]
+        else:
+            result = await _within_deadline(record, on_batch, ctx, batch, transaction, deadline_ms)
+            if result is _CUT:
+                continue
+        if result is not None:
+            raise returned_a_value(record.agent, "on_batch", result)
+        transaction.seal(len(batch))
+        record.handled += await transaction.commit_group()
+        await trio.lowlevel.checkpoint()  # one per batch: others run between batches
+
+
 async def _within_deadline(
     record: AgentRecord,
-    handler: Handler,
+    handler: Callable[[Context, Any], Awaitable[None]],
     ctx: Context,
-    event: Event,
+    arrived: Any,
     transaction: Transaction,
     deadline_ms: int,
 ) -> object:
-    """Run the handler of a request within the request's deadline (its calls inherit what is
-    left of it). Cut short, or already late, it commits nothing: the caller has its timeout.
-    """
+    """Run the handler of a request (an event, or a batch holding requests) within the
+    deadline (its calls inherit what is left of it). Cut short, or already late, it commits
+    nothing: the caller has its timeout."""
+    handled = len(arrived) if isinstance(arrived, list) else 1
     remaining_s = (deadline_ms - now_ms()) / 1000
     if remaining_s <= 0:
-        record.timed_out += 1
+        record.timed_out += handled
         await trio.lowlevel.checkpoint()
         return _CUT
     with trio.CancelScope(deadline=trio.current_time() + remaining_s) as scope:
         transaction.deadline = scope.deadline
         try:
-            result: object = await handler(ctx, event)  # type: ignore[func-returns-value]
+            result: object = await handler(ctx, arrived)  # type: ignore[func-returns-value]
         finally:
             transaction.deadline = math.inf
     if scope.cancelled_caught:
         transaction.discard()  # it never returned: none of it happened
-        record.timed_out += 1
+        record.timed_out += handled
         return _CUT
     return result

@@ -22,7 +22,7 @@ import trio
 
 from loomk.agents._commit import Transaction
 from loomk.agents._routing import event_handler
-from loomk.agents._serve import serve
+from loomk.agents._serve import serve, serve_batches
 from loomk.agents.agent import returned_a_value
 from loomk.agents.context import Context
 from loomk.agents.supervisor import RestartTracker
@@ -130,7 +130,10 @@ class Supervisor:
             record.status = "running"
             record.has_started = True
             record.mark_started()
-            await serve(record, event_handler(instance), ctx, transaction)
+            if instance.handles_batches:
+                await serve_batches(record, instance.on_batch, ctx, transaction)
+            else:
+                await serve(record, event_handler(instance), ctx, transaction)
         except Exception as error:
             failure = error
             transaction.discard()  # the failed handler's writes and held events never happened

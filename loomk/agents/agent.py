@@ -72,12 +72,16 @@ class Agent:
     ``routing_target`` metadata, and a hybrid decision calls ``on_event`` twice,
     ``phase=quick`` (local) then ``phase=refine`` (cloud). The id is given to the
     constructor.
+
+    An agent that overrides :meth:`on_batch` takes its events in batches instead of one at
+    a time (up to ``batch_max`` per call); see there.
     """
 
     topics: ClassVar[Sequence[TopicLike]] = ()
     capabilities: ClassVar[Sequence[str]] = ()
     metadata: ClassVar[Mapping[str, str]] = {}
     routed: ClassVar[bool] = False
+    batch_max: ClassVar[int] = 256
 
     agent_id: str
     _init_args: tuple[tuple[Any, ...], dict[str, Any]]
@@ -114,6 +118,25 @@ class Agent:
 
     async def on_stop(self, ctx: Context) -> None:
         """Called when the instance stops: on ``stop_agent``, shutdown, or before a restart."""
+
+    async def on_batch(self, ctx: Context, events: list[Event]) -> None:
+        """Opt-in: called with every event queued for the agent, up to ``batch_max``, in the
+        order ``on_event`` would have seen them; must return None.
+
+        For high-rate streams (audio frames, sensor readings, camera events), where a
+        scheduler round trip per event costs more than the work. A batch is one handler:
+        what it writes to ``ctx.state`` and the events it emits are committed together when
+        it returns; if it raises, none of it happens and the instance fails (the batch is not
+        retried, as a failing event is not). Events whose TTL ran out are dropped before it
+        (``expired``); a batch holding requests runs within the earliest of their deadlines.
+        ``handled`` counts events. Not for ``routed`` agents, whose events are routed one by
+        one. Overriding it is what turns batches on; ``on_event`` is then not called.
+        """
+
+    @property
+    def handles_batches(self) -> bool:
+        """Whether this agent takes its events through :meth:`on_batch`."""
+        return type(self).on_batch is not Agent.on_batch
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {getattr(self, 'agent_id', '?')!r}>"

@@ -33,7 +33,14 @@ from loomk.agents.services import AgentServices
 from loomk.agents.supervisor import Restart, RestartPolicy
 from loomk.bus.overflow import OverflowLike
 from loomk.bus.topics import validate_pattern
-from loomk.errors import AgentError, AgentExists, AgentNotFound, AgentStartError, KernelClosed
+from loomk.errors import (
+    AgentContractError,
+    AgentError,
+    AgentExists,
+    AgentNotFound,
+    AgentStartError,
+    KernelClosed,
+)
 from loomk.events import QoS
 from loomk.telemetry.logging import get_logger
 
@@ -66,6 +73,19 @@ def _check_timeout(name: str, value: object) -> None:
     ):
         low = "> 0" if name == "start_timeout_s" else ">= 0"
         raise AgentError(f"{name} must be a finite number {low}, got {value!r}")
+
+
+def _check_batches(agent: Agent) -> None:
+    limit = agent.batch_max
+    if limit.__class__ is not int or limit < 1:
+        raise AgentContractError(
+            f"{type(agent).__name__}.batch_max must be an int >= 1, got {limit!r}"
+        )
+    if agent.routed:
+        raise AgentContractError(
+            f"{type(agent).__name__} is routed and has on_batch: routed agents take their "
+            "events one at a time (drop on_batch, or routed = True)"
+        )
 
 
 class AgentRuntime:
@@ -204,6 +224,8 @@ class AgentRuntime:
         if not isinstance(agent, Agent):
             raise AgentError(f"spawn takes an Agent instance, got {type(agent).__name__}")
         agent_id = validate_agent_id(getattr(agent, "agent_id", None))
+        if agent.handles_batches:
+            _check_batches(agent)
         if self._nursery is None or self._closing:
             raise KernelClosed(f"cannot spawn {agent_id!r}: the kernel is not running")
         if agent_id in self._records:
