@@ -41,7 +41,7 @@ from loomk.bus import (
     SubscriptionStats,
     TopicStats,
 )
-from loomk.config import Config
+from loomk.config import Config, ConfigSource
 from loomk.envelope import Envelope, ThreadTopicKind, agent_reply_topic
 from loomk.errors import (
     AgentContractError,
@@ -120,6 +120,7 @@ __all__ = [
     "CollabTimeout",
     "Config",
     "ConfigError",
+    "ConfigSource",
     "Context",
     "DataDirInUse",
     "Envelope",
