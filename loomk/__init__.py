@@ -63,6 +63,7 @@ from loomk.errors import (
     NotSubscribed,
     OverflowPolicyError,
     StateError,
+    StoreCorrupted,
     StoreError,
     TopicError,
 )
@@ -150,6 +151,7 @@ __all__ = [
     "RoutingPolicy",
     "StateError",
     "Store",
+    "StoreCorrupted",
     "StoreError",
     "Subscription",
     "SubscriptionStats",

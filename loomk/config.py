@@ -145,6 +145,16 @@ class Config(_Sourced):
             "(data_dir is then not used).",
         },
     )
+    state_fault: str = field(
+        default="stop",
+        metadata={
+            "doc": "What a fault of the store met while running (unreadable, damaged, a "
+            "failed write) does: 'stop' stops the kernel, and run/open_kernel raise the "
+            "StoreError; 'agent' fails only the handler that met it (its agent restarts as "
+            "its policy says) and the kernel goes on.",
+            "choices": ("stop", "agent"),
+        },
+    )
     memory_max_items: int = field(
         default=256,
         metadata={"doc": "How many items an agent's ephemeral memory keeps.", "min": 1},

@@ -15,6 +15,7 @@ DEFAULTS: dict[str, object] = {
     "data_dir": ".loomk",
     "state_sync": True,
     "state_temporary": False,
+    "state_fault": "stop",
     "memory_max_items": 256,
     "memory_max_bytes": 262144,
     "log_level": "warning",
