@@ -76,7 +76,16 @@ from loomk.llm import (
     Route,
     RoutingPolicy,
 )
-from loomk.state import AgentState, AgentStateView, EphemeralMemory, Store
+from loomk.state import (
+    AgentState,
+    AgentStateView,
+    EphemeralMemory,
+    Store,
+    StoreCheck,
+    StoreRepair,
+    check_store,
+    repair_store,
+)
 
 if TYPE_CHECKING:
     from loomk.llm import LLMClient, LLMSettings
@@ -151,8 +160,10 @@ __all__ = [
     "RoutingPolicy",
     "StateError",
     "Store",
+    "StoreCheck",
     "StoreCorrupted",
     "StoreError",
+    "StoreRepair",
     "Subscription",
     "SubscriptionStats",
     "ThreadTopicKind",
@@ -164,6 +175,8 @@ __all__ = [
     "agent",
     "agent_reply_topic",
     "capability",
+    "check_store",
     "open_kernel",
+    "repair_store",
     "run",
 ]

@@ -5,7 +5,12 @@
 ``loomk bench state``   acknowledged state writes/s, sync on and off, vs raw plyvel
 ``loomk bench collab``  request/reply round trips between agents, broker invocations/s
 ``loomk config``        show every setting with its effective value and where to set it
+``loomk state check DATA_DIR``   check a data directory's database (exit 1 if damaged)
+``loomk state repair DATA_DIR``  repair a damaged one with LevelDB's repair (exit 1 if it stays so)
 ``loomk version``       print the version
+
+Exit status 2 means the command could not do its work (a bad setting, a data directory in
+use, no database there), with the reason on stderr.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from loomk import __version__
+from loomk import StoreCheck, __version__, check_store, repair_store
 from loomk.config import Config, describe
 from loomk.errors import LoomkError
 
@@ -62,6 +67,50 @@ def _config(args: argparse.Namespace) -> int:
         env = "LOOMK_" + key.upper()
         print(f"{key:<{width}}  {values[key]!s:<12} ({type_name}, default {default!s}; {env})")
         print(f"{'':<{width}}  {doc}")
+    return 0
+
+
+def _size(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size} bytes"
+
+
+def _contents(check: StoreCheck) -> str:
+    acknowledged = "" if check.acknowledged is None else f", {check.acknowledged} acknowledged"
+    return (
+        f"{check.keys} keys, {check.batches} write batches{acknowledged}, "
+        f"{_size(check.size_bytes)} on disk"
+    )
+
+
+def _state_check(args: argparse.Namespace) -> int:
+    """Check a data directory: exit 0 if healthy, 1 if damaged (and how to repair it)."""
+    check = check_store(args.data_dir)
+    if check.healthy:
+        print(f"ok: {check.path}: {_contents(check)}")
+        return 0
+    print(f"damaged: {check.path}: {check.problem}")
+    print(
+        f"  to salvage what can be read: loomk state repair {check.path} "
+        "(damaged files are set aside in its lost/ directory)"
+    )
+    return 1
+
+
+def _state_repair(args: argparse.Namespace) -> int:
+    """Repair a data directory: exit 0 if it is healthy afterwards, 1 if not."""
+    repair = repair_store(args.data_dir)
+    after = repair.after
+    if not repair.repaired:
+        print(f"ok: {repair.path}: nothing to repair ({_contents(after)})")
+        return 0
+    print(f"was damaged: {repair.before.problem}")
+    if not after.healthy:
+        print(f"still damaged: {repair.path}: {after.problem}")
+        return 1
+    print(f"repaired: {repair.path}: {_contents(after)}")
+    if repair.lost_batches:
+        print(f"  {repair.lost_batches} acknowledged write batches could not be recovered")
+    print(f"  entries that could not be read are gone; damaged files are kept in {after.path}/lost")
     return 0
 
 
@@ -131,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = commands.add_parser("config", help="show the effective configuration")
     config.set_defaults(handler=_config)
+    data = commands.add_parser("state", help="check or repair a data directory")
+    state_commands = data.add_subparsers(dest="action", required=True, metavar="ACTION")
+    check = state_commands.add_parser("check", help="check a data directory's database")
+    check.add_argument("data_dir", metavar="DATA_DIR", type=Path)
+    check.set_defaults(handler=_state_check)
+    repair = state_commands.add_parser("repair", help="repair a damaged database (LevelDB's)")
+    repair.add_argument("data_dir", metavar="DATA_DIR", type=Path)
+    repair.set_defaults(handler=_state_repair)
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(handler=_version)
     return parser
