@@ -4,7 +4,7 @@
 ``loomk bench agents``  idle agents' time and memory, delivery through the runtime
 ``loomk bench state``   acknowledged state writes/s, sync on and off, vs raw plyvel
 ``loomk bench collab``  request/reply round trips between agents, broker invocations/s
-``loomk config``        show every setting with its effective value and where to set it
+``loomk config``        show every setting: its effective value, where it came from, how to set it
 ``loomk state check DATA_DIR``   check a data directory's database (exit 1 if damaged)
 ``loomk state repair DATA_DIR``  repair a damaged one with LevelDB's repair (exit 1 if it stays so)
 ``loomk version``       print the version
@@ -60,12 +60,19 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
+    """Every setting: its value (secrets masked), where it came from, its type, default,
+    variable and documentation."""
     config = Config.load()
     values = config.as_dict()
     width = max(len(key) for key, *_ in describe())
     for key, type_name, default, doc in describe():
         env = "LOOMK_" + key.upper()
-        print(f"{key:<{width}}  {values[key]!s:<12} ({type_name}, default {default!s}; {env})")
+        shown, origin = values[key], f"set by: {config.source(key)}"
+        if key == "data_dir" and config.state_temporary:  # the path is not where state goes
+            shown = "<a temporary directory per kernel>"
+            origin = f"state_temporary is on, so {values[key]} ({origin}) is not used"
+        print(f"{key:<{width}}  {shown!s:<12} ({type_name}, default {default!s}; {env})")
+        print(f"{'':<{width}}  {origin}")
         print(f"{'':<{width}}  {doc}")
     return 0
 
