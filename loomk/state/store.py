@@ -320,9 +320,9 @@ class Store:
         try:
             key, count = _watermark.COUNT_KEY, _watermark.encode_count(self._count)
             self._db.put(key, count, sync=True)  # fsyncs the log, and all written before
-        except plyvel.Error as error:
+            watermark.advance(self._count)
+        except (plyvel.Error, OSError) as error:
             raise store_error(self.path, "writing to", error) from error
-        watermark.advance(self._count)
 
     def close_now(self) -> None:
         """Close the database without flushing (the writer must be gone)."""
