@@ -160,5 +160,5 @@ async def main(kernel: Kernel) -> None:
 
 if __name__ == "__main__":
     # state_temporary: the demo keeps its state in a throw-away directory; drop it to keep
-    # the alarm's count in .loomk/ beside this file across runs.
+    # the alarm's count in .loomk/ in the working directory across runs.
     loomk.run(main, log_level="critical", state_temporary=True)

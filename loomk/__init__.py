@@ -41,7 +41,7 @@ from loomk.bus import (
     SubscriptionStats,
     TopicStats,
 )
-from loomk.config import Config
+from loomk.config import Config, ConfigSource
 from loomk.envelope import Envelope, ThreadTopicKind, agent_reply_topic
 from loomk.errors import (
     AgentContractError,
@@ -64,6 +64,7 @@ from loomk.errors import (
     NotSubscribed,
     OverflowPolicyError,
     StateError,
+    StoreCorrupted,
     StoreError,
     TopicError,
 )
@@ -76,7 +77,16 @@ from loomk.llm import (
     Route,
     RoutingPolicy,
 )
-from loomk.state import AgentState, AgentStateView, EphemeralMemory, Store
+from loomk.state import (
+    AgentState,
+    AgentStateView,
+    EphemeralMemory,
+    Store,
+    StoreCheck,
+    StoreRepair,
+    check_store,
+    repair_store,
+)
 
 if TYPE_CHECKING:
     from loomk.llm import LLMClient, LLMSettings
@@ -122,6 +132,7 @@ __all__ = [
     "CollabTimeout",
     "Config",
     "ConfigError",
+    "ConfigSource",
     "Context",
     "DataDirInUse",
     "Envelope",
@@ -151,7 +162,10 @@ __all__ = [
     "RoutingPolicy",
     "StateError",
     "Store",
+    "StoreCheck",
+    "StoreCorrupted",
     "StoreError",
+    "StoreRepair",
     "Subscription",
     "SubscriptionStats",
     "ThreadTopicKind",
@@ -163,6 +177,8 @@ __all__ = [
     "agent",
     "agent_reply_topic",
     "capability",
+    "check_store",
     "open_kernel",
+    "repair_store",
     "run",
 ]

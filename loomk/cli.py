@@ -4,12 +4,17 @@
 ``loomk bench agents``  idle agents' time and memory, delivery through the runtime
 ``loomk bench state``   acknowledged state writes/s, sync on and off, vs raw plyvel
 ``loomk bench collab``  request/reply round trips between agents, broker invocations/s
-``loomk config``        show every setting with its effective value and where to set it
+``loomk config``        show every setting: its effective value, where it came from, how to set it
+``loomk state check DATA_DIR``   check a data directory's database (exit 1 if damaged)
+``loomk state repair DATA_DIR``  repair a damaged one with LevelDB's repair (exit 1 if it stays so)
 ``loomk version``       print the version
 
 The parser's texts are written for a terminal (no markup), and every bench option is
 checked before a run starts (:mod:`loomk.bench.options`): a value no run could use is a
 usage error, exit code 2.
+
+Exit status 2 means the command could not do its work (a bad setting, a data directory in
+use, no database there), with the reason on stderr.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from loomk import __version__
+from loomk import StoreCheck, __version__, check_store, repair_store
 from loomk.bench.options import SCENARIOS, BenchOptionError, Scenario, json_path, resolve
 from loomk.config import Config, describe
 from loomk.errors import LoomkError
@@ -63,13 +68,64 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
+    """Every setting: its value (secrets masked), where it came from, its type, default,
+    variable and documentation."""
     config = Config.load()
     values = config.as_dict()
     width = max(len(key) for key, *_ in describe())
     for key, type_name, default, doc in describe():
         env = "LOOMK_" + key.upper()
-        print(f"{key:<{width}}  {values[key]!s:<12} ({type_name}, default {default!s}; {env})")
+        shown, origin = values[key], f"set by: {config.source(key)}"
+        if key == "data_dir" and config.state_temporary:  # the path is not where state goes
+            shown = "<a temporary directory per kernel>"
+            origin = f"state_temporary is on, so {values[key]} ({origin}) is not used"
+        print(f"{key:<{width}}  {shown!s:<12} ({type_name}, default {default!s}; {env})")
+        print(f"{'':<{width}}  {origin}")
         print(f"{'':<{width}}  {doc}")
+    return 0
+
+
+def _size(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size} bytes"
+
+
+def _contents(check: StoreCheck) -> str:
+    acknowledged = "" if check.acknowledged is None else f", {check.acknowledged} acknowledged"
+    return (
+        f"{check.keys} keys, {check.batches} write batches{acknowledged}, "
+        f"{_size(check.size_bytes)} on disk"
+    )
+
+
+def _state_check(args: argparse.Namespace) -> int:
+    """Check a data directory: exit 0 if healthy, 1 if damaged (and how to repair it)."""
+    check = check_store(args.data_dir)
+    if check.healthy:
+        print(f"ok: {check.path}: {_contents(check)}")
+        return 0
+    print(f"damaged: {check.path}: {check.problem}")
+    print(
+        f"  to salvage what can be read: loomk state repair {check.path} "
+        "(damaged files are set aside in its lost/ directory)"
+    )
+    return 1
+
+
+def _state_repair(args: argparse.Namespace) -> int:
+    """Repair a data directory: exit 0 if it is healthy afterwards, 1 if not."""
+    repair = repair_store(args.data_dir)
+    after = repair.after
+    if not repair.repaired:
+        print(f"ok: {repair.path}: nothing to repair ({_contents(after)})")
+        return 0
+    print(f"was damaged: {repair.before.problem}")
+    if not after.healthy:
+        print(f"still damaged: {repair.path}: {after.problem}")
+        return 1
+    print(f"repaired: {repair.path}: {_contents(after)}")
+    if repair.lost_batches:
+        print(f"  {repair.lost_batches} acknowledged write batches could not be recovered")
+    print(f"  entries that could not be read are gone; damaged files are kept in {after.path}/lost")
     return 0
 
 
@@ -103,10 +159,32 @@ def build_parser() -> argparse.ArgumentParser:
     config = commands.add_parser(
         "config",
         help="show the effective configuration",
-        description="Show every setting with its effective value, its type and default, "
-        "and the environment variable that sets it.",
+        description="Show every setting with its effective value, where that value came "
+        "from, its type and default, and the environment variable that sets it.",
     )
     config.set_defaults(handler=_config)
+    data = commands.add_parser(
+        "state",
+        help="check or repair a data directory",
+        description="Check a data directory's database, or repair a damaged one.",
+    )
+    state_commands = data.add_subparsers(dest="action", required=True, metavar="ACTION")
+    check = state_commands.add_parser(
+        "check",
+        help="check a data directory's database",
+        description="Check a data directory's database: exit 0 healthy, 1 damaged, 2 when "
+        "it cannot be checked.",
+    )
+    check.add_argument("data_dir", metavar="DATA_DIR", type=Path)
+    check.set_defaults(handler=_state_check)
+    repair = state_commands.add_parser(
+        "repair",
+        help="repair a damaged database (LevelDB's repair)",
+        description="Repair a damaged database with LevelDB's repair: exit 0 healthy "
+        "afterwards, 1 still damaged, 2 when it cannot be repaired.",
+    )
+    repair.add_argument("data_dir", metavar="DATA_DIR", type=Path)
+    repair.set_defaults(handler=_state_repair)
     version = commands.add_parser(
         "version", help="print the version", description="Print the version of loomk."
     )

@@ -14,6 +14,17 @@ merges four sources, lowest to highest precedence:
    not a setting; any other unknown ``LOOMK_*`` variable is an error;
 4. keyword arguments to :meth:`Config.load`.
 
+Where each value came from is kept: :meth:`Config.source` gives a :class:`ConfigSource` per
+key (the default, the caller's defaults, the TOML file and its path, the ``LOOMK_*`` variable,
+Loom's variable, a keyword argument), and ``loomk config`` shows it.
+
+A relative ``data_dir`` is taken from where it was written: in a TOML file, from that
+file's directory (the file and the state it names travel together); from the environment,
+a keyword argument or the default ``.loomk``, from the working directory (``cwd``), where
+``loomk.toml`` is looked for too. ``~`` is expanded. So ``Config.load`` always gives an
+absolute ``data_dir``, which is where the kernel keeps its state (with ``state_temporary``
+the kernel uses a temporary directory instead; ``kernel.config.data_dir`` then names it).
+
 Loom's variable names ``VLLM_BASE_URL``, ``VLLM_MODEL``, ``VLLM_API_KEY``,
 ``VLLM_TEMPERATURE`` and ``REQUEST_TIMEOUT_MS`` (milliseconds) are read too, below the
 TOML file and the ``LOOMK_LLM_*`` equivalents (a leftover shell variable must not pair a
@@ -36,11 +47,12 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Literal
 
 from loomk.errors import ConfigError
 
-__all__ = ["SECRET_MASK", "Config", "describe"]
+__all__ = ["SECRET_MASK", "Config", "ConfigSource", "SourceKind", "describe"]
 
 SECRET_MASK = "********"
 
@@ -60,9 +72,55 @@ _BOOL_WORDS: dict[str, bool] = {
 }
 
 
+SourceKind = Literal["default", "defaults", "alias", "file", "env", "keyword", "kernel"]
+"""Kinds of :class:`ConfigSource`, lowest precedence first (``kernel``: set by a running
+kernel, as the temporary ``data_dir`` of ``state_temporary``)."""
+
+
 @dataclass(frozen=True, slots=True)
-class Config:
-    """Every kernel setting, validated. Build with :meth:`load`, change with :meth:`replace`."""
+class ConfigSource:
+    """Where one setting's value came from; ``str()`` says it for people."""
+
+    kind: SourceKind
+    name: str = ""
+    """The TOML file's path (``file``), the variable's name (``env``, ``alias``), or what
+    the kernel set the value for (``kernel``); empty otherwise."""
+
+    def __str__(self) -> str:
+        if self.kind == "file":
+            return f"file {self.name}"
+        if self.kind == "env":
+            return f"environment variable {self.name}"
+        if self.kind == "alias":
+            return f"environment variable {self.name} (Loom's name)"
+        if self.kind == "kernel":
+            return f"the kernel ({self.name})" if self.name else "the kernel"
+        return {"default": "default", "defaults": "the caller's defaults"}.get(
+            self.kind, "keyword argument"
+        )
+
+
+_DEFAULT_SOURCE = ConfigSource("default")
+_KEYWORD_SOURCE = ConfigSource("keyword")
+
+
+class _Sourced:
+    """A slot for where each value of a :class:`Config` came from, kept outside its fields
+    (``dataclasses.fields(Config)`` stays exactly the settings)."""
+
+    __slots__ = ("_sources",)
+    _sources: Mapping[str, ConfigSource]
+
+
+@dataclass(frozen=True, slots=True)
+class Config(_Sourced):
+    """Every kernel setting, validated. Build with :meth:`load`, change with :meth:`replace`.
+
+    :meth:`source` says where each value came from. A relative ``data_dir`` is taken from
+    the directory of the TOML file that sets it, and otherwise from the working directory
+    (``Config.load`` resolves it; the kernel resolves one left relative in a ``Config`` it
+    is given, against the working directory when it opens).
+    """
 
     name: str = field(
         default="loomk",
@@ -71,8 +129,9 @@ class Config:
     data_dir: Path = field(
         default=Path(".loomk"),
         metadata={
-            "doc": "Directory of the persistent state (LevelDB); a relative path is taken "
-            "from the directory of the running program.",
+            "doc": "Directory of the persistent state (LevelDB), locked while a kernel uses "
+            "it; a relative path is taken from the directory of the TOML file that sets it, "
+            "otherwise from the working directory.",
         },
     )
     state_sync: bool = field(
@@ -81,7 +140,20 @@ class Config:
     )
     state_temporary: bool = field(
         default=False,
-        metadata={"doc": "Keep state in a temporary directory, deleted when the kernel stops."},
+        metadata={
+            "doc": "Keep state in a temporary directory, deleted when the kernel stops "
+            "(data_dir is then not used).",
+        },
+    )
+    state_fault: str = field(
+        default="stop",
+        metadata={
+            "doc": "What a fault of the store met while running (unreadable, damaged, a "
+            "failed write) does: 'stop' stops the kernel, and run/open_kernel raise the "
+            "StoreError; 'agent' fails only the handler that met it (its agent restarts as "
+            "its policy says) and the kernel goes on.",
+            "choices": ("stop", "agent"),
+        },
     )
     memory_max_items: int = field(
         default=256,
@@ -212,19 +284,66 @@ class Config:
         field defaults, below every source (as a test kit's own defaults should be).
         """
         environ: Mapping[str, str] = os.environ if env is None else env
-        base = Path.cwd() if cwd is None else Path(cwd)
-        values: dict[str, object] = _from_kwargs(defaults or {}, "from the caller's defaults")
-        values.update(_from_aliases(environ))  # Loom's names: below the file
+        base = (Path.cwd() if cwd is None else Path(cwd)).absolute()
+        values: dict[str, object] = {}
+        sources: dict[str, ConfigSource] = dict.fromkeys(_FIELDS, _DEFAULT_SOURCE)
+
+        def take(found: dict[str, object], source: typing.Callable[[str], ConfigSource]) -> None:
+            values.update(found)
+            sources.update({key: source(key) for key in found})
+
+        take(_from_kwargs(defaults or {}, "from the caller's defaults"), _sourced("defaults"))
+        take(_from_aliases(environ), lambda key: ConfigSource("alias", _ALIAS_OF[key]))
         path = _find_file(config_file, environ, base)
         if path is not None:
-            values.update(_from_file(path))
-        values.update(_from_env(environ))
-        values.update(_from_kwargs(overrides))
-        return cls(**values)  # type: ignore[arg-type]
+            take(_from_file(path), _sourced("file", str(path)))
+        take(_from_env(environ), lambda key: ConfigSource("env", _ENV_PREFIX + key.upper()))
+        take(_from_kwargs(overrides), _sourced("keyword"))
+        values["data_dir"] = _absolute_data_dir(
+            values.get("data_dir", _FIELDS["data_dir"].default), sources["data_dir"], base
+        )
+        return cls(**values)._sourced_from(sources)  # type: ignore[arg-type]
 
     def replace(self, **changes: object) -> Config:
         """Return a copy with ``changes`` applied, validated like keyword overrides to load."""
-        return dataclasses.replace(self, **_from_kwargs(changes))  # type: ignore[arg-type]
+        return self.replace_from(_KEYWORD_SOURCE, **changes)
+
+    def replace_from(self, source: ConfigSource, /, **changes: object) -> Config:
+        """:meth:`replace`, recording ``source`` as where the changed values came from."""
+        checked = _from_kwargs(changes)
+        changed = dataclasses.replace(self, **checked)  # type: ignore[arg-type]
+        return changed._sourced_from({**self.sources, **dict.fromkeys(checked, source)})
+
+    def source(self, key: str) -> ConfigSource:
+        """Where the value of ``key`` came from (see :class:`ConfigSource`)."""
+        if key not in _FIELDS:
+            raise ConfigError(key, f"unknown key{_suggest(key, _FIELDS)}")
+        recorded: Mapping[str, ConfigSource] = getattr(self, "_sources", {})
+        if key in recorded:
+            return recorded[key]
+        # built directly with Config(...): its own arguments, or the defaults
+        return _DEFAULT_SOURCE if getattr(self, key) == _FIELDS[key].default else _KEYWORD_SOURCE
+
+    @property
+    def sources(self) -> Mapping[str, ConfigSource]:
+        """:meth:`source` of every setting, in field order."""
+        return MappingProxyType({key: self.source(key) for key in _FIELDS})
+
+    def _sourced_from(self, sources: Mapping[str, ConfigSource]) -> Config:
+        object.__setattr__(self, "_sources", MappingProxyType(dict(sources)))
+        return self
+
+    def __getstate__(self) -> tuple[list[object], dict[str, ConfigSource]]:
+        """Pickled with its sources (the dataclass's own state would drop them)."""
+        values = [getattr(self, f.name) for f in dataclasses.fields(self)]
+        return values, dict(getattr(self, "_sources", {}))
+
+    def __setstate__(self, state: tuple[list[object], dict[str, ConfigSource]]) -> None:
+        values, sources = state
+        for f, value in zip(dataclasses.fields(self), values, strict=True):
+            object.__setattr__(self, f.name, value)
+        if sources:
+            self._sourced_from(sources)
 
     def as_dict(self, *, reveal_secrets: bool = False) -> dict[str, object]:
         """Every setting by key, in field order, with paths as strings; secrets that are
@@ -252,6 +371,22 @@ def describe() -> list[tuple[str, str, object, str]]:
 
 
 # --- sources ------------------------------------------------------------------------------
+
+
+def _sourced(kind: SourceKind, name: str = "") -> typing.Callable[[str], ConfigSource]:
+    """Every key from one source: the same :class:`ConfigSource`."""
+    source = ConfigSource(kind, name)
+    return lambda _key: source
+
+
+def _absolute_data_dir(value: object, source: ConfigSource, cwd: Path) -> Path:
+    """``data_dir`` made absolute: from the TOML file's directory if a file set it, else
+    from the working directory."""
+    path = Path(typing.cast(Path, value)).expanduser()
+    if path.is_absolute():
+        return path
+    base = Path(source.name).parent if source.kind == "file" else cwd
+    return base / path
 
 
 def _find_file(
@@ -314,6 +449,7 @@ _ALIASES: dict[str, tuple[str, float]] = {  # variable -> (key, factor applied t
     "VLLM_TEMPERATURE": ("llm_temperature", 1.0),
     "REQUEST_TIMEOUT_MS": ("llm_timeout_s", 0.001),
 }
+_ALIAS_OF: dict[str, str] = {key: var for var, (key, _) in _ALIASES.items()}
 
 
 def _from_aliases(environ: Mapping[str, str]) -> dict[str, object]:

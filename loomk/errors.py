@@ -138,6 +138,14 @@ class DataDirInUse(StoreError):
     code = "DATA_DIR_IN_USE"
 
 
+class StoreCorrupted(StoreError):
+    """The database on disk is damaged: a checksum does not match, its log or manifest is
+    unreadable, or commits it acknowledged are missing. ``loomk state check`` describes the
+    damage and ``loomk state repair`` salvages what can be read."""
+
+    code = "STORE_CORRUPTED"
+
+
 class StateError(LoomkError, ValueError):
     """A state value cannot be stored (not JSON-serialisable) or a key is not a str."""
 

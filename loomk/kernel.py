@@ -11,6 +11,12 @@ Tasks live in three nested layers, so shutdown is ordered by construction:
 
 Shutdown cancels the edges, then stops the agents (they drain, bounded by
 ``shutdown_timeout_s``), then closes the store and the bus.
+
+The store opens, and locks ``data_dir``, before anything runs: a directory another kernel
+holds is :class:`~loomk.errors.DataDirInUse` and a damaged one
+:class:`~loomk.errors.StoreError`, raised by ``open_kernel``/``run`` before ``main`` starts.
+A store fault met later stops the kernel with that error (``state_fault = "stop"``, the
+default) or fails only the handler that met it (``"agent"``).
 """
 
 from __future__ import annotations
@@ -28,8 +34,8 @@ from loomk.actions.providers import LLMGenerateProvider, builtin_providers
 from loomk.agents import Agent, AgentDefaults, AgentHandle, AgentRuntime, agent_on_stack
 from loomk.bus import EventBus
 from loomk.collab import Collaborator, CollabService
-from loomk.config import Config
-from loomk.errors import AgentError, AgentFailed, KernelClosed
+from loomk.config import Config, ConfigSource
+from loomk.errors import AgentError, AgentFailed, KernelClosed, StoreError
 from loomk.events import QoS
 from loomk.llm import LocalModel, ModelRouter, ModelService
 from loomk.state.service import AgentState, StateService
@@ -69,7 +75,7 @@ class Kernel:
             },
             max_topics=config.bus_max_topics,
         )
-        self.state = StateService(config)
+        self.state = StateService(config, on_fault=self._on_state_fault)
         self.broker = ActionBroker(default_timeout_s=config.action_timeout_s)
         if config.builtin_capabilities:
             for provider in builtin_providers():
@@ -140,6 +146,16 @@ class Kernel:
         """Collaboration calls (request, fanout, barrier, contract-net) made as ``sender``;
         agents use the same calls on their context."""
         return Collaborator(self.bus, self.collab_service, sender)
+
+    def _on_state_fault(self, error: StoreError) -> None:
+        """The store failed while running: with ``state_fault="stop"`` the kernel stops and
+        ``run``/``open_kernel`` raise ``error`` (an environment fault is not a handler's bug
+        that restarting agents would cure); with ``"agent"`` only the caller sees it."""
+        if self.config.state_fault != "stop":
+            return
+        if self._error is None:
+            _log.error("state store failed; stopping the kernel", error=str(error))
+        self.stop(error)
 
     def on_critical_failure(self, error: AgentFailed) -> None:
         """A ``critical`` agent gave up: shut down, and make ``run``/``open_kernel`` raise
@@ -243,6 +259,7 @@ async def open_kernel(config: Config | None = None, **settings: Any) -> AsyncIte
         config = config.replace(**settings)
     configure_logging(config.log_level, config.log_format)
     kernel = Kernel(config)
+    _open_state(kernel)
     try:
         async with AsyncExitStack() as resources, trio.open_nursery() as core:
             if config.llm_base_url:  # closed after the agents stopped (the stack unwinds last)
@@ -283,9 +300,24 @@ async def open_kernel(config: Config | None = None, **settings: Any) -> AsyncIte
                 core.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         raise _unwrap(group) from None
+    finally:
+        kernel.state.close_now()  # if the kernel failed before closing its state
     _log.info("kernel stopped", kernel=config.name)
     if kernel._error is not None:
         raise kernel._error
+
+
+def _open_state(kernel: Kernel) -> None:
+    """Open the store before anything runs, so a held or damaged data directory fails here,
+    naming itself; then make the kernel's config say where the state really is (the
+    temporary directory of ``state_temporary``, a relative ``data_dir`` made absolute)."""
+    kernel.state.open()
+    config, data_dir = kernel.config, kernel.state.data_dir
+    if data_dir != config.data_dir:
+        source = config.source("data_dir")
+        if config.state_temporary:
+            source = ConfigSource("kernel", "state_temporary")
+        kernel.config = config.replace_from(source, data_dir=data_dir)
 
 
 def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -1,6 +1,7 @@
 """Durable agent state (LevelDB), its per-handler commits, and ephemeral memory."""
 
 from loomk.state.agent_state import AgentStateView
+from loomk.state.maintenance import StoreCheck, StoreRepair, check_store, repair_store
 from loomk.state.memory import EphemeralMemory, MemoryStats
 from loomk.state.service import AgentState, StateService
 from loomk.state.store import Store, StoreStats
@@ -12,5 +13,9 @@ __all__ = [
     "MemoryStats",
     "StateService",
     "Store",
+    "StoreCheck",
+    "StoreRepair",
     "StoreStats",
+    "check_store",
+    "repair_store",
 ]

@@ -8,6 +8,12 @@ with ``sync`` off a small batch is written on the trio thread and a big one in a
 thread, where LevelDB works without the GIL while agents go on.
 A commit that was acknowledged survives a crash of the process (with ``sync``, of the
 machine too); one that was not is either wholly there or wholly absent.
+
+The database is opened with LevelDB's paranoid checks (a damaged log or manifest is
+reported, not skipped) and read with checksums verified. Every failure is a typed
+:class:`~loomk.errors.StoreError` naming the path (see :mod:`loomk.state._errors`); acknowledged
+commits lost from a truncated log are caught by the watermark (:mod:`loomk.state._watermark`).
+Keys starting with ``\x00`` are the store's own bookkeeping: scans leave them out.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ from typing import Any
 import plyvel
 import trio
 
-from loomk.errors import DataDirInUse, KernelClosed, StoreError
+from loomk.errors import KernelClosed, StoreCorrupted, StoreError
+from loomk.state import _watermark
+from loomk.state._errors import repair_hint, store_error
 
 __all__ = ["Store", "StoreStats", "Ticket"]
 
@@ -65,10 +73,21 @@ class Store:
     """A LevelDB database with a group-committing writer. Use :meth:`open`, then run
     :meth:`run` in a nursery for the writer, and :meth:`aclose` at the end."""
 
-    def __init__(self, db: plyvel.DB, path: Path, *, sync: bool) -> None:
+    def __init__(
+        self,
+        db: plyvel.DB,
+        path: Path,
+        *,
+        sync: bool,
+        count: int = 0,
+        watermark: _watermark.Watermark | None = None,
+    ) -> None:
         self._db = db
         self.path = path
         self.sync = sync
+        self._count = count  # batches the database holds (its COUNT_KEY)
+        self._opened_at = count
+        self._watermark = watermark
         self._open = self._new_generation()  # what commits join now
         self._sealed: list[_Generation] = []  # full generations waiting for the writer
         self._wakeup = trio.Event()
@@ -83,40 +102,66 @@ class Store:
         self._failure: Exception | None = None
 
     @classmethod
-    def open(cls, path: Path, *, sync: bool = True) -> Store:
-        """Open (creating if needed) the database in ``path``.
+    def open(cls, path: Path, *, sync: bool = True, watermark: bool = True) -> Store:
+        """Open (creating if needed) the database in ``path``, and lock it.
 
-        Raises :class:`DataDirInUse` when another kernel holds it and :class:`StoreError`
-        (naming the path and the cause) when it is corrupted or unreadable.
+        Raises :class:`~loomk.errors.DataDirInUse` when another kernel holds it,
+        :class:`~loomk.errors.StoreCorrupted` when it is damaged (including acknowledged
+        commits missing, see :mod:`loomk.state._watermark`) and :class:`StoreError` when it
+        cannot be opened otherwise; each names the path and the cause. ``watermark=False``
+        counts nothing and keeps no watermark file, for a throw-away directory (one already
+        there is still checked).
         """
         path = Path(path)
         try:
             path.mkdir(parents=True, exist_ok=True)
-            db = plyvel.DB(str(path), create_if_missing=True)
-        except plyvel.IOError as error:
-            if _is_lock_error(error):
-                raise DataDirInUse(
-                    f"data directory in use: {path} is held by another kernel ({_describe(error)})"
-                ) from error
-            raise StoreError(f"cannot open the store in {path}: {_describe(error)}") from error
-        except plyvel.CorruptionError as error:
-            raise StoreError(f"the store in {path} is corrupted: {_describe(error)}") from error
+            db = plyvel.DB(str(path), create_if_missing=True, paranoid_checks=True)
         except (plyvel.Error, OSError) as error:
-            raise StoreError(f"cannot open the store in {path}: {_describe(error)}") from error
-        return cls(db, path, sync=sync)
+            raise store_error(path, "opening", error) from error
+        try:
+            count = _watermark.decode_count(db.get(_watermark.COUNT_KEY, verify_checksums=True))
+            mark = _watermark.read(path)
+            if mark is not None and count < mark:
+                raise StoreCorrupted(
+                    f"the store in {path} lost acknowledged commits: it holds {count} write "
+                    f"batches but {mark} were acknowledged (its write-ahead log was cut short "
+                    f"or lost); {repair_hint(path)}, accepting the loss"
+                )
+            tracker = _watermark.Watermark.open(path) if watermark else None
+        except BaseException as error:
+            db.close()
+            if isinstance(error, plyvel.Error | OSError):
+                raise store_error(path, "opening", error) from error
+            if isinstance(error, ValueError):  # the count itself is damaged
+                raise StoreCorrupted(
+                    f"the store in {path} is corrupted (its count of write batches is "
+                    f"unreadable); {repair_hint(path)}"
+                ) from error
+            raise
+        return cls(db, path, sync=sync, count=count, watermark=tracker)
 
     # ---- reading (synchronous: LevelDB reads take microseconds) -------------------------
 
     def get(self, key: bytes) -> bytes | None:
         """The value under ``key``, or None."""
         self._check_open()
-        value: bytes | None = self._db.get(key)
+        try:
+            value: bytes | None = self._db.get(key, verify_checksums=True)
+        except plyvel.Error as error:
+            raise store_error(self.path, "reading", error) from error
         return value
 
     def scan(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
-        """Every (key, value) whose key starts with ``prefix``, in key order."""
+        """Every (key, value) whose key starts with ``prefix``, in key order (the store's
+        own keys, which start with ``\x00``, left out)."""
         self._check_open()
-        return list(self._db.iterator(prefix=prefix))
+        try:
+            items = list(self._db.iterator(prefix=prefix, verify_checksums=True))
+        except plyvel.Error as error:
+            raise store_error(self.path, "reading", error) from error
+        if prefix[:1] in (b"", b"\x00"):
+            items = [item for item in items if item[0][:1] != b"\x00"]
+        return items
 
     async def scan_in_thread(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
         """:meth:`scan` in a worker thread, for prefixes that may hold many keys."""
@@ -164,9 +209,7 @@ class Store:
             raise self._failed(ticket.error)
 
     def _failed(self, error: BaseException) -> StoreError:
-        failure = StoreError(f"writing to the store in {self.path} failed: {error}")
-        failure.__cause__ = error
-        return failure
+        return store_error(self.path, "writing to", error)
 
     async def delete_prefix(self, prefix: bytes) -> int:
         """Delete every key starting with ``prefix`` in one commit; returns how many went."""
@@ -218,8 +261,24 @@ class Store:
         generation.done.set()
 
     def _write_batch(self, generation: _Generation) -> None:
-        """Write the batch: atomic in LevelDB, fsync'd when the store syncs (set on it)."""
-        generation.batch.write()
+        """Write the batch: atomic in LevelDB, fsync'd when the store syncs (set on it).
+
+        With a watermark, a synced batch also carries the database's new count of batches
+        and is then acknowledged on the watermark; unsynced batches are counted in memory,
+        and the count is written once, synced, when the store closes.
+        """
+        watermark = self._watermark
+        if watermark is None:
+            generation.batch.write()
+            return
+        count = self._count + 1
+        if self.sync:
+            generation.batch.put(_watermark.COUNT_KEY, _watermark.encode_count(count))
+            generation.batch.write()
+            watermark.advance(count)
+        else:
+            generation.batch.write()
+        self._count = count
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -247,14 +306,33 @@ class Store:
                 generation.error = KernelClosed("the store closed before this was written")
                 generation.done.set()
         self._sealed.clear()
-        self._db.close()
-        self._closed = True
+        try:
+            unsynced = self._count > self._opened_at and not self.sync
+            if unsynced and self._watermark is not None and self._failure is None:
+                await trio.to_thread.run_sync(self._acknowledge_all, self._watermark)
+        finally:
+            self.close_now()
+
+    def _acknowledge_all(self, watermark: _watermark.Watermark) -> None:
+        """Make every batch written durable, then say so on the watermark: unsynced batches
+        were acknowledged to their callers without an fsync, closing makes them durable.
+        (Synced ones moved the watermark as they were written.)"""
+        try:
+            key, count = _watermark.COUNT_KEY, _watermark.encode_count(self._count)
+            self._db.put(key, count, sync=True)  # fsyncs the log, and all written before
+            watermark.advance(self._count)
+        except (plyvel.Error, OSError) as error:
+            raise store_error(self.path, "writing to", error) from error
 
     def close_now(self) -> None:
         """Close the database without flushing (the writer must be gone)."""
         if not self._closed:
-            self._db.close()
             self._closed = True
+            try:
+                if self._watermark is not None:
+                    self._watermark.close()
+            finally:
+                self._db.close()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -271,15 +349,3 @@ def _check_operations(puts: Mapping[bytes, bytes], deletes: tuple[bytes, ...]) -
     for key in deletes:
         if key.__class__ is not bytes:
             raise StoreError(f"store keys are bytes, got {key!r}")
-
-
-def _describe(error: Exception) -> str:
-    """plyvel's messages arrive as bytes: decode them for people."""
-    if error.args and isinstance(error.args[0], bytes):
-        return error.args[0].decode("utf-8", "replace")
-    return str(error)
-
-
-def _is_lock_error(error: Exception) -> bool:
-    text = _describe(error)
-    return "/LOCK" in text and ("lock" in text or "temporarily unavailable" in text)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from loomk.config import SECRET_MASK, Config, describe
+from loomk.config import SECRET_MASK, Config, ConfigSource, describe
 from loomk.errors import ConfigError
 
 DEFAULTS: dict[str, object] = {
@@ -15,6 +15,7 @@ DEFAULTS: dict[str, object] = {
     "data_dir": ".loomk",
     "state_sync": True,
     "state_temporary": False,
+    "state_fault": "stop",
     "memory_max_items": 256,
     "memory_max_bytes": 262144,
     "log_level": "warning",
@@ -47,14 +48,19 @@ def load_env(tmp_path: Path, **env: str) -> Config:
     return Config.load(env=env, cwd=tmp_path)
 
 
+def defaults_in(cwd: Path) -> dict[str, object]:
+    """What ``Config.load`` gives with no source, run in ``cwd``."""
+    return {**DEFAULTS, "data_dir": str(cwd / ".loomk")}
+
+
 # --- defaults and each source alone -------------------------------------------------------
 
 
 def test_defaults_when_no_source_is_present(tmp_path: Path) -> None:
     config = Config.load(env={}, cwd=tmp_path)
-    assert config.as_dict() == DEFAULTS
-    assert config == Config()
-    assert config.data_dir == Path(".loomk")
+    assert config.as_dict() == defaults_in(tmp_path)
+    assert config == Config(data_dir=tmp_path / ".loomk")
+    assert config.data_dir == tmp_path / ".loomk"  # the default, from the working directory
     assert isinstance(config.shutdown_timeout_s, float)
 
 
@@ -316,7 +322,7 @@ def test_env_str(tmp_path: Path) -> None:
 
 def test_env_ignores_unrelated_variables(tmp_path: Path) -> None:
     config = Config.load(env={"HOME": "/root", "LOOMKX": "1", "PATH": "/bin"}, cwd=tmp_path)
-    assert config.as_dict() == DEFAULTS
+    assert config.as_dict() == defaults_in(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -356,7 +362,7 @@ def test_env_unknown_variable_without_close_match(tmp_path: Path) -> None:
 def test_loomk_config_is_not_a_key(tmp_path: Path) -> None:
     path = write(tmp_path / "x.toml", "")
     config = Config.load(env={"LOOMK_CONFIG": str(path)}, cwd=tmp_path)
-    assert config.as_dict() == DEFAULTS
+    assert config.as_dict() == defaults_in(tmp_path)
     assert "config" not in config.as_dict()
 
 
@@ -410,7 +416,7 @@ def test_kwarg_accepted_types(tmp_path: Path) -> None:
     assert config.data_dir == tmp_path / "state"
     assert config.handle_signals is True
     assert config.bus_max_topics == 16
-    assert Config.load(env={}, cwd=tmp_path, data_dir="rel/dir").data_dir == Path("rel/dir")
+    assert Config.load(env={}, cwd=tmp_path, data_dir="rel/dir").data_dir == tmp_path / "rel/dir"
 
 
 @pytest.mark.parametrize(
@@ -587,3 +593,111 @@ def test_the_toml_file_wins_over_loom_variable_names(tmp_path: Path) -> None:
     assert (config.llm_base_url, config.llm_api_key) == ("http://file:8000/v1", "k-file")
     config = load_env(tmp_path, LOOMK_LLM_BASE_URL="http://env:8000/v1")
     assert config.llm_base_url == "http://env:8000/v1"  # LOOMK_* still wins over the file
+
+
+# --- where each value came from -----------------------------------------------------------
+
+
+def test_each_value_says_which_source_set_it(tmp_path: Path) -> None:
+    path = write(tmp_path / "loomk.toml", 'name = "filed"\n[bus]\nmax_topics = 99\n')
+    config = Config.load(
+        env={
+            "LOOMK_LOG_LEVEL": "error",
+            "VLLM_MODEL": "loom-model",
+            "VLLM_API_KEY": "sk-secret",
+            "REQUEST_TIMEOUT_MS": "",  # empty: unset
+        },
+        cwd=tmp_path,
+        defaults={"shutdown_timeout_s": 1.0},
+        state_sync=False,
+    )
+    assert config.source("name") == ConfigSource("file", str(path))
+    assert config.source("bus_max_topics") == ConfigSource("file", str(path))
+    assert config.source("log_level") == ConfigSource("env", "LOOMK_LOG_LEVEL")
+    assert config.source("llm_model") == ConfigSource("alias", "VLLM_MODEL")
+    assert config.source("llm_api_key") == ConfigSource("alias", "VLLM_API_KEY")
+    assert config.source("llm_timeout_s") == ConfigSource("default")
+    assert config.source("shutdown_timeout_s") == ConfigSource("defaults")
+    assert config.source("state_sync") == ConfigSource("keyword")
+    assert config.source("data_dir") == ConfigSource("default")
+    assert list(config.sources) == [f.name for f in dataclasses.fields(Config)]
+    assert str(config.source("name")) == f"file {path}"
+    assert str(config.source("log_level")) == "environment variable LOOMK_LOG_LEVEL"
+    assert str(config.source("llm_model")) == "environment variable VLLM_MODEL (Loom's name)"
+    assert str(config.source("shutdown_timeout_s")) == "the caller's defaults"
+    assert str(config.source("state_sync")) == "keyword argument"
+    assert str(config.source("data_dir")) == "default"
+    assert config.as_dict()["llm_api_key"] == SECRET_MASK  # a source is no reason to show it
+
+
+def test_a_higher_source_takes_over_the_provenance_too(tmp_path: Path) -> None:
+    write(tmp_path / "loomk.toml", 'log_level = "info"\n')
+    by_file = Config.load(env={}, cwd=tmp_path)
+    by_env = Config.load(env={"LOOMK_LOG_LEVEL": "debug"}, cwd=tmp_path)
+    by_kwarg = Config.load(env={"LOOMK_LOG_LEVEL": "debug"}, cwd=tmp_path, log_level="error")
+    assert by_file.source("log_level").kind == "file"
+    assert by_env.source("log_level").kind == "env"
+    assert by_kwarg.source("log_level").kind == "keyword"
+    replaced = by_env.replace(name="changed")
+    assert replaced.source("name").kind == "keyword"
+    assert replaced.source("log_level").kind == "env"  # the rest keep theirs
+
+
+def test_a_config_built_directly_says_default_or_keyword() -> None:
+    config = Config(name="direct")
+    assert config.source("name").kind == "keyword"
+    assert config.source("log_level").kind == "default"
+    with pytest.raises(ConfigError, match="unknown key"):
+        config.source("nmae")
+
+
+def test_sources_survive_pickling(tmp_path: Path) -> None:
+    import pickle
+
+    config = Config.load(env={"LOOMK_NAME": "pickled"}, cwd=tmp_path)
+    copy = pickle.loads(pickle.dumps(config))
+    assert copy == config
+    assert copy.source("name") == ConfigSource("env", "LOOMK_NAME")
+
+
+# --- a relative data_dir -------------------------------------------------------------------
+
+
+def test_a_relative_data_dir_in_a_toml_file_is_taken_from_the_files_directory(
+    tmp_path: Path,
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    path = write(project / "loomk.toml", 'data_dir = "state"\n')
+    assert Config.load(config_file=path, env={}, cwd=elsewhere).data_dir == project / "state"
+    named = Config.load(env={"LOOMK_CONFIG": str(path)}, cwd=elsewhere)
+    assert named.data_dir == project / "state"
+    found = Config.load(env={}, cwd=project)  # the loomk.toml of the working directory
+    assert found.data_dir == project / "state"
+
+
+def test_a_relative_data_dir_from_the_environment_or_a_keyword_is_taken_from_cwd(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path / "loomk.toml", 'data_dir = "from-file"\n')
+    assert load_env(tmp_path, LOOMK_DATA_DIR="from-env").data_dir == tmp_path / "from-env"
+    keyword = Config.load(env={}, cwd=tmp_path, data_dir="from-kwarg")
+    assert keyword.data_dir == tmp_path / "from-kwarg"
+    defaults = Config.load(env={}, cwd=tmp_path / "sub", defaults={"data_dir": "d"})
+    assert defaults.data_dir == tmp_path / "sub" / "d"  # a caller's default: from cwd too
+
+
+def test_the_default_data_dir_is_in_the_working_directory(tmp_path: Path) -> None:
+    config = Config.load(env={}, cwd=tmp_path)
+    assert config.data_dir == tmp_path / ".loomk"
+    assert config.source("data_dir").kind == "default"
+
+
+def test_data_dir_expands_the_home_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    config = Config.load(env={}, cwd=tmp_path, data_dir="~/state")
+    assert config.data_dir == tmp_path / "home" / "state"

@@ -3,7 +3,8 @@
 Covers the rules of docs/state.md: JSON and bytes values, read-your-writes, one atomic commit
 per handler (``on_start``, ``on_event``, ``on_stop``), the transactional outbox, ``flush``,
 restarts of the agent and of the kernel, ``kernel.agent_state``, ``kernel.forget_agent``,
-``DataDirInUse``, and a kernel that keeps no state never touching the disk.
+``DataDirInUse`` when the kernel opens, a kernel that keeps no state writing nothing, and
+``state_temporary`` kernels opening no database until one is used.
 
 Synchronisation: with ``state_sync`` on (as in production, and ``kernel_on``'s default) a commit
 crosses to a worker thread, which ``wait_all_tasks_blocked`` does not wait for; those tests
@@ -27,8 +28,17 @@ import trio
 import trio.testing
 from support import drain
 
-from loomk import AgentError, Context, Event, Kernel, KernelClosed
-from loomk.errors import AgentStartError, DataDirInUse, StateError
+from loomk import (
+    AgentError,
+    Config,
+    ConfigSource,
+    Context,
+    Event,
+    Kernel,
+    KernelClosed,
+    open_kernel,
+)
+from loomk.errors import DataDirInUse, StateError
 from loomk.state import AgentState
 from loomk.testing import EventStep, ScriptedAgent, open_test_kernel
 
@@ -459,7 +469,7 @@ async def test_emit_outside_a_handler_goes_out_at_once(tmp_path: Path) -> None:
         (ctx,) = contexts
         assert await ctx.emit("out", out("direct")) == 1  # no handler running: not held
         assert texts([event for _, event in drain(sub)]) == ["direct"]
-        assert not kernel.state.opened
+        assert kernel.state.store.stats().commits == 0  # nothing was held, so nothing committed
 
 
 async def test_flush_commits_and_publishes_what_is_held_even_if_the_handler_then_raises(
@@ -556,36 +566,28 @@ async def test_a_restarted_agent_sees_the_last_committed_state(
         assert stored(kernel, "r") == {"n": 3}
 
 
-async def test_a_second_kernel_while_the_first_holds_the_directory_gets_data_dir_in_use(
+async def test_a_second_kernel_on_a_held_directory_fails_to_open_with_data_dir_in_use(
     tmp_path: Path,
 ) -> None:
+    """The lock is taken when the kernel opens: a second kernel never runs its body (before,
+    it ran, and each of its handlers failed with DataDirInUse)."""
     data_dir = tmp_path / "data"
-    errors: list[BaseException] = []
 
     async def start(ctx: Context) -> None:
         ctx.state["x"] = 1
 
-    async def touch(ctx: Context) -> None:
-        try:
-            ctx.state.get("x")
-        except BaseException as error:
-            errors.append(error)
-            raise
-
+    body_ran = False
     async with kernel_on(data_dir) as first:
         await first.spawn(ScriptedAgent("holder", on_start=start))
-        assert first.state.opened
-        async with kernel_on(data_dir) as second:
-            with pytest.raises(DataDirInUse) as caught:
-                second.agent_state("holder")
-            assert "data directory in use" in str(caught.value)
-            assert str(data_dir) in str(caught.value)
-            with pytest.raises(AgentStartError) as not_started:
-                await second.spawn(ScriptedAgent("other", on_start=touch), restart="temporary")
-            assert isinstance(not_started.value.cause, DataDirInUse)
-            assert len(errors) == 1
-            assert errors[0] is not_started.value.cause
-            assert not second.state.opened
+        with pytest.raises(DataDirInUse) as caught:
+            async with kernel_on(data_dir):
+                body_ran = True
+        message = str(caught.value)
+        assert "data directory in use" in message
+        assert str(data_dir) in message
+        assert "another data_dir" in message  # what to do about it
+        assert stored(first, "holder") == {"x": 1}  # the first kernel is unaffected
+    assert not body_ran
     async with kernel_on(data_dir) as third:  # the first kernel released it on closing
         assert stored(third, "holder") == {"x": 1}
 
@@ -725,7 +727,7 @@ async def test_a_respawned_agent_without_forget_keeps_its_state(tmp_path: Path) 
 # --- where the state lives ----------------------------------------------------------------
 
 
-async def test_a_kernel_whose_agents_keep_no_state_creates_no_data_directory(
+async def test_the_data_directory_is_opened_with_the_kernel_and_stateless_agents_write_nothing(
     tmp_path: Path,
 ) -> None:
     data_dir = tmp_path / "data"
@@ -735,16 +737,41 @@ async def test_a_kernel_whose_agents_keep_no_state_creates_no_data_directory(
         ctx.memory.append("memory is not state")
 
     async with kernel_on(data_dir) as kernel:
+        assert kernel.state.opened  # before anything ran: a held directory fails here
+        assert kernel.state.data_dir == data_dir
+        assert (data_dir / "CURRENT").is_file()
         sub = kernel.bus.subscribe("out")
         await kernel.spawn(ScriptedAgent("quiet", {"chat": chat}, on_start=chat, on_stop=chat))
         await send(kernel, "quiet", "chat")
         assert texts(await receive(sub, 2)) == ["hi", "hi"]
         await kernel.stop_agent("quiet")
         assert texts(await receive(sub, 1)) == ["hi"]
+        assert kernel.state.store.stats().commits == 0
+
+
+async def test_a_state_temporary_kernel_opens_no_database_until_state_is_used(
+    tmp_path: Path,
+) -> None:
+    async def chat(ctx: Context, event: Event | None = None) -> None:
+        await ctx.emit("out", out("hi"))
+
+    async def keep(ctx: Context, event: Event) -> None:
+        ctx.state["kept"] = True
+
+    async with kernel_on(tmp_path / "data", state_temporary=True) as kernel:
+        temporary = kernel.state.data_dir  # made when the kernel opened, empty until used
+        assert temporary.is_dir()
+        assert list(temporary.iterdir()) == []
+        sub = kernel.bus.subscribe("out")
+        await kernel.spawn(ScriptedAgent("quiet", {"keep": keep}, on_start=chat))
+        assert texts(await receive(sub, 1)) == ["hi"]
         assert not kernel.state.opened
-        assert kernel.state.data_dir == data_dir
-        assert not data_dir.exists()
-    assert not data_dir.exists()
+        await send(kernel, "quiet", "keep")
+        await kernel.stop_agent("quiet")
+        assert kernel.state.opened
+        assert stored(kernel, "quiet") == {"kept": True}
+    assert not temporary.exists()
+    assert not (tmp_path / "data").exists()
 
 
 async def test_state_temporary_uses_a_directory_removed_when_the_kernel_closes(
@@ -764,6 +791,29 @@ async def test_state_temporary_uses_a_directory_removed_when_the_kernel_closes(
         assert stored(kernel, "tmp") == {"x": 1}
     assert not temporary.exists()
     assert not data_dir.exists()
+
+
+async def test_with_state_temporary_the_kernels_config_names_the_temporary_directory(
+    tmp_path: Path,
+) -> None:
+    async with kernel_on(tmp_path / "data", state_temporary=True) as kernel:
+        assert kernel.config.data_dir == kernel.state.data_dir  # not the unused data_dir
+        assert kernel.config.data_dir != tmp_path / "data"
+        assert kernel.config.data_dir.is_dir()
+        assert kernel.config.source("data_dir") == ConfigSource("kernel", "state_temporary")
+        assert str(kernel.config.source("data_dir")) == "the kernel (state_temporary)"
+
+
+async def test_a_relative_data_dir_in_a_given_config_is_taken_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = Config(data_dir=Path("relative"), log_level="critical", state_sync=False)
+    async with open_kernel(config) as kernel:
+        assert kernel.state.data_dir == tmp_path / "relative"
+        assert kernel.config.data_dir == tmp_path / "relative"
+        assert kernel.config.source("data_dir").kind == "keyword"
+    assert (tmp_path / "relative" / "CURRENT").is_file()
 
 
 async def test_mutating_an_assigned_value_after_the_commit_does_not_change_the_state(

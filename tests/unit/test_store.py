@@ -21,7 +21,7 @@ import trio
 import trio.testing
 
 from loomk import KernelClosed
-from loomk.errors import DataDirInUse, StoreError
+from loomk.errors import DataDirInUse, StoreCorrupted, StoreError
 from loomk.state import Store
 
 settle = trio.testing.wait_all_tasks_blocked
@@ -189,7 +189,9 @@ async def test_a_corrupted_database_gives_store_error_naming_the_path_and_cause(
     assert str(path) in message
     assert "Corruption" in message  # LevelDB's own account of what is wrong
     assert error.__cause__ is not None  # the plyvel error is kept for debugging
-    assert error.code == "STORE_ERROR"
+    assert isinstance(error, StoreCorrupted)
+    assert error.code == "STORE_CORRUPTED"
+    assert f"loomk state repair {path}" in message  # and what an operator does about it
 
 
 def test_a_path_that_is_a_file_gives_store_error_naming_the_path(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -67,21 +68,27 @@ async def test_open_test_kernel_reads_the_environment_and_directory_it_is_given(
     assert (tmp_path / "loomk.toml").exists()  # a directory the caller gave is left alone
 
 
-async def test_open_test_kernel_state_is_temporary(tmp_path: Path) -> None:
+async def test_open_test_kernel_state_is_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async def write(ctx: Context) -> None:
         ctx.state["written"] = True
 
+    temporary = tmp_path / "tmp"  # the kit's scratch directory and the state's go here
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
     async with open_test_kernel() as kernel:
         assert kernel.config.state_temporary
         assert not kernel.config.state_sync
-        scratch = kernel.config.data_dir.parent  # the kernel's own empty working directory
         await kernel.spawn(ScriptedAgent("writer", on_start=write))
         assert kernel.state.load("writer") == {"written": True}
         state_dir = kernel.state.data_dir
         assert state_dir.is_dir()
-        assert scratch.is_dir()
+        assert state_dir.parent == temporary
+        assert kernel.config.data_dir == state_dir  # the config says where the state is
+        assert len(list(temporary.iterdir())) == 2  # the kernel's working directory too
     assert not state_dir.exists()
-    assert not scratch.exists()
+    assert list(temporary.iterdir()) == []  # both removed
 
 
 async def test_open_test_kernel_settings_override_its_defaults(tmp_path: Path) -> None:
