@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from loomk.agents._deadlines import DeadlineKeeper
 from loomk.agents.agent import returned_a_value
 from loomk.bus import EMPTY
 from loomk.events import Event, delivered_event, now_ms
@@ -38,128 +39,208 @@ BatchHandler = Callable[["Context", list[Event]], Awaitable[None]]
 __all__ = ["serve", "serve_batches"]
 
 _CHECKPOINT_EVERY = 64  # events an agent handles before letting other tasks run
-_CUT: object = object()  # what a handler cut short by its event's deadline "returned"
+_CUT: object = object()  # what a request's handler that was already late "returned"
+# A request's handler is cut this long before its deadline, so that it is cut short rather
+# than failed by a call whose timeout it inherited, which ends at the deadline itself.
+_CUT_EARLY_S = 0.001
 
 
 async def serve(
-    record: AgentRecord, handler: Handler, ctx: Context, transaction: Transaction
+    record: AgentRecord,
+    handler: Handler,
+    ctx: Context,
+    transaction: Transaction,
+    keeper: DeadlineKeeper,
 ) -> None:
     """Handle the agent's events until its instance stops (``ctx.stop()``) or, once the
     agent is stopping, its mailbox is empty. A handler's exception ends the loop."""
-    mailbox = record.mailbox
-    take = mailbox.take_nowait
-    sender = ctx.sender
-    budget = _CHECKPOINT_EVERY
-    transaction.holding = True  # while handlers run (all of this loop but parking)
-    while not transaction.stop_requested:
-        item = take()
-        if item is EMPTY:
-            if transaction.grouped:
-                record.handled += await transaction.commit_group()
-                continue  # events may have come while the commit was written
-            if record.stopping:
-                return
-            mailbox.prune()
-            transaction.holding = False  # parked: no handler runs, emits go out at once
-            await mailbox.wait()
-            transaction.holding = True
-            budget = _CHECKPOINT_EVERY
-            continue
-        source = item[1]  # type: ignore[index]
-        event = delivered_event(source, sender)
-        if event is None:
-            record.expired += 1
-            continue
-        deadline_ms = source.deadline_ms
-        if deadline_ms is None:
-            result: object = await handler(ctx, event)  # type: ignore[func-returns-value]
-        else:
-            result = await _within_deadline(record, handler, ctx, event, transaction, deadline_ms)
-            if result is _CUT:
-                continue
-        if result is not None:
-            raise returned_a_value(record.agent, "on_event", result)
-        if transaction.seal():  # the group is full, or holds events to release
-            record.handled += await transaction.commit_group()
-        budget -= 1
-        if not budget:
-            budget = _CHECKPOINT_EVERY
-            await trio.lowlevel.checkpoint()
+    await _Loop(record, ctx, transaction, keeper).run(_one_at_a_time(handler))
 
 
 async def serve_batches(
-    record: AgentRecord, on_batch: BatchHandler, ctx: Context, transaction: Transaction
+    record: AgentRecord,
+    on_batch: BatchHandler,
+    ctx: Context,
+    transaction: Transaction,
+    keeper: DeadlineKeeper,
 ) -> None:
     """:func:`serve` for an agent with ``on_batch``: each call takes what is queued (up to
     the agent's ``batch_max``, by priority as one at a time would), and each batch is one
     handler, committed on its own."""
-    mailbox = record.mailbox
-    take = mailbox.take_nowait
-    sender = ctx.sender
-    limit = record.agent.batch_max
-    transaction.holding = True
-    while not transaction.stop_requested:
-        batch: list[Event] = []
-        deadline_ms: int | None = None
-        while len(batch) < limit:
+    await _Loop(record, ctx, transaction, keeper).run(_in_batches(on_batch))
+
+
+class _Loop:
+    """The mailbox loop of one instance, inside a cancel scope its requests' deadlines can
+    cancel (armed with the keeper); a handler cut short there renews the scope."""
+
+    __slots__ = ("ctx", "keeper", "record", "running", "scope", "transaction")
+
+    def __init__(
+        self,
+        record: AgentRecord,
+        ctx: Context,
+        transaction: Transaction,
+        keeper: DeadlineKeeper,
+    ) -> None:
+        self.record = record
+        self.ctx = ctx
+        self.transaction = transaction
+        self.keeper = keeper
+        self.scope = trio.CancelScope()
+        self.running = 0  # events of the handler running under a deadline
+
+    async def run(self, drain: Drain) -> None:
+        transaction = self.transaction
+        transaction.holding = True  # while handlers run (all of the loop but parking)
+        while not transaction.stop_requested:
+            with trio.CancelScope() as scope:
+                self.scope = scope
+                if await drain(self):
+                    return
+            transaction.deadline = math.inf
+            if scope.cancelled_caught:  # a handler ran past its deadline: none of it happened
+                transaction.discard()
+                self.record.timed_out += self.running
+            self.running = 0
+            if transaction.grouped:  # a handler that returned as its scope was cancelled
+                self.record.handled += await transaction.commit_group()
+
+    async def within_deadline(
+        self,
+        handler: Callable[[Context, Any], Awaitable[None]],
+        arrived: Any,
+        events: int,
+        deadline_ms: int,
+    ) -> object:
+        """Run the handler of a request (an event, or a batch holding requests) within the
+        deadline; its calls inherit what is left of it. Already late, it does not run
+        (``_CUT``). Cut short, ``Cancelled`` leaves the loop's scope, which renews it."""
+        remaining_s = (deadline_ms - now_ms()) / 1000
+        if remaining_s <= 0:
+            self.record.timed_out += events
+            return _CUT
+        when = trio.current_time() + remaining_s
+        transaction = self.transaction
+        transaction.deadline = when  # what its calls inherit
+        self.running = events
+        cut = when - _CUT_EARLY_S  # before the timeouts of the calls it inherited that time
+        armed = self.keeper.arm(cut, self.scope) if self.keeper.running else None
+        if armed is None:  # no keeper task (a runtime without one): a scope of its own
+            with trio.CancelScope(deadline=cut) as own:
+                result: object = await handler(self.ctx, arrived)  # type: ignore[func-returns-value]
+            transaction.deadline = math.inf
+            self.running = 0
+            if own.cancelled_caught:
+                transaction.discard()
+                self.record.timed_out += events
+                return _CUT
+            return result
+        result = await handler(self.ctx, arrived)  # type: ignore[func-returns-value]
+        armed.disarm()
+        transaction.deadline = math.inf
+        self.running = 0
+        return result
+
+
+Drain = Callable[[_Loop], Awaitable[bool]]
+"""Drains the mailbox inside the loop's scope; True when the instance is done."""
+
+
+def _one_at_a_time(handler: Handler) -> Drain:
+    async def drain(loop: _Loop) -> bool:
+        record, transaction, scope = loop.record, loop.transaction, loop.scope
+        mailbox = record.mailbox
+        take = mailbox.take_nowait
+        ctx = loop.ctx
+        sender = ctx.sender
+        budget = _CHECKPOINT_EVERY
+        while not transaction.stop_requested:
             item = take()
             if item is EMPTY:
-                break
+                if transaction.grouped:
+                    record.handled += await transaction.commit_group()
+                    continue  # events may have come while the commit was written
+                if record.stopping:
+                    return True
+                mailbox.prune()
+                transaction.holding = False  # parked: no handler runs, emits go out at once
+                await mailbox.wait()
+                transaction.holding = True
+                budget = _CHECKPOINT_EVERY
+                continue
             source = item[1]  # type: ignore[index]
             event = delivered_event(source, sender)
             if event is None:
                 record.expired += 1
                 continue
-            batch.append(event)
-            due = source.deadline_ms
-            if due is not None and (deadline_ms is None or due < deadline_ms):
-                deadline_ms = due
-        if not batch:
-            if record.stopping:
-                return
-            mailbox.prune()
-            transaction.holding = False
-            await mailbox.wait()
-            transaction.holding = True
-            continue
-        if deadline_ms is None:
-            result: object = await on_batch(ctx, batch)  # type: ignore[func-returns-value]
-        else:
-            result = await _within_deadline(record, on_batch, ctx, batch, transaction, deadline_ms)
-            if result is _CUT:
+            deadline_ms = source.deadline_ms
+            if deadline_ms is None:
+                result: object = await handler(ctx, event)  # type: ignore[func-returns-value]
+            else:
+                result = await loop.within_deadline(handler, event, 1, deadline_ms)
+                if result is _CUT:
+                    continue
+            if result is not None:
+                raise returned_a_value(record.agent, "on_event", result)
+            if transaction.seal() and not scope.cancel_called:  # full, or events to release
+                record.handled += await transaction.commit_group()
+            if scope.cancel_called:  # its deadline passed as it returned: renew the scope
+                return False
+            budget -= 1
+            if not budget:
+                budget = _CHECKPOINT_EVERY
+                await trio.lowlevel.checkpoint()
+        return True
+
+    return drain
+
+
+def _in_batches(on_batch: BatchHandler) -> Drain:
+    async def drain(loop: _Loop) -> bool:
+        record, transaction, scope = loop.record, loop.transaction, loop.scope
+        mailbox = record.mailbox
+        take = mailbox.take_nowait
+        ctx = loop.ctx
+        sender = ctx.sender
+        limit = record.agent.batch_max
+        while not transaction.stop_requested:
+            batch: list[Event] = []
+            deadline_ms: int | None = None
+            while len(batch) < limit:
+                item = take()
+                if item is EMPTY:
+                    break
+                source = item[1]  # type: ignore[index]
+                event = delivered_event(source, sender)
+                if event is None:
+                    record.expired += 1
+                    continue
+                batch.append(event)
+                due = source.deadline_ms
+                if due is not None and (deadline_ms is None or due < deadline_ms):
+                    deadline_ms = due
+            if not batch:
+                if record.stopping:
+                    return True
+                mailbox.prune()
+                transaction.holding = False
+                await mailbox.wait()
+                transaction.holding = True
                 continue
-        if result is not None:
-            raise returned_a_value(record.agent, "on_batch", result)
-        transaction.seal(len(batch))
-        record.handled += await transaction.commit_group()
-        await trio.lowlevel.checkpoint()  # one per batch: others run between batches
+            if deadline_ms is None:
+                result: object = await on_batch(ctx, batch)  # type: ignore[func-returns-value]
+            else:
+                result = await loop.within_deadline(on_batch, batch, len(batch), deadline_ms)
+                if result is _CUT:
+                    continue
+            if result is not None:
+                raise returned_a_value(record.agent, "on_batch", result)
+            transaction.seal(len(batch))
+            if scope.cancel_called:
+                return False
+            record.handled += await transaction.commit_group()
+            await trio.lowlevel.checkpoint()  # one per batch: others run between batches
+        return True
 
-
-async def _within_deadline(
-    record: AgentRecord,
-    handler: Callable[[Context, Any], Awaitable[None]],
-    ctx: Context,
-    arrived: Any,
-    transaction: Transaction,
-    deadline_ms: int,
-) -> object:
-    """Run the handler of a request (an event, or a batch holding requests) within the
-    deadline (its calls inherit what is left of it). Cut short, or already late, it commits
-    nothing: the caller has its timeout."""
-    handled = len(arrived) if isinstance(arrived, list) else 1
-    remaining_s = (deadline_ms - now_ms()) / 1000
-    if remaining_s <= 0:
-        record.timed_out += handled
-        await trio.lowlevel.checkpoint()
-        return _CUT
-    with trio.CancelScope(deadline=trio.current_time() + remaining_s) as scope:
-        transaction.deadline = scope.deadline
-        try:
-            result: object = await handler(ctx, arrived)  # type: ignore[func-returns-value]
-        finally:
-            transaction.deadline = math.inf
-    if scope.cancelled_caught:
-        transaction.discard()  # it never returned: none of it happened
-        record.timed_out += handled
-        return _CUT
-    return result
+    return drain

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from loomk.agents._commit import Transaction
+from loomk.agents._deadlines import DeadlineKeeper
 from loomk.agents._routing import event_handler
 from loomk.agents._serve import serve, serve_batches
 from loomk.agents.agent import returned_a_value
@@ -52,8 +53,10 @@ class Supervisor:
         services: AgentServices,
         subscriptions: AgentSubscriptions,
         on_finished: Callable[[AgentRecord], None],
+        keeper: DeadlineKeeper,
     ) -> None:
         self._services = services
+        self._keeper = keeper
         self._subscriptions = subscriptions
         self._on_finished = on_finished  # the runtime forgets the agent
         self._forced = False
@@ -131,9 +134,9 @@ class Supervisor:
             record.has_started = True
             record.mark_started()
             if instance.handles_batches:
-                await serve_batches(record, instance.on_batch, ctx, transaction)
+                await serve_batches(record, instance.on_batch, ctx, transaction, self._keeper)
             else:
-                await serve(record, event_handler(instance), ctx, transaction)
+                await serve(record, event_handler(instance), ctx, transaction, self._keeper)
         except Exception as error:
             failure = error
             transaction.discard()  # the failed handler's writes and held events never happened

@@ -24,6 +24,7 @@ from typing import Any
 
 import trio
 
+from loomk.agents._deadlines import DeadlineKeeper
 from loomk.agents._record import AgentHandle, AgentRecord
 from loomk.agents._subscriptions import AgentSubscriptions, check_distinct, topics_of
 from loomk.agents._supervise import Supervisor
@@ -96,13 +97,21 @@ class AgentRuntime:
         self.directory = AgentDirectory()
         self._records: dict[str, AgentRecord] = {}
         self._subscriptions = AgentSubscriptions(services.bus, self.directory)
-        self._supervisor = Supervisor(services, self._subscriptions, self._forget)
+        self._keeper = DeadlineKeeper()
+        self._keeper_scope = trio.CancelScope()
+        self._supervisor = Supervisor(services, self._subscriptions, self._forget, self._keeper)
         self._nursery: trio.Nursery | None = None
         self._closing = False
 
     def attach(self, nursery: trio.Nursery) -> None:
-        """Give the runtime the nursery its agents run in (the kernel's agent layer)."""
+        """Give the runtime the nursery its agents run in (the kernel's agent layer); the
+        keeper of requests' deadlines runs there too, until :meth:`shutdown`."""
         self._nursery = nursery
+        nursery.start_soon(self._keep_deadlines, name="loomk:deadlines")
+
+    async def _keep_deadlines(self) -> None:
+        with self._keeper_scope:
+            await self._keeper.run()
 
     # ---- queries ------------------------------------------------------------------------
 
@@ -339,6 +348,7 @@ class AgentRuntime:
             for record in late:
                 record.scope.cancel()
             await self._until_finished(late)
+        self._keeper_scope.cancel()
 
     def force(self) -> None:
         """Abandon graceful stopping: cut every running ``on_stop`` short, now and later."""

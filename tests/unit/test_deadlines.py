@@ -78,6 +78,7 @@ async def test_the_calls_a_request_causes_inherit_the_time_it_has_left(
         await settle()
     assert cut_at == [pytest.approx(5.0, abs=0.01)]  # the first request's deadline, not 61
     assert (front_handle.timed_out, back_handle.timed_out) == (1, 1)
+    assert front_handle.failures == 0  # cut by its deadline, not failed by its inner call
 
 
 async def test_a_capability_call_inherits_the_time_left(
