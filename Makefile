@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(VENV)/bin/loomk bench agents --json bench-results/agents.json
 	$(VENV)/bin/loomk bench state --json bench-results/state.json
 	$(VENV)/bin/loomk bench collab --json bench-results/collab.json
+	$(VENV)/bin/loomk bench batch --json bench-results/batch.json
 
 clean:
 	rm -rf $(VENV) bench-results .pytest_cache .mypy_cache .ruff_cache .hypothesis

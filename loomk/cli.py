@@ -4,6 +4,7 @@
 ``loomk bench agents``  idle agents' time and memory, delivery through the runtime
 ``loomk bench state``   acknowledged state writes/s, sync on and off, vs raw plyvel
 ``loomk bench collab``  request/reply round trips between agents, broker invocations/s
+``loomk bench batch``   batch handlers: delivery and state writes vs per-event baselines
 ``loomk config``        show every setting: its effective value, where it came from, how to set it
 ``loomk state check DATA_DIR``   check a data directory's database (exit 1 if damaged)
 ``loomk state repair DATA_DIR``  repair a damaged one with LevelDB's repair (exit 1 if it stays so)

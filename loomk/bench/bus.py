@@ -95,7 +95,8 @@ async def _bus_throughput(subscribers: int, events: int) -> float:
     return subscribers * events / elapsed
 
 
-async def _channel_throughput(subscribers: int, events: int) -> float:
+async def channel_throughput(subscribers: int, events: int) -> float:
+    """The baseline: raw trio memory channels, one consumer task per subscriber."""
     pairs = [trio.open_memory_channel[Event](1024) for _ in range(subscribers)]
     counters = [Counter() for _ in range(subscribers)]
 
@@ -206,7 +207,7 @@ def run_bus_bench(
     for width in widths:
         events = max(1, deliveries // width)
         progress(f"throughput 1 -> {width}: {events * width:,} deliveries, best of {repeats}")
-        base = best_of(repeats, partial(trio.run, _channel_throughput, width, events))
+        base = best_of(repeats, partial(trio.run, channel_throughput, width, events))
         ours = best_of(repeats, partial(trio.run, _bus_throughput, width, events))
         results.append(ThroughputResult(width, events * width, ours, base))
     progress(f"latency at {rate:,} events/s for {latency_seconds:g} s each")

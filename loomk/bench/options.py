@@ -263,6 +263,22 @@ SCENARIOS: dict[str, Scenario] = {
                 _repeats(),
             ),
         ),
+        Scenario(
+            "batch",
+            "batch handlers vs per-event baselines",
+            "Measure delivery 1 -> 1 through an agent's on_batch beside a raw trio channel "
+            "handled one event at a time (each side making its events), then acknowledged "
+            "state writes from agents' on_batch beside raw plyvel batches of the same keys.",
+            (
+                BenchOption(
+                    "--deliveries", "deliveries", count, 300_000, 20_000, "events delivered"
+                ),
+                BenchOption("--agents", "agents", count, 200, 20, "agents writing at once"),
+                BenchOption("--events", "events", count, 100, 10, "events per agent"),
+                BenchOption("--keys", "keys", count, 5, 5, "state keys written per event"),
+                _repeats(),
+            ),
+        ),
     )
 }
 """Every ``loomk bench`` scenario by name, in the order ``loomk bench --help`` lists them."""

@@ -78,7 +78,7 @@ async def _loomk_writes(path: Path, *, sync: bool, agents: int, events: int, key
     return agents * events * keys / elapsed
 
 
-def _raw_batches(path: Path, agents: int, events: int, keys: int) -> float:
+def raw_batches(path: Path, agents: int, events: int, keys: int) -> float:
     """The same keys and stored values as the agents write, in 1,000-put batches."""
     stored = b"\x00" + VALUE  # how ctx.state stores bytes
     keys_in_order = [
@@ -133,7 +133,7 @@ def run_state_bench(
     with tempfile.TemporaryDirectory(prefix="loomk-bench-state-") as scratch:
         root = Path(scratch)
         progress(f"raw plyvel: {writes:,} puts in 1,000-put batches, {fsync_writes} fsync'd puts")
-        batches = _raw_batches(root / "raw-batches", agents, events, keys)
+        batches = raw_batches(root / "raw-batches", agents, events, keys)
         fsyncs = _raw_fsync(root / "raw-fsync", fsync_writes)
         progress(f"loomk, sync off: {agents} agents x {events} handlers x {keys} keys")
         unsynced = trio.run(

@@ -285,6 +285,22 @@ def test_bench_collab_prints_tables_and_writes_json(tmp_path: Path) -> None:
     assert calls["ratio"] == pytest.approx(calls["per_s"] / calls["baseline_per_s"])
 
 
+def test_bench_batch_prints_its_table_and_writes_json(tmp_path: Path) -> None:
+    target = tmp_path / "batch.json"
+    result = _run(
+        sys.executable, "-m", "loomk.cli", "bench", "batch", "--quick", "--json", str(target)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "batch handlers (on_batch) against per-event baselines" in result.stdout
+    rows = json.loads(target.read_text())["results"]
+    assert [(row["what"], row["count"]) for row in rows] == [
+        ("delivery 1 -> 1", 20_000),
+        ("state writes, sync off", 20 * 10 * 5),
+    ]
+    for row in rows:
+        assert row["ratio"] == pytest.approx(row["loomk_per_s"] / row["baseline_per_s"])
+
+
 def test_the_config_command_never_shows_the_api_key(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LOOMK_", "VLLM_"))}
     env["VLLM_API_KEY"] = "sk-do-not-print"

@@ -20,6 +20,7 @@ OPTIONS = {
     "agents": ["--spawn", "--deliveries", "--repeats"],
     "state": ["--agents", "--events", "--keys", "--fsync-writes"],
     "collab": ["--round-trips", "--invocations", "--repeats"],
+    "batch": ["--deliveries", "--agents", "--events", "--keys", "--repeats"],
 }
 """Every size option of every bench scenario (besides ``--json`` and ``--quick``)."""
 
