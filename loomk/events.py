@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from loomk._hop import hop_metadata, parse_deadline, survives_hop
+from loomk._hop import conversation_ids, hop_metadata, parse_deadline, survives_hop
 from loomk._metakeys import CORRELATION_ID, DEADLINE_MS, REPLY_TO, SENDER, THREAD_ID
 from loomk.errors import EventError
 
@@ -257,6 +257,16 @@ class Event:
                 deadline = parse_deadline(self.metadata.get(DEADLINE_MS))
             self._deadline = deadline
         return deadline
+
+    def conversation(self) -> tuple[str, str, str]:
+        """``(thread_id, correlation_id, reply_to)`` with Loom's defaults (the thread is the
+        event's id when unset, the correlation the thread, the reply topic the thread's):
+        what an answer to this event carries and where it goes."""
+        metadata = self._metadata
+        origin = self._origin
+        if metadata is None and origin is not None:  # a delivered copy: the same as its origin
+            metadata = origin.metadata
+        return conversation_ids(self.metadata if metadata is None else metadata, self.id)
 
     # ---- envelope helpers (Loom's EventExt) --------------------------------------------
 

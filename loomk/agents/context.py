@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from loomk._hop import conversation_ids
 from loomk._metakeys import CORRELATION_ID, SENDER, THREAD_ID
 from loomk.actions.agent_actions import action_call, action_result_event
 from loomk.actions.types import ActionResult
@@ -141,7 +140,7 @@ class Context:
         """
         if request.__class__ is not Event or event.__class__ is not Event:
             raise EventError("reply takes the request Event and the reply Event")
-        thread_id, correlation_id, reply_to = conversation_ids(request.metadata, request.id)
+        thread_id, correlation_id, reply_to = request.conversation()
         answer = event.with_metadata(
             **{THREAD_ID: thread_id, CORRELATION_ID: correlation_id, SENDER: self.sender}
         )

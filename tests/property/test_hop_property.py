@@ -180,7 +180,17 @@ def test_delivered_event_per_receiver(md: dict[str, str], event_id: str | None) 
     assert first is not None
     assert second is not None
     assert first is not event
+    lazy = first.conversation()  # read before the copy's metadata is written
     assert_same_hop(first.metadata, want, md)
+    assert (
+        lazy
+        == first.conversation()
+        == (
+            first.metadata["thread_id"],
+            first.metadata["correlation_id"],
+            first.metadata["reply_to"],
+        )
+    )
     assert first.metadata["thread_id"] == (md.get("thread_id") or event.id)
     for copy in (first, second):
         assert (copy.id, copy.type, copy.payload) == (event.id, event.type, event.payload)
