@@ -3,9 +3,11 @@
 Two measurements, each beside a baseline run the same way in the same process:
 
 - **delivery 1 -> 1**: a publisher makes an :class:`~loomk.Event` per delivery and
-  publishes it to one agent whose ``on_batch`` counts what it gets. Baseline: a raw trio
-  memory channel whose consumer takes the same events one at a time and calls an async
-  handler per event (the bus bench's baseline). Both sides make their events.
+  publishes it to one agent whose ``on_batch`` counts what it gets. Two baselines, both a
+  raw trio memory channel whose consumer calls an async handler per event, each side making
+  its events: the way per-event consumers are written (``await send`` and ``async for``,
+  a scheduler round trip per event, which is what batch handlers remove), and the fastest
+  drain (``send_nowait`` and ``receive_nowait`` until empty, the bus bench's baseline).
 - **acknowledged state writes**: agents whose ``on_batch`` writes ``keys`` values to
   ``ctx.state`` per event, a write counting once its batch's commit is acknowledged (sync
   off). Baseline: raw plyvel batches of 1,000 puts of the very keys and stored values.
@@ -25,7 +27,7 @@ import trio.testing
 
 from loomk.agents.agent import Agent
 from loomk.agents.context import Context
-from loomk.bench._shared import PAYLOAD, TOPIC, best_of
+from loomk.bench._shared import PAYLOAD, TOPIC, Counter, best_of
 from loomk.bench.bus import channel_throughput
 from loomk.bench.state import VALUE, raw_batches
 from loomk.events import Event
@@ -95,6 +97,27 @@ async def _batch_delivery(events: int) -> float:
     return events / elapsed
 
 
+async def _channel_per_event(events: int) -> float:
+    """The per-event consumer as usually written: ``async for`` over a channel."""
+    send, receive = trio.open_memory_channel[Event](1024)
+    counter = Counter()
+
+    async def consume() -> None:
+        async for event in receive:
+            await counter.handle(TOPIC, event)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(consume)
+        await trio.testing.wait_all_tasks_blocked()
+        started = time.perf_counter()
+        for _ in range(events):
+            await send.send(Event("reading", PAYLOAD))
+        await send.aclose()
+    elapsed = time.perf_counter() - started
+    assert counter.count == events, "the baseline lost events"
+    return events / elapsed
+
+
 async def _batch_writes(path: Path, *, agents: int, events: int, keys: int) -> float:
     async with open_kernel(env={}, log_level="error", data_dir=path, state_sync=False) as kernel:
         writers = [_BatchWriter(f"writer-{i}", keys) for i in range(agents)]
@@ -135,7 +158,8 @@ def run_batch_bench(
         f"delivery 1 -> 1: {deliveries:,} events, batch handler and channel, best of {repeats}"
     )
     batch = best_of(repeats, lambda: trio.run(_batch_delivery, deliveries))
-    channel = best_of(repeats, lambda: trio.run(channel_throughput, 1, deliveries))
+    per_event = best_of(repeats, lambda: trio.run(_channel_per_event, deliveries))
+    drained = best_of(repeats, lambda: trio.run(channel_throughput, 1, deliveries))
     writes = agents * events * keys
     with tempfile.TemporaryDirectory(prefix="loomk-bench-batch-") as scratch:
         root = Path(scratch)
@@ -146,7 +170,12 @@ def run_batch_bench(
         )
     return BatchReport(
         [
-            BatchResult("delivery 1 -> 1", deliveries, batch, "trio channel, per event", channel),
+            BatchResult(
+                "delivery 1 -> 1", deliveries, batch, "channel, async for per event", per_event
+            ),
+            BatchResult(
+                "delivery 1 -> 1", deliveries, batch, "channel, receive_nowait drain", drained
+            ),
             BatchResult("state writes, sync off", writes, ours, "plyvel WriteBatch(1000)", raw),
         ]
     )
@@ -156,11 +185,11 @@ def format_report(report: BatchReport) -> str:
     """The report as a plain-text table."""
     lines = [
         "batch handlers (on_batch) against per-event baselines",
-        f"{'':<24} {'count':>9} {'loomk/s':>11}  {'baseline':<26} {'baseline/s':>11} {'ratio':>6}",
+        f"{'':<24} {'count':>9} {'loomk/s':>11}  {'baseline':<30} {'baseline/s':>11} {'ratio':>6}",
     ]
     for r in report.results:
         lines.append(
-            f"{r.what:<24} {r.count:>9,} {r.loomk_per_s:>11,.0f}  {r.baseline:<26} "
+            f"{r.what:<24} {r.count:>9,} {r.loomk_per_s:>11,.0f}  {r.baseline:<30} "
             f"{r.baseline_per_s:>11,.0f} {r.ratio:>6.2f}"
         )
     return "\n".join(lines)

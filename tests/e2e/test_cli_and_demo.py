@@ -295,6 +295,7 @@ def test_bench_batch_prints_its_table_and_writes_json(tmp_path: Path) -> None:
     rows = json.loads(target.read_text())["results"]
     assert [(row["what"], row["count"]) for row in rows] == [
         ("delivery 1 -> 1", 20_000),
+        ("delivery 1 -> 1", 20_000),
         ("state writes, sync off", 20 * 10 * 5),
     ]
     for row in rows:
