@@ -179,14 +179,13 @@ def _one_at_a_time(handler: Handler) -> Drain:
                 result: object = await handler(ctx, event)  # type: ignore[func-returns-value]
             else:
                 result = await loop.within_deadline(handler, event, 1, deadline_ms)
-                if result is _CUT:
-                    continue
-            if result is not None:
-                raise returned_a_value(record.agent, "on_event", result)
-            if transaction.seal() and not scope.cancel_called:  # full, or events to release
-                record.handled += await transaction.commit_group()
-            if scope.cancel_called:  # its deadline passed as it returned: renew the scope
-                return False
+            if result is not _CUT:  # (late requests are skipped, but count toward the budget)
+                if result is not None:
+                    raise returned_a_value(record.agent, "on_event", result)
+                if transaction.seal() and not scope.cancel_called:  # full, or events to release
+                    record.handled += await transaction.commit_group()
+                if scope.cancel_called:  # its deadline passed as it returned: renew the scope
+                    return False
             budget -= 1
             if not budget:
                 budget = _CHECKPOINT_EVERY
@@ -233,6 +232,7 @@ def _in_batches(on_batch: BatchHandler) -> Drain:
             else:
                 result = await loop.within_deadline(on_batch, batch, len(batch), deadline_ms)
                 if result is _CUT:
+                    await trio.lowlevel.checkpoint()  # a stream of late batches still yields
                     continue
             if result is not None:
                 raise returned_a_value(record.agent, "on_batch", result)
