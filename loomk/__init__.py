@@ -44,6 +44,7 @@ from loomk.bus import (
 from loomk.config import Config
 from loomk.envelope import Envelope, ThreadTopicKind, agent_reply_topic
 from loomk.errors import (
+    ActionCallError,
     AgentContractError,
     AgentError,
     AgentExists,
@@ -62,6 +63,7 @@ from loomk.errors import (
     LoomkError,
     NotSubscribed,
     OverflowPolicyError,
+    QoSError,
     StateError,
     StoreError,
     TopicError,
@@ -95,6 +97,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ActionBroker",
     "ActionCall",
+    "ActionCallError",
     "ActionError",
     "ActionFailure",
     "ActionResult",
@@ -144,6 +147,7 @@ __all__ = [
     "PrivacyLevel",
     "ProviderKind",
     "QoS",
+    "QoSError",
     "RestartPolicy",
     "Route",
     "RoutingPolicy",
