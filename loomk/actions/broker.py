@@ -2,8 +2,9 @@
 
 ``invoke`` never raises for a failed call; every outcome is an :class:`ActionResult`:
 
-1. The envelope headers are filled (all seven keys of Loom's envelope) and
-   ``correlation_id`` follows them.
+1. A call the wire could not carry is ``INVALID_PARAMS`` (see
+   :func:`~loomk.actions.types.call_problem`). The envelope headers are filled (all seven
+   keys of Loom's envelope) and ``correlation_id`` follows them.
 2. A call id seen before is answered from a bounded cache (errors and timeouts too); a call
    with the id of one still running waits for that one's result instead of running twice.
 3. The capability resolves to ``name:version``, or for an empty version to the highest
@@ -18,6 +19,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field, fields, replace
 import trio
 
 from loomk._metakeys import CORRELATION_ID
+from loomk._wire import text_problem
 from loomk.actions.provider import CapabilityProvider
 from loomk.actions.types import (
     ActionCall,
@@ -33,6 +36,7 @@ from loomk.actions.types import (
     ActionStatus,
     CapabilityDescriptor,
     ErrorCode,
+    call_problem,
     parse_version,
 )
 from loomk.envelope import Envelope
@@ -169,10 +173,15 @@ class ActionBroker:
         max_retries: int = 2,
         retry_backoff_s: float = 0.05,
     ) -> None:
-        if not default_timeout_s > 0:
+        if not _is_number(default_timeout_s) or not default_timeout_s > 0:
             raise CapabilityError(f"default_timeout_s must be > 0, got {default_timeout_s!r}")
-        if cache_size < 0 or max_retries < 0 or retry_backoff_s < 0:
-            raise CapabilityError("cache_size, max_retries and retry_backoff_s must be >= 0")
+        for name, value in (("cache_size", cache_size), ("max_retries", max_retries)):
+            if value.__class__ is not int or value < 0:
+                raise CapabilityError(f"{name} must be an int >= 0, got {value!r}")
+        if not _is_number(retry_backoff_s) or not 0 <= retry_backoff_s < math.inf:
+            raise CapabilityError(
+                f"retry_backoff_s must be a finite number >= 0, got {retry_backoff_s!r}"
+            )
         self.default_timeout_s = default_timeout_s
         self.cache_size = cache_size
         self.max_retries = max_retries
@@ -279,11 +288,12 @@ class ActionBroker:
 
     async def invoke(self, call: ActionCall) -> ActionResult:
         """Run ``call`` through its provider; always an :class:`ActionResult` (see above)."""
-        problem = _malformed(call)
+        problem = call_problem(call)
         if problem:
             call_id = getattr(call, "id", "")
+            valid_id = call_id.__class__ is str and not text_problem(call_id)
             return ActionResult.failure(
-                call_id if isinstance(call_id, str) else "", ErrorCode.INVALID_PARAMS, problem
+                call_id if valid_id else "", ErrorCode.INVALID_PARAMS, problem
             )
         call = _with_envelope(call)
         cached = self._cache.get(call.id) if call.id else None
@@ -380,25 +390,8 @@ class ActionBroker:
         return result
 
 
-def _malformed(call: object) -> str:
-    """Why ``call`` cannot be invoked at all, or "" (fields are checked, not trusted)."""
-    if not isinstance(call, ActionCall):
-        return f"invoke takes an ActionCall, got {type(call).__name__}"
-    if not isinstance(call.id, str) or not isinstance(call.capability, str):
-        return "the call's id and capability must be str"
-    if not call.capability:
-        return "the call names no capability"
-    if not isinstance(call.version, str) or not isinstance(call.payload, bytes):
-        return "the call's version must be str and its payload bytes"
-    if not isinstance(call.headers, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in call.headers.items()
-    ):
-        return "the call's headers must map str to str"
-    if not isinstance(call.timeout_ms, int) or isinstance(call.timeout_ms, bool):
-        return f"timeout_ms must be an int, got {call.timeout_ms!r}"
-    if not isinstance(call.correlation_id, str):
-        return "the call's correlation_id must be str"
-    return ""
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _with_envelope(call: ActionCall) -> ActionCall:

@@ -17,7 +17,7 @@ import pytest
 import trio
 import trio.testing
 
-from loomk import CapabilityError
+from loomk import ActionCallError, CapabilityError
 from loomk.actions import (
     ActionBroker,
     ActionCall,
@@ -356,22 +356,47 @@ async def test_invoke_with_a_non_call_is_invalid_params(bad: Any) -> None:
     assert result.code == ErrorCode.INVALID_PARAMS
 
 
-@pytest.mark.parametrize(
-    "bad",
-    [
-        pytest.param(ActionCall("c1", "test.cap", headers=None), id="headers-None"),  # type: ignore[arg-type]
-        pytest.param(ActionCall("c1", "test.cap", headers={"ttl": 5}), id="header-not-str"),  # type: ignore[dict-item]
-        pytest.param(ActionCall("c1", "test.cap", timeout_ms=None), id="timeout-None"),  # type: ignore[arg-type]
-        pytest.param(ActionCall("c1", ["test.cap"]), id="capability-list"),  # type: ignore[arg-type]
-    ],
-)
-async def test_invoke_with_a_malformed_call_never_raises(bad: ActionCall) -> None:
+MALFORMED = [
+    pytest.param({"headers": None}, id="headers-None"),
+    pytest.param({"headers": {"ttl": 5}}, id="header-not-str"),
+    pytest.param({"headers": {"k": "a\x00b"}}, id="header-with-NUL"),
+    pytest.param({"timeout_ms": None}, id="timeout-None"),
+    pytest.param({"timeout_ms": 2**63}, id="timeout-beyond-int64"),
+    pytest.param({"timeout_ms": -1}, id="timeout-negative"),
+    pytest.param({"capability": ["test.cap"]}, id="capability-list"),
+    pytest.param({"capability": "test.cap\ud800"}, id="capability-lone-surrogate"),
+    pytest.param({"version": "1.0.0\x00"}, id="version-with-NUL"),
+    pytest.param({"payload": "{}"}, id="payload-str"),
+]
+
+
+def forged(**fields: Any) -> ActionCall:
+    """A call changed after it was made, past the checks its constructor makes."""
+    made = ActionCall("c1", "test.cap")
+    for name, value in fields.items():
+        object.__setattr__(made, name, value)
+    return made
+
+
+@pytest.mark.parametrize("fields", MALFORMED)
+async def test_invoke_with_a_malformed_call_never_raises(fields: dict[str, Any]) -> None:
     broker = ActionBroker()
-    broker.register(RecordingProvider())
-    result = await broker.invoke(bad)
+    provider = RecordingProvider()
+    broker.register(provider)
+    result = await broker.invoke(forged(**fields))
     assert isinstance(result, ActionResult)
     assert result.status is ERROR
     assert result.code == ErrorCode.INVALID_PARAMS
+    assert result.id == "c1"
+    assert provider.count == 0
+    assert (await broker.invoke(call("c2"))).ok  # and the broker works on
+
+
+@pytest.mark.parametrize("fields", MALFORMED)
+def test_a_malformed_call_cannot_be_made(fields: dict[str, Any]) -> None:
+    with pytest.raises(ActionCallError) as info:
+        ActionCall(**{"id": "c1", "capability": "test.cap", **fields})
+    assert info.value.code == "ACTION_CALL_INVALID"
 
 
 # --- idempotency --------------------------------------------------------------------------
