@@ -5,8 +5,12 @@
 1. A call the wire could not carry is ``INVALID_PARAMS`` (see
    :func:`~loomk.actions.types.call_problem`). The envelope headers are filled (all seven
    keys of Loom's envelope) and ``correlation_id`` follows them.
-2. A call id seen before is answered from a bounded cache (errors and timeouts too); a call
-   with the id of one still running waits for that one's result instead of running twice.
+2. A repeat of a call seen before is answered from a bounded cache (errors and timeouts
+   too); a repeat of one still running waits for that one's result instead of running
+   twice. A repeat is the *same call*: the same id, capability, version, payload and
+   headers (the caller's identity among them; only the per-hop ``ts``, ``ttl`` and ``hop``
+   may differ). An id reused for a different call runs as a call of its own, so no caller
+   is ever handed the outcome of another's call. A call without an id is never cached.
 3. The capability resolves to ``name:version``, or for an empty version to the highest
    semantic version registered. No provider: ``PROVIDER_UNAVAILABLE`` (not cached, since
    a provider may register later).
@@ -19,6 +23,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections import OrderedDict
@@ -27,7 +32,7 @@ from dataclasses import dataclass, field, fields, replace
 
 import trio
 
-from loomk._metakeys import CORRELATION_ID
+from loomk._metakeys import CORRELATION_ID, HOP, TS, TTL
 from loomk._wire import text_problem
 from loomk.actions.provider import CapabilityProvider
 from loomk.actions.types import (
@@ -47,6 +52,11 @@ __all__ = ["ActionBroker", "BrokerStats", "CapabilityStats"]
 
 _log = get_logger("loomk.broker")
 DEFAULT_TIMEOUT_S = 30.0
+
+CallKey = tuple[str, bytes]
+"""What identifies a call for the idempotency cache: its id and the digest of the rest."""
+
+_PER_HOP = frozenset({TS, TTL, HOP})  # headers that change as a call travels or is retried
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,8 +198,8 @@ class ActionBroker:
         self.retry_backoff_s = retry_backoff_s
         self._registry: dict[str, _Registration] = {}  # name:version
         self._by_name: dict[str, list[_Registration]] = {}  # highest version first
-        self._cache: OrderedDict[str, ActionResult] = OrderedDict()
-        self._in_flight: dict[str, _InFlight] = {}
+        self._cache: OrderedDict[CallKey, ActionResult] = OrderedDict()
+        self._in_flight: dict[CallKey, _InFlight] = {}
         self._counters: dict[str, _CapabilityCounters] = {}
         self._unavailable = 0
 
@@ -296,12 +306,14 @@ class ActionBroker:
                 call_id if valid_id else "", ErrorCode.INVALID_PARAMS, problem
             )
         call = _with_envelope(call)
-        cached = self._cache.get(call.id) if call.id else None
+        key = _call_key(call) if call.id else None
+        cached = self._cache.get(key) if key is not None else None
         if cached is not None:
-            self._cache.move_to_end(call.id)
+            assert key is not None
+            self._cache.move_to_end(key)
             self._counters_of(call.capability).cache_hit()
             return cached
-        running = self._in_flight.get(call.id) if call.id else None
+        running = self._in_flight.get(key) if key is not None else None
         if running is not None:  # the same call is running: share its outcome
             shared = await running.wait()
             if shared is None:  # the first caller was cancelled: run it now
@@ -318,8 +330,8 @@ class ActionBroker:
         counters = self._counters_of(call.capability)
         counters.calls += 1
         flight = _InFlight()
-        if call.id:
-            self._in_flight[call.id] = flight
+        if key is not None:
+            self._in_flight[key] = flight
         started = trio.current_time()
         try:
             result = await self._run(registration, call, started)
@@ -327,11 +339,11 @@ class ActionBroker:
             flight.abandon()
             raise
         finally:
-            if self._in_flight.get(call.id) is flight:
-                del self._in_flight[call.id]
+            if key is not None and self._in_flight.get(key) is flight:
+                del self._in_flight[key]
         counters.ran(result, trio.current_time() - started)
-        if call.id and self.cache_size:
-            self._cache[call.id] = result
+        if key is not None and self.cache_size:
+            self._cache[key] = result
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         flight.finish(result)
@@ -392,6 +404,18 @@ class ActionBroker:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _call_key(call: ActionCall) -> CallKey:
+    """The call's id and a digest of what else makes it this call: capability, version,
+    payload and headers but the per-hop ones (sender, thread and the caller's own headers
+    among them, since a provider may answer differently per caller)."""
+    headers = sorted((k, v) for k, v in call.headers.items() if k not in _PER_HOP)
+    described = repr((call.capability, call.version, headers)).encode("utf-8", "backslashreplace")
+    digest = hashlib.sha256(described)
+    digest.update(b"\x00")  # the repr ends at its closing parenthesis: the payload follows
+    digest.update(call.payload)
+    return call.id, digest.digest()
 
 
 def _with_envelope(call: ActionCall) -> ActionCall:
