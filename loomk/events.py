@@ -243,11 +243,12 @@ class Event:
 
     def with_metadata(self, **entries: str) -> Event:
         """A copy whose metadata has these entries added or overwritten."""
+        known = _KNOWN_KEYS
         for key, value in entries.items():
             if (
-                value.__class__ is not str
-                or not (key.isascii() and value.isascii())
-                or "\x00" in key
+                key not in known
+                or value.__class__ is not str
+                or not value.isascii()
                 or "\x00" in value
             ):
                 _check_entry(key, value)
@@ -365,12 +366,13 @@ def _checked_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
             f"event metadata must be a mapping of str to str, got {short_repr(metadata)}"
         )
     checked = dict(metadata)
+    known = _KNOWN_KEYS
     for key, value in checked.items():
         if (
             key.__class__ is not str
+            or key not in known
             or value.__class__ is not str
-            or not (key.isascii() and value.isascii())
-            or "\x00" in key
+            or not value.isascii()
             or "\x00" in value
         ):
             _check_entry(key, value)
@@ -389,11 +391,13 @@ def _checked_tags(tags: Iterable[str]) -> tuple[str, ...]:
     return checked
 
 
-# Types and sources already checked, so the constructor's common case is one set lookup
-# (str hashes are cached) rather than a scan: an application uses few of either. Bounded:
+# Types, sources and metadata keys already checked, so the common case is one set lookup
+# (str hashes are cached) rather than a scan: an application uses few of each. Bounded:
 # when full it starts again, so a flood of one-off strings costs only their own checks.
+# Metadata values (ids, timestamps) are too many to remember: they get the ASCII + NUL test.
 _KNOWN_TYPES: set[str] = set()
 _KNOWN_SOURCES: set[str] = {""}
+_KNOWN_KEYS: set[str] = set()  # metadata keys, likewise (the envelope's seven and a few more)
 _KNOWN_MAX = 4096
 _KNOWN_LENGTH = 256  # longer strings are checked each time rather than kept
 
@@ -454,7 +458,7 @@ def _check_timestamp(timestamp_ms: object) -> NoReturn:
 
 
 def _check_entry(key: object, value: object) -> None:
-    """Raise unless ``key: value`` is a metadata entry the wire can carry."""
+    """Raise unless ``key: value`` is a metadata entry the wire can carry; remember the key."""
     if key.__class__ is not str or value.__class__ is not str:
         raise EventError(
             f"event metadata must map str to str, got {short_repr(key)}: {short_repr(value)} "
@@ -468,6 +472,7 @@ def _check_entry(key: object, value: object) -> None:
     problem = text_problem(value)
     if problem:
         raise EventError(f"event metadata value of {short_repr(key)} {problem}")
+    _remember(_KNOWN_KEYS, key)
 
 
 def _checked_confidence(confidence: object) -> float:

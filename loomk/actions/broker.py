@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, fields, replace
 
 import trio
 
-from loomk._metakeys import CORRELATION_ID, HOP, TS, TTL
+from loomk._metakeys import HOP, TS, TTL
 from loomk._wire import text_problem
 from loomk.actions.provider import CapabilityProvider
 from loomk.actions.types import (
@@ -44,7 +44,6 @@ from loomk.actions.types import (
     call_problem,
     parse_version,
 )
-from loomk.envelope import Envelope
 from loomk.errors import CapabilityError
 from loomk.telemetry.logging import get_logger
 
@@ -53,8 +52,9 @@ __all__ = ["ActionBroker", "BrokerStats", "CapabilityStats"]
 _log = get_logger("loomk.broker")
 DEFAULT_TIMEOUT_S = 30.0
 
-CallKey = tuple[str, bytes]
-"""What identifies a call for the idempotency cache: its id and the digest of the rest."""
+CallKey = tuple[str, str, str, tuple[tuple[str, str], ...], bytes]
+"""What makes a call the same call for the idempotency cache: id, capability, version,
+headers but the per-hop ones (sorted), and the payload's SHA-256 digest."""
 
 _PER_HOP = frozenset({TS, TTL, HOP})  # headers that change as a call travels or is retried
 
@@ -305,7 +305,7 @@ class ActionBroker:
             return ActionResult.failure(
                 call_id if valid_id else "", ErrorCode.INVALID_PARAMS, problem
             )
-        call = _with_envelope(call)
+        call = call.with_envelope()
         key = _call_key(call) if call.id else None
         cached = self._cache.get(key) if key is not None else None
         if cached is not None:
@@ -407,31 +407,17 @@ def _is_number(value: object) -> bool:
 
 
 def _call_key(call: ActionCall) -> CallKey:
-    """The call's id and a digest of what else makes it this call: capability, version,
-    payload and headers but the per-hop ones (sender, thread and the caller's own headers
-    among them, since a provider may answer differently per caller)."""
-    headers = sorted((k, v) for k, v in call.headers.items() if k not in _PER_HOP)
-    described = repr((call.capability, call.version, headers)).encode("utf-8", "backslashreplace")
-    digest = hashlib.sha256(described)
-    digest.update(b"\x00")  # the repr ends at its closing parenthesis: the payload follows
-    digest.update(call.payload)
-    return call.id, digest.digest()
-
-
-def _with_envelope(call: ActionCall) -> ActionCall:
-    """The call with all seven envelope headers (defaults filled) and its correlation id."""
-    headers = call.headers
-    filled = dict(headers)
-    Envelope.from_metadata(headers, call.id).apply_to_metadata(filled)
-    if filled == headers and call.correlation_id == filled[CORRELATION_ID]:
-        return call  # already complete (an agent's call): keep the object
-    return ActionCall(
+    """What identifies ``call`` for the cache: its id, capability, version, headers but the
+    per-hop ones (sender, thread and the caller's own headers among them, since a provider
+    may answer differently per caller) and a digest of its payload (an entry holds no
+    payload, however large)."""
+    headers = call.headers.copy()
+    for key in _PER_HOP:
+        headers.pop(key, None)
+    return (
         call.id,
         call.capability,
-        call.payload,
         call.version,
-        filled,
-        call.timeout_ms,
-        filled[CORRELATION_ID],
-        call.qos,
+        tuple(sorted(headers.items())),
+        hashlib.sha256(call.payload).digest(),
     )

@@ -13,10 +13,13 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from enum import IntEnum
 from typing import Any
 
+from loomk._metakeys import CORRELATION_ID
 from loomk._wire import INT64_MAX, short_repr, text_problem
+from loomk.envelope import Envelope
 from loomk.errors import ActionCallError, CapabilityError
 from loomk.events import QoS
 
@@ -67,6 +70,10 @@ class ErrorCode:
     PROVIDER_UNAVAILABLE = "PROVIDER_UNAVAILABLE"  # no provider for the capability
     CONCURRENCY_LIMIT = "CONCURRENCY_LIMIT"  # never produced: calls wait for a slot
 
+
+_STANDARD_JSON = json.JSONEncoder(allow_nan=False)
+"""Encodes payloads and outputs as standard JSON (made once: ``json.dumps`` with options
+builds an encoder per call)."""
 
 _NUMERIC = r"(?:0|[1-9][0-9]*)"
 _PRE_ID = r"(?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
@@ -181,6 +188,29 @@ class ActionCall:
         :class:`~loomk.errors.ActionCallError` for arguments JSON cannot carry."""
         return cls(call_id, capability, json_payload(args), **fields)
 
+    def with_envelope(self) -> ActionCall:
+        """The call carrying all seven envelope headers (Loom's defaults for those it
+        lacks) with ``correlation_id`` following them; the call itself when it has them.
+
+        What is filled in derives from fields this call's constructor checked, so the copy
+        is not checked again: the broker makes one for every call it gets.
+        """
+        headers = self.headers
+        filled = dict(headers)
+        Envelope.from_metadata(headers, self.id).apply_to_metadata(filled)
+        correlation_id = filled[CORRELATION_ID]
+        if filled == headers and self.correlation_id == correlation_id:
+            return self
+        copy = object.__new__(ActionCall)
+        for name in _CALL_FIELDS:
+            object.__setattr__(copy, name, getattr(self, name))
+        object.__setattr__(copy, "headers", filled)
+        object.__setattr__(copy, "correlation_id", correlation_id)
+        return copy
+
+
+_CALL_FIELDS = tuple(f.name for f in dataclass_fields(ActionCall))
+
 
 def call_problem(call: object) -> str:
     """Why ``call`` cannot be sent or invoked as it is, or "" when it can.
@@ -191,13 +221,9 @@ def call_problem(call: object) -> str:
     """
     if not isinstance(call, ActionCall):
         return f"invoke takes an ActionCall, got {type(call).__name__}"
-    for name in ("id", "capability", "version", "correlation_id"):
-        value = getattr(call, name)
-        if value.__class__ is not str:
-            return f"the call's {name} must be a str, got {short_repr(value)}"
-        problem = text_problem(value)
-        if problem:
-            return f"the call's {name} {short_repr(value)} {problem}"
+    problem = _text_fields_problem(call)
+    if problem:
+        return problem
     if not call.capability:
         return "the call names no capability: give a capability name such as 'weather.get'"
     if call.payload.__class__ is not bytes:
@@ -213,9 +239,10 @@ def call_problem(call: object) -> str:
                 f"the call's headers must map str to str, got {short_repr(key)}: "
                 f"{short_repr(value)}"
             )
-        problem = text_problem(key) or text_problem(value)
-        if problem:
-            return f"the call's header {short_repr(key)}: {short_repr(value)} {problem}"
+        if not (key.isascii() and value.isascii()) or "\x00" in key or "\x00" in value:
+            problem = text_problem(key) or text_problem(value)
+            if problem:
+                return f"the call's header {short_repr(key)}: {short_repr(value)} {problem}"
     timeout_ms = call.timeout_ms
     if timeout_ms.__class__ is not int or not 0 <= timeout_ms <= INT64_MAX:
         return (
@@ -224,6 +251,38 @@ def call_problem(call: object) -> str:
         )
     if call.qos.__class__ is not QoS:
         return f"the call's qos must be a QoS, got {short_repr(call.qos)}"
+    return ""
+
+
+def _text_fields_problem(call: ActionCall) -> str:
+    """What is wrong with the call's id, capability, version or correlation_id, or "".
+
+    The common case (four str of plain ASCII) is one expression: a broker checks every call.
+    """
+    ident, name, version, correlation = call.id, call.capability, call.version, call.correlation_id
+    if (
+        ident.__class__ is str
+        and name.__class__ is str
+        and version.__class__ is str
+        and correlation.__class__ is str
+        and (ident + name + version + correlation).isascii()
+        and "\x00" not in ident
+        and "\x00" not in name
+        and "\x00" not in version
+        and "\x00" not in correlation
+    ):
+        return ""
+    for field_name, value in (
+        ("id", ident),
+        ("capability", name),
+        ("version", version),
+        ("correlation_id", correlation),
+    ):
+        if value.__class__ is not str:
+            return f"the call's {field_name} must be a str, got {short_repr(value)}"
+        problem = text_problem(value)
+        if problem:
+            return f"the call's {field_name} {short_repr(value)} {problem}"
     return ""
 
 
@@ -236,7 +295,7 @@ def json_payload(args: Any) -> bytes:
     if isinstance(args, bytes):
         return bytes(args)
     try:
-        return json.dumps(args, allow_nan=False).encode()
+        return _STANDARD_JSON.encode(args).encode()
     except RecursionError as error:
         raise ActionCallError(
             "capability arguments are nested too deeply to encode as JSON: flatten them, "
@@ -318,7 +377,7 @@ class ActionResult:
         if isinstance(output, bytes):
             return cls(call_id, ActionStatus.ACTION_OK, output)
         try:
-            data = json.dumps(output, allow_nan=False).encode()
+            data = _STANDARD_JSON.encode(output).encode()
         except ValueError as error:
             raise CapabilityError(
                 f"the output cannot be sent as standard JSON ({error}): replace NaN and "

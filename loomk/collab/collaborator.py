@@ -74,6 +74,7 @@ CONTROL_TYPES = frozenset(
 """Types a call never takes as an answer (its own requests and announcements)."""
 
 _TAGS = ("collab",)
+_NO_SUBJECT = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,10 +127,12 @@ class Collaborator:
         self._service = service
         self.sender = sender
 
-    def _check_running(self, call: str) -> None:
-        """Refuse ``call`` (named in the message) once the kernel has shut down."""
+    def _check_running(self, call: str, subject: object = _NO_SUBJECT) -> None:
+        """Refuse ``call`` on ``subject`` (named in the message) once the kernel has shut
+        down; the message is built only then."""
         if self._bus.closed or self._service.closed:
-            raise KernelClosed(f"cannot {call}: the kernel is not running (it has shut down)")
+            named = call if subject is _NO_SUBJECT else f"{call} {short_repr(subject)}"
+            raise KernelClosed(f"cannot {named}: the kernel is not running (it has shut down)")
 
     # ---- building and sending ------------------------------------------------------------
 
@@ -203,7 +206,7 @@ class Collaborator:
         topic) when none comes within ``timeout_s``. The request carries a new thread unless
         ``message`` has one, and always a new correlation id.
         """
-        self._check_running(f"request on {short_repr(topic)}")
+        self._check_running("request on", topic)
         _positive("timeout_s", timeout_s)
         validate_topic(topic)
         _check_message(message)
@@ -294,7 +297,7 @@ class Collaborator:
         participant withdraws, ``collab.timeout`` is published and :class:`CollabTimeout`
         raised.
         """
-        self._check_running(f"check in at barrier {short_repr(name)}")
+        self._check_running("check in at barrier", name)
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise CollabError(f"a barrier needs n >= 1 participants, got {short_repr(n)}")
         _positive("timeout_s", timeout_s)
@@ -362,7 +365,7 @@ class Collaborator:
         ``award_to``); awardees then report a ``collab.result`` on the reply topic, collected
         until all have or ``execute_timeout_s`` passes. ``collab.summary`` ends the round.
         """
-        self._check_running(f"run contract-net round {short_repr(thread_id)}")
+        self._check_running("run contract-net round", thread_id)
         _positive("window_s", window_s)
         _positive("execute_timeout_s", execute_timeout_s)
         if not isinstance(max_awards, int) or isinstance(max_awards, bool) or max_awards < 1:
