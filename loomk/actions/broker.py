@@ -7,10 +7,10 @@
    keys of Loom's envelope) and ``correlation_id`` follows them.
 2. A repeat of a call seen before is answered from a bounded cache (errors and timeouts
    too); a repeat of one still running waits for that one's result instead of running
-   twice. A repeat is the *same call*: the same id, capability, version, payload and
-   headers (the caller's identity among them; only the per-hop ``ts``, ``ttl`` and ``hop``
-   may differ). An id reused for a different call runs as a call of its own, so no caller
-   is ever handed the outcome of another's call. A call without an id is never cached.
+   twice. A repeat is the *same call*, not just the same id (see
+   :mod:`loomk.actions.repeats`): an id reused for a different call runs as a call of its
+   own, so no caller is ever handed the outcome of another's call. A call without an id
+   is never cached.
 3. The capability resolves to ``name:version``, or for an empty version to the highest
    semantic version registered. No provider: ``PROVIDER_UNAVAILABLE`` (not cached, since
    a provider may register later).
@@ -23,18 +23,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 
 import trio
 
-from loomk._metakeys import HOP, TS, TTL
 from loomk._wire import text_problem
 from loomk.actions.provider import CapabilityProvider
+from loomk.actions.repeats import Repeats
 from loomk.actions.types import (
     ActionCall,
     ActionResult,
@@ -51,12 +49,6 @@ __all__ = ["ActionBroker", "BrokerStats", "CapabilityStats"]
 
 _log = get_logger("loomk.broker")
 DEFAULT_TIMEOUT_S = 30.0
-
-CallKey = tuple[str, str, str, tuple[tuple[str, str], ...], bytes]
-"""What makes a call the same call for the idempotency cache: id, capability, version,
-headers but the per-hop ones (sorted), and the payload's SHA-256 digest."""
-
-_PER_HOP = frozenset({TS, TTL, HOP})  # headers that change as a call travels or is retried
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,33 +137,6 @@ class _Registration:
         self.limiter = limiter
 
 
-class _InFlight:
-    """A call being run: later calls with the same id wait for its result."""
-
-    __slots__ = ("done", "result")
-
-    def __init__(self) -> None:
-        self.done: trio.Event | None = None  # made by the first duplicate that waits
-        self.result: ActionResult | None = None
-
-    async def wait(self) -> ActionResult | None:
-        """The shared result, or None if the call running it was cancelled."""
-        if self.result is None:
-            if self.done is None:
-                self.done = trio.Event()
-            await self.done.wait()
-        return self.result
-
-    def finish(self, result: ActionResult) -> None:
-        self.result = result
-        if self.done is not None:
-            self.done.set()
-
-    def abandon(self) -> None:
-        if self.done is not None:
-            self.done.set()
-
-
 class ActionBroker:
     """Registers providers by ``name:version`` and invokes them (see the module notes)."""
 
@@ -198,8 +163,7 @@ class ActionBroker:
         self.retry_backoff_s = retry_backoff_s
         self._registry: dict[str, _Registration] = {}  # name:version
         self._by_name: dict[str, list[_Registration]] = {}  # highest version first
-        self._cache: OrderedDict[CallKey, ActionResult] = OrderedDict()
-        self._in_flight: dict[CallKey, _InFlight] = {}
+        self._repeats = Repeats(cache_size)
         self._counters: dict[str, _CapabilityCounters] = {}
         self._unavailable = 0
 
@@ -306,14 +270,12 @@ class ActionBroker:
                 call_id if valid_id else "", ErrorCode.INVALID_PARAMS, problem
             )
         call = call.with_envelope()
-        key = _call_key(call) if call.id else None
-        cached = self._cache.get(key) if key is not None else None
+        repeats = self._repeats
+        cached = repeats.result_of(call)
         if cached is not None:
-            assert key is not None
-            self._cache.move_to_end(key)
             self._counters_of(call.capability).cache_hit()
             return cached
-        running = self._in_flight.get(key) if key is not None else None
+        running = repeats.running(call)
         if running is not None:  # the same call is running: share its outcome
             shared = await running.wait()
             if shared is None:  # the first caller was cancelled: run it now
@@ -329,23 +291,17 @@ class ActionBroker:
             )
         counters = self._counters_of(call.capability)
         counters.calls += 1
-        flight = _InFlight()
-        if key is not None:
-            self._in_flight[key] = flight
+        flight = repeats.start(call)
         started = trio.current_time()
         try:
             result = await self._run(registration, call, started)
-        except BaseException:  # cancelled: a duplicate waiting on this one runs on its own
+        except BaseException:  # cancelled: a repeat waiting on this one runs on its own
             flight.abandon()
             raise
         finally:
-            if key is not None and self._in_flight.get(key) is flight:
-                del self._in_flight[key]
+            repeats.end(call, flight)
         counters.ran(result, trio.current_time() - started)
-        if key is not None and self.cache_size:
-            self._cache[key] = result
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+        repeats.keep(call, result)
         flight.finish(result)
         return result
 
@@ -404,20 +360,3 @@ class ActionBroker:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _call_key(call: ActionCall) -> CallKey:
-    """What identifies ``call`` for the cache: its id, capability, version, headers but the
-    per-hop ones (sender, thread and the caller's own headers among them, since a provider
-    may answer differently per caller) and a digest of its payload (an entry holds no
-    payload, however large)."""
-    headers = call.headers.copy()
-    for key in _PER_HOP:
-        headers.pop(key, None)
-    return (
-        call.id,
-        call.capability,
-        call.version,
-        tuple(sorted(headers.items())),
-        hashlib.sha256(call.payload).digest(),
-    )

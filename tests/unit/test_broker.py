@@ -468,6 +468,26 @@ async def test_an_id_reused_for_another_call_never_gets_the_earlier_output(
     assert sum(s.cached for s in stats.capabilities.values()) == 2
 
 
+async def test_a_full_cache_forgets_the_oldest_call_even_under_one_id() -> None:
+    broker = ActionBroker(cache_size=2)
+    provider = RecordingProvider()
+    broker.register(provider)
+    for user in ("alice", "bob", "carol"):  # one id, three calls: alice's is forgotten
+        await broker.invoke(call("same", args={"user": user}))
+    assert provider.count == 3
+    await broker.invoke(call("same", args={"user": "carol"}))
+    await broker.invoke(call("same", args={"user": "bob"}))
+    assert provider.count == 3
+    await broker.invoke(call("same", args={"user": "alice"}))
+    assert provider.count == 4
+    assert [json.loads(c.payload)["user"] for c in provider.calls] == [
+        "alice",
+        "bob",
+        "carol",
+        "alice",
+    ]
+
+
 async def test_agents_reusing_a_call_id_each_get_their_own_answer() -> None:
     answers: dict[str, Any] = {}
 
