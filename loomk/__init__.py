@@ -44,6 +44,7 @@ from loomk.bus import (
 from loomk.config import Config, ConfigSource
 from loomk.envelope import Envelope, ThreadTopicKind, agent_reply_topic
 from loomk.errors import (
+    ActionCallError,
     AgentContractError,
     AgentError,
     AgentExists,
@@ -63,6 +64,7 @@ from loomk.errors import (
     LoomkError,
     NotSubscribed,
     OverflowPolicyError,
+    QoSError,
     StateError,
     StoreCorrupted,
     StoreError,
@@ -106,6 +108,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ActionBroker",
     "ActionCall",
+    "ActionCallError",
     "ActionError",
     "ActionFailure",
     "ActionResult",
@@ -157,6 +160,7 @@ __all__ = [
     "PrivacyLevel",
     "ProviderKind",
     "QoS",
+    "QoSError",
     "RestartPolicy",
     "Route",
     "RoutingPolicy",

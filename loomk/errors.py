@@ -193,3 +193,18 @@ class LLMError(LoomkError):
         self.code = code
         self.status = status
         self.retry_after_s = retry_after_s
+
+
+class QoSError(LoomkError, ValueError):
+    """A QoS level is not one loomk has: ``QoS.REALTIME`` (0), ``BATCHED`` (1) or
+    ``BACKGROUND`` (2). Raised wherever a QoS is taken (``QoS(value)`` itself included)."""
+
+    code = "QOS_INVALID"
+
+
+class ActionCallError(EventError):
+    """A capability call cannot be made from what was given: its name, arguments, timeout,
+    id, version or headers. Raised before anything runs, by ``ctx.invoke`` and
+    :class:`~loomk.ActionCall`; an :class:`EventError`, as these mistakes were before."""
+
+    code = "ACTION_CALL_INVALID"

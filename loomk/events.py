@@ -13,11 +13,12 @@ import itertools
 import os
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from loomk._hop import conversation_ids, hop_metadata, parse_deadline, survives_hop
 from loomk._metakeys import CORRELATION_ID, DEADLINE_MS, REPLY_TO, SENDER, THREAD_ID
-from loomk.errors import EventError
+from loomk._wire import INT64_MAX, INT64_MIN, short_repr, text_problem
+from loomk.errors import EventError, QoSError
 
 __all__ = ["Event", "QoS", "delivered_event", "new_event_id", "now_ms"]
 
@@ -32,6 +33,14 @@ class QoS(enum.IntEnum):
     REALTIME = 0
     BATCHED = 1
     BACKGROUND = 2
+
+    @classmethod
+    def _missing_(cls, value: object) -> QoS:
+        """``QoS(value)`` for a value that is no level: a typed error saying which are."""
+        raise QoSError(
+            f"unknown QoS {short_repr(value)}: use QoS.REALTIME (0), QoS.BATCHED (1) "
+            "or QoS.BACKGROUND (2)"
+        )
 
 
 def now_ms() -> int:
@@ -70,7 +79,9 @@ class Event:
 
     ``id`` and ``timestamp_ms`` are filled in when absent (the id lazily, on first read).
     ``payload`` must be bytes-like; ``metadata`` maps ``str`` to ``str`` (it carries the
-    envelope); ``priority`` is 0 (low) to 100 (high); ``confidence`` is 0.0 to 1.0.
+    envelope); ``priority`` is 0 (low) to 100 (high); ``confidence`` is 0.0 to 1.0;
+    ``timestamp_ms`` is an int64. Every string (type, source, id, tags, metadata) must be
+    valid UTF-8 without NUL, as the wire needs (see :mod:`loomk._wire`).
     """
 
     __slots__ = (
@@ -116,12 +127,12 @@ class Event:
         id: str | None = None,  # noqa: A002 - mirrors the wire field name
         timestamp_ms: int | None = None,
     ) -> None:
-        if type.__class__ is not str or not type:
-            raise EventError(f"event type must be a non-empty str, got {type!r}")
+        if type.__class__ is not str or type not in _KNOWN_TYPES:
+            _check_type(type)
         if payload.__class__ is not bytes:
             payload = _coerce_payload(payload)
-        if source.__class__ is not str:
-            raise EventError(f"event source must be a str, got {source!r}")
+        if source.__class__ is not str or source not in _KNOWN_SOURCES:
+            _check_source(source)
         self.type = type
         self.payload = payload
         self.source = source
@@ -133,16 +144,18 @@ class Event:
         if confidence.__class__ is not float or confidence != 1.0:
             confidence = _checked_confidence(confidence)
         self.confidence = confidence
-        if id is not None and (id.__class__ is not str or not id):
-            raise EventError(f"event id must be a non-empty str, got {id!r}")
+        if id is not None and (
+            id.__class__ is not str or not id or not id.isascii() or "\x00" in id
+        ):
+            _check_id(id)
         self._id = id
         self._delivered = None
         self._deadline = _UNREAD
         self._origin = None
         if timestamp_ms is None:
             timestamp_ms = time.time_ns() // 1_000_000
-        elif timestamp_ms.__class__ is not int:
-            raise EventError(f"event timestamp_ms must be an int, got {timestamp_ms!r}")
+        elif timestamp_ms.__class__ is not int or not INT64_MIN <= timestamp_ms <= INT64_MAX:
+            _check_timestamp(timestamp_ms)
         self.timestamp_ms = timestamp_ms
 
     @property
@@ -201,8 +214,8 @@ class Event:
         """A copy with the given fields changed (validated like the constructor)."""
         if changes.keys() <= _SENDER_FIELDS:  # what senders change per message: check only those
             source = changes.get("source", self.source)
-            if source.__class__ is not str:
-                raise EventError(f"event source must be a str, got {source!r}")
+            if source.__class__ is not str or source not in _KNOWN_SOURCES:
+                _check_source(source)
             metadata = changes.get("metadata", _UNCHANGED)
             if metadata is _UNCHANGED:
                 metadata = dict(self.metadata)
@@ -235,9 +248,15 @@ class Event:
 
     def with_metadata(self, **entries: str) -> Event:
         """A copy whose metadata has these entries added or overwritten."""
+        known = _KNOWN_KEYS
         for key, value in entries.items():
-            if value.__class__ is not str:
-                raise EventError(f"event metadata must map str to str, got {key!r}: {value!r}")
+            if (
+                key not in known
+                or value.__class__ is not str
+                or not value.isascii()
+                or "\x00" in value
+            ):
+                _check_entry(key, value)
         metadata = dict(self.metadata)
         metadata.update(entries)
         copy = self._copy(metadata)  # the entries were checked above, the rest when made
@@ -372,25 +391,117 @@ def _coerce_payload(payload: object) -> bytes:
 
 def _checked_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
     if metadata.__class__ is not dict and not isinstance(metadata, Mapping):  # ABC checks are slow
-        raise EventError(f"event metadata must be a mapping of str to str, got {metadata!r}")
+        raise EventError(
+            f"event metadata must be a mapping of str to str, got {short_repr(metadata)}"
+        )
     checked = dict(metadata)
+    known = _KNOWN_KEYS
     for key, value in checked.items():
-        if key.__class__ is not str or value.__class__ is not str:
-            raise EventError(
-                f"event metadata must map str to str, got {key!r}: {value!r} "
-                f"({type(key).__name__}: {type(value).__name__})"
-            )
+        if (
+            key.__class__ is not str
+            or key not in known
+            or value.__class__ is not str
+            or not value.isascii()
+            or "\x00" in value
+        ):
+            _check_entry(key, value)
     return checked
 
 
 def _checked_tags(tags: Iterable[str]) -> tuple[str, ...]:
     if isinstance(tags, str | bytes):
-        raise EventError(f"event tags must be a list of str, got {tags!r}")
+        raise EventError(f"event tags must be a list of str, got {short_repr(tags)}")
     checked = tuple(tags)
     for tag in checked:
         if tag.__class__ is not str:
-            raise EventError(f"event tags must be str, got {tag!r}")
+            raise EventError(f"event tags must be str, got {short_repr(tag)}")
+        if not tag.isascii() or "\x00" in tag:
+            _check_text("tag", tag)
     return checked
+
+
+# Types, sources and metadata keys already checked, so the common case is one set lookup
+# (str hashes are cached) rather than a scan: an application uses few of each. Bounded:
+# when full it starts again, so a flood of one-off strings costs only their own checks.
+# Metadata values (ids, timestamps) are too many to remember: they get the ASCII + NUL test.
+_KNOWN_TYPES: set[str] = set()
+_KNOWN_SOURCES: set[str] = {""}
+_KNOWN_KEYS: set[str] = set()  # metadata keys, likewise (the envelope's seven and a few more)
+_KNOWN_MAX = 4096
+_KNOWN_LENGTH = 256  # longer strings are checked each time rather than kept
+
+
+def _remember(known: set[str], text: str) -> None:
+    if len(text) <= _KNOWN_LENGTH:
+        if len(known) >= _KNOWN_MAX:
+            known.clear()
+        known.add(text)
+
+
+def _check_type(event_type: object) -> None:
+    """Raise unless ``event_type`` is a non-empty str the wire can carry; remember it."""
+    if event_type.__class__ is not str or not event_type:
+        raise EventError(f"event type must be a non-empty str, got {short_repr(event_type)}")
+    assert isinstance(event_type, str)
+    _check_text("type", event_type)
+    _remember(_KNOWN_TYPES, event_type)
+
+
+def _check_source(source: object) -> None:
+    """Raise unless ``source`` is a str the wire can carry; remember it."""
+    _check_text("source", source)
+    assert isinstance(source, str)
+    _remember(_KNOWN_SOURCES, source)
+
+
+def _check_id(ident: object) -> None:
+    """Raise unless ``ident`` is a non-empty str the wire can carry."""
+    if ident.__class__ is not str or not ident:
+        raise EventError(f"event id must be a non-empty str, got {short_repr(ident)}")
+    _check_text("id", ident)
+
+
+def _check_text(field: str, text: object) -> None:
+    """Raise unless ``text`` is a str the wire can carry (valid UTF-8, no NUL)."""
+    if text.__class__ is not str:
+        raise EventError(f"event {field} must be a str, got {short_repr(text)}")
+    assert isinstance(text, str)
+    if text.isascii() and "\x00" not in text:
+        return
+    problem = text_problem(text)
+    if problem:
+        raise EventError(f"event {field} {short_repr(text)} {problem}")
+
+
+def _check_timestamp(timestamp_ms: object) -> NoReturn:
+    """Raise: ``timestamp_ms`` is not an int, or does not fit the wire's int64."""
+    if timestamp_ms.__class__ is not int:
+        raise EventError(
+            f"event timestamp_ms must be an int, got {short_repr(timestamp_ms)} "
+            "(milliseconds since the Unix epoch; leave it out for now)"
+        )
+    raise EventError(
+        f"event timestamp_ms must fit in int64 as on the wire, got {short_repr(timestamp_ms)}: "
+        "give milliseconds since the Unix epoch"
+    )
+
+
+def _check_entry(key: object, value: object) -> None:
+    """Raise unless ``key: value`` is a metadata entry the wire can carry; remember the key."""
+    if key.__class__ is not str or value.__class__ is not str:
+        raise EventError(
+            f"event metadata must map str to str, got {short_repr(key)}: {short_repr(value)} "
+            f"({type(key).__name__}: {type(value).__name__})"
+        )
+    assert isinstance(key, str)
+    assert isinstance(value, str)
+    problem = text_problem(key)
+    if problem:
+        raise EventError(f"event metadata key {short_repr(key)} {problem}")
+    problem = text_problem(value)
+    if problem:
+        raise EventError(f"event metadata value of {short_repr(key)} {problem}")
+    _remember(_KNOWN_KEYS, key)
 
 
 def _checked_confidence(confidence: object) -> float:

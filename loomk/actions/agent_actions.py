@@ -4,18 +4,22 @@ An agent calls ``ctx.invoke``; the call gets a fresh envelope (thread and correl
 call id, sender ``agent.{id}``) and a QoS from its priority, and its outcome is published as
 an ``action_result`` event on ``agent.{id}`` for dashboards and tests. A missing capability
 is an ``ACTION_ERROR`` result (``PROVIDER_UNAVAILABLE``), never the end of the agent.
+
+A mistake in the call itself (a name, arguments, timeout, priority, id or version that no
+call can carry) is the caller's, so :func:`action_call` raises
+:class:`~loomk.errors.ActionCallError` for it before anything runs or is published.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
 from loomk._metakeys import RESERVED_KEYS
-from loomk.actions.types import ActionCall, ActionResult
+from loomk._wire import short_repr, text_problem
+from loomk.actions.types import ActionCall, ActionResult, json_payload, timeout_ms_of
 from loomk.envelope import Envelope
-from loomk.errors import EventError
+from loomk.errors import ActionCallError
 from loomk.events import Event, QoS
 
 __all__ = ["action_call", "action_result_event", "qos_for_priority"]
@@ -43,22 +47,23 @@ def action_call(
     call_id: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> ActionCall:
-    """The call an agent makes: JSON payload (bytes as given), envelope headers, QoS."""
-    if not isinstance(capability, str) or not capability:
-        raise EventError(f"a capability name is a non-empty str, got {capability!r}")
+    """The call an agent makes: JSON payload (bytes as given), envelope headers, QoS.
+
+    ``args`` None sends ``{}``; ``timeout_s`` None leaves the timeout to the broker; an
+    empty or absent ``call_id`` gets a fresh one. Raises
+    :class:`~loomk.errors.ActionCallError` for anything no call can carry.
+    """
+    _check_text("capability name", capability, "a capability name such as 'weather.get'")
+    _check_text("version", version, "'' for the highest, or a version such as '1.0.0'", empty=True)
+    if call_id is not None:
+        _check_text("call_id", call_id, "None for a fresh id, or a str", empty=True)
     if priority.__class__ is not int or not 0 <= priority <= 100:
-        raise EventError(f"priority must be an int from 0 to 100, got {priority!r}")
-    if isinstance(args, bytes):
-        payload = args
-    else:
-        try:
-            payload = json.dumps({} if args is None else args).encode()
-        except (TypeError, ValueError) as error:
-            raise EventError(f"capability arguments must be JSON-serialisable: {error}") from error
+        raise ActionCallError(f"priority must be an int from 0 to 100, got {short_repr(priority)}")
+    payload = json_payload({} if args is None else args)
+    timeout_ms = timeout_ms_of(timeout_s)
     call_id = call_id or f"act_{uuid.uuid4().hex}"
     merged = dict(headers or {})
     Envelope.new(call_id, sender).apply_to_metadata(merged)  # reserved keys are the call's
-    timeout_ms = 0 if timeout_s is None else max(1, int(timeout_s * 1000))
     return ActionCall(
         call_id,
         capability,
@@ -93,3 +98,14 @@ def action_result_event(
 
 
 _ENVELOPE_KEYS = frozenset(RESERVED_KEYS)
+
+
+def _check_text(name: str, value: object, wanted: str, *, empty: bool = False) -> None:
+    """Raise :class:`ActionCallError` unless ``value`` is a str the wire carries (non-empty
+    unless ``empty``); ``wanted`` says what to give instead."""
+    if value.__class__ is not str or not (value or empty):
+        raise ActionCallError(f"{name} must be {wanted}, got {short_repr(value)}")
+    assert isinstance(value, str)
+    problem = text_problem(value)
+    if problem:
+        raise ActionCallError(f"{name} {short_repr(value)} {problem}")

@@ -2,10 +2,15 @@
 
 ``invoke`` never raises for a failed call; every outcome is an :class:`ActionResult`:
 
-1. The envelope headers are filled (all seven keys of Loom's envelope) and
-   ``correlation_id`` follows them.
-2. A call id seen before is answered from a bounded cache (errors and timeouts too); a call
-   with the id of one still running waits for that one's result instead of running twice.
+1. A call the wire could not carry is ``INVALID_PARAMS`` (see
+   :func:`~loomk.actions.types.call_problem`). The envelope headers are filled (all seven
+   keys of Loom's envelope) and ``correlation_id`` follows them.
+2. A repeat of a call seen before is answered from a bounded cache (errors and timeouts
+   too); a repeat of one still running waits for that one's result instead of running
+   twice. A repeat is the *same call*, not just the same id (see
+   :mod:`loomk.actions.repeats`): an id reused for a different call runs as a call of its
+   own, so no caller is ever handed the outcome of another's call. A call without an id
+   is never cached.
 3. The capability resolves to ``name:version``, or for an empty version to the highest
    semantic version registered. No provider: ``PROVIDER_UNAVAILABLE`` (not cached, since
    a provider may register later).
@@ -18,24 +23,25 @@
 
 from __future__ import annotations
 
+import math
 import random
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 
 import trio
 
-from loomk._metakeys import CORRELATION_ID
+from loomk._wire import text_problem
 from loomk.actions.provider import CapabilityProvider
+from loomk.actions.repeats import Repeats
 from loomk.actions.types import (
     ActionCall,
     ActionResult,
     ActionStatus,
     CapabilityDescriptor,
     ErrorCode,
+    call_problem,
     parse_version,
 )
-from loomk.envelope import Envelope
 from loomk.errors import CapabilityError
 from loomk.telemetry.logging import get_logger
 
@@ -131,33 +137,6 @@ class _Registration:
         self.limiter = limiter
 
 
-class _InFlight:
-    """A call being run: later calls with the same id wait for its result."""
-
-    __slots__ = ("done", "result")
-
-    def __init__(self) -> None:
-        self.done: trio.Event | None = None  # made by the first duplicate that waits
-        self.result: ActionResult | None = None
-
-    async def wait(self) -> ActionResult | None:
-        """The shared result, or None if the call running it was cancelled."""
-        if self.result is None:
-            if self.done is None:
-                self.done = trio.Event()
-            await self.done.wait()
-        return self.result
-
-    def finish(self, result: ActionResult) -> None:
-        self.result = result
-        if self.done is not None:
-            self.done.set()
-
-    def abandon(self) -> None:
-        if self.done is not None:
-            self.done.set()
-
-
 class ActionBroker:
     """Registers providers by ``name:version`` and invokes them (see the module notes)."""
 
@@ -169,18 +148,22 @@ class ActionBroker:
         max_retries: int = 2,
         retry_backoff_s: float = 0.05,
     ) -> None:
-        if not default_timeout_s > 0:
+        if not _is_number(default_timeout_s) or not default_timeout_s > 0:
             raise CapabilityError(f"default_timeout_s must be > 0, got {default_timeout_s!r}")
-        if cache_size < 0 or max_retries < 0 or retry_backoff_s < 0:
-            raise CapabilityError("cache_size, max_retries and retry_backoff_s must be >= 0")
+        for name, value in (("cache_size", cache_size), ("max_retries", max_retries)):
+            if value.__class__ is not int or value < 0:
+                raise CapabilityError(f"{name} must be an int >= 0, got {value!r}")
+        if not _is_number(retry_backoff_s) or not 0 <= retry_backoff_s < math.inf:
+            raise CapabilityError(
+                f"retry_backoff_s must be a finite number >= 0, got {retry_backoff_s!r}"
+            )
         self.default_timeout_s = default_timeout_s
         self.cache_size = cache_size
         self.max_retries = max_retries
         self.retry_backoff_s = retry_backoff_s
         self._registry: dict[str, _Registration] = {}  # name:version
         self._by_name: dict[str, list[_Registration]] = {}  # highest version first
-        self._cache: OrderedDict[str, ActionResult] = OrderedDict()
-        self._in_flight: dict[str, _InFlight] = {}
+        self._repeats = Repeats(cache_size)
         self._counters: dict[str, _CapabilityCounters] = {}
         self._unavailable = 0
 
@@ -279,19 +262,20 @@ class ActionBroker:
 
     async def invoke(self, call: ActionCall) -> ActionResult:
         """Run ``call`` through its provider; always an :class:`ActionResult` (see above)."""
-        problem = _malformed(call)
+        problem = call_problem(call)
         if problem:
             call_id = getattr(call, "id", "")
+            valid_id = call_id.__class__ is str and not text_problem(call_id)
             return ActionResult.failure(
-                call_id if isinstance(call_id, str) else "", ErrorCode.INVALID_PARAMS, problem
+                call_id if valid_id else "", ErrorCode.INVALID_PARAMS, problem
             )
-        call = _with_envelope(call)
-        cached = self._cache.get(call.id) if call.id else None
+        call = call.with_envelope()
+        repeats = self._repeats
+        cached = repeats.result_of(call)
         if cached is not None:
-            self._cache.move_to_end(call.id)
             self._counters_of(call.capability).cache_hit()
             return cached
-        running = self._in_flight.get(call.id) if call.id else None
+        running = repeats.running(call)
         if running is not None:  # the same call is running: share its outcome
             shared = await running.wait()
             if shared is None:  # the first caller was cancelled: run it now
@@ -307,23 +291,17 @@ class ActionBroker:
             )
         counters = self._counters_of(call.capability)
         counters.calls += 1
-        flight = _InFlight()
-        if call.id:
-            self._in_flight[call.id] = flight
+        flight = repeats.start(call)
         started = trio.current_time()
         try:
             result = await self._run(registration, call, started)
-        except BaseException:  # cancelled: a duplicate waiting on this one runs on its own
+        except BaseException:  # cancelled: a repeat waiting on this one runs on its own
             flight.abandon()
             raise
         finally:
-            if self._in_flight.get(call.id) is flight:
-                del self._in_flight[call.id]
+            repeats.end(call, flight)
         counters.ran(result, trio.current_time() - started)
-        if call.id and self.cache_size:
-            self._cache[call.id] = result
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+        repeats.keep(call, result)
         flight.finish(result)
         return result
 
@@ -380,41 +358,5 @@ class ActionBroker:
         return result
 
 
-def _malformed(call: object) -> str:
-    """Why ``call`` cannot be invoked at all, or "" (fields are checked, not trusted)."""
-    if not isinstance(call, ActionCall):
-        return f"invoke takes an ActionCall, got {type(call).__name__}"
-    if not isinstance(call.id, str) or not isinstance(call.capability, str):
-        return "the call's id and capability must be str"
-    if not call.capability:
-        return "the call names no capability"
-    if not isinstance(call.version, str) or not isinstance(call.payload, bytes):
-        return "the call's version must be str and its payload bytes"
-    if not isinstance(call.headers, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in call.headers.items()
-    ):
-        return "the call's headers must map str to str"
-    if not isinstance(call.timeout_ms, int) or isinstance(call.timeout_ms, bool):
-        return f"timeout_ms must be an int, got {call.timeout_ms!r}"
-    if not isinstance(call.correlation_id, str):
-        return "the call's correlation_id must be str"
-    return ""
-
-
-def _with_envelope(call: ActionCall) -> ActionCall:
-    """The call with all seven envelope headers (defaults filled) and its correlation id."""
-    headers = call.headers
-    filled = dict(headers)
-    Envelope.from_metadata(headers, call.id).apply_to_metadata(filled)
-    if filled == headers and call.correlation_id == filled[CORRELATION_ID]:
-        return call  # already complete (an agent's call): keep the object
-    return ActionCall(
-        call.id,
-        call.capability,
-        call.payload,
-        call.version,
-        filled,
-        call.timeout_ms,
-        filled[CORRELATION_ID],
-        call.qos,
-    )
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -25,6 +25,7 @@ from typing import Any
 import trio
 
 from loomk._metakeys import CORRELATION_ID
+from loomk._wire import short_repr, text_problem
 from loomk.actions.broker import ActionBroker
 from loomk.actions.tools import (
     DEFAULT_MAX_TOOLS,
@@ -38,8 +39,8 @@ from loomk.actions.tools import (
     tool_result_messages,
     tools_for,
 )
-from loomk.actions.types import ActionCall, ActionResult, ErrorCode
-from loomk.errors import CapabilityError
+from loomk.actions.types import ActionCall, ActionResult, ErrorCode, timeout_ms_of
+from loomk.errors import ActionCallError, CapabilityError
 from loomk.telemetry.logging import get_logger
 
 __all__ = ["FinalAnswer", "ModelCall", "OrchestratorStats", "ToolOrchestrator"]
@@ -152,6 +153,10 @@ class ToolOrchestrator:
             or not 0 < per_tool_timeout_s < math.inf
         ):
             raise CapabilityError(f"per_tool_timeout_s must be > 0, got {per_tool_timeout_s!r}")
+        try:
+            self._timeout_ms = timeout_ms_of(per_tool_timeout_s)
+        except ActionCallError as error:
+            raise CapabilityError(f"per_tool_timeout_s: {error}") from error
         if not isinstance(tool_choice, dict) and tool_choice not in _TOOL_CHOICES:
             raise CapabilityError(
                 f"tool_choice must be auto, required, none or an object, got {tool_choice!r}"
@@ -174,7 +179,13 @@ class ToolOrchestrator:
         self, conversation: str | Sequence[Mapping[str, Any]], *, correlation_id: str = ""
     ) -> FinalAnswer:
         """Answer ``conversation`` (a user prompt, or the messages / Responses input items so
-        far), using tools as the model asks. An exception of the model call propagates."""
+        far), using tools as the model asks. An exception of the model call propagates;
+        a ``correlation_id`` no call can carry raises :class:`ActionCallError` first."""
+        problem = (
+            text_problem(correlation_id) if correlation_id.__class__ is str else "is not a str"
+        )
+        if problem:
+            raise ActionCallError(f"correlation_id {short_repr(correlation_id)} {problem}")
         self._counters.runs += 1
         offered = [
             d for d in self.broker.list_capabilities() if not d.name.startswith(self.exclude)
@@ -264,7 +275,7 @@ class ToolOrchestrator:
                 capability,
                 payload,
                 headers={CORRELATION_ID: correlation_id} if correlation_id else {},
-                timeout_ms=max(1, round(self.per_tool_timeout_s * 1000)),
+                timeout_ms=self._timeout_ms,
                 correlation_id=correlation_id,
             )
             async with self._limiter:

@@ -15,16 +15,17 @@ starves other tasks, while a burst of publishes costs no scheduler round-trip pe
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 
 import trio
 
+from loomk._wire import short_repr, text_problem
 from loomk.bus._lanes import EMPTY, EventHandler, HandlerLane, Item, Lane, Mailbox, make_lane
 from loomk.bus.overflow import Overflow, OverflowLike, parse_overflow
 from loomk.bus.topics import TopicTrie, is_wildcard, validate_pattern, validate_topic
-from loomk.errors import EventError, KernelClosed, OverflowPolicyError
+from loomk.errors import ConfigError, EventError, KernelClosed, OverflowPolicyError
 from loomk.events import Event, QoS
 
 __all__ = [
@@ -41,6 +42,8 @@ CHECKPOINT_EVERY = 64
 
 DEFAULT_CAPACITY: dict[QoS, int] = {QoS.REALTIME: 64, QoS.BATCHED: 1024, QoS.BACKGROUND: 4096}
 """Loom's queue capacities per QoS."""
+
+_CLOSED = "the event bus is closed (the kernel is not running)"
 
 DEFAULT_OVERFLOW: dict[QoS, Overflow] = {
     QoS.REALTIME: Overflow.DROP_OLDEST,
@@ -211,7 +214,11 @@ class EventBus:
     ) -> None:
         self._capacity = dict(DEFAULT_CAPACITY)
         if capacities:
-            self._capacity.update(capacities)
+            self._capacity.update(_checked_capacities(capacities))
+        if max_topics.__class__ is not int or max_topics < 1:
+            raise ConfigError(
+                "max_topics", f"must be an int >= 1 (topics kept in statistics), got {max_topics!r}"
+            )
         self._max_topics = max_topics
         self._trie: TopicTrie[Binding] = TopicTrie()
         self._routes: dict[str, Route] = {}
@@ -232,7 +239,7 @@ class EventBus:
         :meth:`close`.
         """
         if self._closed:
-            raise KernelClosed(f"cannot publish to {topic!r}: the event bus is closed")
+            raise KernelClosed(f"cannot publish to {short_repr(topic)}: {_CLOSED}")
         try:
             route = self._routes.get(topic)
         except TypeError:  # unhashable, so certainly not a topic
@@ -335,15 +342,16 @@ class EventBus:
         and the bus as they were. :meth:`detach` ends the binding.
         """
         if self._closed:
-            raise KernelClosed(f"cannot subscribe to {pattern!r}: the event bus is closed")
+            raise KernelClosed(f"cannot subscribe to {short_repr(pattern)}: {_CLOSED}")
         validate_pattern(pattern)
         types = _event_types(event_types)
-        qos = QoS(qos)
+        if qos.__class__ is not QoS:
+            qos = QoS(qos)  # raises QoSError for what is no level
         policy = DEFAULT_OVERFLOW[qos] if overflow is None else parse_overflow(overflow)
         if capacity is None:
             capacity = self._capacity[qos]
         elif capacity.__class__ is not int or capacity < 1:
-            raise OverflowPolicyError(f"capacity must be an int >= 1, got {capacity!r}")
+            raise OverflowPolicyError(f"capacity must be an int >= 1, got {short_repr(capacity)}")
         return self._attach(pattern, make_lane(qos, capacity, policy, mailbox), types)
 
     def _attach(self, pattern: str, lane: Lane, types: frozenset[str] | None) -> Binding:
@@ -372,9 +380,11 @@ class EventBus:
         as does closing the bus; ``on_detach`` is called once when either happens.
         """
         if not callable(handler):
-            raise EventError(f"an event handler must be callable, got {handler!r}")
+            raise EventError(f"an event handler must be callable, got {short_repr(handler)}")
+        if on_detach is not None and not callable(on_detach):
+            raise EventError(f"on_detach must be callable or None, got {short_repr(on_detach)}")
         if self._closed:
-            raise KernelClosed(f"cannot subscribe to {pattern!r}: the event bus is closed")
+            raise KernelClosed(f"cannot subscribe to {short_repr(pattern)}: {_CLOSED}")
         validate_pattern(pattern)
         types = _event_types(event_types)
         lane = HandlerLane(handler, parse_overflow("drop_newest"), on_detach)
@@ -482,12 +492,32 @@ def _event_types(event_types: Collection[str] | None) -> frozenset[str] | None:
     if event_types is None:
         return None
     if isinstance(event_types, str | bytes) or not isinstance(event_types, Iterable):
-        raise EventError(f"event_types must be a collection of str, got {event_types!r}")
+        raise EventError(f"event_types must be a collection of str, got {short_repr(event_types)}")
     members = list(event_types)
     for event_type in members:
         if event_type.__class__ is not str or not event_type:
-            raise EventError(f"event_types must hold non-empty str, got {event_type!r}")
+            raise EventError(f"event_types must hold non-empty str, got {short_repr(event_type)}")
+        problem = text_problem(event_type)
+        if problem:
+            raise EventError(f"event type {short_repr(event_type)} in event_types {problem}")
     return frozenset(members) or None
+
+
+def _checked_capacities(capacities: object) -> dict[QoS, int]:
+    """The per-QoS capacities given to the bus, checked: QoS levels to ints >= 1."""
+    if not isinstance(capacities, Mapping):
+        raise OverflowPolicyError(
+            f"capacities must map QoS levels to ints >= 1, got {short_repr(capacities)}"
+        )
+    checked: dict[QoS, int] = {}
+    for qos, capacity in capacities.items():
+        level = QoS(qos)  # raises QoSError for what is no level
+        if capacity.__class__ is not int or capacity < 1:
+            raise OverflowPolicyError(
+                f"the capacity of {level.name} must be an int >= 1, got {short_repr(capacity)}"
+            )
+        checked[level] = capacity
+    return checked
 
 
 class Subscription:

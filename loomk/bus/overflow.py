@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal, TypeAlias
+from typing import TYPE_CHECKING, ClassVar, Literal, TypeAlias, get_args
 
 from loomk.errors import OverflowPolicyError
 
@@ -35,6 +35,12 @@ MergeFunction: TypeAlias = "Callable[[Event, Event], Event]"
 """Coalesces a queued event (first) with a newer one (second) into one event."""
 
 _Kind = Literal["block", "drop_oldest", "drop_newest", "sample", "latest", "aggregate"]
+_KINDS: tuple[_Kind, ...] = get_args(_Kind)
+
+
+def _check_high_water(high_water: object) -> None:
+    if high_water is not None and (type(high_water) is not int or high_water < 1):
+        raise OverflowPolicyError(f"high_water must be an int >= 1, got {high_water!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +57,24 @@ class Overflow:
     DROP_OLDEST: ClassVar[Overflow]
     DROP_NEWEST: ClassVar[Overflow]
 
+    def __post_init__(self) -> None:
+        """Refuse a policy built by hand that no lane could apply (it would fail later,
+        inside a publish): the constructors below check the same."""
+        if self.kind not in _KINDS:
+            raise OverflowPolicyError(
+                f"unknown overflow kind {self.kind!r}: use one of {', '.join(_KINDS)}"
+            )
+        if self.every.__class__ is not int or self.every < 1:
+            raise OverflowPolicyError(f"sample(every) needs an int >= 1, got {self.every!r}")
+        _check_high_water(self.high_water)
+        key = self.key
+        if key is not None and not isinstance(key, str) and not callable(key):
+            raise OverflowPolicyError(
+                f"latest(key) takes None, a metadata key name or a function, got {key!r}"
+            )
+        if self.kind == "aggregate" and not callable(self.merge):
+            raise OverflowPolicyError(f"aggregate(merge) needs a function, got {self.merge!r}")
+
     @property
     def lossless(self) -> bool:
         """Whether the policy never discards an event (only ``block``)."""
@@ -63,9 +87,6 @@ class Overflow:
         ``high_water`` defaults to three quarters of the capacity. Below it, nothing is
         dropped; at full capacity the newest event is dropped (reason ``full``).
         """
-        if every.__class__ is not int or every < 1:
-            raise OverflowPolicyError(f"sample(every) needs an int >= 1, got {every!r}")
-        _check_high_water(high_water)
         return Overflow("sample", every=every, high_water=high_water)
 
     @staticmethod
@@ -76,10 +97,6 @@ class Overflow:
         ``(topic, event)``. When the queue is full of distinct keys the oldest is evicted. If
         the key function raises, the event is dropped (reason ``key_error``).
         """
-        if key is not None and not isinstance(key, str) and not callable(key):
-            raise OverflowPolicyError(
-                f"latest(key) takes None, a metadata key name or a function, got {key!r}"
-            )
         return Overflow("latest", key=key)
 
     @staticmethod
@@ -89,9 +106,6 @@ class Overflow:
         ``merge(queued, new)`` returns the combined event. If it raises or returns something
         that is not an Event, the new event is dropped (reason ``aggregate_error``).
         """
-        if not callable(merge):
-            raise OverflowPolicyError(f"aggregate(merge) needs a function, got {merge!r}")
-        _check_high_water(high_water)
         return Overflow("aggregate", merge=merge, high_water=high_water)
 
     def __str__(self) -> str:
@@ -122,8 +136,3 @@ def parse_overflow(value: object) -> Overflow:
         f"unknown overflow policy {value!r}: use 'block', 'drop_oldest', 'drop_newest', "
         "Overflow.sample(n), Overflow.latest(key) or Overflow.aggregate(fn)"
     )
-
-
-def _check_high_water(high_water: object) -> None:
-    if high_water is not None and (type(high_water) is not int or high_water < 1):
-        raise OverflowPolicyError(f"high_water must be an int >= 1, got {high_water!r}")

@@ -1,6 +1,7 @@
 """Topic grammar and the token trie that matches published topics to subscription patterns.
 
-Topics are dot-separated tokens (``camera.front.face``). A pattern may use ``*`` for exactly
+Topics are dot-separated tokens (``camera.front.face``) of text without whitespace, NUL or
+lone surrogates (a topic goes on the wire as UTF-8). A pattern may use ``*`` for exactly
 one token and ``>`` for one or more trailing tokens (last position only): the NATS subject
 grammar, so topics map one-to-one onto NATS subjects. Matching walks a trie of pattern
 tokens, so its cost depends on the topic's length and the wildcards on its path, never on
@@ -13,6 +14,7 @@ import re
 from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
+from loomk._wire import text_problem
 from loomk.errors import TopicError
 
 __all__ = ["TopicTrie", "is_wildcard", "pattern_matches", "validate_pattern", "validate_topic"]
@@ -34,12 +36,15 @@ def _check_common(topic: object) -> str:
         raise TopicError(topic[:40] + "...", f"longer than {MAX_TOPIC_LENGTH} characters")
     if not _WHITESPACE.isdisjoint(topic):
         raise TopicError(topic, "must not contain whitespace or NUL")
+    problem = text_problem(topic)
+    if problem:
+        raise TopicError(topic, problem)
     if topic[0] == "." or topic[-1] == "." or ".." in topic:
         raise TopicError(topic, "has an empty token (leading, trailing or double dot)")
     return topic
 
 
-_TOKEN = r"[^ \t\r\n\v\f\x00.*>]+"
+_TOKEN = r"[^ \t\r\n\v\f\x00\ud800-\udfff.*>]+"  # no lone surrogate: topics are UTF-8
 _VALID_TOPIC = re.compile(rf"{_TOKEN}(?:\.{_TOKEN})*")
 _VALID_PATTERN = re.compile(rf"(?:{_TOKEN}|\*)(?:\.(?:{_TOKEN}|\*))*(?:\.>)?|>")
 

@@ -10,6 +10,10 @@ documented but never built is here too: the fanout strategies ``any``, ``first_k
 Every call waits on the kernel's :class:`CollabService`, which hands it the answers as they
 are published; nothing it registers outlives it, whether it ends by answer, timeout or
 cancellation.
+
+Arguments are checked before anything is registered or sent (:class:`CollabError`,
+:class:`TopicError`, :class:`EventError`), and a call made once the kernel has shut down
+raises :class:`KernelClosed` naming the call.
 """
 
 from __future__ import annotations
@@ -17,18 +21,19 @@ from __future__ import annotations
 import itertools
 import math
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import trio
 
-from loomk._metakeys import DEADLINE_MS, SENDER
+from loomk._metakeys import DEADLINE_MS, SENDER, THREAD_ID
+from loomk._wire import short_repr, text_problem
 from loomk.bus import EventBus
-from loomk.bus.topics import validate_topic
+from loomk.bus.topics import is_wildcard, validate_topic
 from loomk.collab.service import WHOLE_WINDOW, CollabService, Collector
 from loomk.envelope import Envelope, thread_broadcast_topic, thread_reply_topic
-from loomk.errors import CollabError, CollabTimeout, EventError
+from loomk.errors import CollabError, CollabTimeout, EventError, KernelClosed
 from loomk.events import Event, now_ms
 
 __all__ = [
@@ -70,6 +75,7 @@ CONTROL_TYPES = frozenset(
 """Types a call never takes as an answer (its own requests and announcements)."""
 
 _TAGS = ("collab",)
+_NO_SUBJECT = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +104,11 @@ def _new_thread(prefix: str) -> str:
 
 
 def _positive(name: str, value: float) -> None:
-    if not isinstance(value, int | float) or not value > 0:
-        raise CollabError(f"{name} must be greater than 0, got {value!r}")
+    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+        raise CollabError(
+            f"{name} must be a number of seconds greater than 0 (math.inf waits for ever), "
+            f"got {short_repr(value)}"
+        )
 
 
 def score_of(event: Event) -> float:
@@ -118,6 +127,13 @@ class Collaborator:
         self._bus = bus
         self._service = service
         self.sender = sender
+
+    def _check_running(self, call: str, subject: object = _NO_SUBJECT) -> None:
+        """Refuse ``call`` on ``subject`` (named in the message) once the kernel has shut
+        down; the message is built only then."""
+        if self._bus.closed or self._service.closed:
+            named = call if subject is _NO_SUBJECT else f"{call} {short_repr(subject)}"
+            raise KernelClosed(f"cannot {named}: the kernel is not running (it has shut down)")
 
     # ---- building and sending ------------------------------------------------------------
 
@@ -160,7 +176,9 @@ class Collaborator:
             return self._control(
                 default_type, envelope, priority=50, payload=_bytes(message), extra=deadline
             )
-        raise EventError(f"a collaboration message is an Event, bytes or str, got {message!r}")
+        raise EventError(
+            f"a collaboration message is an Event, bytes or str, got {short_repr(message)}"
+        )
 
     def _envelope(self, thread_id: str, correlation_id: str) -> Envelope:
         return Envelope(
@@ -198,8 +216,10 @@ class Collaborator:
         topic) when none comes within ``timeout_s``. The request carries a new thread unless
         ``message`` has one, and always a new correlation id.
         """
+        self._check_running("request on", topic)
         _positive("timeout_s", timeout_s)
         validate_topic(topic)
+        _check_message(message)
         thread_id = _thread_of(message) or _new_thread("req")
         correlation_id = thread_id if not _thread_of(message) else _new_thread("req")
         envelope = self._envelope(thread_id, correlation_id)
@@ -238,13 +258,15 @@ class Collaborator:
         responder; answers after the end are ignored. ``collab.summary`` is published on the
         reply topic either way.
         """
-        topics = list(topics)
+        self._check_running("fanout")
+        topics = _topic_list(topics)
         if not topics:
             return []
         _positive("timeout_s", timeout_s)
         needed = _needed(strategy, k, len(topics))
         for topic in topics:
             validate_topic(topic)
+        _check_message(message)
         thread_id = _thread_of(message) or _new_thread("fanout")
         correlation_id = thread_id if not _thread_of(message) else _new_thread("fanout")
         envelope = self._envelope(thread_id, correlation_id)
@@ -285,16 +307,24 @@ class Collaborator:
         participant withdraws, ``collab.timeout`` is published and :class:`CollabTimeout`
         raised.
         """
+        self._check_running("check in at barrier", name)
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise CollabError(f"a barrier needs n >= 1 participants, got {n!r}")
+            raise CollabError(f"a barrier needs n >= 1 participants, got {short_repr(n)}")
         _positive("timeout_s", timeout_s)
         topic = f"thread.{name}.barrier" if isinstance(name, str) else ""
         if not isinstance(name, str) or not name or "." in name:
-            raise CollabError(f"a barrier name is one topic token (no dots), got {name!r}")
+            raise CollabError(
+                f"a barrier name is one topic token (no dots), got {short_repr(name)}"
+            )
         validate_topic(topic)
         who = participant or self.sender
-        if not who:
-            raise CollabError("a barrier participant needs a name (a sender)")
+        if not isinstance(who, str) or not who:
+            raise CollabError(
+                f"a barrier participant needs a name (a sender), got {short_repr(who)}"
+            )
+        problem = text_problem(who)
+        if problem:
+            raise CollabError(f"the barrier participant {short_repr(who)} {problem}")
         round_ = self._service.barrier_round(name)
         round_.waiters += 1
         envelope = self._envelope(name, name)
@@ -345,14 +375,18 @@ class Collaborator:
         ``award_to``); awardees then report a ``collab.result`` on the reply topic, collected
         until all have or ``execute_timeout_s`` passes. ``collab.summary`` ends the round.
         """
+        self._check_running("run contract-net round", thread_id)
         _positive("window_s", window_s)
         _positive("execute_timeout_s", execute_timeout_s)
         if not isinstance(max_awards, int) or isinstance(max_awards, bool) or max_awards < 1:
             raise CollabError(f"max_awards must be greater than 0, got {max_awards!r}")
         if not isinstance(thread_id, str) or not thread_id or "." in thread_id:
-            raise CollabError(f"a thread id is one topic token (no dots), got {thread_id!r}")
+            raise CollabError(
+                f"a thread id is one topic token (no dots), got {short_repr(thread_id)}"
+            )
         broadcast = thread_broadcast_topic(thread_id)
         validate_topic(broadcast)
+        _check_message(cfp, own_thread=False)  # the round's thread replaces the cfp's
         envelope = self._envelope(thread_id, thread_id)
         call = self._outgoing(cfp, envelope, collab_types.CFP, window_s)
         if isinstance(cfp, Event):
@@ -401,6 +435,47 @@ class Collaborator:
 
 def _bytes(message: bytes | str) -> bytes:
     return message if isinstance(message, bytes) else message.encode()
+
+
+def _check_message(message: object, *, own_thread: bool = True) -> None:
+    """Refuse a message no call could send: not an Event, bytes or str; text that UTF-8
+    cannot encode; with ``own_thread``, an Event whose ``thread_id`` (which the call then
+    keeps) is not one topic token, so its replies would go where no call listens."""
+    if isinstance(message, Event):
+        if not own_thread:
+            return
+        thread_id = message.metadata.get(THREAD_ID, "")
+        if thread_id and ("." in thread_id or is_wildcard(thread_id)):
+            raise CollabError(
+                f"the message's thread_id is one topic token (no dots or wildcards), "
+                f"got {short_repr(thread_id)}"
+            )
+        if thread_id:
+            validate_topic(thread_reply_topic(thread_id))
+    elif isinstance(message, str):
+        if not message.isascii():
+            try:
+                message.encode()
+            except UnicodeEncodeError as error:
+                raise CollabError(
+                    f"a str message must be valid text: it holds a lone surrogate "
+                    f"{message[error.start]!r} at index {error.start}, which UTF-8 cannot "
+                    "encode; decode bytes with errors='replace', or send bytes"
+                ) from error
+    elif not isinstance(message, bytes):
+        raise EventError(
+            f"a collaboration message is an Event, bytes or str, got {short_repr(message)}"
+        )
+
+
+def _topic_list(topics: object) -> list[str]:
+    """``topics`` as a list, refusing a single topic or something that is no collection."""
+    if isinstance(topics, str | bytes) or not isinstance(topics, Iterable):
+        raise CollabError(
+            f"fanout takes a list of topics, got {short_repr(topics)} "
+            "(for one topic, pass [topic] or use request)"
+        )
+    return list(topics)
 
 
 def _thread_of(message: Event | bytes | str) -> str:

@@ -31,6 +31,7 @@ import trio
 
 from loomk._metakeys import CORRELATION_ID, SENDER
 from loomk.bus import Binding, EventBus
+from loomk.errors import KernelClosed
 from loomk.events import Event
 
 __all__ = ["WHOLE_WINDOW", "BarrierRound", "CollabService", "CollabStats", "Collector"]
@@ -141,6 +142,12 @@ class CollabService:
         self._timeouts = 0
         self._check_ins = 0
         self._barriers_completed = 0
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has run: the service takes no more calls."""
+        return self._closed
 
     def stats(self) -> CollabStats:
         """A snapshot of the counters (see :class:`CollabStats`)."""
@@ -213,6 +220,10 @@ class CollabService:
         await trio.lowlevel.wait_task_rescheduled(abort)
 
     def _ensure_attached(self) -> None:
+        if self._closed:
+            raise KernelClosed(
+                "the collaboration service is closed: the kernel is not running (it has shut down)"
+            )
         if not self._bindings:
             self._bindings = [
                 self._bus.attach_handler(REPLY_PATTERN, self._on_reply),
@@ -306,7 +317,9 @@ class CollabService:
         return True
 
     def close(self) -> None:
-        """Detach from the bus (the kernel is shutting down)."""
+        """Detach from the bus (the kernel is shutting down); later calls raise
+        :class:`KernelClosed`."""
+        self._closed = True
         for binding in self._bindings:
             self._bus.detach(binding)
         self._bindings = []

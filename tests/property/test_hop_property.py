@@ -82,15 +82,21 @@ junk = st.sampled_from(
         "thread.t.reply",
     ]
 )
-value = st.one_of(numeric_text, junk, st.text(max_size=12))
-other_key = st.text(min_size=1, max_size=6).filter(lambda k: k not in RESERVED_KEYS)
+# Any text an event can hold: everything but NUL and lone surrogates (the wire's UTF-8).
+wire_char = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")
+value = st.one_of(numeric_text, junk, st.text(wire_char, max_size=12))
+other_key = st.text(wire_char, min_size=1, max_size=6).filter(lambda k: k not in RESERVED_KEYS)
 metadata = st.builds(
     lambda reserved, others: {**others, **reserved},
     st.dictionaries(st.sampled_from(RESERVED_KEYS), value),
-    st.dictionaries(other_key, st.text(max_size=8), max_size=3),
+    st.dictionaries(other_key, st.text(wire_char, max_size=8), max_size=3),
 )
-ident = st.one_of(st.sampled_from(["evt-1", "a", "x" * 40]), st.text(min_size=1, max_size=10))
-sender = st.one_of(st.sampled_from(["", "agent.me", "agent.other"]), st.text(max_size=10))
+ident = st.one_of(
+    st.sampled_from(["evt-1", "a", "x" * 40]), st.text(wire_char, min_size=1, max_size=10)
+)
+sender = st.one_of(
+    st.sampled_from(["", "agent.me", "agent.other"]), st.text(wire_char, max_size=10)
+)
 
 
 def reference(md: dict[str, str], fallback_id: str, sender: str) -> dict[str, str] | None:

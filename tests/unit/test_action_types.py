@@ -22,6 +22,7 @@ from loomk.actions import (
     ProviderKind,
     parse_version,
 )
+from loomk.envelope import RESERVED_KEYS
 
 # --- a reference semver 2.0 precedence, written from the spec (semver.org, item 11) -------
 
@@ -292,6 +293,18 @@ def test_call_defaults_and_with_args() -> None:
     assert (args.id, args.capability, args.version, args.timeout_ms) == ("c2", "a.b", "1.0.0", 5)
     raw = ActionCall.with_args("c3", "a.b", b"not json")
     assert raw.payload == b"not json"
+
+
+def test_with_envelope_fills_the_headers_once() -> None:
+    call = ActionCall("c1", "a.b", headers={"sender": "agent.me", "custom": "x"})
+    full = call.with_envelope()
+    assert full is not call
+    assert set(full.headers) == {*RESERVED_KEYS, "custom"}
+    assert (full.headers["thread_id"], full.correlation_id) == ("c1", "c1")
+    assert (full.headers["sender"], full.headers["custom"]) == ("agent.me", "x")
+    assert (full.id, full.capability, full.payload) == (call.id, call.capability, call.payload)
+    assert call.headers == {"sender": "agent.me", "custom": "x"}  # the original is unchanged
+    assert full.with_envelope() is full  # complete already: kept as it is
 
 
 # --- ActionResult -------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 import trio
 import trio.testing
 
-from loomk import CapabilityError
+from loomk import ActionCallError, CapabilityError, Context, Event
 from loomk.actions import (
     ActionBroker,
     ActionCall,
@@ -34,7 +34,7 @@ from loomk.actions import (
     capability,
 )
 from loomk.envelope import RESERVED_KEYS
-from loomk.testing import RecordingProvider, open_test_kernel
+from loomk.testing import RecordingProvider, ScriptedAgent, open_test_kernel
 
 settle = trio.testing.wait_all_tasks_blocked
 
@@ -356,22 +356,47 @@ async def test_invoke_with_a_non_call_is_invalid_params(bad: Any) -> None:
     assert result.code == ErrorCode.INVALID_PARAMS
 
 
-@pytest.mark.parametrize(
-    "bad",
-    [
-        pytest.param(ActionCall("c1", "test.cap", headers=None), id="headers-None"),  # type: ignore[arg-type]
-        pytest.param(ActionCall("c1", "test.cap", headers={"ttl": 5}), id="header-not-str"),  # type: ignore[dict-item]
-        pytest.param(ActionCall("c1", "test.cap", timeout_ms=None), id="timeout-None"),  # type: ignore[arg-type]
-        pytest.param(ActionCall("c1", ["test.cap"]), id="capability-list"),  # type: ignore[arg-type]
-    ],
-)
-async def test_invoke_with_a_malformed_call_never_raises(bad: ActionCall) -> None:
+MALFORMED = [
+    pytest.param({"headers": None}, id="headers-None"),
+    pytest.param({"headers": {"ttl": 5}}, id="header-not-str"),
+    pytest.param({"headers": {"k": "a\x00b"}}, id="header-with-NUL"),
+    pytest.param({"timeout_ms": None}, id="timeout-None"),
+    pytest.param({"timeout_ms": 2**63}, id="timeout-beyond-int64"),
+    pytest.param({"timeout_ms": -1}, id="timeout-negative"),
+    pytest.param({"capability": ["test.cap"]}, id="capability-list"),
+    pytest.param({"capability": "test.cap\ud800"}, id="capability-lone-surrogate"),
+    pytest.param({"version": "1.0.0\x00"}, id="version-with-NUL"),
+    pytest.param({"payload": "{}"}, id="payload-str"),
+]
+
+
+def forged(**fields: Any) -> ActionCall:
+    """A call changed after it was made, past the checks its constructor makes."""
+    made = ActionCall("c1", "test.cap")
+    for name, value in fields.items():
+        object.__setattr__(made, name, value)
+    return made
+
+
+@pytest.mark.parametrize("fields", MALFORMED)
+async def test_invoke_with_a_malformed_call_never_raises(fields: dict[str, Any]) -> None:
     broker = ActionBroker()
-    broker.register(RecordingProvider())
-    result = await broker.invoke(bad)
+    provider = RecordingProvider()
+    broker.register(provider)
+    result = await broker.invoke(forged(**fields))
     assert isinstance(result, ActionResult)
     assert result.status is ERROR
     assert result.code == ErrorCode.INVALID_PARAMS
+    assert result.id == "c1"
+    assert provider.count == 0
+    assert (await broker.invoke(call("c2"))).ok  # and the broker works on
+
+
+@pytest.mark.parametrize("fields", MALFORMED)
+def test_a_malformed_call_cannot_be_made(fields: dict[str, Any]) -> None:
+    with pytest.raises(ActionCallError) as info:
+        ActionCall(**{"id": "c1", "capability": "test.cap", **fields})
+    assert info.value.code == "ACTION_CALL_INVALID"
 
 
 # --- idempotency --------------------------------------------------------------------------
@@ -391,16 +416,129 @@ async def test_same_call_id_runs_once_and_answers_equally() -> None:
     assert third.id == "c2"
 
 
-async def test_cache_answers_regardless_of_capability() -> None:
-    # Loom: the cache is looked up by call id before the capability is resolved
+async def secret_keeper(c: ActionCall) -> ActionResult:
+    """Answers with what it was asked, and who asked: another call's data, if leaked."""
+    return ActionResult.success(
+        c.id,
+        {
+            "capability": c.capability,
+            "version": c.version,
+            "args": json.loads(c.payload),
+            "caller": c.headers.get("sender", ""),
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        pytest.param(call("c1", "a.cap"), call("c1", "b.cap"), id="another-capability"),
+        pytest.param(
+            call("c1", "a.cap", {"user": "alice"}),
+            call("c1", "a.cap", {"user": "bob"}),
+            id="other-arguments",
+        ),
+        pytest.param(
+            call("c1", "a.cap", version="1.0.0"), call("c1", "a.cap", version="2.0.0"), id="version"
+        ),
+        pytest.param(
+            call("c1", "a.cap", headers={"sender": "agent.alice"}),
+            call("c1", "a.cap", headers={"sender": "agent.bob"}),
+            id="another-caller",
+        ),
+    ],
+)
+async def test_an_id_reused_for_another_call_never_gets_the_earlier_output(
+    first: ActionCall, second: ActionCall
+) -> None:
+    # Loom looked the cache up by id alone, so the second caller got the first one's data
     broker = ActionBroker()
-    a, b = RecordingProvider("a.cap"), RecordingProvider("b.cap")
-    broker.register(a)
-    broker.register(b)
-    first = await broker.invoke(call("c1", "a.cap"))
-    again = await broker.invoke(call("c1", "b.cap"))
+    for name, version in (("a.cap", "1.0.0"), ("a.cap", "2.0.0"), ("b.cap", "1.0.0")):
+        broker.register(RecordingProvider(name, version=version, behaviour=secret_keeper))
+    one = await broker.invoke(first)
+    two = await broker.invoke(second)
+    assert one.ok
+    assert two.ok
+    assert two.output != one.output
+    assert two.id == "c1"
+    # each is still answered from the cache when repeated exactly
+    assert await broker.invoke(first) == one
+    assert await broker.invoke(second) == two
+    stats = broker.stats()
+    assert sum(s.cached for s in stats.capabilities.values()) == 2
+
+
+async def test_a_full_cache_forgets_the_oldest_call_even_under_one_id() -> None:
+    broker = ActionBroker(cache_size=2)
+    provider = RecordingProvider()
+    broker.register(provider)
+    for user in ("alice", "bob", "carol"):  # one id, three calls: alice's is forgotten
+        await broker.invoke(call("same", args={"user": user}))
+    assert provider.count == 3
+    await broker.invoke(call("same", args={"user": "carol"}))
+    await broker.invoke(call("same", args={"user": "bob"}))
+    assert provider.count == 3
+    await broker.invoke(call("same", args={"user": "alice"}))
+    assert provider.count == 4
+    assert [json.loads(c.payload)["user"] for c in provider.calls] == [
+        "alice",
+        "bob",
+        "carol",
+        "alice",
+    ]
+
+
+async def test_agents_reusing_a_call_id_each_get_their_own_answer() -> None:
+    answers: dict[str, Any] = {}
+
+    async def ask(ctx: Context, event: Event) -> None:
+        user = event.payload.decode()
+        result = await ctx.invoke("a.cap", {"user": user}, call_id="shared")
+        answers[ctx.agent_id] = result.json()
+
+    async with open_test_kernel() as kernel:
+        kernel.broker.register(RecordingProvider("a.cap", behaviour=secret_keeper))
+        for name in ("alice", "bob", "mallory"):
+            await kernel.spawn(ScriptedAgent(name, {"ask": ask}))
+        await kernel.bus.publish("in.alice", Event("ask", b"alice"))
+        await settle()
+        await kernel.bus.publish("in.bob", Event("ask", b"bob"))  # other arguments
+        await kernel.bus.publish("in.mallory", Event("ask", b"alice"))  # alice's, not alice
+        await settle()
+    assert answers["alice"]["args"] == {"user": "alice"}
+    assert answers["bob"]["args"] == {"user": "bob"}
+    assert answers["mallory"]["caller"] == "agent.mallory"  # not alice's cached answer
+
+
+async def test_a_repeat_differing_only_in_per_hop_headers_is_the_same_call() -> None:
+    broker = ActionBroker()
+    provider = RecordingProvider()
+    broker.register(provider)
+    first = await broker.invoke(call("c1", headers={"sender": "agent.a", "ts": "1", "hop": "0"}))
+    again = await broker.invoke(call("c1", headers={"sender": "agent.a", "ts": "2", "hop": "3"}))
     assert again == first
-    assert (a.count, b.count) == (1, 0)
+    assert provider.count == 1
+
+
+async def test_concurrent_calls_sharing_an_id_but_not_the_call_both_run() -> None:
+    broker = ActionBroker()
+    gated = Gated()
+    broker.register(gated)
+    results: dict[str, ActionResult] = {}
+
+    async def run(label: str, args: dict[str, Any]) -> None:
+        results[label] = await broker.invoke(call("same", "test.gated", args))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, "alice", {"user": "alice"})
+        nursery.start_soon(run, "bob", {"user": "bob"})
+        await settle()
+        assert gated.inside == 2  # bob's call did not wait for alice's to share its outcome
+        gated.gate.set()
+    assert results["alice"].ok
+    assert results["bob"].ok
+    stats = broker.stats().capability("test.gated")
+    assert (stats.calls, stats.cached) == (2, 0)
 
 
 async def test_errors_are_cached() -> None:
@@ -431,9 +569,11 @@ async def test_invalid_params_results_are_cached() -> None:
     broker.register(needs_x)
     first = await broker.invoke(call("c1", "p.cap", {}))
     assert first.code == ErrorCode.INVALID_PARAMS
-    # the same id with a good payload: still the cached answer
-    assert await broker.invoke(call("c1", "p.cap", {"x": 1})) == first
+    assert await broker.invoke(call("c1", "p.cap", {})) == first
     assert runs == 0
+    # the same id with a good payload is another call: it runs
+    assert (await broker.invoke(call("c1", "p.cap", {"x": 1}))).json() == {"x": 1}
+    assert runs == 1
 
 
 async def test_timeouts_are_cached(autojump_clock: trio.testing.MockClock) -> None:
