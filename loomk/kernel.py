@@ -32,6 +32,7 @@ from loomk.actions.broker import ActionBroker
 from loomk.actions.directory import CapabilityDirectory
 from loomk.actions.providers import LLMGenerateProvider, builtin_providers
 from loomk.agents import Agent, AgentDefaults, AgentHandle, AgentRuntime, agent_on_stack
+from loomk.agents.runtime import SPAWN_OPTIONS, SUBSCRIBE_OPTIONS, check_options
 from loomk.bus import EventBus
 from loomk.collab import Collaborator, CollabService
 from loomk.config import Config, ConfigSource
@@ -166,6 +167,7 @@ class Kernel:
 
     async def spawn(self, agent: Agent, **supervision: Any) -> AgentHandle:
         """Start a supervised agent; see :meth:`AgentRuntime.spawn` for the options."""
+        check_options("spawn", supervision, SPAWN_OPTIONS)
         return await self.agents.spawn(agent, **supervision)
 
     async def spawn_many(self, agents: Iterable[Agent], **supervision: Any) -> list[AgentHandle]:
@@ -179,6 +181,7 @@ class Kernel:
     async def subscribe_agent(self, agent_id: str, pattern: str, **options: Any) -> None:
         """Subscribe a running agent to ``pattern`` (options: qos, event_types, overflow,
         capacity)."""
+        check_options("subscribe_agent", options, SUBSCRIBE_OPTIONS)
         await self.agents.subscribe(agent_id, pattern, **options)
 
     async def unsubscribe_agent(self, agent_id: str, pattern: str) -> None:

@@ -149,6 +149,7 @@ class Supervisor:
                 _log_failure("agent did not start", record, error)
         finally:
             await self._stop_instance(record, instance, ctx, transaction)
+            transaction.holding = False  # a context kept past its instance publishes at once
         return failure
 
     @staticmethod

@@ -22,7 +22,7 @@ from loomk.bus.overflow import OverflowLike
 from loomk.bus.topics import validate_topic
 from loomk.collab.collaborator import Collaborator, ContractNetResult, Strategy, collab_types
 from loomk.envelope import agent_reply_topic
-from loomk.errors import EventError
+from loomk.errors import EventError, KernelClosed
 from loomk.events import Event, QoS
 from loomk.llm import ModelAnswer, RoutingDecision, routing_decision_event
 from loomk.state.agent_state import AgentStateView
@@ -245,6 +245,10 @@ class Context:
         ``args`` is sent as JSON (bytes as they are); ``priority`` picks the call's QoS.
         The outcome is also published as ``action_result`` on ``agent.{id}``.
         """
+        if self.kernel.bus.closed:
+            raise KernelClosed(
+                f"cannot invoke {capability!r}: the kernel is not running (it has shut down)"
+            )
         await self._before_interaction()
         if self._transaction.deadline != math.inf:
             timeout_s = self._bounded(math.inf if timeout_s is None else timeout_s)

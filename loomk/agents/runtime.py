@@ -16,6 +16,7 @@ The runtime reaches the rest of the system only through :class:`AgentServices`.
 from __future__ import annotations
 
 import builtins
+import difflib
 import gc
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -74,6 +75,37 @@ def _check_timeout(name: str, value: object) -> None:
     ):
         low = "> 0" if name == "start_timeout_s" else ">= 0"
         raise AgentError(f"{name} must be a finite number {low}, got {value!r}")
+
+
+SPAWN_OPTIONS = frozenset(
+    {
+        "restart",
+        "max_restarts",
+        "window_s",
+        "backoff_s",
+        "backoff_max_s",
+        "jitter",
+        "critical",
+        "stop_timeout_s",
+        "start_timeout_s",
+    }
+)
+"""The keyword options ``spawn`` and ``spawn_many`` take."""
+
+SUBSCRIBE_OPTIONS = frozenset({"qos", "event_types", "overflow", "capacity"})
+"""The keyword options a subscription of an agent takes."""
+
+
+def check_options(what: str, given: Collection[str], known: frozenset[str]) -> None:
+    """Refuse keyword options ``what`` does not take, naming the nearest known one."""
+    unknown = sorted(set(given) - known)
+    if unknown:
+        name = unknown[0]
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise AgentError(
+            f"{what} takes no option {name!r}{hint} (it takes {', '.join(sorted(known))})"
+        )
 
 
 def _check_batches(agent: Agent) -> None:
@@ -192,6 +224,7 @@ class AgentRuntime:
         collector pauses until every agent has started (it would otherwise walk the growing
         heap again and again).
         """
+        check_options("spawn_many", supervision, SPAWN_OPTIONS)
         stop_timeout_s = supervision.pop("stop_timeout_s", None)
         start_timeout_s = supervision.pop("start_timeout_s", None)
         _check_timeout("stop_timeout_s", stop_timeout_s)

@@ -91,3 +91,31 @@ async def test_publish_and_subscribe_after_close_say_the_kernel_is_not_running()
         kernel.bus.subscribe("news")
     assert "cannot subscribe to 'news'" in info.value.message
     assert "the kernel is not running" in info.value.message
+
+
+async def test_an_agents_emit_and_invoke_after_close_raise_instead_of_vanishing() -> None:
+    _, ctx = await closed_kernel()
+    with pytest.raises(KernelClosed) as info:  # not held in an outbox no one will commit
+        await ctx.emit("news", Event("x"))
+    assert "the kernel is not running" in info.value.message
+    with pytest.raises(KernelClosed) as info:  # refused before the capability runs
+        await ctx.invoke("time.now")
+    assert_names_the_call(info.value, "invoke 'time.now'")
+
+
+@pytest.mark.parametrize(
+    ("call", "named"),
+    [
+        (lambda k: k.spawn(ScriptedAgent("a"), restrat="temporary"), "'restrat'"),
+        (lambda k: k.spawn_many([ScriptedAgent("a")], windows_s=1), "'windows_s'"),
+        (lambda k: k.subscribe_agent("a", "x", overflw="block"), "'overflw'"),
+    ],
+    ids=["spawn", "spawn_many", "subscribe_agent"],
+)
+async def test_an_unknown_option_is_a_typed_error_naming_it(call: Any, named: str) -> None:
+    from loomk import AgentError
+
+    async with open_test_kernel() as kernel:
+        await kernel.spawn(ScriptedAgent("a"))
+        with pytest.raises(AgentError, match=rf"takes no option {named}; did you mean"):
+            await call(kernel)
