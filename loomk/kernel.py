@@ -65,6 +65,7 @@ class Kernel:
         self.agent_defaults = AgentDefaults(
             stop_timeout_s=config.shutdown_timeout_s,
             start_timeout_s=config.agent_start_timeout_s,
+            action_timeout_s=config.action_timeout_s,
             memory_max_items=config.memory_max_items,
             memory_max_bytes=config.memory_max_bytes,
         )

@@ -16,6 +16,8 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+import trio
+
 from loomk.events import Event
 from loomk.state.agent_state import AgentStateView
 
@@ -26,8 +28,7 @@ __all__ = ["COMMIT_GROUP_MAX", "Transaction"]
 
 COMMIT_GROUP_MAX = 64
 """Most events whose handlers' commits are grouped into one while an agent has a backlog
-(a batch handler's batch is one handler, never split: it is committed on its own when it
-reaches the bound).
+(a batch handler's batches are each committed on their own).
 
 Grouping saves a park per handler (the commit wait); the bound caps how long the first
 handler's held events wait for the group's commit.
@@ -96,15 +97,20 @@ class Transaction:
         return grouped >= COMMIT_GROUP_MAX  # (an empty outbox has its mark at 0)
 
     async def flush(self) -> None:
-        """Commit the state written so far, then publish the held events, in order."""
-        view = self._view
-        if view is not None and view.dirty:
-            await self._store.commit(self.agent_id, view)
-        outbox, self.outbox = self.outbox, []
-        self._mark = 0
-        publish = self._publish
-        for topic, event in outbox:
-            await publish(topic, event)
+        """Commit the state written so far, then publish the held events, in order.
+
+        Shielded: a handler cut short (its request's deadline) while this runs is cut after
+        it, so its state is never durable without its events going out, nor half of them.
+        """
+        with trio.CancelScope(shield=True):
+            view = self._view
+            if view is not None and view.dirty:
+                await self._store.commit(self.agent_id, view)
+            outbox, self.outbox = self.outbox, []
+            self._mark = 0
+            publish = self._publish
+            for topic, event in outbox:
+                await publish(topic, event)
 
     async def commit_group(self) -> int:
         """Commit the group; returns how many events its handlers handled (0: none).

@@ -6,7 +6,8 @@ runs inside one long-lived cancel scope, and a handler serving a request only *a
 keeper: a heap entry saying "cancel this scope at this time, if the handler is still
 running". The keeper's task sleeps until the earliest armed time; entries whose handler
 returned in time are disarmed and simply skipped when their time comes. Arming and
-disarming cost a heap push and a flag.
+disarming cost a heap push and a flag; entries of handlers long done are swept when they
+outnumber the live ones, so far deadlines cannot grow the heap without bound.
 """
 
 from __future__ import annotations
@@ -23,14 +24,18 @@ __all__ = ["Armed", "DeadlineKeeper"]
 class Armed:
     """One handler's deadline: cancels ``scope`` when due, unless disarmed first."""
 
-    __slots__ = ("scope",)
+    __slots__ = ("_keeper", "fired", "scope")
 
-    def __init__(self, scope: trio.CancelScope) -> None:
+    def __init__(self, scope: trio.CancelScope, keeper: DeadlineKeeper) -> None:
         self.scope: trio.CancelScope | None = scope
+        self.fired = False  # the deadline came while the handler was still running
+        self._keeper = keeper
 
     def disarm(self) -> None:
-        """The handler is done: its deadline no longer applies."""
-        self.scope = None
+        """The handler is done: its deadline no longer applies (idempotent)."""
+        if self.scope is not None:
+            self.scope = None
+            self._keeper._disarmed += 1
 
 
 class DeadlineKeeper:
@@ -38,6 +43,7 @@ class DeadlineKeeper:
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, Armed]] = []
+        self._disarmed = 0  # entries in the heap whose handler is done
         self._order = itertools.count()
         self._sleep: trio.CancelScope | None = None  # the keeper's sleep, while it runs
 
@@ -48,8 +54,13 @@ class DeadlineKeeper:
 
     def arm(self, when: float, scope: trio.CancelScope) -> Armed:
         """Cancel ``scope`` at trio time ``when`` unless the returned entry is disarmed."""
-        armed = Armed(scope)
-        heapq.heappush(self._heap, (when, next(self._order), armed))
+        heap = self._heap
+        if self._disarmed > len(heap) // 2 + 64:  # far deadlines of handlers long done
+            heap[:] = [entry for entry in heap if entry[2].scope is not None]
+            heapq.heapify(heap)
+            self._disarmed = 0
+        armed = Armed(scope, self)
+        heapq.heappush(heap, (when, next(self._order), armed))
         sleep = self._sleep
         if sleep is not None and when < sleep.deadline:
             sleep.deadline = when
@@ -64,8 +75,12 @@ class DeadlineKeeper:
             while True:
                 now = trio.current_time()
                 while heap and heap[0][0] <= now:
-                    scope = heapq.heappop(heap)[2].scope
-                    if scope is not None:
+                    armed = heapq.heappop(heap)[2]
+                    scope, armed.scope = armed.scope, None  # out of the heap either way
+                    if scope is None:
+                        self._disarmed -= 1
+                    else:
+                        armed.fired = True
                         scope.cancel()
                 with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as sleep:
                     self._sleep = sleep

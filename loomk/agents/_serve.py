@@ -74,7 +74,7 @@ class _Loop:
     """The mailbox loop of one instance, inside a cancel scope its requests' deadlines can
     cancel (armed with the keeper); a handler cut short there renews the scope."""
 
-    __slots__ = ("ctx", "keeper", "record", "running", "scope", "transaction")
+    __slots__ = ("carried", "ctx", "keeper", "record", "running", "scope", "transaction")
 
     def __init__(
         self,
@@ -89,6 +89,7 @@ class _Loop:
         self.keeper = keeper
         self.scope = trio.CancelScope()
         self.running = 0  # events of the handler running under a deadline
+        self.carried: Event | None = None  # taken, but for the next batch
 
     async def run(self, drain: Drain) -> None:
         transaction = self.transaction
@@ -98,13 +99,17 @@ class _Loop:
                 self.scope = scope
                 if await drain(self):
                     return
-            transaction.deadline = math.inf
             if scope.cancelled_caught:  # a handler ran past its deadline: none of it happened
-                transaction.discard()
-                self.record.timed_out += self.running
-            self.running = 0
-            if transaction.grouped:  # a handler that returned as its scope was cancelled
+                self._cut()
+            if transaction.grouped:  # the group so far, written outside the spent scope
                 self.record.handled += await transaction.commit_group()
+
+    def _cut(self) -> None:
+        """The running handler is cut short: what it did since its last commit is dropped."""
+        self.transaction.discard()
+        self.transaction.deadline = math.inf
+        self.record.timed_out += self.running
+        self.running = 0
 
     async def within_deadline(
         self,
@@ -113,9 +118,11 @@ class _Loop:
         events: int,
         deadline_ms: int,
     ) -> object:
-        """Run the handler of a request (an event, or a batch holding requests) within the
-        deadline; its calls inherit what is left of it. Already late, it does not run
-        (``_CUT``). Cut short, ``Cancelled`` leaves the loop's scope, which renews it."""
+        """Run the handler of a request (an event, or a batch of requests) within the
+        deadline; its calls inherit what is left of it. ``_CUT`` when it does not count:
+        already late (not run), or still running when the deadline came, even if it then
+        returned (it caught the cancellation, or returned in the same tick). Cut while
+        waiting, ``Cancelled`` leaves the loop's scope, which renews it."""
         remaining_s = (deadline_ms - now_ms()) / 1000
         if remaining_s <= 0:
             self.record.timed_out += events
@@ -125,20 +132,24 @@ class _Loop:
         transaction.deadline = when  # what its calls inherit
         self.running = events
         cut = when - _CUT_EARLY_S  # before the timeouts of the calls it inherited that time
-        armed = self.keeper.arm(cut, self.scope) if self.keeper.running else None
-        if armed is None:  # no keeper task (a runtime without one): a scope of its own
+        if not self.keeper.running:  # no keeper task yet: a scope of its own
             with trio.CancelScope(deadline=cut) as own:
-                result: object = await handler(self.ctx, arrived)  # type: ignore[func-returns-value]
-            transaction.deadline = math.inf
-            self.running = 0
-            if own.cancelled_caught:
-                transaction.discard()
-                self.record.timed_out += events
-                return _CUT
-            return result
-        result = await handler(self.ctx, arrived)  # type: ignore[func-returns-value]
-        armed.disarm()
-        transaction.deadline = math.inf
+                try:
+                    result: object = await handler(self.ctx, arrived)  # type: ignore[func-returns-value]
+                finally:
+                    transaction.deadline = math.inf
+            fired = own.cancel_called
+        else:
+            armed = self.keeper.arm(cut, self.scope)
+            try:
+                result = await handler(self.ctx, arrived)  # type: ignore[func-returns-value]
+            finally:
+                armed.disarm()
+                transaction.deadline = math.inf
+            fired = armed.fired
+        if fired:
+            self._cut()
+            return _CUT
         self.running = 0
         return result
 
@@ -182,10 +193,10 @@ def _one_at_a_time(handler: Handler) -> Drain:
             if result is not _CUT:  # (late requests are skipped, but count toward the budget)
                 if result is not None:
                     raise returned_a_value(record.agent, "on_event", result)
-                if transaction.seal() and not scope.cancel_called:  # full, or events to release
+                if transaction.seal():  # the group is full, or holds events to release
                     record.handled += await transaction.commit_group()
-                if scope.cancel_called:  # its deadline passed as it returned: renew the scope
-                    return False
+            elif scope.cancel_called:  # the deadline came as it returned: renew the scope
+                return False
             budget -= 1
             if not budget:
                 budget = _CHECKPOINT_EVERY
@@ -199,26 +210,9 @@ def _in_batches(on_batch: BatchHandler) -> Drain:
     async def drain(loop: _Loop) -> bool:
         record, transaction, scope = loop.record, loop.transaction, loop.scope
         mailbox = record.mailbox
-        take = mailbox.take_nowait
         ctx = loop.ctx
-        sender = ctx.sender
-        limit = record.agent.batch_max
         while not transaction.stop_requested:
-            batch: list[Event] = []
-            deadline_ms: int | None = None
-            while len(batch) < limit:
-                item = take()
-                if item is EMPTY:
-                    break
-                source = item[1]  # type: ignore[index]
-                event = delivered_event(source, sender)
-                if event is None:
-                    record.expired += 1
-                    continue
-                batch.append(event)
-                due = source.deadline_ms
-                if due is not None and (deadline_ms is None or due < deadline_ms):
-                    deadline_ms = due
+            batch, deadline_ms = _take_batch(loop)
             if not batch:
                 if record.stopping:
                     return True
@@ -231,16 +225,56 @@ def _in_batches(on_batch: BatchHandler) -> Drain:
                 result: object = await on_batch(ctx, batch)  # type: ignore[func-returns-value]
             else:
                 result = await loop.within_deadline(on_batch, batch, len(batch), deadline_ms)
-                if result is _CUT:
-                    await trio.lowlevel.checkpoint()  # a stream of late batches still yields
-                    continue
+            if result is _CUT:
+                if scope.cancel_called:
+                    return False
+                await trio.lowlevel.checkpoint()  # a stream of late batches still yields
+                continue
             if result is not None:
                 raise returned_a_value(record.agent, "on_batch", result)
             transaction.seal(len(batch))
-            if scope.cancel_called:
-                return False
             record.handled += await transaction.commit_group()
             await trio.lowlevel.checkpoint()  # one per batch: others run between batches
         return True
 
     return drain
+
+
+def _take_batch(loop: _Loop) -> tuple[list[Event], int | None]:
+    """What is queued, up to ``batch_max``, as one batch, and the earliest deadline in it.
+
+    Requests (events with a deadline) and other events never share a batch, so a request
+    cut short takes no other event with it: a batch ends where the kind changes, and the
+    event that ended it opens the next one. Requests already late are dropped here, one
+    by one (``timed_out``).
+    """
+    record = loop.record
+    take = record.mailbox.take_nowait
+    sender = loop.ctx.sender
+    limit = record.agent.batch_max
+    batch: list[Event] = []
+    earliest: int | None = None
+    carried, loop.carried = loop.carried, None
+    while len(batch) < limit:
+        if carried is not None:
+            source, carried = carried, None
+        else:
+            item = take()
+            if item is EMPTY:
+                break
+            source = item[1]  # type: ignore[index]
+        due = source.deadline_ms
+        if due is not None and due <= now_ms():
+            record.timed_out += 1  # late already: not handled, as one at a time
+            continue
+        if batch and (due is None) != (earliest is None):
+            loop.carried = source  # the other kind: it opens the next batch
+            break
+        event = delivered_event(source, sender)
+        if event is None:
+            record.expired += 1
+            continue
+        batch.append(event)
+        if due is not None and (earliest is None or due < earliest):
+            earliest = due
+    return batch, earliest

@@ -242,7 +242,9 @@ class Supervisor:
 def _start_error(record: AgentRecord, error: Exception) -> AgentStartError:
     if isinstance(error, AgentStartError):
         return error
-    return AgentStartError(record.agent_id, f"on_start raised {error!r}", error)
+    start_error = AgentStartError(record.agent_id, f"on_start raised {error!r}", error)
+    start_error.__cause__ = error  # the traceback from spawn shows what on_start raised
+    return start_error
 
 
 def _log_failure(message: str, record: AgentRecord, error: BaseException) -> None:

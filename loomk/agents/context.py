@@ -251,7 +251,8 @@ class Context:
             )
         await self._before_interaction()
         if self._transaction.deadline != math.inf:
-            timeout_s = self._bounded(math.inf if timeout_s is None else timeout_s)
+            default = self._record.defaults.action_timeout_s
+            timeout_s = self._bounded(default if timeout_s is None else timeout_s)
         call = action_call(
             self.sender,
             capability,

@@ -117,7 +117,7 @@ def _check_batches(agent: Agent) -> None:
     if agent.routed:
         raise AgentContractError(
             f"{type(agent).__name__} is routed and has on_batch: routed agents take their "
-            "events one at a time (drop on_batch, or routed = True)"
+            "events one at a time (drop on_batch, or set routed = False)"
         )
 
 
@@ -218,11 +218,11 @@ class AgentRuntime:
         """Spawn many agents at once, with one supervision policy (see :meth:`spawn`).
 
         Every agent is checked before any starts, so a bad one starts none; and if one fails
-        to start, those that did are stopped before :class:`AgentStartError` is raised, so
-        the batch starts whole or not at all. Much faster than one ``spawn`` after another
-        for thousands of agents: the starts share one scheduler pass, and the garbage
-        collector pauses until every agent has started (it would otherwise walk the growing
-        heap again and again).
+        to start, those that did are stopped again (all at once) before
+        :class:`AgentStartError` is raised, so none of the batch is left running. Much faster
+        than one ``spawn`` after another for thousands of agents: the starts share one
+        scheduler pass, and the garbage collector pauses until every agent has started (it
+        would otherwise walk the growing heap again and again).
         """
         check_options("spawn_many", supervision, SPAWN_OPTIONS)
         stop_timeout_s = supervision.pop("stop_timeout_s", None)
@@ -249,9 +249,7 @@ class AgentRuntime:
             failed = [record.start_error for record in records if record.start_error]
             if not failed:
                 return [record.handle for record in records]
-        for record in records:  # all or nothing: stop those that did start
-            if record.start_error is None and not record.finished:
-                await self.stop(record.agent_id)
+        await self._stop_together([r for r in records if r.start_error is None])
         first = failed[0]
         if len(failed) == 1:
             raise first
@@ -370,9 +368,22 @@ class AgentRuntime:
         bounded by its own stop timeout.
         """
         self._closing = True
-        records = list(self._records.values())
+        await self._stop_together(list(self._records.values()), timeout_s)
+        self._keeper_scope.cancel()
+
+    async def _stop_together(
+        self, records: builtins.list[AgentRecord], timeout_s: float | None = None
+    ) -> None:
+        """Stop these agents at once (not one after another); past ``timeout_s`` (default:
+        the longest of their stop timeouts) cancel those still running."""
+        records = [record for record in records if not record.finished]
+        if not records:
+            return
         for record in records:
             self._begin_stop(record)
+            self._subscriptions.leave_directory(record)
+        if timeout_s is None:
+            timeout_s = max(record.stop_timeout_s for record in records)
         with trio.move_on_after(timeout_s):
             await self._until_finished(records)
         late = [record for record in records if not record.finished]
@@ -381,7 +392,6 @@ class AgentRuntime:
             for record in late:
                 record.scope.cancel()
             await self._until_finished(late)
-        self._keeper_scope.cancel()
 
     def force(self) -> None:
         """Abandon graceful stopping: cut every running ``on_stop`` short, now and later."""

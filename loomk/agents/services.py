@@ -32,12 +32,15 @@ class AgentDefaults:
 
     stop_timeout_s: float
     """How long a graceful stop waits for the agent (and, separately, for its ``on_stop``)."""
-    start_timeout_s: float
-    """How long an agent's first ``on_start`` may take before ``spawn`` gives up on it."""
     memory_max_items: int
     """Items kept in an agent's ephemeral memory (``ctx.memory``)."""
     memory_max_bytes: int
     """Bytes kept in an agent's ephemeral memory."""
+    start_timeout_s: float = 30.0
+    """How long an agent's first ``on_start`` may take before ``spawn`` gives up on it."""
+    action_timeout_s: float = 30.0
+    """The timeout of ``ctx.invoke`` without one of its own (the broker's default): a call
+    a request's handler makes gets the lesser of it and the time the request has left."""
 
 
 class AgentStateStore(Protocol):

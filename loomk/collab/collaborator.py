@@ -166,7 +166,7 @@ class Collaborator:
     ) -> Event:
         """``message`` carrying ``envelope`` (an Event keeps its type, payload and metadata)
         and the deadline ``timeout_s`` from now, by which whoever handles it must be done."""
-        deadline = {DEADLINE_MS: str(now_ms() + math.ceil(timeout_s * 1000))}
+        deadline = _deadline_metadata(timeout_s)
         if isinstance(message, Event):
             metadata = dict(message.metadata)
             envelope.apply_to_metadata(metadata)
@@ -429,8 +429,20 @@ class Collaborator:
     def _award(self, winner: Event, envelope: Envelope, execute_timeout_s: float) -> Event:
         metadata = dict(winner.metadata)
         metadata["award_to"] = winner.metadata.get(SENDER, "")
-        metadata[DEADLINE_MS] = str(now_ms() + math.ceil(execute_timeout_s * 1000))
+        metadata.update(_deadline_metadata(execute_timeout_s))
         return self._control(collab_types.AWARD, envelope, priority=60, extra=metadata)
+
+
+_INT64_MAX = 2**63 - 1
+
+
+def _deadline_metadata(timeout_s: float) -> dict[str, str]:
+    """``deadline_ms`` for a call waiting ``timeout_s`` from now; none for one that waits
+    for ever (an infinite timeout) or past what the wire's int64 can say."""
+    if not math.isfinite(timeout_s):
+        return {}
+    deadline = now_ms() + math.ceil(timeout_s * 1000)
+    return {DEADLINE_MS: str(deadline)} if deadline <= _INT64_MAX else {}
 
 
 def _bytes(message: bytes | str) -> bytes:

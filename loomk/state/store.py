@@ -188,7 +188,7 @@ class Store:
         if self._failure is not None:
             raise self._failed(self._failure)
         deletes = tuple(deletes)
-        _check_operations(puts, deletes)  # all of it, before any of it joins the batch
+        _check_operations(self.path, puts, deletes)  # all of it, before any joins the batch
         generation = self._open
         if generation.size >= _MAX_BATCH_OPS:  # full: the next batch takes the rest
             generation = self._open = self._seal_and_open()
@@ -339,13 +339,16 @@ class Store:
             raise KernelClosed(f"the store in {self.path} is closed")
 
 
-def _check_operations(puts: Mapping[bytes, bytes], deletes: tuple[bytes, ...]) -> None:
+def _check_operations(path: Path, puts: Mapping[bytes, bytes], deletes: tuple[bytes, ...]) -> None:
     """Refuse a malformed commit before it joins a batch (it would fail the others too)."""
     for key, value in puts.items():
         if key.__class__ is not bytes or value.__class__ is not bytes:
             raise StoreError(
-                f"store keys and values are bytes, got {key!r}: {type(value).__name__}"
+                f"a commit to the store in {path} was refused: keys and values are bytes, "
+                f"got {key!r}: {type(value).__name__}"
             )
     for key in deletes:
         if key.__class__ is not bytes:
-            raise StoreError(f"store keys are bytes, got {key!r}")
+            raise StoreError(
+                f"a commit to the store in {path} was refused: keys are bytes, got {key!r}"
+            )

@@ -4,8 +4,10 @@ Everything in a kernel shares one thread, so a handler that blocks (``time.sleep
 synchronous HTTP call, a tight loop) freezes every agent, and nothing else can say so. A
 thread of the watchdog's own asks the trio thread, every half threshold, to run a tiny
 callback (``TrioToken.run_sync_soon``); when the answer takes longer than the threshold, it
-logs one warning for that stall with the blocked thread's stack (and the agent it is in,
-when a locator is given), and counts the stall once it ends. An idle kernel answers at
+logs one warning for that stall with the blocked thread's stack and counts it. Sampled twice,
+half a threshold apart, the stall names its agent when the same agent held the thread both
+times (a handler that does not yield); otherwise it is reported as an overloaded scheduler
+round (many tasks, each yielding, but together longer than the threshold). An idle kernel answers at
 once: the probe wakes it, nothing more. The probes use neither trio's clock nor a task, so
 ``MockClock`` and ``wait_all_tasks_blocked`` in tests do not see them.
 """
@@ -42,7 +44,8 @@ class StallStats:
     longest_ms: float
     """The longest stall that has ended."""
     last_agent: str | None
-    """The agent the last stall was in, when known."""
+    """The agent that held the thread in the last stall (None: the thread was busy running
+    many tasks, or outside any agent)."""
     stalled_now: bool
     """Whether the kernel's thread is stalled at this moment."""
 
@@ -104,25 +107,53 @@ class StallWatchdog:
                 if self._stop.wait(threshold_s / 2):
                     return
                 continue
-            self._stalled_now(watched)
+            self._stalled_now(watched, probe, threshold_s)
             while not probe.answered.wait(threshold_s) and not self._stop.is_set():
                 pass  # one warning per stall, however long it lasts
             self._ended(probe.latency())
 
-    def _stalled_now(self, watched: int) -> None:
-        frame = sys._current_frames().get(watched)
-        agent = self._locate(frame) if frame is not None and self._locate else None
-        stack = "".join(traceback.format_stack(frame)) if frame is not None else "(unknown)"
+    def _stalled_now(self, watched: int, probe: _Probe, threshold_s: float) -> None:
+        """Count the stall and say where it is. The thread is sampled twice, half a
+        threshold apart: the same agent both times is a handler that does not yield (it is
+        named); different places are a scheduler round kept busy by many tasks, each of
+        which yields (the kernel is overloaded rather than blocked, and nobody is named)."""
+        first = self._sample(watched)
         with self._lock:
             self._stalls += 1
-            self._last_agent = agent
+            self._last_agent = None
             self._stalled = True
-        _log.warning(
-            "kernel stalled: its thread has not returned to the scheduler; every agent waits",
-            threshold_ms=self.threshold_ms,
-            agent_id=agent,
-            stack=stack,
-        )
+        if probe.answered.wait(threshold_s / 2) or self._stop.is_set():
+            second = None  # it came back meanwhile: a single long step of ``first``'s agent
+            blocked = first[0] is not None
+        else:
+            second = self._sample(watched)
+            blocked = first[0] is not None and second[0] == first[0]
+        agent, stack = first if second is None else second
+        if blocked:
+            with self._lock:
+                self._last_agent = agent
+            _log.warning(
+                "kernel stalled: a handler has not returned to the scheduler; every agent "
+                "waits (move blocking work to trio.to_thread.run_sync)",
+                threshold_ms=self.threshold_ms,
+                agent_id=agent,
+                stack=stack,
+            )
+        else:
+            _log.warning(
+                "kernel overloaded: one scheduler round took longer than the threshold "
+                "(many tasks ran, each for a while); timers and I/O wait meanwhile",
+                threshold_ms=self.threshold_ms,
+                stack=stack,
+            )
+
+    def _sample(self, watched: int) -> tuple[str | None, str]:
+        """The agent the watched thread runs (when the locator knows) and its stack."""
+        frame = sys._current_frames().get(watched)
+        if frame is None:
+            return None, "(unknown)"
+        agent = self._locate(frame) if self._locate else None
+        return agent, "".join(traceback.format_stack(frame))
 
     def _ended(self, seconds: float) -> None:
         milliseconds = round(seconds * 1000, 1)

@@ -96,24 +96,45 @@ async def test_expired_events_are_dropped_before_the_batch() -> None:
     assert (handle.expired, handle.handled) == (1, 1)
 
 
-async def test_a_batch_past_its_earliest_deadline_commits_nothing(
+async def test_a_batch_of_requests_past_its_earliest_deadline_commits_nothing(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    """Requests and other events never share a batch: the requests' batch is cut at the
+    earliest deadline, the plain event after it is handled in a batch of its own."""
+    sizes: list[int] = []
+
     class Slow(Agent):
         topics = ("feed",)
 
         async def on_batch(self, ctx: Context, events: list[Event]) -> None:
-            ctx.state["touched"] = True
+            sizes.append(len(events))
+            ctx.state["handled"] = ctx.state.get("handled", 0) + len(events)
             await trio.sleep(10)
 
     async with open_test_kernel() as kernel:
         handle = await kernel.spawn(Slow("slow"))
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(publish, kernel, "feed", b"plain")
-            nursery.start_soon(kernel.bus.publish, "feed", Event("req", metadata=_due_in(2)))
-        await trio.sleep(5)  # virtual: past the deadline (2 s), before the sleep's end (10 s)
+        # three publishes without a checkpoint between them: all queued before it runs
+        await kernel.bus.publish("feed", Event("req", metadata=_due_in(3)))
+        await kernel.bus.publish("feed", Event("req", metadata=_due_in(2)))
+        await kernel.bus.publish("feed", Event("reading", b"plain"))
+        await trio.sleep(5)  # virtual: past the earliest deadline (2 s), within the sleep
         assert (handle.timed_out, handle.handled) == (2, 0)
-        assert kernel.agent_state("slow").persistent_state == b"{}"
+        await trio.sleep(20)
+        assert sizes == [2, 1]
+        assert (handle.timed_out, handle.handled) == (2, 1)
+        assert kernel.agent_state("slow").persistent_state == b'{"handled": 1}'
+
+
+async def test_late_requests_are_dropped_from_a_batch_one_by_one() -> None:
+    batches: list[list[bytes]] = []
+    async with open_test_kernel() as kernel:
+        handle = await kernel.spawn(Batcher("b", batches))
+        await publish(kernel, "feed", b"p1")  # (no checkpoint: all queued before it runs)
+        await kernel.bus.publish("feed", Event("req", b"late", metadata={"deadline_ms": "1"}))
+        await publish(kernel, "feed", b"p2")
+        await settle()
+    assert batches == [[b"p1", b"p2"]]  # the late request went; the others were handled
+    assert (handle.timed_out, handle.handled) == (1, 2)
 
 
 def _due_in(seconds: float) -> dict[str, str]:

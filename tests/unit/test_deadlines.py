@@ -3,10 +3,15 @@
 The request carries its deadline (metadata ``deadline_ms``); the handler that serves it runs
 within it, and the requests, fanouts and capability calls it makes inherit the time left. A
 handler cut by its deadline commits nothing (no state, no reply), and the caller gets its
-own timeout. All on a MockClock, so the times are exact.
+own timeout. All on a MockClock; a deadline travels as wall-clock milliseconds, so the
+virtual time of a cut can differ from the timeout by the real time the test took (the
+tolerances allow a quarter second of it).
 """
 
 from __future__ import annotations
+
+import contextlib
+import math
 
 import pytest
 import trio
@@ -43,7 +48,7 @@ async def test_a_handler_past_its_request_deadline_is_cut_and_commits_nothing(
                 await kernel.collaborator("caller").request("in.slow", b"q", timeout_s=2)
             assert trio.current_time() == 2.0
             await settle()
-        assert trio.current_time() == pytest.approx(2.0, abs=0.01)  # cut then, not at 10
+        assert trio.current_time() == pytest.approx(2.0, abs=0.25)  # cut then, not at 10
         assert handle.timed_out == 1
         assert handle.stats().timed_out == 1
         assert handle.failures == 0  # not a failure: nothing restarts
@@ -76,7 +81,7 @@ async def test_the_calls_a_request_causes_inherit_the_time_it_has_left(
         with pytest.raises(CollabTimeout):
             await kernel.collaborator("caller").request("in.front", b"q", timeout_s=5)
         await settle()
-    assert cut_at == [pytest.approx(5.0, abs=0.01)]  # the first request's deadline, not 61
+    assert cut_at == [pytest.approx(5.0, abs=0.25)]  # the first request's deadline, not 61
     assert (front_handle.timed_out, back_handle.timed_out) == (1, 1)
     assert front_handle.failures == 0  # cut by its deadline, not failed by its inner call
 
@@ -135,3 +140,143 @@ async def test_a_handler_that_finishes_in_time_commits_as_usual(
         await settle()
         assert handle.timed_out == 0
         assert kernel.agent_state("quick").persistent_state == b'{"n": 1}'
+
+
+async def test_a_request_done_early_leaves_no_deadline_for_what_follows(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The keeper's entry of a finished request is disarmed: a plain handler running past
+    that request's old deadline is not cut."""
+    finished: list[str] = []
+
+    async def quick(ctx: Context, event: Event) -> None:
+        await ctx.reply(event, Event("answer"))
+
+    async def long(ctx: Context, event: Event) -> None:
+        await trio.sleep(10)  # well past the request's deadline
+        finished.append("long")
+
+    async with open_test_kernel() as kernel:
+        handle = await kernel.spawn(ScriptedAgent("a", {"collab.request": quick, "work": long}))
+        await kernel.collaborator("caller").request("in.a", b"q", timeout_s=2)
+        await kernel.bus.publish("in.a", Event("work"))
+        await trio.sleep(20)
+        assert finished == ["long"]
+        assert (handle.timed_out, handle.handled) == (0, 2)
+
+
+async def test_a_handler_that_catches_the_cut_still_commits_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def stubborn(ctx: Context, event: Event) -> None:
+        ctx.state["wrote"] = True
+        with contextlib.suppress(trio.Cancelled):  # swallowed: it returns, after its deadline
+            await trio.sleep(10)
+        await ctx.emit("out", Event("late"))
+
+    async with open_test_kernel() as kernel:
+        handle = await kernel.spawn(ScriptedAgent("s", {"collab.request": stubborn}))
+        with capture_events(kernel.bus, "out") as out, pytest.raises(CollabTimeout):
+            await kernel.collaborator("caller").request("in.s", b"q", timeout_s=2)
+        await settle()
+        assert (handle.timed_out, handle.handled, handle.failures) == (1, 0, 0)
+        assert out.events == []
+        assert kernel.agent_state("s").persistent_state == b"{}"
+
+
+async def test_what_a_cut_handler_flushed_stays_whole_and_the_rest_goes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A flush (or an interactive call) commits and publishes what was held, whole, even if
+    the deadline comes while it writes; what the handler does after it is dropped."""
+
+    flushed, ended = trio.Event(), trio.Event()
+
+    async def flushes(ctx: Context, event: Event) -> None:
+        try:
+            ctx.state["before"] = 1
+            await ctx.emit("out", Event("before"))
+            await ctx.flush()
+            flushed.set()
+            ctx.state["after"] = 1
+            await ctx.emit("out", Event("after"))
+            await trio.sleep(10)
+        finally:
+            ended.set()
+
+    # With sync on, the flush waits for fsync in a thread; the autojump clock moves on
+    # meanwhile, so the deadline comes while the flush writes: the case the shield is for.
+    async with open_test_kernel(state_sync=True) as kernel:
+        handle = await kernel.spawn(ScriptedAgent("f", {"collab.request": flushes}))
+        with capture_events(kernel.bus, "out") as out:
+            with pytest.raises(CollabTimeout):
+                await kernel.collaborator("caller").request("in.f", b"q", timeout_s=2)
+            await ended.wait()  # the fsync thread is back (the deadline passed meanwhile)
+            await settle()
+        assert flushed.is_set()  # the flush was not cut in the middle
+        assert handle.timed_out == 1
+        assert [event.type for event in out.events] == ["before"]
+        assert kernel.agent_state("f").persistent_state == b'{"before": 1}'
+
+
+async def test_a_failed_request_leaves_no_deadline_on_the_instance(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """on_stop after a request's handler failed is not bound by that request's deadline."""
+    outcomes: list[str] = []
+
+    async def fails(ctx: Context, event: Event) -> None:
+        raise RuntimeError("broken")
+
+    async def slow_answer(ctx: Context, event: Event) -> None:
+        await trio.sleep(3)
+        await ctx.reply(event, Event("answer", b"late but fine"))
+
+    async def on_stop(ctx: Context) -> None:
+        reply = await ctx.request("in.helper", b"q", timeout_s=5)  # after the dead 1 s one
+        outcomes.append(reply.payload.decode())
+
+    async with open_test_kernel() as kernel:
+        await kernel.spawn(ScriptedAgent("helper", {"collab.request": slow_answer}))
+        await kernel.spawn(
+            ScriptedAgent("f", {"collab.request": fails}, on_stop=on_stop), restart="temporary"
+        )
+        with pytest.raises(CollabTimeout):
+            await kernel.collaborator("caller").request("in.f", b"q", timeout_s=1)
+        await trio.sleep(10)
+    assert outcomes == ["late but fine"]
+
+
+async def test_a_call_without_a_timeout_gets_the_default_not_a_long_request_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def hang(call: ActionCall) -> ActionResult:
+        await trio.sleep_forever()
+        raise AssertionError("not reached")  # pragma: no cover
+
+    async def worker(ctx: Context, event: Event) -> None:
+        await ctx.invoke("slow.cap", {})
+
+    provider = RecordingProvider("slow.cap", behaviour=hang)
+    async with open_test_kernel(action_timeout_s=30) as kernel:
+        kernel.broker.register(provider)
+        await kernel.spawn(ScriptedAgent("worker", {"collab.request": worker}))
+        with pytest.raises(CollabTimeout):
+            await kernel.collaborator("caller").request("in.worker", b"q", timeout_s=3600)
+    [call] = provider.calls
+    assert call.timeout_ms == 30_000  # the broker's default, not the hour the request had
+
+
+async def test_a_request_that_waits_for_ever_carries_no_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_test_kernel() as kernel, trio.open_nursery() as nursery:
+        with capture_events(kernel.bus, "svc.forever") as seen:
+            nursery.start_soon(
+                lambda: kernel.collaborator("c").request("svc.forever", b"q", timeout_s=math.inf)
+            )
+            await settle()
+            nursery.cancel_scope.cancel()
+        [request] = seen.events
+        assert request.deadline_ms is None
+        assert "deadline_ms" not in request.metadata

@@ -63,3 +63,24 @@ def test_agent_on_stack_finds_nothing_outside_an_agent_task() -> None:
 def test_a_threshold_of_zero_or_less_is_refused() -> None:
     with pytest.raises(ValueError, match="threshold_ms must be > 0"):
         StallWatchdog(0)
+
+
+async def test_a_round_kept_busy_by_many_agents_names_none_of_them() -> None:
+    """Ten agents each take 40 ms (20 events of 2 ms) and yield: together one scheduler
+    round of about 400 ms. That is an overloaded kernel, not a handler that blocks it: the
+    stall is counted, and no agent is blamed."""
+
+    async def work(ctx: Context, event: Event) -> None:
+        time.sleep(0.002)
+
+    async with open_test_kernel(stall_warning_ms=THRESHOLD_MS) as kernel:
+        assert kernel.watchdog is not None
+        await kernel.spawn_many(
+            [ScriptedAgent(f"w{i}", {"job": work}, topics=["jobs"]) for i in range(10)]
+        )
+        for _ in range(20):  # queued for all ten before any of them runs
+            await kernel.bus.publish("jobs", Event("job"))
+        await trio.testing.wait_all_tasks_blocked()
+    stats = kernel.watchdog.stats()
+    assert stats.stalls >= 1
+    assert stats.last_agent is None
