@@ -16,6 +16,7 @@ import math
 import pytest
 import trio
 import trio.testing
+from collab_support import start_call
 
 from loomk import ActionCall, ActionResult, CollabTimeout, Context, Event
 from loomk.testing import RecordingProvider, ScriptedAgent, capture_events, open_test_kernel
@@ -280,3 +281,31 @@ async def test_a_request_that_waits_for_ever_carries_no_deadline(
         [request] = seen.events
         assert request.deadline_ms is None
         assert "deadline_ms" not in request.metadata
+
+
+async def test_after_a_cut_the_next_event_is_handled_in_a_fresh_scope(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A handler that swallowed its cut leaves the loop's scope cancelled; the next handler
+    must not inherit that cancellation."""
+
+    async def stubborn(ctx: Context, event: Event) -> None:
+        with contextlib.suppress(trio.Cancelled):
+            await trio.sleep(10)
+
+    async def plain(ctx: Context, event: Event) -> None:
+        await trio.sleep(1)  # a suspension: it would be cancelled in a spent scope
+        ctx.state["plain"] = True
+
+    async with open_test_kernel() as kernel:
+        handle = await kernel.spawn(ScriptedAgent("s", {"collab.request": stubborn, "go": plain}))
+        async with trio.open_nursery() as nursery:
+            call = start_call(
+                nursery, lambda: kernel.collaborator("caller").request("in.s", b"q", timeout_s=2)
+            )
+            await settle()  # the request's handler is running
+            await kernel.bus.publish("in.s", Event("go"))  # queued right behind it
+        assert isinstance(call.error, CollabTimeout)
+        await trio.sleep(5)
+        assert (handle.timed_out, handle.handled, handle.failures) == (1, 1, 0)
+        assert kernel.agent_state("s").persistent_state == b'{"plain": true}'
