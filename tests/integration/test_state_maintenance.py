@@ -8,12 +8,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-import trio
+from store_support import flip_bytes, running, the_log
 
 from loomk import DataDirInUse, StoreError, check_store, repair_store
 from loomk.state import Store
@@ -23,36 +21,11 @@ pytestmark = pytest.mark.e2e
 COMMITS = 300
 
 
-@asynccontextmanager
-async def running(path: Path) -> AsyncIterator[Store]:
-    store = Store.open(path, sync=True)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(store.run)
-        try:
-            yield store
-        finally:
-            with trio.CancelScope(shield=True):
-                await store.aclose()
-
-
 async def healthy_database(path: Path) -> None:
     """``COMMITS`` acknowledged commits, each of one new key."""
-    async with running(path) as store:
+    async with running(path, sync=True) as store:
         for n in range(COMMITS):
             await store.commit({b"k%04d" % n: b"value %d " % n * 6})
-
-
-def flip_bytes(file: Path, at: int, count: int = 16) -> None:
-    with file.open("r+b") as handle:
-        handle.seek(at)
-        data = handle.read(count)
-        handle.seek(at)
-        handle.write(bytes(byte ^ 0xFF for byte in data))
-
-
-def the_log(path: Path) -> Path:
-    (log,) = path.glob("*.log")
-    return log
 
 
 async def log_cut_short(path: Path) -> None:
@@ -161,7 +134,7 @@ async def test_repair_of_a_log_cut_short_accepts_the_loss_and_the_store_opens_ag
     assert 0 < repair.lost_batches < COMMITS
     assert repair.after.batches == COMMITS - repair.lost_batches
     assert readable_keys(path) == repair.after.keys == repair.after.batches
-    async with running(path) as store:  # and it takes commits again
+    async with running(path, sync=True) as store:  # and it takes commits again
         await store.commit({b"after": b"repair"})
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from store_support import running
 
 from loomk import KernelClosed
 from loomk.errors import DataDirInUse, StoreCorrupted, StoreError
@@ -26,19 +27,6 @@ from loomk.state import Store
 
 settle = trio.testing.wait_all_tasks_blocked
 WAIT_LIMIT_S = 5.0
-
-
-@asynccontextmanager
-async def running(path: Path, *, sync: bool = False) -> AsyncIterator[Store]:
-    """An open store with its writer running; closed (flushed) on exit."""
-    store = Store.open(path, sync=sync)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(store.run)
-        try:
-            yield store
-        finally:
-            with trio.CancelScope(shield=True):
-                await store.aclose()
 
 
 def contents(path: Path) -> dict[bytes, bytes]:

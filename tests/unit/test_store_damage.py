@@ -9,12 +9,11 @@ plyvel's own exceptions.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
+from store_support import flip_bytes, running, the_log
 
 from loomk.errors import StoreCorrupted, StoreError
 from loomk.state import Store
@@ -22,38 +21,11 @@ from loomk.state import Store
 WATERMARK = "LOOMK-WATERMARK"
 
 
-@asynccontextmanager
-async def running(path: Path, *, sync: bool = True) -> AsyncIterator[Store]:
-    """An open store with its writer running; closed (flushed) on exit."""
-    store = Store.open(path, sync=sync)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(store.run)
-        try:
-            yield store
-        finally:
-            with trio.CancelScope(shield=True):
-                await store.aclose()
-
-
 async def write_commits(path: Path, count: int, *, sync: bool = True) -> None:
     """``count`` acknowledged commits, one after another (each its own batch)."""
     async with running(path, sync=sync) as store:
         for n in range(count):
             await store.commit({b"n": b"%d" % n, b"k%04d" % n: b"v" * 40})
-
-
-def the_log(path: Path) -> Path:
-    (log,) = path.glob("*.log")
-    return log
-
-
-def flip_bytes(file: Path, at: int, count: int = 16) -> None:
-    """Invert ``count`` bytes of ``file`` from offset ``at``."""
-    with file.open("r+b") as handle:
-        handle.seek(at)
-        data = handle.read(count)
-        handle.seek(at)
-        handle.write(bytes(byte ^ 0xFF for byte in data))
 
 
 def into_a_table(path: Path) -> Path:
@@ -143,7 +115,7 @@ async def test_a_database_without_a_watermark_opens_and_gets_one(tmp_path: Path)
     path = tmp_path / "db"
     await write_commits(path, 3)
     (path / WATERMARK).unlink()
-    async with running(path) as store:
+    async with running(path, sync=True) as store:
         assert store.get(b"n") == b"2"
         await store.commit({b"n": b"3"})
     assert int((path / WATERMARK).read_bytes()) == 4
@@ -161,7 +133,7 @@ async def test_an_unreadable_watermark_is_reported_with_the_way_out(tmp_path: Pa
 
 async def test_the_stores_own_count_is_left_out_of_scans(tmp_path: Path) -> None:
     path = tmp_path / "db"
-    async with running(path) as store:
+    async with running(path, sync=True) as store:
         await store.commit({b"a": b"1"})
         assert store.scan(b"") == [(b"a", b"1")]
         assert await store.delete_prefix(b"") == 1  # and out of deletions
@@ -173,7 +145,7 @@ async def test_the_stores_own_count_is_left_out_of_scans(tmp_path: Path) -> None
 
 async def damaged_table(path: Path) -> None:
     """A database whose one table has bytes flipped inside its data."""
-    async with running(path) as store:
+    async with running(path, sync=True) as store:
         await store.commit({b"a/%04d" % n: b"value %d " % n * 8 for n in range(2000)})
     table = into_a_table(path)
     flip_bytes(table, table.stat().st_size // 3)
