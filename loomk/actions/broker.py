@@ -293,8 +293,22 @@ class ActionBroker:
         counters.calls += 1
         flight = repeats.start(call)
         started = trio.current_time()
+        timeout_s = call.timeout_ms / 1000 if call.timeout_ms > 0 else self.default_timeout_s
         try:
-            result = await self._run(registration, call, started)
+            with trio.CancelScope(deadline=started + timeout_s) as scope:
+                result = await self._attempt(registration, call)
+                if result.status is ActionStatus.ACTION_RETRYABLE:
+                    result = await self._retry(registration, call, result)
+            if scope.cancelled_caught:
+                _log.warning(
+                    "capability timed out", capability=call.capability, timeout_s=timeout_s
+                )
+                result = ActionResult.failure(
+                    call.id,
+                    ErrorCode.ACTION_TIMEOUT,
+                    f"{call.capability} did not answer within {timeout_s:g} s",
+                    status=ActionStatus.ACTION_TIMEOUT,
+                )
         except BaseException:  # cancelled: a repeat waiting on this one runs on its own
             flight.abandon()
             raise
@@ -305,32 +319,19 @@ class ActionBroker:
         flight.finish(result)
         return result
 
-    async def _run(
-        self, registration: _Registration, call: ActionCall, started: float
+    async def _retry(
+        self, registration: _Registration, call: ActionCall, result: ActionResult
     ) -> ActionResult:
-        timeout_s = call.timeout_ms / 1000 if call.timeout_ms > 0 else self.default_timeout_s
-        deadline = started + timeout_s
+        """Retry a call that answered ``ACTION_RETRYABLE``, with exponential backoff and
+        jitter, up to ``max_retries`` times (the caller's cancel scope bounds it all)."""
         attempt = 0
-        with trio.CancelScope(deadline=deadline) as scope:
-            while True:
-                result = await self._attempt(registration, call)
-                if (
-                    result.status is not ActionStatus.ACTION_RETRYABLE
-                    or attempt >= self.max_retries
-                ):
-                    return result
-                attempt += 1
-                self._counters[call.capability].retries += 1
-                backoff = self.retry_backoff_s * 2 ** (attempt - 1)
-                await trio.sleep(backoff * (0.5 + random.random()))
-        assert scope.cancelled_caught
-        _log.warning("capability timed out", capability=call.capability, timeout_s=timeout_s)
-        return ActionResult.failure(
-            call.id,
-            ErrorCode.ACTION_TIMEOUT,
-            f"{call.capability} did not answer within {timeout_s:g} s",
-            status=ActionStatus.ACTION_TIMEOUT,
-        )
+        while result.status is ActionStatus.ACTION_RETRYABLE and attempt < self.max_retries:
+            attempt += 1
+            self._counters[call.capability].retries += 1
+            backoff = self.retry_backoff_s * 2 ** (attempt - 1)
+            await trio.sleep(backoff * (0.5 + random.random()))
+            result = await self._attempt(registration, call)
+        return result
 
     async def _attempt(self, registration: _Registration, call: ActionCall) -> ActionResult:
         limiter = registration.limiter

@@ -17,11 +17,12 @@ from dataclasses import fields as dataclass_fields
 from enum import IntEnum
 from typing import Any
 
-from loomk._metakeys import CORRELATION_ID
+from loomk._hop import DEFAULT_TTL
+from loomk._metakeys import CORRELATION_ID, HOP, REPLY_TO, SENDER, THREAD_ID, TS, TTL
 from loomk._wire import INT64_MAX, short_repr, text_problem
 from loomk.envelope import Envelope
 from loomk.errors import ActionCallError, CapabilityError
-from loomk.events import QoS
+from loomk.events import QoS, now_ms
 
 __all__ = [
     "ActionCall",
@@ -196,11 +197,23 @@ class ActionCall:
         is not checked again: the broker makes one for every call it gets.
         """
         headers = self.headers
-        filled = dict(headers)
-        Envelope.from_metadata(headers, self.id).apply_to_metadata(filled)
-        correlation_id = filled[CORRELATION_ID]
-        if filled == headers and self.correlation_id == correlation_id:
-            return self
+        if headers:
+            filled = dict(headers)
+            Envelope.from_metadata(headers, self.id).apply_to_metadata(filled)
+            correlation_id = filled[CORRELATION_ID]
+            if filled == headers and self.correlation_id == correlation_id:
+                return self
+        else:  # a call made by hand: Loom's defaults, without reading any header
+            call_id = correlation_id = self.id
+            filled = {
+                THREAD_ID: call_id,
+                CORRELATION_ID: call_id,
+                SENDER: "",
+                REPLY_TO: f"thread.{call_id}.reply",
+                TTL: _DEFAULT_TTL_TEXT,
+                HOP: "0",
+                TS: str(now_ms()),
+            }
         copy = object.__new__(ActionCall)
         for name in _CALL_FIELDS:
             object.__setattr__(copy, name, getattr(self, name))
@@ -209,6 +222,7 @@ class ActionCall:
         return copy
 
 
+_DEFAULT_TTL_TEXT = str(DEFAULT_TTL)
 _CALL_FIELDS = tuple(f.name for f in dataclass_fields(ActionCall))
 
 

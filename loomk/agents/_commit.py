@@ -99,18 +99,26 @@ class Transaction:
     async def flush(self) -> None:
         """Commit the state written so far, then publish the held events, in order.
 
-        Shielded: a handler cut short (its request's deadline) while this runs is cut after
-        it, so its state is never durable without its events going out, nor half of them.
+        Shielded while a handler runs under a deadline: one cut short while this runs is
+        cut after it, so its state is never durable without its events going out, nor half
+        of them. (With no deadline running nothing can cut it but the agent being stopped,
+        and the shield, a cancel scope per commit, is not paid.)
         """
-        with trio.CancelScope(shield=True):
-            view = self._view
-            if view is not None and view.dirty:
-                await self._store.commit(self.agent_id, view)
-            outbox, self.outbox = self.outbox, []
-            self._mark = 0
-            publish = self._publish
-            for topic, event in outbox:
-                await publish(topic, event)
+        if self.deadline == math.inf:
+            await self._write_and_publish()
+        else:
+            with trio.CancelScope(shield=True):
+                await self._write_and_publish()
+
+    async def _write_and_publish(self) -> None:
+        view = self._view
+        if view is not None and view.dirty:
+            await self._store.commit(self.agent_id, view)
+        outbox, self.outbox = self.outbox, []
+        self._mark = 0
+        publish = self._publish
+        for topic, event in outbox:
+            await publish(topic, event)
 
     async def commit_group(self) -> int:
         """Commit the group; returns how many events its handlers handled (0: none).

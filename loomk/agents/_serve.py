@@ -18,7 +18,7 @@ each call takes what is queued (up to its ``batch_max``) as one handler.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -45,36 +45,71 @@ _CUT: object = object()  # what a request's handler that was already late "retur
 _CUT_EARLY_S = 0.001
 
 
-async def serve(
+def serve(
     record: AgentRecord,
     handler: Handler,
     ctx: Context,
     transaction: Transaction,
     keeper: DeadlineKeeper,
-) -> None:
+) -> Coroutine[Any, Any, None]:
     """Handle the agent's events until its instance stops (``ctx.stop()``) or, once the
-    agent is stopping, its mailbox is empty. A handler's exception ends the loop."""
-    await _Loop(record, ctx, transaction, keeper).run(_one_at_a_time(handler))
+    agent is stopping, its mailbox is empty. A handler's exception ends the loop.
+
+    (A plain function returning the loop's coroutine: an idle agent is parked in one
+    coroutine frame, not a chain of them.)"""
+    return _Loop(record, ctx, transaction, keeper).one_at_a_time(handler)
 
 
-async def serve_batches(
+def serve_batches(
     record: AgentRecord,
     on_batch: BatchHandler,
     ctx: Context,
     transaction: Transaction,
     keeper: DeadlineKeeper,
-) -> None:
+) -> Coroutine[Any, Any, None]:
     """:func:`serve` for an agent with ``on_batch``: each call takes what is queued (up to
     the agent's ``batch_max``, by priority as one at a time would), and each batch is one
     handler, committed on its own."""
-    await _Loop(record, ctx, transaction, keeper).run(_in_batches(on_batch))
+    return _Loop(record, ctx, transaction, keeper).in_batches(on_batch)
+
+
+class _Unscoped:
+    """The loop's scope while it has none (see :class:`_Loop`): nothing can cancel it."""
+
+    __slots__ = ()
+    cancel_called = False
+    cancelled_caught = False
+
+    def __enter__(self) -> _Unscoped:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+_UNSCOPED = _Unscoped()
 
 
 class _Loop:
-    """The mailbox loop of one instance, inside a cancel scope its requests' deadlines can
-    cancel (armed with the keeper); a handler cut short there renews the scope."""
+    """The mailbox loop of one instance.
 
-    __slots__ = ("carried", "ctx", "keeper", "record", "running", "scope", "transaction")
+    Once the agent has served a request, the loop runs in stretches, each inside a cancel
+    scope its requests' deadlines can cancel (armed with the keeper); a handler cut short
+    there ends the stretch, and the next one takes a new scope. Until then (an agent that
+    never serves requests) it runs without one: a scope kept for the life of every idle
+    agent costs memory, and its first request runs in a scope of its own instead.
+    """
+
+    __slots__ = (
+        "carried",
+        "ctx",
+        "keeper",
+        "record",
+        "running",
+        "scope",
+        "serves_requests",
+        "transaction",
+    )
 
     def __init__(
         self,
@@ -87,22 +122,26 @@ class _Loop:
         self.ctx = ctx
         self.transaction = transaction
         self.keeper = keeper
-        self.scope = trio.CancelScope()
+        self.scope: trio.CancelScope | None = None  # the stretch's, once it serves requests
+        self.serves_requests = False
         self.running = 0  # events of the handler running under a deadline
         self.carried: Event | None = None  # taken, but for the next batch
 
-    async def run(self, drain: Drain) -> None:
+    def _stretch(self) -> trio.CancelScope | _Unscoped:
+        """The scope of the loop's next stretch."""
+        if not self.serves_requests:
+            return _UNSCOPED
+        scope = self.scope = trio.CancelScope()
+        return scope
+
+    async def _between_stretches(self, scope: trio.CancelScope | _Unscoped) -> None:
+        """A stretch ended early (a deadline cut its handler, or the first request was
+        served): drop the cut handler's work, commit what its group holds."""
+        if scope.cancelled_caught:  # a handler ran past its deadline: none of it happened
+            self._cut()
         transaction = self.transaction
-        transaction.holding = True  # while handlers run (all of the loop but parking)
-        while not transaction.stop_requested:
-            with trio.CancelScope() as scope:
-                self.scope = scope
-                if await drain(self):
-                    return
-            if scope.cancelled_caught:  # a handler ran past its deadline: none of it happened
-                self._cut()
-            if transaction.grouped:  # the group so far, written outside the spent scope
-                self.record.handled += await transaction.commit_group()
+        if transaction.grouped:  # the group so far, written outside the spent scope
+            self.record.handled += await transaction.commit_group()
 
     def _cut(self) -> None:
         """The running handler is cut short: what it did since its last commit is dropped."""
@@ -132,7 +171,8 @@ class _Loop:
         transaction.deadline = when  # what its calls inherit
         self.running = events
         cut = when - _CUT_EARLY_S  # before the timeouts of the calls it inherited that time
-        if not self.keeper.running:  # no keeper task yet: a scope of its own
+        if self.scope is None or not self.keeper.running:  # a scope of its own
+            self.serves_requests = True  # from now on the loop keeps a scope
             with trio.CancelScope(deadline=cut) as own:
                 try:
                     result: object = await handler(self.ctx, arrived)  # type: ignore[func-returns-value]
@@ -153,91 +193,101 @@ class _Loop:
         self.running = 0
         return result
 
-
-Drain = Callable[[_Loop], Awaitable[bool]]
-"""Drains the mailbox inside the loop's scope; True when the instance is done."""
-
-
-def _one_at_a_time(handler: Handler) -> Drain:
-    async def drain(loop: _Loop) -> bool:
-        record, transaction, scope = loop.record, loop.transaction, loop.scope
+    async def one_at_a_time(self, handler: Handler) -> None:
+        """The loop of an agent with ``on_event`` (see :func:`serve`)."""
+        record, transaction, ctx = self.record, self.transaction, self.ctx
         mailbox = record.mailbox
         take = mailbox.take_nowait
-        ctx = loop.ctx
         sender = ctx.sender
-        budget = _CHECKPOINT_EVERY
+        transaction.holding = True  # while handlers run (all of the loop but parking)
         while not transaction.stop_requested:
-            item = take()
-            if item is EMPTY:
-                if transaction.grouped:
-                    record.handled += await transaction.commit_group()
-                    continue  # events may have come while the commit was written
-                if record.stopping:
-                    return True
-                mailbox.prune()
-                transaction.holding = False  # parked: no handler runs, emits go out at once
-                await mailbox.wait()
-                transaction.holding = True
+            with self._stretch() as scope:
                 budget = _CHECKPOINT_EVERY
-                continue
-            source = item[1]  # type: ignore[index]
-            event = delivered_event(source, sender)
-            if event is None:
-                record.expired += 1
-                continue
-            deadline_ms = source.deadline_ms
-            if deadline_ms is None:
-                result: object = await handler(ctx, event)  # type: ignore[func-returns-value]
-            else:
-                result = await loop.within_deadline(handler, event, 1, deadline_ms)
-            if result is not _CUT:  # (late requests are skipped, but count toward the budget)
-                if result is not None:
-                    raise returned_a_value(record.agent, "on_event", result)
-                if transaction.seal():  # the group is full, or holds events to release
-                    record.handled += await transaction.commit_group()
-            elif scope.cancel_called:  # the deadline came as it returned: renew the scope
-                return False
-            budget -= 1
-            if not budget:
-                budget = _CHECKPOINT_EVERY
-                await trio.lowlevel.checkpoint()
-        return True
+                while not transaction.stop_requested:
+                    item = take()
+                    if item is EMPTY:
+                        if transaction.grouped:
+                            record.handled += await transaction.commit_group()
+                            continue  # events may have come while the commit was written
+                        if record.stopping:
+                            return
+                        mailbox.prune()
+                        transaction.holding = False  # parked: emits go out at once
+                        await mailbox.wait()
+                        transaction.holding = True
+                        budget = _CHECKPOINT_EVERY
+                        continue
+                    source = item[1]  # type: ignore[index]
+                    event = delivered_event(source, sender)
+                    if event is None:
+                        record.expired += 1
+                        continue
+                    deadline_ms = source.deadline_ms
+                    if deadline_ms is None:
+                        result: object = await handler(ctx, event)  # type: ignore[func-returns-value]
+                    else:
+                        result = await self.within_deadline(handler, event, 1, deadline_ms)
+                        if scope is _UNSCOPED:  # the first request: scoped stretches from now
+                            if result is not _CUT:
+                                _returned(record, "on_event", result)
+                                transaction.seal()
+                            break
+                    if result is not _CUT:  # (late requests are skipped, but count too)
+                        if result is not None:
+                            raise returned_a_value(record.agent, "on_event", result)
+                        if transaction.seal():  # the group is full, or holds events to release
+                            record.handled += await transaction.commit_group()
+                    elif scope.cancel_called:  # the deadline came as it returned
+                        break
+                    budget -= 1
+                    if not budget:
+                        budget = _CHECKPOINT_EVERY
+                        await trio.lowlevel.checkpoint()
+                else:
+                    return  # the instance asked to stop
+            await self._between_stretches(scope)
 
-    return drain
-
-
-def _in_batches(on_batch: BatchHandler) -> Drain:
-    async def drain(loop: _Loop) -> bool:
-        record, transaction, scope = loop.record, loop.transaction, loop.scope
+    async def in_batches(self, on_batch: BatchHandler) -> None:
+        """The loop of an agent with ``on_batch`` (see :func:`serve_batches`)."""
+        record, transaction, ctx = self.record, self.transaction, self.ctx
         mailbox = record.mailbox
-        ctx = loop.ctx
+        transaction.holding = True
         while not transaction.stop_requested:
-            batch, deadline_ms = _take_batch(loop)
-            if not batch:
-                if record.stopping:
-                    return True
-                mailbox.prune()
-                transaction.holding = False
-                await mailbox.wait()
-                transaction.holding = True
-                continue
-            if deadline_ms is None:
-                result: object = await on_batch(ctx, batch)  # type: ignore[func-returns-value]
-            else:
-                result = await loop.within_deadline(on_batch, batch, len(batch), deadline_ms)
-            if result is _CUT:
-                if scope.cancel_called:
-                    return False
-                await trio.lowlevel.checkpoint()  # a stream of late batches still yields
-                continue
-            if result is not None:
-                raise returned_a_value(record.agent, "on_batch", result)
-            transaction.seal(len(batch))
-            record.handled += await transaction.commit_group()
-            await trio.lowlevel.checkpoint()  # one per batch: others run between batches
-        return True
-
-    return drain
+            with self._stretch() as scope:
+                while not transaction.stop_requested:
+                    batch, deadline_ms = _take_batch(self)
+                    if not batch:
+                        if record.stopping:
+                            return
+                        mailbox.prune()
+                        transaction.holding = False
+                        await mailbox.wait()
+                        transaction.holding = True
+                        continue
+                    if deadline_ms is None:
+                        result: object = await on_batch(ctx, batch)  # type: ignore[func-returns-value]
+                    else:
+                        result = await self.within_deadline(
+                            on_batch, batch, len(batch), deadline_ms
+                        )
+                        if scope is _UNSCOPED:  # the first request: scoped stretches from now
+                            if result is not _CUT:
+                                _returned(record, "on_batch", result)
+                                transaction.seal(len(batch))
+                            break
+                    if result is _CUT:
+                        if scope.cancel_called:
+                            break
+                        await trio.lowlevel.checkpoint()  # late batches in a row still yield
+                        continue
+                    if result is not None:
+                        raise returned_a_value(record.agent, "on_batch", result)
+                    transaction.seal(len(batch))
+                    record.handled += await transaction.commit_group()
+                    await trio.lowlevel.checkpoint()  # one per batch: others run between
+                else:
+                    return  # the instance asked to stop
+            await self._between_stretches(scope)
 
 
 def _take_batch(loop: _Loop) -> tuple[list[Event], int | None]:
@@ -278,3 +328,9 @@ def _take_batch(loop: _Loop) -> tuple[list[Event], int | None]:
         if due is not None and (earliest is None or due < earliest):
             earliest = due
     return batch, earliest
+
+
+def _returned(record: AgentRecord, method: str, result: object) -> None:
+    """Raise unless the handler returned None (a returned value is a contract bug)."""
+    if result is not None:
+        raise returned_a_value(record.agent, method, result)

@@ -22,7 +22,7 @@ from loomk.actions import (
     ProviderKind,
     parse_version,
 )
-from loomk.envelope import RESERVED_KEYS
+from loomk.envelope import RESERVED_KEYS, Envelope
 
 # --- a reference semver 2.0 precedence, written from the spec (semver.org, item 11) -------
 
@@ -305,6 +305,18 @@ def test_with_envelope_fills_the_headers_once() -> None:
     assert (full.id, full.capability, full.payload) == (call.id, call.capability, call.payload)
     assert call.headers == {"sender": "agent.me", "custom": "x"}  # the original is unchanged
     assert full.with_envelope() is full  # complete already: kept as it is
+
+
+def test_with_envelope_on_bare_call_matches_the_envelope_defaults() -> None:
+    """The shortcut for calls made by hand fills exactly what the envelope would."""
+    bare = ActionCall("c9", "a.b").with_envelope()
+    expected = Envelope.from_metadata({}, "c9").as_metadata()
+    assert {k: v for k, v in bare.headers.items() if k != "ts"} == {
+        k: v for k, v in expected.items() if k != "ts"
+    }
+    assert int(bare.headers["ts"]) > 0
+    assert bare.correlation_id == "c9"
+    assert bare.with_envelope() is bare
 
 
 # --- ActionResult -------------------------------------------------------------------------
