@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: all install test lint typecheck unit demo bench clean
+.PHONY: all install test lint typecheck unit demo bench proto clean
 
 all: test
 
@@ -37,6 +37,10 @@ bench: $(STAMP)
 	$(VENV)/bin/loomk bench state --json bench-results/state.json
 	$(VENV)/bin/loomk bench collab --json bench-results/collab.json
 	$(VENV)/bin/loomk bench batch --json bench-results/batch.json
+
+# The loom.v1 Python modules, from schemas/ (protoc from grpcio-tools; the output is committed).
+proto: $(STAMP)
+	$(PY) schemas/generate.py
 
 clean:
 	rm -rf $(VENV) bench-results .pytest_cache .mypy_cache .ruff_cache .hypothesis
