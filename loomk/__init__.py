@@ -42,6 +42,7 @@ from loomk.bus import (
     TopicStats,
 )
 from loomk.config import Config, ConfigSource
+from loomk.edges import Edge
 from loomk.envelope import Envelope, ThreadTopicKind, agent_reply_topic
 from loomk.errors import (
     ActionCallError,
@@ -57,6 +58,9 @@ from loomk.errors import (
     CollabTimeout,
     ConfigError,
     DataDirInUse,
+    EdgeError,
+    EdgeNotFound,
+    EdgeUnavailable,
     EventError,
     InvalidAgentId,
     KernelClosed,
@@ -138,6 +142,10 @@ __all__ = [
     "ConfigSource",
     "Context",
     "DataDirInUse",
+    "Edge",
+    "EdgeError",
+    "EdgeNotFound",
+    "EdgeUnavailable",
     "Envelope",
     "EphemeralMemory",
     "ErrorCode",

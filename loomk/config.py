@@ -25,23 +25,30 @@ a keyword argument or the default ``.loomk``, from the working directory (``cwd`
 absolute ``data_dir``, which is where the kernel keeps its state (with ``state_temporary``
 the kernel uses a temporary directory instead; ``kernel.config.data_dir`` then names it).
 
+The bridge's TLS files (``bridge_tls_cert``, ``bridge_tls_key``, ``bridge_tls_client_ca``)
+are resolved the same way when set; they are read when the bridge starts, not here.
+
 Loom's variable names ``VLLM_BASE_URL``, ``VLLM_MODEL``, ``VLLM_API_KEY``,
-``VLLM_TEMPERATURE`` and ``REQUEST_TIMEOUT_MS`` (milliseconds) are read too, below the
-TOML file and the ``LOOMK_LLM_*`` equivalents (a leftover shell variable must not pair a
-key with a file's endpoint); empty ones count as unset.
+``VLLM_TEMPERATURE``, ``REQUEST_TIMEOUT_MS`` (milliseconds) and ``LOOM_BRIDGE_ADDR`` are
+read too, below the TOML file and the ``LOOMK_*`` equivalents (a leftover shell variable
+must not pair a key with a file's endpoint); empty ones count as unset.
 
 Every value from every source is checked for type and range when it is loaded, and an unknown
 key or bad value raises :class:`~loomk.errors.ConfigError` naming the key, where the value
-came from, what was expected and what was given. :meth:`Config.replace` applies the same
-checks. :func:`describe` lists every setting with its type, default and documentation.
+came from, what was expected and what was given (a secret's value is never shown). Settings
+that go together are checked once merged (the bridge's TLS certificate and key are set both
+or neither). :meth:`Config.replace` applies the same checks. :func:`describe` lists every
+setting with its type, default and documentation.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import math
 import os
+import re
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -52,7 +59,7 @@ from typing import Any, Literal
 
 from loomk.errors import ConfigError
 
-__all__ = ["SECRET_MASK", "Config", "ConfigSource", "SourceKind", "describe"]
+__all__ = ["SECRET_MASK", "Config", "ConfigSource", "SourceKind", "describe", "split_address"]
 
 SECRET_MASK = "********"
 
@@ -266,6 +273,68 @@ class Config(_Sourced):
             "(loomk.run turns it on).",
         },
     )
+    bridge_address: str = field(
+        default="",
+        metadata={
+            "doc": "HOST:PORT the gRPC bridge listens on (IPv6 in brackets, [::1]:50051; "
+            "a bare :PORT listens on every interface; port 0 picks a free one); empty: no "
+            "bridge (also read from LOOM_BRIDGE_ADDR). Setting it starts the bridge edge.",
+            "shape": lambda value: not value or split_address(value) is not None,
+            "expected": "HOST:PORT, [IPV6]:PORT or :PORT with a port 0..65535, or empty",
+        },
+    )
+    bridge_token: str = field(
+        default="",
+        repr=False,
+        metadata={
+            "doc": "Bearer token every bridge client must send (metadata 'authorization: "
+            "Bearer TOKEN'); empty: no token asked; never shown or logged.",
+            "secret": True,
+            "shape": lambda value: all(33 <= ord(ch) <= 126 for ch in value),
+            "expected": "printable ASCII without spaces, or empty",
+        },
+    )
+    bridge_tls_cert: str = field(
+        default="",
+        metadata={
+            "doc": "PEM certificate (chain) the bridge serves TLS with; set with "
+            "bridge_tls_key, or neither (plaintext). A relative path is taken like data_dir's.",
+            "path": True,
+        },
+    )
+    bridge_tls_key: str = field(
+        default="",
+        metadata={
+            "doc": "PEM private key of bridge_tls_cert; set both or neither.",
+            "path": True,
+        },
+    )
+    bridge_tls_client_ca: str = field(
+        default="",
+        metadata={
+            "doc": "PEM CA bundle: when set, bridge clients must present a certificate it "
+            "signed (mutual TLS; needs bridge_tls_cert and bridge_tls_key).",
+            "path": True,
+        },
+    )
+    bridge_heartbeat_timeout_s: float = field(
+        default=45.0,
+        metadata={
+            "doc": "Seconds a remote agent may stay silent on the bridge before it is dropped.",
+            "gt": 0.0,
+        },
+    )
+    bridge_max_message_bytes: int = field(
+        default=4 * 1024 * 1024,
+        metadata={"doc": "Largest gRPC message the bridge sends or accepts, in bytes.", "min": 1},
+    )
+    bridge_stream_queue: int = field(
+        default=512,
+        metadata={
+            "doc": "Outbound frames buffered per bridge stream (Loom buffers 512).",
+            "min": 1,
+        },
+    )
 
     @classmethod
     def load(
@@ -299,10 +368,13 @@ class Config(_Sourced):
             take(_from_file(path), _sourced("file", str(path)))
         take(_from_env(environ), lambda key: ConfigSource("env", _ENV_PREFIX + key.upper()))
         take(_from_kwargs(overrides), _sourced("keyword"))
-        values["data_dir"] = _absolute_data_dir(
+        values["data_dir"] = _absolute_path(
             values.get("data_dir", _FIELDS["data_dir"].default), sources["data_dir"], base
         )
-        return cls(**values)._sourced_from(sources)  # type: ignore[arg-type]
+        for key in _PATH_STRINGS:
+            if values.get(key):
+                values[key] = str(_absolute_path(values[key], sources[key], base))
+        return _check_together(cls(**values)._sourced_from(sources))  # type: ignore[arg-type]
 
     def replace(self, **changes: object) -> Config:
         """Return a copy with ``changes`` applied, validated like keyword overrides to load."""
@@ -312,7 +384,8 @@ class Config(_Sourced):
         """:meth:`replace`, recording ``source`` as where the changed values came from."""
         checked = _from_kwargs(changes)
         changed = dataclasses.replace(self, **checked)  # type: ignore[arg-type]
-        return changed._sourced_from({**self.sources, **dict.fromkeys(checked, source)})
+        sources = {**self.sources, **dict.fromkeys(checked, source)}
+        return _check_together(changed._sourced_from(sources))
 
     def source(self, key: str) -> ConfigSource:
         """Where the value of ``key`` came from (see :class:`ConfigSource`)."""
@@ -360,6 +433,8 @@ class Config(_Sourced):
 _FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Config)}
 _TYPES: dict[str, type] = typing.get_type_hints(Config)
 _ENV_NAMES: dict[str, str] = {_ENV_PREFIX + key.upper(): key for key in _FIELDS}
+_PATH_STRINGS: tuple[str, ...] = tuple(key for key, f in _FIELDS.items() if f.metadata.get("path"))
+"""String settings naming a file, empty when unset, resolved like ``data_dir``."""
 
 
 def describe() -> list[tuple[str, str, object, str]]:
@@ -379,9 +454,9 @@ def _sourced(kind: SourceKind, name: str = "") -> typing.Callable[[str], ConfigS
     return lambda _key: source
 
 
-def _absolute_data_dir(value: object, source: ConfigSource, cwd: Path) -> Path:
-    """``data_dir`` made absolute: from the TOML file's directory if a file set it, else
-    from the working directory."""
+def _absolute_path(value: object, source: ConfigSource, cwd: Path) -> Path:
+    """A path setting (``data_dir``, the bridge's TLS files) made absolute: from the TOML
+    file's directory if a file set it, else from the working directory; ``~`` expanded."""
     path = Path(typing.cast(Path, value)).expanduser()
     if path.is_absolute():
         return path
@@ -448,6 +523,7 @@ _ALIASES: dict[str, tuple[str, float]] = {  # variable -> (key, factor applied t
     "VLLM_API_KEY": ("llm_api_key", 1.0),
     "VLLM_TEMPERATURE": ("llm_temperature", 1.0),
     "REQUEST_TIMEOUT_MS": ("llm_timeout_s", 0.001),
+    "LOOM_BRIDGE_ADDR": ("bridge_address", 1.0),
 }
 _ALIAS_OF: dict[str, str] = {key: var for var, (key, _) in _ALIASES.items()}
 
@@ -578,6 +654,8 @@ def _check(key: str, value: object, source: str, *, given: object) -> object:
             ok = value in meta["choices"]
         elif meta.get("token"):
             ok = bool(value) and not any(ch.isspace() for ch in value)
+        if "shape" in meta:
+            ok = ok and bool(meta["shape"](value))
     elif isinstance(value, float):
         ok = math.isfinite(value)
     if ok and "min" in meta:
@@ -591,6 +669,8 @@ def _check(key: str, value: object, source: str, *, given: object) -> object:
 
 def _bad(key: str, given: object, source: str, *, show_type: bool = False) -> ConfigError:
     shown = f"{given!r} ({type(given).__name__})" if show_type else repr(given)
+    if _FIELDS[key].metadata.get("secret"):  # an error message must not leak it either
+        shown = f"a {type(given).__name__} not shown (secret)"
     return ConfigError(key, f"expected {_expected(key)}, got {shown} ({source})")
 
 
@@ -598,6 +678,8 @@ def _expected(key: str) -> str:
     """Describe in words what ``key`` accepts."""
     kind = _TYPES[key]
     meta = _FIELDS[key].metadata
+    if "expected" in meta:
+        return str(meta["expected"])
     if "choices" in meta:
         return "one of " + ", ".join(repr(c) for c in meta["choices"])
     if meta.get("token"):
@@ -617,3 +699,62 @@ def _expected(key: str) -> str:
     if "gt" in meta:
         text += f" > {meta['gt']:g}"
     return text
+
+
+# --- settings that go together, and shapes --------------------------------------------------
+
+
+def _check_together(config: Config) -> Config:
+    """Rules across settings, checked once all sources are merged: the bridge's TLS
+    certificate and key are set together, and client certificates need TLS."""
+    cert, key = config.bridge_tls_cert, config.bridge_tls_key
+    if bool(cert) != bool(key):
+        given, missing = (
+            ("bridge_tls_cert", "bridge_tls_key")
+            if cert
+            else (
+                "bridge_tls_key",
+                "bridge_tls_cert",
+            )
+        )
+        raise ConfigError(
+            missing,
+            f"{given} is set ({config.source(given)}) but {missing} is not: set both "
+            "(TLS needs the certificate and its key) or neither (plaintext)",
+        )
+    if config.bridge_tls_client_ca and not cert:
+        raise ConfigError(
+            "bridge_tls_client_ca",
+            f"set ({config.source('bridge_tls_client_ca')}) without bridge_tls_cert and "
+            "bridge_tls_key: client certificates are checked only over TLS",
+        )
+    return config
+
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+
+
+def split_address(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a ``HOST:PORT`` address, or None if it is not one.
+
+    ``HOST`` is a host name, an IPv4 address or an IPv6 address in brackets (returned
+    without them); a bare ``:PORT`` gives host ``""``, meaning every interface (as asyncio
+    and grpclib take it). ``PORT`` is 0..65535 (0: the system picks a free port). The empty
+    string, meaning "not set", is not an address: it gives None too, and ``bridge_address``
+    accepts it separately.
+    """
+    host, colon, port_text = address.rpartition(":")
+    if not colon or not port_text.isascii() or not port_text.isdigit() or len(port_text) > 5:
+        return None
+    port = int(port_text)
+    if port > 65535:
+        return None
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return None
+    elif host and _HOST_NAME.fullmatch(host) is None:
+        return None
+    return host, port

@@ -208,3 +208,35 @@ class ActionCallError(EventError):
     :class:`~loomk.ActionCall`; an :class:`EventError`, as these mistakes were before."""
 
     code = "ACTION_CALL_INVALID"
+
+
+class EdgeError(LoomkError):
+    """An edge of the kernel (bridge server, dashboard, cluster link...) could not be opened,
+    or an edge's name is misused; ``edge`` names it, ``cause`` is what went wrong (also the
+    ``__cause__``). See docs/edges.md."""
+
+    code = "EDGE_FAILED"
+
+    def __init__(self, edge: str, message: str, cause: BaseException | None = None) -> None:
+        super().__init__(f"edge {edge!r}: {message}")
+        self.edge = edge
+        self.cause = cause
+
+
+class EdgeUnavailable(EdgeError):
+    """A setting asks for an edge that cannot be loaded, usually because its optional extra
+    is not installed; ``setting`` names the setting that asked for it."""
+
+    code = "EDGE_UNAVAILABLE"
+
+    def __init__(
+        self, edge: str, setting: str, message: str, cause: BaseException | None = None
+    ) -> None:
+        super().__init__(edge, message, cause)
+        self.setting = setting
+
+
+class EdgeNotFound(EdgeError, LookupError):
+    """No open edge has this name (``kernel.edge(name)``)."""
+
+    code = "EDGE_NOT_FOUND"

@@ -12,6 +12,14 @@ Tasks live in three nested layers, so shutdown is ordered by construction:
 Shutdown cancels the edges, then stops the agents (they drain, bounded by
 ``shutdown_timeout_s``), then closes the store and the bus.
 
+Edges (:mod:`loomk.edges`) are entered in the edge layer once the agents layer is up and
+before ``main`` runs, in order; they are left, cancelled, before the agents stop. Which ones
+run is decided before anything starts (``edges=`` given, else those announced by entry
+points whose settings are present), so a wanted edge that cannot be imported fails
+``open_kernel`` at once; one that fails to open fails it with
+:class:`~loomk.errors.EdgeError` after an orderly shutdown; one that fails later stops the
+kernel with its error.
+
 The store opens, and locks ``data_dir``, before anything runs: a directory another kernel
 holds is :class:`~loomk.errors.DataDirInUse` and a damaged one
 :class:`~loomk.errors.StoreError`, raised by ``open_kernel``/``run`` before ``main`` starts.
@@ -22,8 +30,9 @@ default) or fails only the handler that met it (``"agent"``).
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
@@ -36,7 +45,8 @@ from loomk.agents.runtime import SPAWN_OPTIONS, SUBSCRIBE_OPTIONS, check_options
 from loomk.bus import EventBus
 from loomk.collab import Collaborator, CollabService
 from loomk.config import Config, ConfigSource
-from loomk.errors import AgentError, AgentFailed, KernelClosed, StoreError
+from loomk.edges import Edge, discover_edges, wanted_edges
+from loomk.errors import AgentError, AgentFailed, EdgeError, EdgeNotFound, KernelClosed, StoreError
 from loomk.events import QoS
 from loomk.llm import LocalModel, ModelRouter, ModelService
 from loomk.state.service import AgentState, StateService
@@ -97,7 +107,8 @@ class Kernel:
         if config.stall_warning_ms:
             self.watchdog = StallWatchdog(config.stall_warning_ms, locate=agent_on_stack)
         self.directory = self.agents.directory
-        self._edges: trio.Nursery | None = None
+        self._edge_nursery: trio.Nursery | None = None
+        self._edge_values: dict[str, object] = {}
         self._graceful = trio.CancelScope()
         self._body_scope = trio.CancelScope()
         self._stopping = False
@@ -123,17 +134,48 @@ class Kernel:
         self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None
     ) -> None:
         """Run a background task in the edge layer; it is cancelled first at shutdown."""
-        if self._edges is None or self._stopping:
+        if self._edge_nursery is None or self._stopping:
             raise KernelClosed("cannot start a task: the kernel is not running")
-        self._edges.start_soon(fn, *args, name=name)
+        self._edge_nursery.start_soon(fn, *args, name=name)
 
     async def start(
         self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None
     ) -> Any:
         """Like :meth:`start_soon`, but wait for ``task_status.started(value)`` and return it."""
-        if self._edges is None or self._stopping:
+        if self._edge_nursery is None or self._stopping:
             raise KernelClosed("cannot start a task: the kernel is not running")
-        return await self._edges.start(fn, *args, name=name)
+        return await self._edge_nursery.start(fn, *args, name=name)
+
+    # ---- edges (see loomk.edges) ----------------------------------------------------------
+
+    def edge(self, name: str) -> object:
+        """What the open edge ``name`` yielded (the bridge's server, ...);
+        :class:`~loomk.errors.EdgeNotFound` if no edge of that name is open."""
+        try:
+            return self._edge_values[name]
+        except KeyError:
+            open_ = ", ".join(sorted(self._edge_values)) or "none"
+            raise EdgeNotFound(name, f"no edge of this name is open (open: {open_})") from None
+
+    @property
+    def edges(self) -> Mapping[str, object]:
+        """The open edges by name, each to what its context yielded (a read-only view)."""
+        return MappingProxyType(self._edge_values)
+
+    async def _open_edges(self, edges: Iterable[Edge[Kernel]], stack: AsyncExitStack) -> None:
+        """Enter each edge's context on ``stack``, in order; one that fails to open is an
+        :class:`~loomk.errors.EdgeError` naming it (the ones opened before are left as
+        the stack unwinds)."""
+        for edge in edges:
+            stack.callback(self._edge_values.pop, edge.name, None)  # runs after it closed
+            try:
+                value = await stack.enter_async_context(edge.open(self))
+            except EdgeError:
+                raise
+            except Exception as error:
+                raise EdgeError(edge.name, f"failed to open: {error!r}", error) from error
+            self._edge_values[edge.name] = value
+            _log.info("edge open", kernel=self.name, edge=edge.name)
 
     def _attach_llm(self, client: LLMClient) -> None:
         """Answer ``llm.generate`` and cloud-routed questions with the configured endpoint."""
@@ -250,18 +292,27 @@ class _ForcedShutdown(Exception):
 
 
 @asynccontextmanager
-async def open_kernel(config: Config | None = None, **settings: Any) -> AsyncIterator[Kernel]:
+async def open_kernel(
+    config: Config | None = None,
+    *,
+    edges: Iterable[Edge[Kernel]] | None = None,
+    **settings: Any,
+) -> AsyncIterator[Kernel]:
     """Run a kernel for the duration of the ``async with`` body.
 
     Settings come from keyword arguments, ``loomk.toml`` and ``LOOMK_*`` variables (see
     :class:`loomk.Config`), or pass a ready ``config``. Leaving the body shuts the kernel
     down in order; ``kernel.stop()`` ends the body early (it is cancelled, not failed).
+
+    ``edges`` are the edges the kernel may run (each runs if it is ``wanted``); None means
+    those announced by installed packages (:func:`loomk.edges.discover_edges`).
     """
     if config is None:
         config = Config.load(**settings)
     elif settings:
         config = config.replace(**settings)
     configure_logging(config.log_level, config.log_format)
+    chosen = wanted_edges(discover_edges() if edges is None else edges, config)
     kernel = Kernel(config)
     _open_state(kernel)
     try:
@@ -281,14 +332,8 @@ async def open_kernel(config: Config | None = None, **settings: Any) -> AsyncIte
                 async with trio.open_nursery() as agents:
                     kernel.agents.attach(agents)
                     try:
-                        async with trio.open_nursery() as edges:
-                            kernel._edges = edges
-                            try:
-                                with kernel._body_scope:
-                                    yield kernel
-                            finally:
-                                kernel._stopping = True
-                                edges.cancel_scope.cancel()
+                        async with _edge_layer(kernel, chosen):
+                            yield kernel
                     finally:
                         # shielded from outside cancellation; a second signal cancels
                         # ``_graceful`` itself to stop waiting for the agents
@@ -303,12 +348,28 @@ async def open_kernel(config: Config | None = None, **settings: Any) -> AsyncIte
                 kernel._closed = True
                 core.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        raise _unwrap(group) from None
+        error = _unwrap(group)
+        raise error from error.__cause__  # hide the group, keep the error's own cause
     finally:
         kernel.state.close_now()  # if the kernel failed before closing its state
     _log.info("kernel stopped", kernel=config.name)
     if kernel._error is not None:
         raise kernel._error
+
+
+@asynccontextmanager
+async def _edge_layer(kernel: Kernel, edges: list[Edge[Kernel]]) -> AsyncIterator[None]:
+    """The edge layer: a nursery for background tasks and ``main``, and the edges' contexts
+    inside it; on the way out the whole layer is cancelled, then the edges are left."""
+    async with trio.open_nursery() as nursery, AsyncExitStack() as opened:
+        kernel._edge_nursery = nursery
+        try:
+            await kernel._open_edges(edges, opened)
+            with kernel._body_scope:
+                yield
+        finally:
+            kernel._stopping = True
+            nursery.cancel_scope.cancel()
 
 
 def _open_state(kernel: Kernel) -> None:
@@ -338,18 +399,23 @@ def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 def run(
-    main: Callable[[Kernel], Awaitable[T]], *, config: Config | None = None, **settings: Any
+    main: Callable[[Kernel], Awaitable[T]],
+    *,
+    config: Config | None = None,
+    edges: Iterable[Edge[Kernel]] | None = None,
+    **settings: Any,
 ) -> T | None:
     """Run ``main(kernel)`` in a fresh kernel and return its result.
 
     Starts trio, so call it from synchronous code. Ctrl+C or SIGTERM stops the kernel
     gracefully (a second one forces it) and ``run`` returns None without a traceback.
+    ``edges`` as for :func:`open_kernel`.
     """
     settings.setdefault("handle_signals", True)
 
     async def entry() -> T | None:
         result: T | None = None
-        async with open_kernel(config, **settings) as kernel:
+        async with open_kernel(config, edges=edges, **settings) as kernel:
             result = await main(kernel)
         return result
 

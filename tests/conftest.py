@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 _SETTINGS_VARIABLES = ("LOOMK_", "VLLM_")
-_LOOM_VARIABLES = ("REQUEST_TIMEOUT_MS",)
+_LOOM_VARIABLES = ("REQUEST_TIMEOUT_MS", "LOOM_BRIDGE_ADDR")
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from loomk.config import SECRET_MASK, Config, ConfigSource, describe
+from loomk.config import SECRET_MASK, Config, ConfigSource, describe, split_address
 from loomk.errors import ConfigError
 
 DEFAULTS: dict[str, object] = {
@@ -36,6 +36,14 @@ DEFAULTS: dict[str, object] = {
     "agent_start_timeout_s": 30.0,
     "stall_warning_ms": 200,
     "handle_signals": False,
+    "bridge_address": "",
+    "bridge_token": "",
+    "bridge_tls_cert": "",
+    "bridge_tls_key": "",
+    "bridge_tls_client_ca": "",
+    "bridge_heartbeat_timeout_s": 45.0,
+    "bridge_max_message_bytes": 4 * 1024 * 1024,
+    "bridge_stream_queue": 512,
 }
 
 
@@ -701,3 +709,137 @@ def test_data_dir_expands_the_home_directory(
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     config = Config.load(env={}, cwd=tmp_path, data_dir="~/state")
     assert config.data_dir == tmp_path / "home" / "state"
+
+
+# --- the bridge's settings -----------------------------------------------------------------
+
+
+def test_bridge_settings_from_each_source_say_where_they_came_from(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "loomk.toml",
+        '[bridge]\naddress = "0.0.0.0:50051"\nstream_queue = 64\nheartbeat_timeout_s = 5\n',
+    )
+    by_file = Config.load(env={}, cwd=tmp_path)
+    assert (by_file.bridge_address, by_file.bridge_stream_queue) == ("0.0.0.0:50051", 64)
+    assert by_file.bridge_heartbeat_timeout_s == 5.0
+    assert by_file.source("bridge_address") == ConfigSource("file", str(path))
+    by_env = load_env(tmp_path, LOOMK_BRIDGE_ADDRESS="[::1]:7000", LOOMK_BRIDGE_STREAM_QUEUE="8")
+    assert (by_env.bridge_address, by_env.bridge_stream_queue) == ("[::1]:7000", 8)
+    assert by_env.source("bridge_address") == ConfigSource("env", "LOOMK_BRIDGE_ADDRESS")
+    by_kwarg = Config.load(env={}, cwd=tmp_path, bridge_address=":9000", bridge_max_message_bytes=1)
+    assert (by_kwarg.bridge_address, by_kwarg.bridge_max_message_bytes) == (":9000", 1)
+    assert by_kwarg.source("bridge_address").kind == "keyword"
+
+
+def test_loom_s_bridge_variable_sits_below_the_file_and_loomk_s_variable(tmp_path: Path) -> None:
+    alias = load_env(tmp_path, LOOM_BRIDGE_ADDR="localhost:50051")
+    assert alias.bridge_address == "localhost:50051"
+    assert alias.source("bridge_address") == ConfigSource("alias", "LOOM_BRIDGE_ADDR")
+    both = load_env(tmp_path, LOOM_BRIDGE_ADDR="loom:1", LOOMK_BRIDGE_ADDRESS="loomk:2")
+    assert both.bridge_address == "loomk:2"
+    assert load_env(tmp_path, LOOM_BRIDGE_ADDR="").bridge_address == ""  # empty: unset
+    write(tmp_path / "loomk.toml", '[bridge]\naddress = "file:3"\n')
+    assert load_env(tmp_path, LOOM_BRIDGE_ADDR="loom:1").bridge_address == "file:3"
+    with pytest.raises(ConfigError, match="LOOM_BRIDGE_ADDR") as caught:
+        load_env(tmp_path, LOOM_BRIDGE_ADDR="no-port")
+    assert caught.value.key == "bridge_address"
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("localhost:50051", ("localhost", 50051)),
+        ("10.0.0.7:0", ("10.0.0.7", 0)),  # 0: the system picks a free port
+        ("[::1]:50051", ("::1", 50051)),
+        (":50051", ("", 50051)),  # every interface
+        ("bridge.example.org:65535", ("bridge.example.org", 65535)),
+    ],
+)
+def test_good_bridge_addresses(tmp_path: Path, address: str, expected: tuple[str, int]) -> None:
+    assert split_address(address) == expected
+    assert Config.load(env={}, cwd=tmp_path, bridge_address=address).bridge_address == address
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "50051",
+        "host",
+        "host:",
+        "host:65536",
+        "host:-1",
+        "::1:50051",
+        "[nope]:1",
+        "http://h:1",
+        "a b:1",
+        " h:1",
+        "h:\uff15",
+    ],
+)
+def test_bad_bridge_addresses_are_config_errors(tmp_path: Path, address: str) -> None:
+    assert split_address(address) is None
+    with pytest.raises(ConfigError, match=r"HOST:PORT.*keyword argument") as caught:
+        Config.load(env={}, cwd=tmp_path, bridge_address=address)
+    assert caught.value.key == "bridge_address"
+    with pytest.raises(ConfigError, match="LOOMK_BRIDGE_ADDRESS"):
+        load_env(tmp_path, LOOMK_BRIDGE_ADDRESS=address)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("bridge_heartbeat_timeout_s", -1.0),
+        ("bridge_heartbeat_timeout_s", 0),
+        ("bridge_max_message_bytes", 0),
+        ("bridge_stream_queue", 0),
+        ("bridge_stream_queue", 1.5),
+    ],
+)
+def test_bridge_numbers_out_of_range_are_config_errors(
+    tmp_path: Path, key: str, value: object
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Config.load(env={}, cwd=tmp_path, **{key: value})
+    assert caught.value.key == key
+
+
+def test_tls_certificate_and_key_go_together(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"bridge_tls_cert is set \(keyword argument\)") as c:
+        Config.load(env={}, cwd=tmp_path, bridge_tls_cert="cert.pem")
+    assert c.value.key == "bridge_tls_key"
+    with pytest.raises(ConfigError, match="LOOMK_BRIDGE_TLS_KEY") as c:
+        load_env(tmp_path, LOOMK_BRIDGE_TLS_KEY="key.pem")
+    assert c.value.key == "bridge_tls_cert"
+    with pytest.raises(ConfigError, match="only over TLS") as c:
+        Config.load(env={}, cwd=tmp_path, bridge_tls_client_ca="ca.pem")
+    assert c.value.key == "bridge_tls_client_ca"
+    tls = Config.load(env={}, cwd=tmp_path, bridge_tls_cert="c.pem", bridge_tls_key="k.pem")
+    with pytest.raises(ConfigError, match="bridge_tls_key"):
+        tls.replace(bridge_tls_cert="")  # replace checks the pair too
+
+
+def test_relative_tls_paths_are_taken_like_data_dir(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    path = write(
+        project / "loomk.toml",
+        '[bridge]\ntls_cert = "tls/cert.pem"\ntls_key = "/abs/key.pem"\ntls_client_ca = "ca.pem"\n',
+    )
+    config = Config.load(config_file=path, env={}, cwd=tmp_path)
+    assert config.bridge_tls_cert == str(project / "tls" / "cert.pem")
+    assert config.bridge_tls_key == "/abs/key.pem"
+    assert config.bridge_tls_client_ca == str(project / "ca.pem")
+    by_env = load_env(tmp_path, LOOMK_BRIDGE_TLS_CERT="c.pem", LOOMK_BRIDGE_TLS_KEY="k.pem")
+    assert by_env.bridge_tls_cert == str(tmp_path / "c.pem")  # from the working directory
+    assert by_env.bridge_tls_client_ca == ""  # unset stays empty
+
+
+def test_the_bridge_token_is_never_shown(tmp_path: Path) -> None:
+    config = load_env(tmp_path, LOOMK_BRIDGE_TOKEN="tok-very-secret")
+    assert config.bridge_token == "tok-very-secret"
+    assert "tok-very-secret" not in repr(config)
+    assert config.as_dict()["bridge_token"] == SECRET_MASK
+    assert config.as_dict(reveal_secrets=True)["bridge_token"] == "tok-very-secret"
+    with pytest.raises(ConfigError, match="bridge_token") as caught:
+        load_env(tmp_path, LOOMK_BRIDGE_TOKEN="tok with spaces")  # not a header value
+    assert "tok with spaces" not in str(caught.value)  # nor is a bad one

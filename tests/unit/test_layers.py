@@ -42,14 +42,17 @@ ALLOWED: dict[str, set[str]] = {
     "actions": _FOUNDATION,
     "collab": _FOUNDATION | {"bus"},
     "llm": _FOUNDATION | {"actions"},
+    # edges: the edge protocol and entry-point discovery, below the kernel that runs them
+    "edges": _FOUNDATION,
     # agents see the services, never the kernel
     "agents": _FOUNDATION | {"bus", "state", "actions", "collab", "llm"},
     # the composition root and what stands on it
-    "kernel": _FOUNDATION | {"bus", "state", "actions", "collab", "llm", "agents"},
+    "kernel": _FOUNDATION | {"bus", "state", "actions", "collab", "llm", "agents", "edges"},
     "testing": _FOUNDATION | {"bus", "state", "actions", "collab", "llm", "agents", "kernel"},
     "bench": _FOUNDATION | {"bus", "state", "actions", "collab", "llm", "agents", "kernel"},
-    "cli": _FOUNDATION | {"kernel", "bench", "__init__"},
-    "__init__": _FOUNDATION | {"bus", "state", "actions", "collab", "llm", "agents", "kernel"},
+    "cli": _FOUNDATION | {"kernel", "bench", "edges", "__init__"},
+    "__init__": _FOUNDATION
+    | {"bus", "state", "actions", "collab", "llm", "agents", "edges", "kernel"},
     # edges: the kernel's public API, never each other
     "loomk_bridge": {"loomk"},
     "loomk_audio": {"loomk"},

@@ -1,0 +1,310 @@
+"""The bridge's state in the kernel: registered remote agents, their streams, their
+capabilities in the broker, and their liveness.
+
+Everything here runs in the kernel's thread. The methods the grpclib handlers call from the
+asyncio side are synchronous (they only touch plain objects, the directory and the broker),
+so a registration or a heartbeat needs no crossing; only work that awaits the kernel
+(``forward``, a stream's session) crosses, once per call or per stream.
+
+Liveness: an agent is live while frames arrive on its stream, or unary ``Heartbeat`` calls
+arrive on the same connection (Loom's SDK sends one every 15 s and nothing else while idle),
+within ``heartbeat_timeout_s``. An agent silent for longer, or registered and never streaming,
+is dropped: its stream ends with an ``err`` frame, and its directory entry and capabilities
+go. A stream that ends leaves the registration in place until then, so an agent that
+reconnects keeps its capabilities; calls meanwhile fail fast with ``PROVIDER_UNAVAILABLE``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from loomk import (
+    ActionCallError,
+    ActionResult,
+    AgentInfo,
+    CapabilityDescriptor,
+    CapabilityError,
+    ErrorCode,
+    Kernel,
+    ProviderKind,
+    TopicError,
+)
+from loomk.bus import validate_pattern
+from loomk.telemetry.logging import get_logger
+from loomk_bridge._outbox import Outbox
+from loomk_bridge._proto import action_pb2
+from loomk_bridge._session import ORIGIN_KEY, StreamSession
+from loomk_bridge.codec import (
+    call_from_proto,
+    descriptor_from_proto,
+    result_to_proto,
+)
+
+__all__ = ["BATCH_KEY", "BridgeCore", "RemoteAgent"]
+
+_log = get_logger("loomk.bridge")
+
+BATCH_KEY = "loomk.batch"
+"""RegisterAgent metadata: "1" asks for ``delivery_batch`` frames (a loomk extension)."""
+
+_SHUTDOWN = "SHUTDOWN"
+
+REMOTE_KEY = "loomk.remote"
+"""Directory metadata marking an agent that lives in another process, behind the bridge."""
+
+
+@dataclass
+class RemoteAgent:
+    """A registered remote agent."""
+
+    agent_id: str
+    topics: tuple[str, ...]
+    capabilities: tuple[CapabilityDescriptor, ...]
+    metadata: dict[str, str]
+    peer: str
+    last_seen: float
+    session: StreamSession | None = None
+    registered_keys: list[tuple[str, str]] = field(default_factory=list)
+
+
+class RemoteCapability:
+    """A capability offered by a remote agent: invoking it pushes the call down the agent's
+    stream and waits for the result it sends back (bounded by the broker's timeout)."""
+
+    def __init__(self, descriptor: CapabilityDescriptor, agent_id: str, core: BridgeCore) -> None:
+        self._descriptor = descriptor
+        self._agent_id = agent_id
+        self._core = core
+
+    @property
+    def descriptor(self) -> CapabilityDescriptor:
+        return self._descriptor
+
+    async def invoke(self, call: Any) -> ActionResult:
+        session = self._core.session_of(self._agent_id)
+        if session is None:
+            return ActionResult.failure(
+                call.id,
+                ErrorCode.PROVIDER_UNAVAILABLE,
+                f"remote agent {self._agent_id!r} offers {self._descriptor.key} but has no "
+                "open stream (it is disconnected or has not connected yet)",
+            )
+        return await session.call(call)
+
+
+class BridgeCore:
+    """Registrations, streams and liveness of remote agents (see the module)."""
+
+    def __init__(
+        self,
+        kernel: Kernel,
+        *,
+        heartbeat_timeout_s: float,
+        may_publish: Callable[[str, str], bool] | None = None,
+    ) -> None:
+        self.kernel = kernel
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self._may_publish = may_publish or (lambda agent_id, topic: True)
+        self.agents: dict[str, RemoteAgent] = {}
+        self.dropped = 0
+        self.refused = 0  # calls refused for a missing or wrong token
+        self.finished: list[StreamSession] = []  # ended sessions, for their counters
+        self._unregistered: set[StreamSession] = set()  # streams of agents never registered
+        self.changed = trio.Event()  # set and replaced on every change (tests, dashboards)
+
+    def _changed(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+    # ---- registration (asyncio side, synchronous) --------------------------------------
+
+    def register(self, request: Any, peer: str) -> str:
+        """Register or re-register a remote agent; "" on success, else why not (Loom
+        answers with ``success=false`` rather than a gRPC error)."""
+        agent_id = request.agent_id
+        if not agent_id:
+            return "agent_id cannot be empty"
+        known = self.agents.get(agent_id)
+        if known is None and agent_id in self.kernel.directory:
+            return f"agent_id {agent_id!r} is taken by an agent of this kernel"
+        topics = tuple(dict.fromkeys(request.subscribed_topics))
+        try:
+            for pattern in topics:
+                validate_pattern(pattern)
+            capabilities = tuple(descriptor_from_proto(d) for d in request.capabilities)
+        except (TopicError, CapabilityError) as error:
+            return f"agent {agent_id!r}: {error}"
+        broker = self.kernel.broker
+        own = set(known.registered_keys) if known is not None else set()
+        for descriptor in capabilities:
+            taken = broker.resolve(descriptor.name, descriptor.version)
+            if taken is not None and (descriptor.name, descriptor.version) not in own:
+                return (
+                    f"agent {agent_id!r}: capability {descriptor.key} is already offered "
+                    "by another provider of this kernel"
+                )
+        metadata = dict(request.metadata)
+        if known is not None:
+            self._unregister_capabilities(known)
+        agent = RemoteAgent(
+            agent_id,
+            topics,
+            tuple(_as_remote(descriptor) for descriptor in capabilities),
+            metadata,
+            peer,
+            trio.current_time(),
+            session=known.session if known is not None else None,
+        )
+        for descriptor in agent.capabilities:
+            broker.register(RemoteCapability(descriptor, agent_id, self))
+            agent.registered_keys.append((descriptor.name, descriptor.version))
+        self.agents[agent_id] = agent
+        self.kernel.directory.register(
+            AgentInfo(
+                agent_id,
+                topics,
+                tuple(d.name for d in agent.capabilities),
+                {**metadata, REMOTE_KEY: "bridge", "peer": peer},
+            )
+        )
+        if agent.session is not None:  # re-registered while streaming: follow the topics
+            for pattern in agent.session.topics:
+                if pattern not in topics:
+                    agent.session.unsubscribe(pattern)
+            for pattern in topics:
+                agent.session.subscribe(pattern)
+        _log.info("remote agent registered", agent=agent_id, peer=peer, topics=list(topics))
+        self._changed()
+        return ""
+
+    def heartbeat(self, peer: str) -> None:
+        """A unary Heartbeat: every agent streaming over that connection is live."""
+        now = trio.current_time()
+        for agent in self.agents.values():
+            if agent.peer == peer:
+                agent.last_seen = now
+
+    # ---- streams -----------------------------------------------------------------------
+
+    def open_session(self, agent_id: str, outbox: Outbox, peer: str) -> StreamSession:
+        """A session for a new stream of ``agent_id``, replacing the agent's previous one."""
+        agent = self.agents.get(agent_id)
+        topics = agent.topics if agent is not None else ()
+        metadata = agent.metadata if agent is not None else {}
+        session = StreamSession(
+            agent_id,
+            bus=self.kernel.bus,
+            outbox=outbox,
+            topics=topics,
+            batches=metadata.get(BATCH_KEY) == "1",
+            origin=metadata.get(ORIGIN_KEY, ""),
+            allowed_to_publish=lambda topic: self._may_publish(agent_id, topic),
+            peer=peer,
+        )
+        if agent is not None:
+            previous = agent.session
+            if previous is not None:
+                previous.end("REPLACED", f"a new stream of agent {agent_id!r} replaced this one")
+            agent.session = session
+            agent.peer = peer
+            agent.last_seen = trio.current_time()
+        else:  # Loom lets an unregistered agent stream: it publishes, and gets no deliveries
+            self._unregistered.add(session)
+        self._changed()
+        return session
+
+    def session_ended(self, session: StreamSession) -> None:
+        """Forget ``session`` if it is still its agent's current one (a replaced stream's
+        end must not take its successor with it)."""
+        session.close()
+        self.finished.append(session)
+        self._unregistered.discard(session)
+        agent = self.agents.get(session.agent_id)
+        if agent is not None and agent.session is session:
+            agent.session = None
+        self._changed()
+
+    def session_of(self, agent_id: str) -> StreamSession | None:
+        agent = self.agents.get(agent_id)
+        return agent.session if agent is not None else None
+
+    # ---- liveness ----------------------------------------------------------------------
+
+    def drop_silent(self) -> list[str]:
+        """Drop every agent silent for longer than the heartbeat timeout; their ids."""
+        now = trio.current_time()
+        silent = []
+        for agent in list(self.agents.values()):
+            seen = agent.last_seen
+            if agent.session is not None:
+                seen = max(seen, agent.session.last_seen)
+            if now - seen > self.heartbeat_timeout_s:
+                silent.append(agent.agent_id)
+                self.drop(
+                    agent.agent_id,
+                    "HEARTBEAT_TIMEOUT",
+                    f"no frame or heartbeat from agent {agent.agent_id!r} for "
+                    f"{self.heartbeat_timeout_s:g} s",
+                )
+        return silent
+
+    def drop(self, agent_id: str, code: str, message: str) -> None:
+        """Remove a remote agent: end its stream, unregister its capabilities and entry."""
+        agent = self.agents.pop(agent_id, None)
+        if agent is None:
+            return
+        if code != _SHUTDOWN:
+            self.dropped += 1
+        if agent.session is not None:
+            agent.session.end(code, message)
+        self._unregister_capabilities(agent)
+        self.kernel.directory.unregister(agent_id)
+        _log.warning("remote agent dropped", agent=agent_id, code=code, reason=message)
+        self._changed()
+
+    def _unregister_capabilities(self, agent: RemoteAgent) -> None:
+        for name, version in agent.registered_keys:
+            self.kernel.broker.unregister(name, version)
+        agent.registered_keys.clear()
+
+    def close(self) -> None:
+        """The server stops: every stream ends, every remote agent goes."""
+        for agent_id in list(self.agents):
+            self.drop(agent_id, _SHUTDOWN, "the bridge server is shutting down")
+        for session in list(self._unregistered):
+            session.end(_SHUTDOWN, "the bridge server is shutting down")
+
+    # ---- ForwardAction (trio side) -----------------------------------------------------
+
+    async def forward(self, message: Any) -> Any:
+        """Run a forwarded call through the broker; always an ``ActionResult`` message."""
+        try:
+            call = call_from_proto(message)
+        except ActionCallError as error:
+            return result_to_proto(
+                ActionResult.failure(message.id, ErrorCode.INVALID_PARAMS, str(error))
+            )
+        if self.kernel.broker.resolve(call.capability, call.version) is None:
+            wanted = f"{call.capability}:{call.version}" if call.version else call.capability
+            return action_pb2.ActionResult(
+                id=call.id,
+                status=action_pb2.ACTION_ERROR,
+                error=action_pb2.ActionError(
+                    code="BROKER_ERROR",  # Loom's code for a call the broker cannot route
+                    message=f"no provider for capability {wanted}",
+                    details={"reason": ErrorCode.PROVIDER_UNAVAILABLE},
+                ),
+            )
+        return result_to_proto(await self.kernel.broker.invoke(call))
+
+
+def _as_remote(descriptor: CapabilityDescriptor) -> CapabilityDescriptor:
+    if descriptor.provider is ProviderKind.PROVIDER_GRPC:
+        return descriptor
+    return CapabilityDescriptor(
+        descriptor.name, descriptor.version, ProviderKind.PROVIDER_GRPC, dict(descriptor.metadata)
+    )

@@ -1,0 +1,135 @@
+"""The ``loom.v1.Bridge`` service: grpclib handlers, run on trio-asyncio's asyncio loop.
+
+Each handler stays on the asyncio side and crosses to trio at most once per call (or once
+per stream, for the stream's whole life): registrations and heartbeats are synchronous
+updates of the bridge's state; ``ForwardAction`` crosses to await the broker; an
+``EventStream`` runs its session as one trio task while two asyncio tasks move frames in
+(a trio memory channel, ``send_nowait``) and out (an :class:`Outbox`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import trio
+import trio_asyncio
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from loomk.telemetry.logging import get_logger
+from loomk_bridge._core import BridgeCore
+from loomk_bridge._outbox import Outbox
+from loomk_bridge._proto import bridge_grpc, bridge_pb2
+from loomk_bridge._session import StreamSession
+
+__all__ = ["BridgeService", "peer_of"]
+
+_log = get_logger("loomk.bridge")
+
+INBOUND_CAPACITY = 1024
+"""Client frames buffered per stream before the reader waits (and the client with it)."""
+
+_NO_ACK = "first stream message must be Ack carrying agent_id"
+
+
+def peer_of(stream: Any) -> str:
+    """``host:port`` of the client's connection (one per client channel)."""
+    address = stream.peer.addr() if stream.peer is not None else None
+    if not address:
+        return "unknown"
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class BridgeService(bridge_grpc.BridgeBase):
+    """Loom's Bridge RPCs over the kernel (see the module)."""
+
+    def __init__(self, core: BridgeCore, *, stream_queue: int) -> None:
+        self._core = core
+        self._stream_queue = stream_queue
+
+    async def RegisterAgent(self, stream: Any) -> None:
+        request = await stream.recv_message()
+        if request is None:
+            raise GRPCError(Status.INVALID_ARGUMENT, "RegisterAgent needs a request")
+        problem = self._core.register(request, peer_of(stream))
+        await stream.send_message(
+            bridge_pb2.AgentRegisterResponse(success=not problem, error_message=problem)
+        )
+
+    async def Heartbeat(self, stream: Any) -> None:
+        request = await stream.recv_message()
+        if request is None:
+            raise GRPCError(Status.INVALID_ARGUMENT, "Heartbeat needs a request")
+        self._core.heartbeat(peer_of(stream))
+        await stream.send_message(
+            bridge_pb2.HeartbeatResponse(timestamp_ms=request.timestamp_ms, status="ok")
+        )
+
+    async def ForwardAction(self, stream: Any) -> None:
+        call = await stream.recv_message()
+        if call is None:
+            raise GRPCError(Status.INVALID_ARGUMENT, "ForwardAction needs an ActionCall")
+        result = await trio_asyncio.trio_as_aio(self._core.forward)(call)
+        await stream.send_message(result)
+
+    async def EventStream(self, stream: Any) -> None:
+        first = await stream.recv_message()
+        if first is None:
+            raise GRPCError(Status.INVALID_ARGUMENT, "no first message")
+        if first.WhichOneof("msg") != "ack" or not first.ack.message_id:
+            raise GRPCError(Status.INVALID_ARGUMENT, _NO_ACK)
+        agent_id = first.ack.message_id
+        outbox = Outbox(self._stream_queue)
+        session = self._core.open_session(agent_id, outbox, peer_of(stream))
+        send, receive = trio.open_memory_channel[Any](INBOUND_CAPACITY)
+        broken: list[GRPCError] = []
+        writer = asyncio.ensure_future(_write(stream, outbox))
+        reader = asyncio.ensure_future(_read(stream, send, session, broken))
+        try:
+            await trio_asyncio.trio_as_aio(session.run)(receive)
+            with contextlib.suppress(Exception):
+                await writer  # what is queued (an err frame too) goes out first
+        finally:
+            reader.cancel()
+            writer.cancel()
+            self._core.session_ended(session)
+        if broken:
+            raise broken[0]
+
+
+async def _read(
+    stream: Any,
+    send: trio.MemorySendChannel[Any],
+    session: StreamSession,
+    broken: list[GRPCError],
+) -> None:
+    """Client frames into the session's channel; an undecodable or oversized frame ends the
+    stream with its status (grpclib cannot read past it)."""
+    try:
+        async for frame in stream:
+            try:
+                send.send_nowait(frame)
+            except trio.WouldBlock:
+                await trio_asyncio.trio_as_aio(send.send)(frame)
+    except GRPCError as error:
+        _log.info(
+            "bridge stream broken by its client",
+            agent=session.agent_id,
+            status=error.status.name,
+            reason=error.message,
+        )
+        broken.append(error)
+        session.end("INVALID_FRAME", str(error.message))
+    except trio.BrokenResourceError:
+        pass  # the session ended first
+    finally:
+        send.close()
+
+
+async def _write(stream: Any, outbox: Outbox) -> None:
+    async for frames in outbox.frames():
+        for frame in frames:
+            await stream.send_message(frame)

@@ -1,0 +1,270 @@
+"""One open EventStream, seen from the kernel's trio side.
+
+The session is the remote agent's presence in the kernel while its stream is open: its
+topics are bound to a mailbox on the bus (real subscriptions, with the bus's lossless
+``block`` policy for the batched lane, like Loom's bridge), what arrives there goes out as
+``delivery`` frames (or ``delivery_batch`` frames for clients that asked), what the client
+publishes goes onto the bus, and capability calls the kernel routes to the agent go out as
+``action_call`` frames and come back as ``action_result``.
+
+A bad frame gets an ``err`` frame and the stream goes on. The session ends when the client
+ends its side, when it vanishes (grpclib cancels the handler, which cancels this task), when
+a second stream of the same agent replaces it, when the agent misses its heartbeats, or when
+the server closes; calls still waiting for the agent then fail at once with
+``PROVIDER_UNAVAILABLE`` rather than hang until their timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from loomk import ActionResult, ErrorCode, EventError, TopicError
+from loomk.bus import EMPTY, Binding, EventBus, Mailbox
+from loomk.events import now_ms
+from loomk.telemetry.logging import get_logger
+from loomk_bridge._outbox import Outbox
+from loomk_bridge._proto import bridge_pb2
+from loomk_bridge.codec import call_to_proto, event_from_proto, event_to_proto, result_from_proto
+
+__all__ = ["BATCH_MAX", "ORIGIN_KEY", "SessionCounters", "StreamSession"]
+
+_log = get_logger("loomk.bridge")
+
+BATCH_MAX = 256
+"""Deliveries in one ``delivery_batch`` frame (or handed to the writer in one crossing)."""
+
+ORIGIN_KEY = "loomk.origin"
+"""Event metadata naming the bus link an event came through; it is not sent back there."""
+
+
+@dataclass
+class SessionCounters:
+    """What one stream has carried (summed into the server's stats)."""
+
+    received: int = 0  # events published by the client
+    delivered: int = 0  # events sent to the client
+    errors: int = 0  # err frames sent
+    calls: int = 0  # action calls pushed to the client
+
+
+@dataclass
+class _Pending:
+    done: trio.Event = field(default_factory=trio.Event)
+    result: ActionResult | None = None
+
+
+class StreamSession:
+    """The trio side of one agent's EventStream (see the module)."""
+
+    def __init__(
+        self,
+        agent_id: str,
+        *,
+        bus: EventBus,
+        outbox: Outbox,
+        topics: tuple[str, ...],
+        batches: bool,
+        origin: str,
+        allowed_to_publish: Callable[[str], bool],
+        peer: str,
+    ) -> None:
+        self.agent_id = agent_id
+        self.peer = peer
+        self.counters = SessionCounters()
+        self.last_seen = trio.current_time()
+        self.ended = trio.Event()
+        self._bus = bus
+        self._outbox = outbox
+        self._batches = batches
+        self._origin = origin
+        self._allowed_to_publish = allowed_to_publish
+        self._mailbox = Mailbox()
+        self._bindings: dict[str, Binding] = {}
+        for pattern in topics:  # bound now, so nothing published from here on is missed
+            self.subscribe(pattern)
+        self._pending: dict[str, _Pending] = {}
+        self._scope = trio.CancelScope()
+        self._end_code = ""
+        self._end_message = ""
+
+    # ---- life --------------------------------------------------------------------------
+
+    async def run(self, inbound: trio.MemoryReceiveChannel[Any]) -> None:
+        """Serve the stream until it ends (see the module); cleans up however it ends."""
+        try:
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._forward)
+                    await self._receive(inbound)
+                    nursery.cancel_scope.cancel()  # the client ended its side
+        finally:
+            self.close()
+
+    def end(self, code: str, message: str) -> None:
+        """Stop the session, telling the client why in an ``err`` frame (idempotent)."""
+        if not self._end_code:
+            self._end_code, self._end_message = code, message
+        self._scope.cancel()
+
+    def close(self) -> None:
+        """Release everything: subscriptions, waiting calls, the stream (idempotent)."""
+        if self.ended.is_set():
+            return
+        for binding in self._bindings.values():
+            self._bus.detach(binding)
+        self._bindings.clear()
+        self._mailbox.discard()
+        for call_id, pending in self._pending.items():
+            pending.result = ActionResult.failure(
+                call_id,
+                ErrorCode.PROVIDER_UNAVAILABLE,
+                f"remote agent {self.agent_id!r} disconnected before answering",
+            )
+            pending.done.set()
+        self._pending.clear()
+        if self._end_code:
+            self._outbox.put_nowait([_error_frame(self._end_code, self._end_message)])
+        self._outbox.close()
+        self.ended.set()
+
+    # ---- subscriptions -----------------------------------------------------------------
+
+    def subscribe(self, pattern: str) -> None:
+        """Deliver events on ``pattern`` to the client (idempotent)."""
+        if pattern not in self._bindings:
+            self._bindings[pattern] = self._bus.bind(self._mailbox, pattern)
+
+    def unsubscribe(self, pattern: str) -> None:
+        binding = self._bindings.pop(pattern, None)
+        if binding is not None:
+            self._bus.detach(binding)
+
+    @property
+    def topics(self) -> list[str]:
+        return list(self._bindings)
+
+    # ---- kernel -> client --------------------------------------------------------------
+
+    async def _forward(self) -> None:
+        mailbox, origin, counters = self._mailbox, self._origin, self.counters
+        take = mailbox.take_nowait
+        while True:
+            item = take()
+            if item is EMPTY:
+                mailbox.prune()
+                await mailbox.wait()
+                continue
+            deliveries = []
+            while True:
+                route, event = item  # type: ignore[misc]
+                if not origin or event.metadata.get(ORIGIN_KEY) != origin:
+                    deliveries.append(
+                        bridge_pb2.Delivery(topic=route.topic, event=event_to_proto(event))
+                    )
+                if len(deliveries) == BATCH_MAX:
+                    break
+                item = take()
+                if item is EMPTY:
+                    break
+            if not deliveries:
+                continue
+            counters.delivered += len(deliveries)
+            if self._batches:
+                frames: list[Any] = [
+                    bridge_pb2.ServerEvent(
+                        delivery_batch=bridge_pb2.DeliveryBatch(deliveries=deliveries)
+                    )
+                ]
+            else:
+                frames = [bridge_pb2.ServerEvent(delivery=d) for d in deliveries]
+            await self._outbox.put(frames)
+            await trio.lowlevel.checkpoint()
+
+    async def call(self, call: Any) -> ActionResult:
+        """Push ``call`` (a loomk ActionCall) to the client and wait for its result; the
+        broker's timeout bounds the wait."""
+        pending = self._pending.get(call.id)
+        if pending is None:
+            pending = self._pending[call.id] = _Pending()
+            self.counters.calls += 1
+            await self._outbox.put([bridge_pb2.ServerEvent(action_call=call_to_proto(call))])
+        try:
+            await pending.done.wait()
+        finally:
+            if pending.done.is_set() or self._pending.get(call.id) is pending:
+                self._pending.pop(call.id, None)
+        assert pending.result is not None
+        return pending.result
+
+    # ---- client -> kernel --------------------------------------------------------------
+
+    async def _receive(self, inbound: trio.MemoryReceiveChannel[Any]) -> None:
+        async for frame in inbound:
+            self.last_seen = trio.current_time()
+            kind = frame.WhichOneof("msg")
+            if kind == "publish":
+                await self._publish(frame.publish)
+            elif kind == "publish_batch":
+                for publish in frame.publish_batch.publishes:
+                    await self._publish(publish)
+            elif kind == "ping":
+                pong = bridge_pb2.HeartbeatResponse(timestamp_ms=now_ms(), status="ok")
+                await self._outbox.put([bridge_pb2.ServerEvent(pong=pong)])
+            elif kind == "action_result":
+                self._resolve(frame.action_result)
+            elif kind == "ack":
+                pass  # acknowledgements carry nothing the kernel needs
+            else:
+                await self._refuse(
+                    "UNKNOWN_MESSAGE",
+                    "a client frame with no known case was ignored (this server knows "
+                    "publish, ack, ping, action_result and publish_batch)",
+                )
+
+    async def _publish(self, publish: Any) -> None:
+        topic = publish.topic
+        if not publish.HasField("event"):
+            await self._refuse("MISSING_EVENT", f"a publish to {topic!r} carried no event")
+            return
+        try:
+            event = event_from_proto(publish.event)
+        except EventError as error:
+            await self._refuse("INVALID_EVENT", f"publish to {topic!r}: {error}")
+            return
+        if not self._allowed_to_publish(topic):
+            await self._refuse(
+                "PERMISSION_DENIED", f"agent {self.agent_id!r} may not publish to {topic!r}"
+            )
+            return
+        try:
+            await self._bus.publish(topic, event)
+        except TopicError as error:
+            await self._refuse("INVALID_TOPIC", str(error))
+            return
+        self.counters.received += 1
+
+    def _resolve(self, message: Any) -> None:
+        pending = self._pending.get(message.id)
+        if pending is None or pending.done.is_set():
+            _log.debug("result for no waiting call", agent=self.agent_id, call_id=message.id)
+            return
+        try:
+            pending.result = result_from_proto(message)
+        except (EventError, ValueError) as error:
+            pending.result = ActionResult.failure(
+                message.id, "BAD_RESULT", f"remote agent {self.agent_id!r} sent {error}"
+            )
+        pending.done.set()
+
+    async def _refuse(self, code: str, message: str) -> None:
+        self.counters.errors += 1
+        _log.info("bridge frame refused", agent=self.agent_id, code=code, reason=message)
+        await self._outbox.put([_error_frame(code, message)])
+
+
+def _error_frame(code: str, message: str) -> Any:
+    return bridge_pb2.ServerEvent(err=bridge_pb2.Error(code=code, message=message))

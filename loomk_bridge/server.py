@@ -1,0 +1,241 @@
+"""The bridge server: Loom's ``loom.v1.Bridge`` served from inside a kernel.
+
+``open_bridge_server(kernel)`` runs grpclib on a trio-asyncio loop in the kernel's edge
+layer, for as long as the ``async with`` lasts. Settings default to the kernel's config
+(``bridge_address``, ``bridge_token``, ``bridge_tls_*``, ``bridge_heartbeat_timeout_s``,
+``bridge_max_message_bytes``, ``bridge_stream_queue``). The kernel starts it by itself when
+``bridge_address`` is set (the ``bridge`` edge); ``loomk bridge serve`` runs one until
+Ctrl+C.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+import trio_asyncio
+from grpclib.const import Status
+from grpclib.events import RecvRequest, listen
+from grpclib.exceptions import GRPCError
+from grpclib.server import Server
+
+from loomk import Kernel
+from loomk.telemetry.logging import get_logger
+from loomk_bridge._core import BridgeCore
+from loomk_bridge._frames import LimitedProtoCodec
+from loomk_bridge._service import BridgeService, peer_of
+from loomk_bridge.errors import BridgeError
+
+__all__ = ["BridgeServer", "BridgeStats", "open_bridge_server", "parse_address"]
+
+_log = get_logger("loomk.bridge")
+_audit = get_logger("loomk.bridge.audit")
+
+
+@dataclass(frozen=True)
+class BridgeStats:
+    """A snapshot of the bridge's counters."""
+
+    agents: int  # registered remote agents
+    streams: int  # open streams
+    events_in: int  # events published by remote agents
+    events_out: int  # events delivered to remote agents
+    errors: int  # err frames sent
+    calls: int  # capability calls pushed to remote agents
+    dropped: int  # agents dropped for missing their heartbeats
+    refused: int  # calls refused for a missing or wrong token
+
+
+class BridgeServer:
+    """A running bridge server (made by :func:`open_bridge_server`)."""
+
+    def __init__(self, core: BridgeCore, address: str) -> None:
+        self._core = core
+        self.address = address
+        """``host:port`` it listens on (the real port when 0 was asked for)."""
+
+    def agents(self) -> list[str]:
+        """Ids of the registered remote agents."""
+        return sorted(self._core.agents)
+
+    def streaming(self, agent_id: str) -> bool:
+        """Whether ``agent_id`` has an open stream."""
+        return self._core.session_of(agent_id) is not None
+
+    async def wait_changed(self) -> None:
+        """Wait until an agent registers, streams, disconnects or is dropped."""
+        await self._core.changed.wait()
+
+    def stats(self) -> BridgeStats:
+        sessions = [a.session for a in self._core.agents.values() if a.session is not None]
+        counted = [*self._core.finished, *sessions]
+        return BridgeStats(
+            agents=len(self._core.agents),
+            streams=len(sessions),
+            events_in=sum(s.counters.received for s in counted),
+            events_out=sum(s.counters.delivered for s in counted),
+            errors=sum(s.counters.errors for s in counted),
+            calls=sum(s.counters.calls for s in counted),
+            dropped=self._core.dropped,
+            refused=self._core.refused,
+        )
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6; an empty host means every interface)."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise BridgeError(f"bridge address must be HOST:PORT, got {address!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port_text)
+
+
+def _listening_socket(address: str) -> socket.socket:
+    host, port = parse_address(address)
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as error:
+        raise BridgeError(f"bridge address {address!r}: {error}") from error
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(where)
+        sock.listen(128)
+    except OSError as error:
+        sock.close()
+        raise BridgeError(
+            f"cannot listen on {address!r} ({error.strerror or error}): another program may "
+            "hold the port; choose another bridge_address (port 0 picks a free one)"
+        ) from error
+    return sock
+
+
+def _tls_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext | None:
+    if not cert:
+        return None
+    for what, path in (("bridge_tls_cert", cert), ("bridge_tls_key", key)):
+        if not Path(path).is_file():
+            raise BridgeError(f"{what}: no such file {path!r}")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+        if client_ca:
+            context.load_verify_locations(client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as error:
+        raise BridgeError(f"bridge TLS files cannot be used: {error}") from error
+    context.set_alpn_protocols(["h2"])
+    return context
+
+
+def _bound_address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@asynccontextmanager
+async def open_bridge_server(
+    kernel: Kernel,
+    address: str | None = None,
+    *,
+    token: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    tls_client_ca: str | None = None,
+    heartbeat_timeout_s: float | None = None,
+    max_message_bytes: int | None = None,
+    stream_queue: int | None = None,
+) -> AsyncIterator[BridgeServer]:
+    """Serve ``loom.v1.Bridge`` for ``kernel`` until the block ends (see the module).
+
+    Raises :class:`BridgeError` at once when the address cannot be listened on or the TLS
+    files cannot be used; nothing is left running then.
+    """
+    config = kernel.config
+    address = config.bridge_address if address is None else address
+    token = config.bridge_token if token is None else token
+    sock = _listening_socket(address or "127.0.0.1:50051")
+    try:
+        tls = _tls_context(
+            config.bridge_tls_cert if tls_cert is None else tls_cert,
+            config.bridge_tls_key if tls_key is None else tls_key,
+            config.bridge_tls_client_ca if tls_client_ca is None else tls_client_ca,
+        )
+    except BaseException:
+        sock.close()
+        raise
+    core = BridgeCore(
+        kernel,
+        heartbeat_timeout_s=(
+            config.bridge_heartbeat_timeout_s
+            if heartbeat_timeout_s is None
+            else heartbeat_timeout_s
+        ),
+    )
+    bridge = BridgeServer(core, _bound_address(sock))
+    service = BridgeService(
+        core, stream_queue=config.bridge_stream_queue if stream_queue is None else stream_queue
+    )
+    codec = LimitedProtoCodec(
+        config.bridge_max_message_bytes if max_message_bytes is None else max_message_bytes
+    )
+    async with trio_asyncio.open_loop():
+        server = Server([service], codec=codec)
+        if token:
+            _require_token(server, token, core)
+        try:
+            await trio_asyncio.aio_as_trio(server.start)(sock=sock, ssl=tls)
+        except BaseException:
+            sock.close()
+            raise
+        _log.info("bridge listening", address=bridge.address, tls=tls is not None)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_drop_silent_agents, core)
+                try:
+                    yield bridge
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            core.close()
+            server.close()
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(5):
+                    await trio_asyncio.aio_as_trio(server.wait_closed)()
+
+
+async def _drop_silent_agents(core: BridgeCore) -> None:
+    period = max(core.heartbeat_timeout_s / 4, 0.01)
+    while True:
+        await trio.sleep(period)
+        core.drop_silent()
+
+
+def _require_token(server: Server, token: str, core: BridgeCore) -> None:
+    expected = f"Bearer {token}"
+
+    async def check(event: RecvRequest) -> None:
+        given = dict(event.metadata).get("authorization")
+        if given == expected:
+            return
+        core.refused += 1
+        _audit.warning(
+            "bridge call refused",
+            method=event.method_name,
+            peer=peer_of(event),
+            reason="no bearer token" if given is None else "wrong bearer token",
+        )
+        raise GRPCError(
+            Status.UNAUTHENTICATED,
+            "this bridge needs 'authorization: Bearer <token>' metadata (bridge_token)",
+        )
+
+    listen(server, RecvRequest, check)

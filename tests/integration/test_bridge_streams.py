@@ -1,0 +1,315 @@
+"""Bridge streams under stress and abuse: replacement, liveness, bad frames, limits, auth."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+from bridge_support import (
+    ack,
+    as_client,
+    bridge_kernel,
+    bridge_pb2,
+    channel,
+    event,
+    publish,
+    register,
+    stub,
+    until,
+)
+from grpclib.const import Status
+from grpclib.encoding.proto import ProtoCodec
+from grpclib.exceptions import GRPCError
+
+from loomk import Event
+from loomk.testing import capture_events
+
+
+async def test_a_second_stream_replaces_the_first_cleanly() -> None:
+    async with bridge_kernel() as (kernel, server):
+        first_done = trio.Event()
+        second_open = trio.Event()
+        received: dict[str, list[Any]] = {"first": [], "second": []}
+
+        async def first() -> None:
+            ch = channel(server)
+            try:
+                bridge = stub(ch)
+                await bridge.RegisterAgent(register("twin", ["news.>"]))
+                async with bridge.EventStream.open() as stream:
+                    await stream.send_message(ack("twin"))
+                    while (frame := await stream.recv_message()) is not None:
+                        received["first"].append(frame)
+                    await stream.end()
+                first_done.set()
+            finally:
+                ch.close()
+
+        async def second() -> None:
+            ch = channel(server)
+            try:
+                async with stub(ch).EventStream.open() as stream:
+                    await stream.send_message(ack("twin"))
+                    second_open.set()
+                    received["second"].append(await stream.recv_message())
+                    await stream.end()
+            finally:
+                ch.close()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(as_client, first)
+            await until(server, lambda: server.streaming("twin"))
+            nursery.start_soon(as_client, second)
+            await second_open.wait()
+            await first_done.wait()
+            await kernel.bus.publish("news.today", Event("headline"))
+        (end,) = received["first"]
+        assert (end.err.code, "replaced" in end.err.message) == ("REPLACED", True)
+        (delivery,) = received["second"]
+        assert delivery.delivery.event.type == "headline"
+        assert server.agents() == ["twin"]  # still registered after its old stream ended
+
+
+async def test_an_agent_that_misses_its_heartbeats_is_dropped_with_its_capabilities() -> None:
+    async with bridge_kernel(heartbeat_timeout_s=0.2) as (kernel, server):
+        from bridge_support import descriptor
+
+        frames: list[Any] = []
+
+        async def silent() -> None:
+            ch = channel(server)
+            try:
+                bridge = stub(ch)
+                await bridge.RegisterAgent(
+                    register("quiet", ["t.x"], capabilities=[descriptor("quiet.op")])
+                )
+                async with bridge.EventStream.open() as stream:
+                    await stream.send_message(ack("quiet"))
+                    while (frame := await stream.recv_message()) is not None:
+                        frames.append(frame)
+                    await stream.end()
+            finally:
+                ch.close()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(as_client, silent)
+            await until(server, lambda: server.streaming("quiet"))
+            assert kernel.broker.resolve("quiet.op") is not None
+            await until(server, lambda: not server.agents())
+        assert [f.err.code for f in frames] == ["HEARTBEAT_TIMEOUT"]
+        assert "quiet" not in kernel.directory
+        assert kernel.broker.resolve("quiet.op") is None
+        assert server.stats().dropped == 1
+
+
+async def test_unary_heartbeats_on_the_same_connection_keep_an_idle_agent() -> None:
+    async with bridge_kernel(heartbeat_timeout_s=1.0) as (_, server):
+        dropped_while_beating = []
+
+        async def beating() -> None:
+            ch = channel(server)
+            try:
+                bridge = stub(ch)
+                await bridge.RegisterAgent(register("idle", ["t.x"]))
+                async with bridge.EventStream.open() as stream:
+                    await stream.send_message(ack("idle"))
+                    for _ in range(25):  # 25 x 0.1 s: well past the timeout, always beating
+                        await bridge.Heartbeat(bridge_pb2.HeartbeatRequest(timestamp_ms=0))
+                        await _aio_sleep(0.1)
+                    dropped_while_beating.append("idle" not in server.agents())
+                    await stream.end()
+            finally:
+                ch.close()
+
+        await as_client(beating)
+    assert dropped_while_beating == [False]
+
+
+async def _aio_sleep(seconds: float) -> None:
+    import asyncio
+
+    await asyncio.sleep(seconds)
+
+
+BAD_FRAMES = {
+    "invalid topic": (publish("bad..topic", event()), "INVALID_TOPIC"),
+    "wildcard topic": (publish("a.*", event()), "INVALID_TOPIC"),
+    "NUL in metadata": (publish("t.x", event(metadata={"k": "a\x00b"})), "INVALID_EVENT"),
+    "priority out of range": (publish("t.x", event(priority=1000)), "INVALID_EVENT"),
+    "missing event": (
+        bridge_pb2.ClientEvent(publish=bridge_pb2.Publish(topic="t.x")),
+        "MISSING_EVENT",
+    ),
+    "no known case": (bridge_pb2.ClientEvent(), "UNKNOWN_MESSAGE"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_FRAMES)
+async def test_a_bad_frame_gets_an_err_frame_and_the_stream_goes_on(name: str) -> None:
+    bad, code = BAD_FRAMES[name]
+    async with bridge_kernel() as (kernel, server):
+        with capture_events(kernel.bus, "t.x") as seen:
+
+            async def steps() -> list[Any]:
+                ch = channel(server)
+                try:
+                    async with stub(ch).EventStream.open() as stream:
+                        await stream.send_message(ack("sender"))
+                        await stream.send_message(bad)
+                        error = await stream.recv_message()
+                        await stream.send_message(publish("t.x", event("after")))
+                        await stream.send_message(
+                            bridge_pb2.ClientEvent(ping=bridge_pb2.HeartbeatRequest())
+                        )
+                        pong = await stream.recv_message()
+                        await stream.end()
+                        return [error, pong]
+                finally:
+                    ch.close()
+
+            error, pong = await as_client(steps)
+        assert error.err.code == code
+        assert pong.pong.status == "ok"
+        assert [e.type for e in seen.events] == ["after"]  # the bad one went nowhere
+
+
+def test_an_unknown_oneof_case_parses_as_no_case() -> None:
+    """What a newer client's frame looks like to this server: field 30 is no case."""
+    frame = bridge_pb2.ClientEvent.FromString(bytes([0xF2, 0x01, 0x00]))  # field 30, empty
+    assert frame.WhichOneof("msg") is None
+
+
+class _RawCodec(ProtoCodec):
+    """Sends bytes as they are: lets a test put garbage on the wire."""
+
+    def encode(self, message: Any, message_type: Any) -> bytes:
+        return message if isinstance(message, bytes) else message.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("garbage", "status"),
+    [
+        (b"\xff\xff\xff\xff", Status.INVALID_ARGUMENT),  # truncated varint tag
+        (b"\x0a\x05ab", Status.INVALID_ARGUMENT),  # a field longer than the frame
+        (b"\x0a" + b"\x80" * 10, Status.INVALID_ARGUMENT),
+        (bytes(2 << 20), Status.RESOURCE_EXHAUSTED),  # over the 1 MiB limit of the test server
+    ],
+)
+async def test_a_broken_frame_ends_only_its_own_stream(garbage: bytes, status: Status) -> None:
+    async with bridge_kernel() as (kernel, server):
+        with capture_events(kernel.bus, "t.x") as seen:
+
+            async def breaker() -> GRPCError:
+                ch = channel(server, codec=_RawCodec())
+                try:
+                    with pytest.raises(GRPCError) as caught:
+                        await _send_then_read(stub(ch), garbage)
+                    return caught.value
+                finally:
+                    ch.close()
+
+            async def bystander() -> int:
+                ch = channel(server)
+                try:
+                    async with stub(ch).EventStream.open() as stream:
+                        await stream.send_message(ack("bystander"))
+                        for i in range(100):
+                            await stream.send_message(publish("t.x", event(id=f"b{i}")))
+                        await stream.send_message(
+                            bridge_pb2.ClientEvent(ping=bridge_pb2.HeartbeatRequest())
+                        )
+                        await stream.recv_message()  # the pong: everything before it is in
+                        await stream.end()
+                        return 100
+                finally:
+                    ch.close()
+
+            error = await as_client(breaker)
+            sent = await as_client(bystander)
+        assert error.status is status
+        assert len(seen.events) == sent
+        assert not kernel.closed
+
+
+async def _send_then_read(bridge: Any, garbage: bytes) -> None:
+    async with bridge.EventStream.open() as stream:
+        await stream.send_message(ack("breaker").SerializeToString())
+        await stream.send_message(garbage)
+        while await stream.recv_message() is not None:
+            pass
+
+
+async def test_a_token_is_required_when_configured() -> None:
+    async with bridge_kernel(token="s3cret") as (_, server):
+
+        async def steps() -> tuple[GRPCError, GRPCError, Any]:
+            ch = channel(server)
+            try:
+                bridge = stub(ch)
+                request = bridge_pb2.HeartbeatRequest(timestamp_ms=1)
+                with pytest.raises(GRPCError) as missing:
+                    await bridge.Heartbeat(request)
+                with pytest.raises(GRPCError) as wrong:
+                    await bridge.Heartbeat(request, metadata={"authorization": "Bearer nope"})
+                ok = await bridge.Heartbeat(request, metadata={"authorization": "Bearer s3cret"})
+                return missing.value, wrong.value, ok
+            finally:
+                ch.close()
+
+        missing, wrong, ok = await as_client(steps)
+        assert missing.status is wrong.status is Status.UNAUTHENTICATED
+        assert ok.status == "ok"
+        assert server.stats().refused == 2
+
+
+async def test_batch_frames_only_for_clients_that_ask() -> None:
+    async with bridge_kernel() as (kernel, server):
+        with capture_events(kernel.bus, "in.x") as seen:
+
+            async def steps() -> Any:
+                ch = channel(server)
+                try:
+                    bridge = stub(ch)
+                    await bridge.RegisterAgent(
+                        register("batcher", ["out.>"], metadata={"loomk.batch": "1"})
+                    )
+                    async with bridge.EventStream.open() as stream:
+                        await stream.send_message(ack("batcher"))
+                        publishes = [
+                            bridge_pb2.Publish(topic="in.x", event=event(id=f"p{i}"))
+                            for i in range(50)
+                        ]
+                        await stream.send_message(
+                            bridge_pb2.ClientEvent(
+                                publish_batch=bridge_pb2.PublishBatch(publishes=publishes)
+                            )
+                        )
+                        await stream.send_message(
+                            bridge_pb2.ClientEvent(ping=bridge_pb2.HeartbeatRequest())
+                        )
+                        frames = []
+                        while (
+                            len([f for f in frames if f.HasField("pong")]) < 1
+                            or sum(len(f.delivery_batch.deliveries) for f in frames) < 20
+                        ):
+                            frames.append(await stream.recv_message())
+                        await stream.end()
+                        return frames
+                finally:
+                    ch.close()
+
+            async with trio.open_nursery() as nursery:
+
+                async def publisher() -> None:
+                    await until(server, lambda: server.streaming("batcher"))
+                    for i in range(20):
+                        await kernel.bus.publish("out.y", Event("o", payload=b"%d" % i))
+
+                nursery.start_soon(publisher)
+                frames = await as_client(steps)
+        kinds = {f.WhichOneof("msg") for f in frames}
+        assert kinds == {"delivery_batch", "pong"}
+        payloads = [d.event.payload for f in frames for d in f.delivery_batch.deliveries]
+        assert payloads == [b"%d" % i for i in range(20)]
+        assert [e.id for e in seen.events] == [f"p{i}" for i in range(50)]
