@@ -16,6 +16,7 @@ reconnects keeps its capabilities; calls meanwhile fail fast with ``PROVIDER_UNA
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +38,7 @@ from loomk.bus import validate_pattern
 from loomk.telemetry.logging import get_logger
 from loomk_bridge._outbox import Outbox
 from loomk_bridge._proto import action_pb2
-from loomk_bridge._session import ORIGIN_KEY, StreamSession
+from loomk_bridge._session import ORIGIN_KEY, SessionCounters, StreamSession
 from loomk_bridge.codec import (
     call_from_proto,
     descriptor_from_proto,
@@ -81,12 +82,17 @@ class RemoteCapability:
         self._core = core
 
     @property
+    def agent_id(self) -> str:
+        """The remote agent that offers it."""
+        return self._agent_id
+
+    @property
     def descriptor(self) -> CapabilityDescriptor:
         return self._descriptor
 
     async def invoke(self, call: Any) -> ActionResult:
         session = self._core.session_of(self._agent_id)
-        if session is None:
+        if session is None or session.ended.is_set():
             return ActionResult.failure(
                 call.id,
                 ErrorCode.PROVIDER_UNAVAILABLE,
@@ -112,8 +118,10 @@ class BridgeCore:
         self.agents: dict[str, RemoteAgent] = {}
         self.dropped = 0
         self.refused = 0  # calls refused for a missing or wrong token
-        self.finished: list[StreamSession] = []  # ended sessions, for their counters
+        self.totals = SessionCounters()  # what ended streams carried
         self._unregistered: set[StreamSession] = set()  # streams of agents never registered
+        # ended sessions whose counters are in the totals (weakly: they must not pile up)
+        self._ended: weakref.WeakSet[StreamSession] = weakref.WeakSet()
         self.changed = trio.Event()  # set and replaced on every change (tests, dashboards)
 
     def _changed(self) -> None:
@@ -220,8 +228,15 @@ class BridgeCore:
     def session_ended(self, session: StreamSession) -> None:
         """Forget ``session`` if it is still its agent's current one (a replaced stream's
         end must not take its successor with it)."""
+        if session in self._ended:
+            return
         session.close()
-        self.finished.append(session)
+        self._ended.add(session)
+        counters, totals = session.counters, self.totals
+        totals.received += counters.received
+        totals.delivered += counters.delivered
+        totals.errors += counters.errors
+        totals.calls += counters.calls
         self._unregistered.discard(session)
         agent = self.agents.get(session.agent_id)
         if agent is not None and agent.session is session:
@@ -262,13 +277,21 @@ class BridgeCore:
         if agent.session is not None:
             agent.session.end(code, message)
         self._unregister_capabilities(agent)
-        self.kernel.directory.unregister(agent_id)
-        _log.warning("remote agent dropped", agent=agent_id, code=code, reason=message)
+        info = self.kernel.directory.get(agent_id)
+        if info is not None and info.metadata.get(REMOTE_KEY) == "bridge":  # still ours
+            self.kernel.directory.unregister(agent_id)
+        log = _log.info if code == _SHUTDOWN else _log.warning
+        log("remote agent dropped", agent=agent_id, code=code, reason=message)
         self._changed()
 
     def _unregister_capabilities(self, agent: RemoteAgent) -> None:
+        """Take the agent's capabilities out of the broker, unless another provider has
+        replaced them there since (``broker.register`` replaces silently)."""
+        broker = self.kernel.broker
         for name, version in agent.registered_keys:
-            self.kernel.broker.unregister(name, version)
+            provider = broker.resolve(name, version)
+            if isinstance(provider, RemoteCapability) and provider.agent_id == agent.agent_id:
+                broker.unregister(name, version)
         agent.registered_keys.clear()
 
     def close(self) -> None:

@@ -28,8 +28,16 @@ __all__ = ["BridgeService", "peer_of"]
 
 _log = get_logger("loomk.bridge")
 
-INBOUND_CAPACITY = 1024
-"""Client frames buffered per stream before the reader waits (and the client with it)."""
+INBOUND_CAPACITY = 32
+"""Client frames buffered per stream before the reader waits, and HTTP/2 flow control makes
+the client wait with it (small: frames may be megabytes each)."""
+
+FLUSH_TIMEOUT_S = 5.0
+"""How long a stream the server ended may take to send what is queued to its client."""
+
+_UNAVAILABLE_AFTER = {"HEARTBEAT_TIMEOUT", "SHUTDOWN"}
+"""Ends after which a client should reconnect: the stream ends with ``UNAVAILABLE`` (Loom's
+SDK reconnects on an error, and stops on a normal end, which ``REPLACED`` keeps)."""
 
 _NO_ACK = "first stream message must be Ack carrying agent_id"
 
@@ -90,14 +98,17 @@ class BridgeService(bridge_grpc.BridgeBase):
         reader = asyncio.ensure_future(_read(stream, send, session, broken))
         try:
             await trio_asyncio.trio_as_aio(session.run)(receive)
-            with contextlib.suppress(Exception):
-                await writer  # what is queued (an err frame too) goes out first
+            self._core.session_ended(session)  # calls to the agent now fail at once
+            with contextlib.suppress(Exception):  # what is queued (the err frame too) goes out
+                await asyncio.wait_for(writer, FLUSH_TIMEOUT_S)
         finally:
             reader.cancel()
             writer.cancel()
             self._core.session_ended(session)
         if broken:
             raise broken[0]
+        if session.end_code in _UNAVAILABLE_AFTER:
+            raise GRPCError(Status.UNAVAILABLE, f"{session.end_code}: the server ended the stream")
 
 
 async def _read(

@@ -104,6 +104,11 @@ class StreamSession:
         finally:
             self.close()
 
+    @property
+    def end_code(self) -> str:
+        """Why the server ended the stream ("" when the client ended it or vanished)."""
+        return self._end_code
+
     def end(self, code: str, message: str) -> None:
         """Stop the session, telling the client why in an ``err`` frame (idempotent)."""
         if not self._end_code:
@@ -119,16 +124,11 @@ class StreamSession:
         self._bindings.clear()
         self._mailbox.discard()
         for call_id, pending in self._pending.items():
-            pending.result = ActionResult.failure(
-                call_id,
-                ErrorCode.PROVIDER_UNAVAILABLE,
-                f"remote agent {self.agent_id!r} disconnected before answering",
-            )
+            pending.result = _disconnected(call_id, self.agent_id)
             pending.done.set()
         self._pending.clear()
-        if self._end_code:
-            self._outbox.put_nowait([_error_frame(self._end_code, self._end_message)])
-        self._outbox.close()
+        final = [_error_frame(self._end_code, self._end_message)] if self._end_code else []
+        self._outbox.close(final)
         self.ended.set()
 
     # ---- subscriptions -----------------------------------------------------------------
@@ -172,7 +172,6 @@ class StreamSession:
                     break
             if not deliveries:
                 continue
-            counters.delivered += len(deliveries)
             if self._batches:
                 frames: list[Any] = [
                     bridge_pb2.ServerEvent(
@@ -181,17 +180,23 @@ class StreamSession:
                 ]
             else:
                 frames = [bridge_pb2.ServerEvent(delivery=d) for d in deliveries]
-            await self._outbox.put(frames)
+            if await self._outbox.put(frames):
+                counters.delivered += len(deliveries)
             await trio.lowlevel.checkpoint()
 
     async def call(self, call: Any) -> ActionResult:
         """Push ``call`` (a loomk ActionCall) to the client and wait for its result; the
         broker's timeout bounds the wait."""
+        if self.ended.is_set():
+            return _disconnected(call.id, self.agent_id)
         pending = self._pending.get(call.id)
         if pending is None:
             pending = self._pending[call.id] = _Pending()
             self.counters.calls += 1
-            await self._outbox.put([bridge_pb2.ServerEvent(action_call=call_to_proto(call))])
+            frame = bridge_pb2.ServerEvent(action_call=call_to_proto(call))
+            if not await self._outbox.put([frame]):  # the stream closed while it waited
+                self._pending.pop(call.id, None)
+                return _disconnected(call.id, self.agent_id)
         try:
             await pending.done.wait()
         finally:
@@ -264,6 +269,14 @@ class StreamSession:
         self.counters.errors += 1
         _log.info("bridge frame refused", agent=self.agent_id, code=code, reason=message)
         await self._outbox.put([_error_frame(code, message)])
+
+
+def _disconnected(call_id: str, agent_id: str) -> ActionResult:
+    return ActionResult.failure(
+        call_id,
+        ErrorCode.PROVIDER_UNAVAILABLE,
+        f"remote agent {agent_id!r} disconnected before answering",
+    )
 
 
 def _error_frame(code: str, message: str) -> Any:

@@ -10,6 +10,7 @@ Ctrl+C.
 
 from __future__ import annotations
 
+import hmac
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -73,14 +74,14 @@ class BridgeServer:
 
     def stats(self) -> BridgeStats:
         sessions = [a.session for a in self._core.agents.values() if a.session is not None]
-        counted = [*self._core.finished, *sessions]
+        totals = [self._core.totals, *(s.counters for s in sessions)]
         return BridgeStats(
             agents=len(self._core.agents),
             streams=len(sessions),
-            events_in=sum(s.counters.received for s in counted),
-            events_out=sum(s.counters.delivered for s in counted),
-            errors=sum(s.counters.errors for s in counted),
-            calls=sum(s.counters.calls for s in counted),
+            events_in=sum(c.received for c in totals),
+            events_out=sum(c.delivered for c in totals),
+            errors=sum(c.errors for c in totals),
+            calls=sum(c.calls for c in totals),
             dropped=self._core.dropped,
             refused=self._core.refused,
         )
@@ -224,7 +225,7 @@ def _require_token(server: Server, token: str, core: BridgeCore) -> None:
 
     async def check(event: RecvRequest) -> None:
         given = dict(event.metadata).get("authorization")
-        if given == expected:
+        if isinstance(given, str) and hmac.compare_digest(given.encode(), expected.encode()):
             return
         core.refused += 1
         _audit.warning(

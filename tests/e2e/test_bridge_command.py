@@ -98,3 +98,25 @@ def test_bridge_serve_reads_looms_address_variable_and_refuses_a_bad_one(tmp_pat
     finally:
         taken.kill()
     assert taken.returncode == 0
+
+
+@pytest.mark.e2e
+def test_bench_bridge_prints_a_table_and_writes_json(tmp_path: Path) -> None:
+    import json
+
+    out = tmp_path / "bridge.json"
+    done = subprocess.run(
+        [LOOMK, "bench", "bridge", "--quick", "--json", str(out)],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "events, 100 per frame" in done.stdout
+    figures = json.loads(out.read_text())
+    for key in ("frames", "batches", "calls"):
+        assert figures[key]["loomk_per_s"] > 0
+        assert figures[key]["bare_per_s"] > 0
+    assert figures["batching_gain"] > 1  # batches carry more events per second than frames

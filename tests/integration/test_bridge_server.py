@@ -319,3 +319,45 @@ async def test_forward_action_runs_a_kernel_capability_and_maps_a_missing_one() 
         action_pb2.ACTION_ERROR,
         "BROKER_ERROR",
     )
+
+
+async def test_a_port_in_use_stops_the_kernel_at_start_naming_it() -> None:
+    import socket
+
+    from loomk import EdgeError
+    from loomk.testing import open_test_kernel
+    from loomk_bridge import BridgeError
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    address = f"127.0.0.1:{holder.getsockname()[1]}"
+    try:
+        with pytest.raises(EdgeError) as caught:
+            async with open_test_kernel(bridge_address=address):
+                pytest.fail("the kernel started on a port in use")
+    finally:
+        holder.close()
+    assert isinstance(caught.value.__cause__, BridgeError)
+    assert address in str(caught.value)
+    assert "in use" in str(caught.value)
+
+
+async def test_the_kernel_starts_the_bridge_edge_when_an_address_is_set() -> None:
+    from loomk.testing import open_test_kernel
+    from loomk_bridge import BridgeServer
+
+    async with open_test_kernel(bridge_address="127.0.0.1:0") as kernel:
+        server = kernel.edge("bridge")
+        assert isinstance(server, BridgeServer)
+
+        async def steps() -> Any:
+            ch = channel(server)
+            try:
+                return await stub(ch).Heartbeat(bridge_pb2.HeartbeatRequest(timestamp_ms=5))
+            finally:
+                ch.close()
+
+        assert (await as_client(steps)).timestamp_ms == 5
+    async with open_test_kernel() as plain:
+        assert "bridge" not in plain.edges

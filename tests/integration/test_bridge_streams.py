@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio_asyncio
 from bridge_support import (
     ack,
     as_client,
@@ -76,6 +77,7 @@ async def test_an_agent_that_misses_its_heartbeats_is_dropped_with_its_capabilit
         from bridge_support import descriptor
 
         frames: list[Any] = []
+        ended: list[Status] = []
 
         async def silent() -> None:
             ch = channel(server)
@@ -84,11 +86,10 @@ async def test_an_agent_that_misses_its_heartbeats_is_dropped_with_its_capabilit
                 await bridge.RegisterAgent(
                     register("quiet", ["t.x"], capabilities=[descriptor("quiet.op")])
                 )
-                async with bridge.EventStream.open() as stream:
-                    await stream.send_message(ack("quiet"))
-                    while (frame := await stream.recv_message()) is not None:
-                        frames.append(frame)
-                    await stream.end()
+                try:
+                    await _read_all(bridge, "quiet", frames)
+                except GRPCError as error:  # the end tells a Loom client to reconnect
+                    ended.append(error.status)
             finally:
                 ch.close()
 
@@ -98,9 +99,18 @@ async def test_an_agent_that_misses_its_heartbeats_is_dropped_with_its_capabilit
             assert kernel.broker.resolve("quiet.op") is not None
             await until(server, lambda: not server.agents())
         assert [f.err.code for f in frames] == ["HEARTBEAT_TIMEOUT"]
+        assert ended == [Status.UNAVAILABLE]
         assert "quiet" not in kernel.directory
         assert kernel.broker.resolve("quiet.op") is None
         assert server.stats().dropped == 1
+
+
+async def _read_all(bridge: Any, agent_id: str, frames: list[Any]) -> None:
+    async with bridge.EventStream.open() as stream:
+        await stream.send_message(ack(agent_id))
+        while (frame := await stream.recv_message()) is not None:
+            frames.append(frame)
+        await stream.end()
 
 
 async def test_unary_heartbeats_on_the_same_connection_keep_an_idle_agent() -> None:
@@ -313,3 +323,85 @@ async def test_batch_frames_only_for_clients_that_ask() -> None:
         payloads = [d.event.payload for f in frames for d in f.delivery_batch.deliveries]
         assert payloads == [b"%d" % i for i in range(20)]
         assert [e.id for e in seen.events] == [f"p{i}" for i in range(50)]
+
+
+async def test_a_slow_reader_replaced_gets_every_queued_frame_then_its_err() -> None:
+    """A full outbox must not drop queued deliveries, nor the err frame saying why."""
+    async with bridge_kernel(stream_queue=2) as (kernel, server):
+        first_frames: list[Any] = []
+        stalled = trio.Event()
+        release = trio.Event()
+
+        async def slow() -> None:
+            ch = channel(server)
+            try:
+                bridge = stub(ch)
+                await bridge.RegisterAgent(register("slow", ["flood.x"]))
+                async with bridge.EventStream.open() as stream:
+                    await stream.send_message(ack("slow"))
+                    stalled.set()
+                    await _aio_wait(release)  # reads nothing until told
+                    while (frame := await stream.recv_message()) is not None:
+                        first_frames.append(frame)
+                    await stream.end()
+            finally:
+                ch.close()
+
+        async def replacement() -> None:
+            ch = channel(server)
+            try:
+                async with stub(ch).EventStream.open() as stream:
+                    await stream.send_message(ack("slow"))
+                    await stream.send_message(
+                        bridge_pb2.ClientEvent(ping=bridge_pb2.HeartbeatRequest())
+                    )
+                    await stream.recv_message()
+                    await stream.end()
+            finally:
+                ch.close()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(as_client, slow)
+            await stalled.wait()
+            await until(server, lambda: server.streaming("slow"))
+            for i in range(600):  # far more than the two frame lists the outbox holds
+                await kernel.bus.publish("flood.x", Event("f", payload=b"%d" % i))
+            await as_client(replacement)
+            release.set()
+        numbers = [int(f.delivery.event.payload) for f in first_frames if f.HasField("delivery")]
+        assert numbers == list(range(len(numbers)))  # in order, no gap
+        assert numbers  # some were sent before the stream ended
+        assert first_frames[-1].err.code == "REPLACED"
+
+
+async def _aio_wait(event: trio.Event) -> None:
+    """Wait (asyncio side) for a trio event."""
+    await trio_asyncio.trio_as_aio(event.wait)()
+
+
+async def test_dropping_a_remote_agent_leaves_a_provider_that_replaced_it() -> None:
+    from bridge_support import descriptor
+
+    from loomk import ActionResult, CapabilityDescriptor
+
+    class Local:
+        descriptor = CapabilityDescriptor("shared.op", "1.0.0")
+
+        async def invoke(self, call: Any) -> ActionResult:
+            return ActionResult.success(call.id, "local")
+
+    async with bridge_kernel(heartbeat_timeout_s=0.2) as (kernel, server):
+
+        async def steps() -> None:
+            ch = channel(server)
+            try:
+                offer = [descriptor("shared.op")]
+                await stub(ch).RegisterAgent(register("remote", [], capabilities=offer))
+            finally:
+                ch.close()
+
+        await as_client(steps)
+        local = Local()
+        kernel.broker.register(local)  # replaces the remote agent's registration
+        await until(server, lambda: not server.agents())  # dropped: it never streamed
+        assert kernel.broker.resolve("shared.op", "1.0.0") is local

@@ -186,11 +186,14 @@ _FILE_NAME = re.compile(r"\.(toml|py|md|json)$")
 
 def test_every_loomk_name_the_prose_spells_out_exists() -> None:
     """Inline code such as `loomk.llm.routing` or `loomk.actions.BrokerStats` names a
-    module or attribute that exists (file names such as `loomk.toml` aside)."""
+    module or attribute that exists (file names such as `loomk.toml` aside, and quoted
+    strings such as the metadata key `"loomk.batch"`)."""
     missing = []
     for page in PAGES:
         prose = re.sub(r"```.*?```", "", page.read_text(), flags=re.DOTALL)
         for span in re.findall(r"`([^`\n]+)`", prose):
+            if span.startswith('"'):
+                continue
             for dotted in re.findall(r"\bloomk(?:_\w+)?(?:\.\w+)+", span):
                 if not _FILE_NAME.search(dotted) and not _resolves(dotted):
                     missing.append(f"{page.relative_to(ROOT)}: {dotted} (in `{span}`)")
