@@ -83,27 +83,24 @@ from loomk.llm import (
     Route,
     RoutingPolicy,
 )
-from loomk.state import (
-    AgentState,
-    AgentStateView,
-    EphemeralMemory,
-    Store,
-    StoreCheck,
-    StoreRepair,
-    check_store,
-    repair_store,
-)
+from loomk.state import MAINTENANCE_NAMES, AgentState, AgentStateView, EphemeralMemory, Store
 
 if TYPE_CHECKING:
     from loomk.llm import LLMClient, LLMSettings
+    from loomk.state import StoreCheck, StoreRepair, check_store, repair_store
 
 
 def __getattr__(name: str) -> Any:
-    """``LLMClient`` and ``LLMSettings``, loaded on first use (see :mod:`loomk.llm`)."""
+    """Loaded on first use: ``LLMClient`` and ``LLMSettings`` (see :mod:`loomk.llm`), and
+    the store's maintenance tools (see :mod:`loomk.state`)."""
     if name in ("LLMClient", "LLMSettings"):
         from loomk import llm
 
         return getattr(llm, name)
+    if name in MAINTENANCE_NAMES:
+        from loomk import state
+
+        return getattr(state, name)
     raise AttributeError(f"module 'loomk' has no attribute {name!r}")
 
 

@@ -47,8 +47,9 @@ if TYPE_CHECKING:  # importlib.metadata loads only when the command line is read
 __all__ = ["COMMAND_GROUP", "Command", "build_parser", "contributed_commands", "main"]
 
 COMMAND_GROUP = "loomk.commands"
-BENCH_GROUP = "loomk.bench"
 """The entry-point group packages contribute ``loomk`` subcommands in."""
+BENCH_GROUP = "loomk.bench"
+"""The entry-point group packages contribute ``loomk bench`` scenarios in."""
 
 _BUILTIN = ("bench", "config", "state", "version")
 

@@ -709,14 +709,9 @@ def _check_together(config: Config) -> Config:
     certificate and key are set together, and client certificates need TLS."""
     cert, key = config.bridge_tls_cert, config.bridge_tls_key
     if bool(cert) != bool(key):
-        given, missing = (
-            ("bridge_tls_cert", "bridge_tls_key")
-            if cert
-            else (
-                "bridge_tls_key",
-                "bridge_tls_cert",
-            )
-        )
+        given, missing = ("bridge_tls_cert", "bridge_tls_key")
+        if not cert:
+            given, missing = missing, given
         raise ConfigError(
             missing,
             f"{given} is set ({config.source(given)}) but {missing} is not: set both "

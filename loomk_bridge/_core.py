@@ -17,7 +17,6 @@ reconnects keeps its capabilities; calls meanwhile fail fast with ``PROVIDER_UNA
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,10 +29,12 @@ from loomk import (
     CapabilityDescriptor,
     CapabilityError,
     ErrorCode,
+    InvalidAgentId,
     Kernel,
     ProviderKind,
     TopicError,
 )
+from loomk.agents import validate_agent_id
 from loomk.bus import validate_pattern
 from loomk.telemetry.logging import get_logger
 from loomk_bridge._outbox import Outbox
@@ -110,11 +111,9 @@ class BridgeCore:
         kernel: Kernel,
         *,
         heartbeat_timeout_s: float,
-        may_publish: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.kernel = kernel
         self.heartbeat_timeout_s = heartbeat_timeout_s
-        self._may_publish = may_publish or (lambda agent_id, topic: True)
         self.agents: dict[str, RemoteAgent] = {}
         self.dropped = 0
         self.refused = 0  # calls refused for a missing or wrong token
@@ -135,7 +134,11 @@ class BridgeCore:
         answers with ``success=false`` rather than a gRPC error)."""
         agent_id = request.agent_id
         if not agent_id:
-            return "agent_id cannot be empty"
+            return "agent_id cannot be empty"  # Loom's words
+        try:
+            validate_agent_id(agent_id)
+        except InvalidAgentId as error:
+            return str(error)
         known = self.agents.get(agent_id)
         if known is None and agent_id in self.kernel.directory:
             return f"agent_id {agent_id!r} is taken by an agent of this kernel"
@@ -210,8 +213,7 @@ class BridgeCore:
             topics=topics,
             batches=metadata.get(BATCH_KEY) == "1",
             origin=metadata.get(ORIGIN_KEY, ""),
-            allowed_to_publish=lambda topic: self._may_publish(agent_id, topic),
-            peer=peer,
+            slow_consumer_s=self.heartbeat_timeout_s / 2,
         )
         if agent is not None:
             previous = agent.session

@@ -33,10 +33,6 @@ class Outbox:
         self._room: asyncio.Event | None = None  # set when the reader takes a list
         self._closed = False
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     async def put(self, frames: Sequence[Any]) -> bool:
         """Queue ``frames`` (trio side), waiting while ``capacity`` lists are queued;
         whether they were queued (not once closed)."""

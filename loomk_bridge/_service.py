@@ -18,6 +18,8 @@ import trio_asyncio
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from loomk import InvalidAgentId
+from loomk.agents import validate_agent_id
 from loomk.telemetry.logging import get_logger
 from loomk_bridge._core import BridgeCore
 from loomk_bridge._outbox import Outbox
@@ -35,7 +37,7 @@ the client wait with it (small: frames may be megabytes each)."""
 FLUSH_TIMEOUT_S = 5.0
 """How long a stream the server ended may take to send what is queued to its client."""
 
-_UNAVAILABLE_AFTER = {"HEARTBEAT_TIMEOUT", "SHUTDOWN"}
+_UNAVAILABLE_AFTER = {"HEARTBEAT_TIMEOUT", "SHUTDOWN", "SLOW_CONSUMER"}
 """Ends after which a client should reconnect: the stream ends with ``UNAVAILABLE`` (Loom's
 SDK reconnects on an error, and stops on a normal end, which ``REPLACED`` keeps)."""
 
@@ -57,6 +59,13 @@ class BridgeService(bridge_grpc.BridgeBase):
     def __init__(self, core: BridgeCore, *, stream_queue: int) -> None:
         self._core = core
         self._stream_queue = stream_queue
+        self._streams: set[asyncio.Future[Any]] = set()
+
+    async def wait_streams_ended(self, timeout_s: float) -> None:
+        """Wait (asyncio side) until every stream's handler has returned, so each sent its
+        end to its client before the server closes the connections; at most ``timeout_s``."""
+        if self._streams:
+            await asyncio.wait(set(self._streams), timeout=timeout_s)
 
     async def RegisterAgent(self, stream: Any) -> None:
         request = await stream.recv_message()
@@ -84,12 +93,31 @@ class BridgeService(bridge_grpc.BridgeBase):
         await stream.send_message(result)
 
     async def EventStream(self, stream: Any) -> None:
-        first = await stream.recv_message()
+        handler = asyncio.current_task()
+        assert handler is not None
+        self._streams.add(handler)
+        try:
+            await self._event_stream(stream)
+        finally:
+            self._streams.discard(handler)
+
+    async def _event_stream(self, stream: Any) -> None:
+        timeout_s = self._core.heartbeat_timeout_s
+        try:
+            first = await asyncio.wait_for(stream.recv_message(), timeout_s)
+        except TimeoutError:
+            raise GRPCError(
+                Status.INVALID_ARGUMENT, f"no first message within {timeout_s:g} s: {_NO_ACK}"
+            ) from None
         if first is None:
             raise GRPCError(Status.INVALID_ARGUMENT, "no first message")
         if first.WhichOneof("msg") != "ack" or not first.ack.message_id:
             raise GRPCError(Status.INVALID_ARGUMENT, _NO_ACK)
         agent_id = first.ack.message_id
+        try:
+            validate_agent_id(agent_id)
+        except InvalidAgentId as error:
+            raise GRPCError(Status.INVALID_ARGUMENT, str(error)) from None
         outbox = Outbox(self._stream_queue)
         session = self._core.open_session(agent_id, outbox, peer_of(stream))
         send, receive = trio.open_memory_channel[Any](INBOUND_CAPACITY)

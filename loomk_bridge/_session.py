@@ -9,14 +9,15 @@ publishes goes onto the bus, and capability calls the kernel routes to the agent
 
 A bad frame gets an ``err`` frame and the stream goes on. The session ends when the client
 ends its side, when it vanishes (grpclib cancels the handler, which cancels this task), when
-a second stream of the same agent replaces it, when the agent misses its heartbeats, or when
-the server closes; calls still waiting for the agent then fail at once with
+a second stream of the same agent replaces it, when the agent misses its heartbeats, when
+it reads nothing of what is queued for half as long (``SLOW_CONSUMER``: deliveries are
+lossless, so a client that stops reading would otherwise stall every publisher of its
+topics), or when the server closes; calls still waiting for the agent then fail at once with
 ``PROVIDER_UNAVAILABLE`` rather than hang until their timeout.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,11 +70,9 @@ class StreamSession:
         topics: tuple[str, ...],
         batches: bool,
         origin: str,
-        allowed_to_publish: Callable[[str], bool],
-        peer: str,
+        slow_consumer_s: float,
     ) -> None:
         self.agent_id = agent_id
-        self.peer = peer
         self.counters = SessionCounters()
         self.last_seen = trio.current_time()
         self.ended = trio.Event()
@@ -81,7 +80,7 @@ class StreamSession:
         self._outbox = outbox
         self._batches = batches
         self._origin = origin
-        self._allowed_to_publish = allowed_to_publish
+        self._slow_consumer_s = slow_consumer_s
         self._mailbox = Mailbox()
         self._bindings: dict[str, Binding] = {}
         for pattern in topics:  # bound now, so nothing published from here on is missed
@@ -180,8 +179,16 @@ class StreamSession:
                 ]
             else:
                 frames = [bridge_pb2.ServerEvent(delivery=d) for d in deliveries]
-            if await self._outbox.put(frames):
-                counters.delivered += len(deliveries)
+            with trio.move_on_after(self._slow_consumer_s) as waiting:
+                if await self._outbox.put(frames):
+                    counters.delivered += len(deliveries)
+            if waiting.cancelled_caught:  # it stalls the publishers of its topics: cut it
+                self.end(
+                    "SLOW_CONSUMER",
+                    f"agent {self.agent_id!r} read none of its queued frames for "
+                    f"{self._slow_consumer_s:g} s",
+                )
+                return
             await trio.lowlevel.checkpoint()
 
     async def call(self, call: Any) -> ActionResult:
@@ -189,25 +196,26 @@ class StreamSession:
         broker's timeout bounds the wait."""
         if self.ended.is_set():
             return _disconnected(call.id, self.agent_id)
-        pending = self._pending.get(call.id)
-        if pending is None:
-            pending = self._pending[call.id] = _Pending()
-            self.counters.calls += 1
+        # One call per id at a time: the broker shares a running call with a repeat of it.
+        pending = self._pending[call.id] = _Pending()
+        self.counters.calls += 1
+        try:
             frame = bridge_pb2.ServerEvent(action_call=call_to_proto(call))
             if not await self._outbox.put([frame]):  # the stream closed while it waited
-                self._pending.pop(call.id, None)
                 return _disconnected(call.id, self.agent_id)
-        try:
             await pending.done.wait()
         finally:
-            if pending.done.is_set() or self._pending.get(call.id) is pending:
-                self._pending.pop(call.id, None)
+            self._pending.pop(call.id, None)
         assert pending.result is not None
         return pending.result
 
     # ---- client -> kernel --------------------------------------------------------------
 
     async def _receive(self, inbound: trio.MemoryReceiveChannel[Any]) -> None:
+        with inbound:  # closed on the way out, so the reader stops feeding it
+            await self._take(inbound)
+
+    async def _take(self, inbound: trio.MemoryReceiveChannel[Any]) -> None:
         async for frame in inbound:
             self.last_seen = trio.current_time()
             kind = frame.WhichOneof("msg")
@@ -240,11 +248,6 @@ class StreamSession:
         except EventError as error:
             await self._refuse("INVALID_EVENT", f"publish to {topic!r}: {error}")
             return
-        if not self._allowed_to_publish(topic):
-            await self._refuse(
-                "PERMISSION_DENIED", f"agent {self.agent_id!r} may not publish to {topic!r}"
-            )
-            return
         try:
             await self._bus.publish(topic, event)
         except TopicError as error:
@@ -257,12 +260,7 @@ class StreamSession:
         if pending is None or pending.done.is_set():
             _log.debug("result for no waiting call", agent=self.agent_id, call_id=message.id)
             return
-        try:
-            pending.result = result_from_proto(message)
-        except (EventError, ValueError) as error:
-            pending.result = ActionResult.failure(
-                message.id, "BAD_RESULT", f"remote agent {self.agent_id!r} sent {error}"
-            )
+        pending.result = result_from_proto(message)  # never raises: odd statuses are errors
         pending.done.set()
 
     async def _refuse(self, code: str, message: str) -> None:

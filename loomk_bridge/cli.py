@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 import trio
 
 import loomk
 from loomk_bridge.errors import BridgeError
-from loomk_bridge.server import BridgeServer, parse_address
+from loomk_bridge.server import DEFAULT_ADDRESS, BridgeServer, parse_address
 
 __all__ = ["COMMAND", "BridgeCommand"]
 
@@ -39,29 +38,24 @@ class BridgeCommand:
         )
 
     def run(self, args: argparse.Namespace) -> int:
-        settings: dict[str, Any] = {}
-        if args.address is not None:
-            try:
-                parse_address(args.address)
-            except BridgeError as error:
-                print(f"loomk bridge serve: {error}", file=sys.stderr)
-                return 2
-            settings["bridge_address"] = args.address
+        try:
+            config = loomk.Config.load()
+            address = args.address or config.bridge_address or DEFAULT_ADDRESS
+            parse_address(address)
+            config = config.replace(bridge_address=address)
+        except (BridgeError, loomk.ConfigError) as error:
+            print(f"loomk bridge serve: {error}", file=sys.stderr)
+            return 2
 
         async def main(kernel: loomk.Kernel) -> None:
-            server = kernel.edges.get("bridge")
-            if not isinstance(server, BridgeServer):  # no address configured anywhere
-                print("loomk bridge serve: no bridge address", file=sys.stderr)
-                return
+            server = kernel.edge("bridge")
+            assert isinstance(server, BridgeServer)
             print(f"loomk bridge listening on {server.address}", flush=True)
             await trio.sleep_forever()
 
-        if "bridge_address" not in settings:
-            config = loomk.Config.load()
-            settings["bridge_address"] = config.bridge_address or "127.0.0.1:50051"
         try:
-            loomk.run(main, **settings)
-        except (BridgeError, loomk.LoomkError) as error:
+            loomk.run(main, config=config)
+        except loomk.LoomkError as error:
             print(f"loomk bridge serve: {error}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:

@@ -26,15 +26,22 @@ from grpclib.exceptions import GRPCError
 from grpclib.server import Server
 
 from loomk import Kernel
+from loomk.config import split_address
 from loomk.telemetry.logging import get_logger
 from loomk_bridge._core import BridgeCore
 from loomk_bridge._frames import LimitedProtoCodec
 from loomk_bridge._service import BridgeService, peer_of
 from loomk_bridge.errors import BridgeError
 
-__all__ = ["BridgeServer", "BridgeStats", "open_bridge_server", "parse_address"]
+__all__ = ["DEFAULT_ADDRESS", "BridgeServer", "BridgeStats", "open_bridge_server", "parse_address"]
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+"""Where a bridge listens when nothing says otherwise (Loom's port, loopback only)."""
 
 _log = get_logger("loomk.bridge")
+
+SHUTDOWN_GRACE_S = 2.0
+"""How long, at shutdown, streams get to send their last frames and status to clients."""
 _audit = get_logger("loomk.bridge.audit")
 
 
@@ -88,13 +95,12 @@ class BridgeServer:
 
 
 def parse_address(address: str) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port`` for IPv6; an empty host means every interface)."""
-    host, sep, port_text = address.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    """``(host, port)`` of ``host:port`` (``[v6]:port`` for IPv6; an empty host means every
+    interface), by the rules of the ``bridge_address`` setting; :class:`BridgeError` if not."""
+    parsed = split_address(address)
+    if parsed is None:
         raise BridgeError(f"bridge address must be HOST:PORT, got {address!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, int(port_text)
+    return parsed
 
 
 def _listening_socket(address: str) -> socket.socket:
@@ -163,7 +169,7 @@ async def open_bridge_server(
     config = kernel.config
     address = config.bridge_address if address is None else address
     token = config.bridge_token if token is None else token
-    sock = _listening_socket(address or "127.0.0.1:50051")
+    sock = _listening_socket(address or DEFAULT_ADDRESS)
     try:
         tls = _tls_context(
             config.bridge_tls_cert if tls_cert is None else tls_cert,
@@ -207,6 +213,8 @@ async def open_bridge_server(
                     nursery.cancel_scope.cancel()
         finally:
             core.close()
+            with trio.CancelScope(shield=True):  # each stream tells its client why it ends
+                await trio_asyncio.aio_as_trio(service.wait_streams_ended)(SHUTDOWN_GRACE_S)
             server.close()
             with trio.CancelScope(shield=True):
                 with trio.move_on_after(5):

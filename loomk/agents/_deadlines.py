@@ -35,7 +35,7 @@ class Armed:
         """The handler is done: its deadline no longer applies (idempotent)."""
         if self.scope is not None:
             self.scope = None
-            self._keeper._disarmed += 1
+            self._keeper.disarmed += 1
 
 
 class DeadlineKeeper:
@@ -43,7 +43,7 @@ class DeadlineKeeper:
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, Armed]] = []
-        self._disarmed = 0  # entries in the heap whose handler is done
+        self.disarmed = 0  # entries in the heap whose handler is done (counted by Armed)
         self._order = itertools.count()
         self._sleep: trio.CancelScope | None = None  # the keeper's sleep, while it runs
 
@@ -55,10 +55,10 @@ class DeadlineKeeper:
     def arm(self, when: float, scope: trio.CancelScope) -> Armed:
         """Cancel ``scope`` at trio time ``when`` unless the returned entry is disarmed."""
         heap = self._heap
-        if self._disarmed > len(heap) // 2 + 64:  # far deadlines of handlers long done
+        if self.disarmed > len(heap) // 2 + 64:  # far deadlines of handlers long done
             heap[:] = [entry for entry in heap if entry[2].scope is not None]
             heapq.heapify(heap)
-            self._disarmed = 0
+            self.disarmed = 0
         armed = Armed(scope, self)
         heapq.heappush(heap, (when, next(self._order), armed))
         sleep = self._sleep
@@ -78,7 +78,7 @@ class DeadlineKeeper:
                     armed = heapq.heappop(heap)[2]
                     scope, armed.scope = armed.scope, None  # out of the heap either way
                     if scope is None:
-                        self._disarmed -= 1
+                        self.disarmed -= 1
                     else:
                         armed.fired = True
                         scope.cancel()

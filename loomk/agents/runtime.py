@@ -349,7 +349,6 @@ class AgentRuntime:
         """
         record = self._record(agent_id)
         self._begin_stop(record)
-        self._subscriptions.leave_directory(record)
         if trio.lowlevel.current_task() is record.task:
             await trio.lowlevel.checkpoint()
             return  # an agent stopping itself: it ends once its handler returns
@@ -381,7 +380,6 @@ class AgentRuntime:
             return
         for record in records:
             self._begin_stop(record)
-            self._subscriptions.leave_directory(record)
         if timeout_s is None:
             timeout_s = max(record.stop_timeout_s for record in records)
         with trio.move_on_after(timeout_s):
@@ -398,12 +396,14 @@ class AgentRuntime:
         self._supervisor.force()
 
     def _begin_stop(self, record: AgentRecord) -> None:
-        """No restart, no new event: the agent drains what is queued, then ends."""
+        """No restart, no new event: the agent leaves the directory, drains what is
+        queued, then ends."""
         record.stopping = True
         record.status = "stopping"
         if record.backoff is not None:
             record.backoff.cancel()  # a stopping agent is not restarted: end the wait now
         self._subscriptions.detach_all(record)
+        self._subscriptions.leave_directory(record)
 
     @staticmethod
     async def _until_finished(records: builtins.list[AgentRecord]) -> None:

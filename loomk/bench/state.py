@@ -65,7 +65,6 @@ async def _loomk_writes(path: Path, *, sync: bool, agents: int, events: int, key
     async with open_kernel(data_dir=path, state_sync=sync) as kernel:
         writers = [_Writer(f"writer-{i}", keys) for i in range(agents)]
         await kernel.spawn_many(writers)
-        kernel.state.store  # noqa: B018 - open the store before the clock starts
         started = time.perf_counter()
         event = Event("write", b"", metadata={"sender": "agent.bench"})
         for _ in range(events):

@@ -80,14 +80,13 @@ Target = tuple[Callable[[Item], "bool | None"], "Binding"]
 class Route:
     """A published topic, the subscriptions it currently reaches, and its counters."""
 
-    __slots__ = ("bindings", "generation", "stats", "targets", "topic", "width")
+    __slots__ = ("bindings", "generation", "stats", "targets", "topic")
 
     def __init__(self, topic: str) -> None:
         self.topic = topic
         self.bindings: tuple[Binding, ...] = ()
         # Each binding with its ``offer`` bound once, for the publish loop.
         self.targets: tuple[Target, ...] = ()
-        self.width = 0
         self.generation = -1
         self.stats = _TopicCounters()
 
@@ -95,7 +94,6 @@ class Route:
         """Route to ``bindings`` from now on."""
         self.bindings = bindings
         self.targets = tuple((binding.offer, binding) for binding in bindings)
-        self.width = len(bindings)
 
 
 class Binding:
@@ -250,10 +248,10 @@ class EventBus:
             raise EventError(f"publish takes an Event, got {type(event).__name__}")
         stats = route.stats
         stats.published += 1
-        stats.matched += route.width
+        targets = route.targets  # this publish's fan-out, however subscriptions change meanwhile
+        stats.matched += len(targets)
         delivered = 0
         item = (route, event)
-        targets = route.targets  # this publish's fan-out, however subscriptions change meanwhile
         for offer, binding in targets:
             accepted = offer(item)
             if accepted:
@@ -341,10 +339,7 @@ class EventBus:
         Everything is checked before anything changes: a bad argument leaves the mailbox
         and the bus as they were. :meth:`detach` ends the binding.
         """
-        if self._closed:
-            raise KernelClosed(f"cannot subscribe to {short_repr(pattern)}: {_CLOSED}")
-        validate_pattern(pattern)
-        types = _event_types(event_types)
+        types = self._check_binding(pattern, event_types)
         if qos.__class__ is not QoS:
             qos = QoS(qos)  # raises QoSError for what is no level
         policy = DEFAULT_OVERFLOW[qos] if overflow is None else parse_overflow(overflow)
@@ -353,6 +348,16 @@ class EventBus:
         elif capacity.__class__ is not int or capacity < 1:
             raise OverflowPolicyError(f"capacity must be an int >= 1, got {short_repr(capacity)}")
         return self._attach(pattern, make_lane(qos, capacity, policy, mailbox), types)
+
+    def _check_binding(
+        self, pattern: str, event_types: Collection[str] | None
+    ) -> frozenset[str] | None:
+        """Refuse a new binding on a closed bus, or with a bad pattern or type filter;
+        returns the filter as :class:`Binding` keeps it."""
+        if self._closed:
+            raise KernelClosed(f"cannot subscribe to {short_repr(pattern)}: {_CLOSED}")
+        validate_pattern(pattern)
+        return _event_types(event_types)
 
     def _attach(self, pattern: str, lane: Lane, types: frozenset[str] | None) -> Binding:
         binding = Binding(next(self._ids), pattern, types, lane)
@@ -383,10 +388,7 @@ class EventBus:
             raise EventError(f"an event handler must be callable, got {short_repr(handler)}")
         if on_detach is not None and not callable(on_detach):
             raise EventError(f"on_detach must be callable or None, got {short_repr(on_detach)}")
-        if self._closed:
-            raise KernelClosed(f"cannot subscribe to {short_repr(pattern)}: {_CLOSED}")
-        validate_pattern(pattern)
-        types = _event_types(event_types)
+        types = self._check_binding(pattern, event_types)
         lane = HandlerLane(handler, parse_overflow("drop_newest"), on_detach)
         return self._attach(pattern, lane, types)
 

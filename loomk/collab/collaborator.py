@@ -28,7 +28,7 @@ from typing import Literal
 import trio
 
 from loomk._metakeys import DEADLINE_MS, SENDER, THREAD_ID
-from loomk._wire import short_repr, text_problem
+from loomk._wire import INT64_MAX, short_repr, text_problem
 from loomk.bus import EventBus
 from loomk.bus.topics import is_wildcard, validate_topic
 from loomk.collab.service import WHOLE_WINDOW, CollabService, Collector
@@ -433,16 +433,13 @@ class Collaborator:
         return self._control(collab_types.AWARD, envelope, priority=60, extra=metadata)
 
 
-_INT64_MAX = 2**63 - 1
-
-
 def _deadline_metadata(timeout_s: float) -> dict[str, str]:
     """``deadline_ms`` for a call waiting ``timeout_s`` from now; none for one that waits
     for ever (an infinite timeout) or past what the wire's int64 can say."""
     if not math.isfinite(timeout_s):
         return {}
     deadline = now_ms() + math.ceil(timeout_s * 1000)
-    return {DEADLINE_MS: str(deadline)} if deadline <= _INT64_MAX else {}
+    return {DEADLINE_MS: str(deadline)} if deadline <= INT64_MAX else {}
 
 
 def _bytes(message: bytes | str) -> bytes:

@@ -21,7 +21,8 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -137,19 +138,22 @@ class StateService:
         if self._store is None:
             if self._closed or self._nursery is None or self._temporary is None:
                 raise KernelClosed("the kernel's state is not available (kernel not running)")
-            try:
+            with self._reporting_faults():
                 store = Store.open(self.data_dir, sync=self._config.state_sync, watermark=False)
-            except StoreError as error:
-                self._fault(error)
-                raise
             self._nursery.start_soon(store.run, name="loomk:state-writer")
             self._store = store
         return self._store
 
-    def _fault(self, error: StoreError) -> None:
-        """The store failed while the kernel runs: tell the kernel (its state_fault policy)."""
-        if self._on_fault is not None:
-            self._on_fault(error)
+    @contextmanager
+    def _reporting_faults(self) -> Iterator[None]:
+        """A :class:`StoreError` raised inside is the store failing while the kernel runs:
+        tell the kernel (its state_fault policy), then let it propagate to the caller."""
+        try:
+            yield
+        except StoreError as error:
+            if self._on_fault is not None:
+                self._on_fault(error)
+            raise
 
     # ---- agent state --------------------------------------------------------------------
 
@@ -162,11 +166,8 @@ class StateService:
     def load(self, agent_id: str) -> dict[str, Any]:
         """An agent's committed state."""
         prefix = _state_prefix(agent_id)
-        try:
+        with self._reporting_faults():
             items = self.store.scan(prefix)
-        except StoreError as error:
-            self._fault(error)
-            raise
         return {key[len(prefix) :].decode(): decode_value(value) for key, value in items}
 
     async def commit(self, agent_id: str, view: AgentStateView) -> None:
@@ -174,30 +175,21 @@ class StateService:
         once it is durable, the view counts it as committed."""
         puts, deletes = view.pending_operations(_state_prefix(agent_id))
         puts[_meta_key(agent_id)] = b'{"last_update_ms":%d}' % now_ms()
-        try:
+        with self._reporting_faults():
             await self.store.commit(puts, deletes)
-        except StoreError as error:
-            self._fault(error)
-            raise
         view.applied()
 
     async def forget(self, agent_id: str) -> int:
         """Delete everything stored for ``agent_id``; returns how many keys went."""
-        try:
+        with self._reporting_faults():
             return await self.store.delete_prefix(_agent_prefix(agent_id))
-        except StoreError as error:
-            self._fault(error)
-            raise
 
     def snapshot(
         self, agent_id: str, ephemeral: bytes = b"[]", metadata: dict[str, str] | None = None
     ) -> AgentState:
         """The ``AgentState`` of ``agent_id`` from what is committed."""
-        try:
+        with self._reporting_faults():
             meta_raw = self.store.get(_meta_key(agent_id))
-        except StoreError as error:
-            self._fault(error)
-            raise
         last_update = json.loads(meta_raw)["last_update_ms"] if meta_raw else 0
         return AgentState(
             agent_id=agent_id,

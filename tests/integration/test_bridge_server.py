@@ -361,3 +361,62 @@ async def test_the_kernel_starts_the_bridge_edge_when_an_address_is_set() -> Non
         assert (await as_client(steps)).timestamp_ms == 5
     async with open_test_kernel() as plain:
         assert "bridge" not in plain.edges
+
+
+async def test_re_registering_while_streaming_moves_the_subscriptions() -> None:
+    async with bridge_kernel() as (kernel, server):
+        got: list[Any] = []
+
+        async def steps() -> None:
+            ch = channel(server)
+            try:
+                bridge = stub(ch)
+                await bridge.RegisterAgent(register("mover", ["old.x"]))
+                async with bridge.EventStream.open() as stream:
+                    await stream.send_message(ack("mover"))
+                    await bridge.RegisterAgent(register("mover", ["new.x"]))
+                    await stream.send_message(publish("old.x", event("on_old")))
+                    await stream.send_message(publish("new.x", event("on_new")))
+                    got.append(await stream.recv_message())
+                    await stream.send_message(
+                        bridge_pb2.ClientEvent(ping=bridge_pb2.HeartbeatRequest())
+                    )
+                    got.append(await stream.recv_message())
+                    await stream.end()
+            finally:
+                ch.close()
+
+        await as_client(steps)
+        info = kernel.directory.get("mover")
+        assert info is not None
+        assert info.topics == ("new.x",)
+    # only the event on the new topic came back, then the pong: nothing from old.x
+    assert [f.WhichOneof("msg") for f in got] == ["delivery", "pong"]
+    assert got[0].delivery.event.type == "on_new"
+
+
+async def test_events_are_not_sent_back_to_the_link_they_came_from() -> None:
+    async with bridge_kernel() as (kernel, server):
+        got: list[Any] = []
+
+        async def steps() -> None:
+            ch = channel(server)
+            try:
+                bridge = stub(ch)
+                await bridge.RegisterAgent(
+                    register("link", ["shared.x"], metadata={"loomk.origin": "kernel-b"})
+                )
+                async with bridge.EventStream.open() as stream:
+                    await stream.send_message(ack("link"))
+                    mine = event("from_b", metadata={"loomk.origin": "kernel-b"})
+                    await stream.send_message(publish("shared.x", mine))
+                    await stream.send_message(publish("shared.x", event("plain")))
+                    got.append(await stream.recv_message())
+                    await stream.end()
+            finally:
+                ch.close()
+
+        with capture_events(kernel.bus, "shared.x") as seen:
+            await as_client(steps)
+        assert [e.type for e in seen.events] == ["from_b", "plain"]  # both reached the bus
+    assert [f.delivery.event.type for f in got] == ["plain"]  # its own came not back

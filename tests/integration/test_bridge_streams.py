@@ -113,35 +113,6 @@ async def _read_all(bridge: Any, agent_id: str, frames: list[Any]) -> None:
         await stream.end()
 
 
-async def test_unary_heartbeats_on_the_same_connection_keep_an_idle_agent() -> None:
-    async with bridge_kernel(heartbeat_timeout_s=1.0) as (_, server):
-        dropped_while_beating = []
-
-        async def beating() -> None:
-            ch = channel(server)
-            try:
-                bridge = stub(ch)
-                await bridge.RegisterAgent(register("idle", ["t.x"]))
-                async with bridge.EventStream.open() as stream:
-                    await stream.send_message(ack("idle"))
-                    for _ in range(25):  # 25 x 0.1 s: well past the timeout, always beating
-                        await bridge.Heartbeat(bridge_pb2.HeartbeatRequest(timestamp_ms=0))
-                        await _aio_sleep(0.1)
-                    dropped_while_beating.append("idle" not in server.agents())
-                    await stream.end()
-            finally:
-                ch.close()
-
-        await as_client(beating)
-    assert dropped_while_beating == [False]
-
-
-async def _aio_sleep(seconds: float) -> None:
-    import asyncio
-
-    await asyncio.sleep(seconds)
-
-
 BAD_FRAMES = {
     "invalid topic": (publish("bad..topic", event()), "INVALID_TOPIC"),
     "wildcard topic": (publish("a.*", event()), "INVALID_TOPIC"),
@@ -209,8 +180,11 @@ class _RawCodec(ProtoCodec):
 async def test_a_broken_frame_ends_only_its_own_stream(garbage: bytes, status: Status) -> None:
     async with bridge_kernel() as (kernel, server):
         with capture_events(kernel.bus, "t.x") as seen:
+            bystander_open = trio.Event()
+            broken = trio.Event()
 
             async def breaker() -> GRPCError:
+                await trio_asyncio.trio_as_aio(bystander_open.wait)()
                 ch = channel(server, codec=_RawCodec())
                 try:
                     with pytest.raises(GRPCError) as caught:
@@ -218,28 +192,43 @@ async def test_a_broken_frame_ends_only_its_own_stream(garbage: bytes, status: S
                     return caught.value
                 finally:
                     ch.close()
+                    broken.set()
 
             async def bystander() -> int:
+                """A stream open before the breaker and used after it broke."""
                 ch = channel(server)
                 try:
                     async with stub(ch).EventStream.open() as stream:
                         await stream.send_message(ack("bystander"))
+                        await _ping(stream)
+                        bystander_open.set()
+                        await trio_asyncio.trio_as_aio(broken.wait)()
                         for i in range(100):
                             await stream.send_message(publish("t.x", event(id=f"b{i}")))
-                        await stream.send_message(
-                            bridge_pb2.ClientEvent(ping=bridge_pb2.HeartbeatRequest())
-                        )
-                        await stream.recv_message()  # the pong: everything before it is in
+                        await _ping(stream)  # the pong: everything before it is in
                         await stream.end()
                         return 100
                 finally:
                     ch.close()
 
-            error = await as_client(breaker)
-            sent = await as_client(bystander)
+            outcome: dict[str, Any] = {}
+
+            async def run(name: str, steps: Any) -> None:
+                outcome[name] = await as_client(steps)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run, "sent", bystander)
+                nursery.start_soon(run, "error", breaker)
+            error, sent = outcome["error"], outcome["sent"]
         assert error.status is status
         assert len(seen.events) == sent
         assert not kernel.closed
+
+
+async def _ping(stream: Any) -> None:
+    await stream.send_message(bridge_pb2.ClientEvent(ping=bridge_pb2.HeartbeatRequest()))
+    while not (await stream.recv_message()).HasField("pong"):
+        pass
 
 
 async def _send_then_read(bridge: Any, garbage: bytes) -> None:
@@ -405,3 +394,117 @@ async def test_dropping_a_remote_agent_leaves_a_provider_that_replaced_it() -> N
         kernel.broker.register(local)  # replaces the remote agent's registration
         await until(server, lambda: not server.agents())  # dropped: it never streamed
         assert kernel.broker.resolve("shared.op", "1.0.0") is local
+
+
+async def test_a_client_that_stops_reading_is_cut_and_publishers_go_on() -> None:
+    """Deliveries are lossless, so a client that reads nothing would stall its topics'
+    publishers for ever: after the heartbeat timeout it is cut as a slow consumer."""
+    async with bridge_kernel(stream_queue=1, heartbeat_timeout_s=0.3) as (kernel, server):
+        opened = trio.Event()
+        release = trio.Event()
+        outcome: list[Any] = []
+
+        async def deaf() -> None:
+            ch = channel(server)
+            try:
+                bridge = stub(ch)
+                await bridge.RegisterAgent(register("deaf", ["busy.x"]))
+                try:
+                    async with bridge.EventStream.open() as stream:
+                        await stream.send_message(ack("deaf"))
+                        opened.set()
+                        await trio_asyncio.trio_as_aio(release.wait)()  # never reads before
+                        while (frame := await stream.recv_message()) is not None:
+                            outcome.append(frame)
+                        await stream.end()
+                except GRPCError as error:
+                    outcome.append(error)
+            finally:
+                ch.close()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(as_client, deaf)
+            await opened.wait()
+            await until(server, lambda: server.streaming("deaf"))
+            big = b"x" * 4096  # 5000 x 4 KiB: more than HTTP/2's windows, lane and outbox hold
+            for _ in range(5000):
+                await kernel.bus.publish("busy.x", Event("b", payload=big))
+            release.set()  # the publisher got through: now let the client see its end
+        end = outcome[-1]
+        assert isinstance(end, GRPCError)
+        assert end.status is Status.UNAVAILABLE
+        assert "SLOW_CONSUMER" in str(end.message)
+        delivered = outcome[:-1]
+        assert 0 < len(delivered) < 5000  # it was cut, and what it got came in order
+        assert {f.WhichOneof("msg") for f in delivered} <= {"delivery", "err"}
+
+
+async def test_shutdown_ends_every_stream_with_unavailable() -> None:
+    """A client mid-stream when the kernel stops hears why (err SHUTDOWN) and gets a status
+    that tells Loom's SDK to reconnect, rather than a stream that just hangs."""
+    frames: list[Any] = []
+    statuses: list[Status] = []
+    streaming = trio.Event()
+    finished = trio.Event()
+
+    async with trio.open_nursery() as nursery:
+        async with bridge_kernel() as (_, server):
+
+            async def client() -> None:
+                ch = channel(server)
+                try:
+                    await stub(ch).RegisterAgent(register("stayer", ["t.x"]))
+                    try:
+                        await _read_until_end(stub(ch), frames, streaming)
+                    except GRPCError as error:
+                        statuses.append(error.status)
+                finally:
+                    ch.close()
+
+            async def run_client() -> None:
+                await as_client(client)
+                finished.set()
+
+            nursery.start_soon(run_client)
+            await streaming.wait()
+        with trio.fail_after(30):  # the server is gone: the client must not hang
+            await finished.wait()
+    assert [f.err.code for f in frames if f.HasField("err")] == ["SHUTDOWN"]
+    assert statuses == [Status.UNAVAILABLE]
+
+
+async def _read_until_end(bridge: Any, frames: list[Any], streaming: trio.Event) -> None:
+    async with bridge.EventStream.open() as stream:
+        await stream.send_message(ack("stayer"))
+        await _ping(stream)
+        streaming.set()
+        while (frame := await stream.recv_message()) is not None:
+            frames.append(frame)
+        await stream.end()
+
+
+async def test_agent_ids_that_cannot_name_topics_are_refused() -> None:
+    async with bridge_kernel() as (_, server):
+
+        async def steps() -> tuple[Any, GRPCError]:
+            ch = channel(server)
+            try:
+                bridge = stub(ch)
+                registered = await bridge.RegisterAgent(register("bad id*", []))
+                with pytest.raises(GRPCError) as caught:
+                    await _ack_only(bridge, "a\x00b")
+                return registered, caught.value
+            finally:
+                ch.close()
+
+        registered, refused = await as_client(steps)
+    assert not registered.success
+    assert "invalid agent id" in registered.error_message
+    assert refused.status is Status.INVALID_ARGUMENT
+
+
+async def _ack_only(bridge: Any, agent_id: str) -> None:
+    async with bridge.EventStream.open() as stream:
+        await stream.send_message(ack(agent_id))
+        await stream.end()
+        await stream.recv_message()

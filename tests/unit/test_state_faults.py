@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from store_support import flip_bytes
 
 from loomk import Context, Event, Kernel, StoreCorrupted
 from loomk.state import Store
@@ -28,14 +29,6 @@ KEYS = 2000
 def kernel_on(data_dir: Path, **settings: Any) -> AbstractAsyncContextManager[Kernel]:
     """A test kernel whose state lives on in ``data_dir``."""
     return open_test_kernel(data_dir=data_dir, state_temporary=False, **settings)
-
-
-def flip_bytes(file: Path, at: int, count: int = 16) -> None:
-    with file.open("r+b") as handle:
-        handle.seek(at)
-        data = handle.read(count)
-        handle.seek(at)
-        handle.write(bytes(byte ^ 0xFF for byte in data))
 
 
 async def damaged_state_of(data_dir: Path, agent_id: str) -> None:
