@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(VENV)/bin/loomk bench state --json bench-results/state.json
 	$(VENV)/bin/loomk bench collab --json bench-results/collab.json
 	$(VENV)/bin/loomk bench batch --json bench-results/batch.json
+	$(VENV)/bin/loomk bench bridge --json bench-results/bridge.json
 
 # The loom.v1 Python modules, from schemas/ (protoc from grpcio-tools; the output is committed).
 proto: $(STAMP)

@@ -6,7 +6,6 @@ the client reported.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +17,7 @@ from loomk import ActionResult, CapabilityDescriptor
 from loomk.kernel import open_kernel
 from loomk_bridge._bench_client import TOPIC
 from loomk_bridge._proto import action_pb2, bridge_grpc, bridge_pb2
-from loomk_bridge.server import open_bridge_server
+from loomk_bridge.server import listening_socket, open_bridge_server
 
 __all__ = ["bare_server", "loomk_server"]
 
@@ -92,9 +91,7 @@ class _Bare(bridge_grpc.BridgeBase):
 
 async def bare_server(command: Command) -> float:
     """grpclib alone, on the same trio-asyncio loop a kernel's bridge uses."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
+    sock = listening_socket("127.0.0.1:0")  # the bridge's own: same TCP options
     address = "{}:{}".format(*sock.getsockname())
     async with trio_asyncio.open_loop():
         server = Server([_Bare()])

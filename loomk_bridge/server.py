@@ -33,7 +33,14 @@ from loomk_bridge._frames import LimitedProtoCodec
 from loomk_bridge._service import BridgeService, peer_of
 from loomk_bridge.errors import BridgeError
 
-__all__ = ["DEFAULT_ADDRESS", "BridgeServer", "BridgeStats", "open_bridge_server", "parse_address"]
+__all__ = [
+    "DEFAULT_ADDRESS",
+    "BridgeServer",
+    "BridgeStats",
+    "listening_socket",
+    "open_bridge_server",
+    "parse_address",
+]
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 """Where a bridge listens when nothing says otherwise (Loom's port, loopback only)."""
@@ -103,7 +110,10 @@ def parse_address(address: str) -> tuple[str, int]:
     return parsed
 
 
-def _listening_socket(address: str) -> socket.socket:
+def listening_socket(address: str) -> socket.socket:
+    """A TCP socket bound to ``address`` and listening (``IPPROTO_TCP``, so asyncio turns
+    Nagle's algorithm off on the connections it accepts: small gRPC replies must not wait
+    for a delayed ACK); :class:`BridgeError` naming the address if it cannot be."""
     host, port = parse_address(address)
     try:
         family, kind, proto, _, where = socket.getaddrinfo(
@@ -169,7 +179,7 @@ async def open_bridge_server(
     config = kernel.config
     address = config.bridge_address if address is None else address
     token = config.bridge_token if token is None else token
-    sock = _listening_socket(address or DEFAULT_ADDRESS)
+    sock = listening_socket(address or DEFAULT_ADDRESS)
     try:
         tls = _tls_context(
             config.bridge_tls_cert if tls_cert is None else tls_cert,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from types import MappingProxyType
@@ -14,6 +14,7 @@ import trio
 import trio.testing
 
 from loomk.config import Config
+from loomk.edges import Edge
 from loomk.kernel import Kernel, open_kernel
 
 __all__ = ["open_test_kernel", "run_test_kernel"]
@@ -37,6 +38,7 @@ async def open_test_kernel(
     *,
     cwd: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
+    edges: Iterable[Edge[Kernel]] | None = None,
     **settings: Any,
 ) -> AsyncIterator[Kernel]:
     """Run a kernel for one test, whatever the machine's environment, like ``open_kernel``.
@@ -52,6 +54,8 @@ async def open_test_kernel(
       during which an autojump ``MockClock`` could jump time forward;
     - logs only critical records (``log_level="critical"``) and handles no signals.
 
+    ``edges`` replaces the installed edges, as for ``open_kernel`` (an edge under test).
+
     These are defaults: a ``loomk.toml`` in a ``cwd`` you pass, ``LOOMK_*`` variables in an
     ``env`` you pass, and keyword settings of :class:`loomk.Config` all override them, e.g.
     for a test about persistence::
@@ -66,7 +70,7 @@ async def open_test_kernel(
             defaults={**_TEST_SETTINGS, "data_dir": base / "state"},
             **settings,
         )
-        async with open_kernel(config) as kernel:
+        async with open_kernel(config, edges=edges) as kernel:
             yield kernel
 
 

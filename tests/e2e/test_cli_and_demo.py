@@ -43,8 +43,10 @@ def test_make_demo_runs_agents_offline_and_reports_what_happened() -> None:
     assert result.stderr == ""
 
 
-def test_bus_example_runs_offline_and_reports_what_happened() -> None:
-    result = _run(sys.executable, "examples/hello_bus.py")
+def test_bus_example_runs_offline_and_reports_what_happened(tmp_path: Path) -> None:
+    # from a directory of its own: the example keeps its state in ./.loomk, locked while
+    # it runs, which another run in the repository (a developer's, another test run's) holds
+    result = _run(sys.executable, str(ROOT / "examples/hello_bus.py"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "ALERT on alerts.attic.heat: attic at 36.5 C" in out
@@ -96,11 +98,13 @@ def test_config_command_lists_settings_and_reports_bad_environment(tmp_path: Pat
     assert "Traceback" not in bad.stderr
 
 
-def _start_program(code: str) -> subprocess.Popen[str]:
+def _start_program(code: str, cwd: Path) -> subprocess.Popen[str]:
+    """Run ``code`` in ``cwd``, a directory of its own: ``loomk.run`` keeps its state in
+    ``./.loomk`` and locks it, so two programs in one directory would collide."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOMK_")}
     return subprocess.Popen(
         [sys.executable, "-c", code],
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -131,8 +135,8 @@ _SIGNAL_PROGRAM = textwrap.dedent(
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_shuts_the_kernel_down_cleanly(signum: signal.Signals) -> None:
-    process = _start_program(_SIGNAL_PROGRAM)
+def test_a_signal_shuts_the_kernel_down_cleanly(signum: signal.Signals, tmp_path: Path) -> None:
+    process = _start_program(_SIGNAL_PROGRAM, tmp_path)
     try:
         assert process.stdout is not None
         assert process.stdout.readline().strip() == "ready"
@@ -156,7 +160,7 @@ def _code_block(document: str, heading: str, language: str = "python") -> str:
 def test_the_readme_embedding_example_runs_as_documented(tmp_path: Path) -> None:
     script = tmp_path / "example.py"
     script.write_text(_code_block("README.md", "## Embedding loomk"))
-    result = _run(sys.executable, str(script))
+    result = _run(sys.executable, str(script), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "sensors.kitchen.temp b'22.0'"
@@ -237,8 +241,8 @@ _STUBBORN_PROGRAM = textwrap.dedent(
 )
 
 
-def test_a_second_signal_abandons_a_graceful_shutdown_that_hangs() -> None:
-    process = _start_program(_STUBBORN_PROGRAM)
+def test_a_second_signal_abandons_a_graceful_shutdown_that_hangs(tmp_path: Path) -> None:
+    process = _start_program(_STUBBORN_PROGRAM, tmp_path)
     try:
         assert process.stdout is not None
         assert process.stdout.readline().strip() == "ready"

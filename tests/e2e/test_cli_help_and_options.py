@@ -21,6 +21,7 @@ OPTIONS = {
     "state": ["--agents", "--events", "--keys", "--fsync-writes"],
     "collab": ["--round-trips", "--invocations", "--repeats"],
     "batch": ["--deliveries", "--agents", "--events", "--keys", "--repeats"],
+    "bridge": ["--events", "--calls", "--repeats"],
 }
 """Every size option of every bench scenario (besides ``--json`` and ``--quick``)."""
 

@@ -9,6 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
+
+import loomk
+from loomk.testing import capture_events
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
@@ -44,3 +49,28 @@ def test_the_contract_net_bidder_of_the_collaboration_guide_runs_as_documented(
     assert result.returncode == 0, result.stderr
     assert result.stdout == printed
     assert "Traceback" not in result.stderr
+
+
+def test_the_heartbeat_edge_of_the_edges_guide_runs_with_a_kernel() -> None:
+    """The example edge, taken from docs/edges.md as written, started by a kernel given it
+    in ``edges=``: its beats reach the bus, ``kernel.edge`` returns what it yielded, and
+    the kernel's shutdown stops it."""
+    text = (ROOT / "docs/edges.md").read_text()
+    start = text.index("```python\n", text.index("## What an edge is")) + len("```python\n")
+    namespace: dict[str, object] = {"__name__": "edges_example"}
+    exec(text[start : text.index("```", start)], namespace)
+    heartbeat = namespace["Heartbeat"]
+    assert isinstance(heartbeat, type)
+
+    async def main() -> tuple[int, object]:
+        # loomk.testing's kernels take settings only, so the edge goes to open_kernel itself
+        async with loomk.open_kernel(
+            env={}, state_temporary=True, log_level="critical", edges=[heartbeat()]
+        ) as kernel:
+            with capture_events(kernel.bus, "kernel.heartbeat") as beats, trio.fail_after(10):
+                await beats.wait_for(3)  # virtual seconds: a beat a second, if the edge runs
+            return len(beats.of_type("beat")), kernel.edge("heartbeat")
+
+    count, opened = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert count >= 3
+    assert isinstance(opened, trio.CancelScope)

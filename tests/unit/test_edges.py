@@ -358,3 +358,12 @@ def test_a_kernel_without_bridge_address_never_imports_the_bridge() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:4] == ["False", "['bridge']", "[]", "[]"]
+
+
+async def test_the_test_kernel_takes_edges_like_open_kernel() -> None:
+    from loomk.testing import open_test_kernel
+
+    log: list[str] = []
+    async with open_test_kernel(edges=[RecordingEdge("probe", log, value=42)]) as kernel:
+        assert kernel.edge("probe") == 42
+    assert log == ["probe entered", "probe left (stopping=True)"]

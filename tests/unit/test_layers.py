@@ -48,7 +48,8 @@ ALLOWED: dict[str, set[str]] = {
     "agents": _FOUNDATION | {"bus", "state", "actions", "collab", "llm"},
     # the composition root and what stands on it
     "kernel": _FOUNDATION | {"bus", "state", "actions", "collab", "llm", "agents", "edges"},
-    "testing": _FOUNDATION | {"bus", "state", "actions", "collab", "llm", "agents", "kernel"},
+    "testing": _FOUNDATION
+    | {"bus", "state", "actions", "collab", "llm", "agents", "edges", "kernel"},
     "bench": _FOUNDATION | {"bus", "state", "actions", "collab", "llm", "agents", "kernel"},
     "cli": _FOUNDATION | {"kernel", "bench", "edges", "__init__"},
     "__init__": _FOUNDATION
