@@ -41,7 +41,7 @@ from loomk.bus import (
     SubscriptionStats,
     TopicStats,
 )
-from loomk.config import Config, ConfigSource
+from loomk.config import BridgeAcl, BridgeAclEntry, Config, ConfigSource
 from loomk.edges import Edge
 from loomk.envelope import Envelope, ThreadTopicKind, agent_reply_topic
 from loomk.errors import (
@@ -64,6 +64,7 @@ from loomk.errors import (
     EventError,
     InvalidAgentId,
     KernelClosed,
+    LinkError,
     LLMError,
     LoomkError,
     NotSubscribed,
@@ -128,6 +129,8 @@ __all__ = [
     "AgentStateView",
     "AgentStats",
     "AlreadySubscribed",
+    "BridgeAcl",
+    "BridgeAclEntry",
     "CapabilityDescriptor",
     "CapabilityDirectory",
     "CapabilityError",
@@ -156,6 +159,7 @@ __all__ = [
     "LLMClient",
     "LLMError",
     "LLMSettings",
+    "LinkError",
     "LocalModel",
     "LoomkError",
     "ModelRouter",

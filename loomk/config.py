@@ -8,10 +8,12 @@ merges four sources, lowest to highest precedence:
    ``LOOMK_CONFIG`` environment variable if set (it must exist), else ``loomk.toml`` in the
    working directory if there is one. Relative paths are taken relative to ``cwd``. Tables
    flatten with an underscore, so ``[bus]`` / ``realtime_capacity = 64`` sets
-   ``bus_realtime_capacity``;
+   ``bus_realtime_capacity``; a setting whose value is itself a table (``bridge_acl``, see
+   :class:`BridgeAcl`) is taken whole: ``[bridge_acl."agent-1"]`` / ``publish = [...]``;
 3. environment variables ``LOOMK_<KEY>`` (``LOOMK_BUS_REALTIME_CAPACITY=128``), whose
-   string values are parsed to the field's type. ``LOOMK_CONFIG`` names the file and is
-   not a setting; any other unknown ``LOOMK_*`` variable is an error;
+   string values are parsed to the field's type (a table setting's as a JSON object).
+   ``LOOMK_CONFIG`` names the file and is not a setting; any other unknown ``LOOMK_*``
+   variable is an error;
 4. keyword arguments to :meth:`Config.load`.
 
 Where each value came from is kept: :meth:`Config.source` gives a :class:`ConfigSource` per
@@ -45,7 +47,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hmac
 import ipaddress
+import json
 import math
 import os
 import re
@@ -59,7 +63,18 @@ from typing import Any, Literal
 
 from loomk.errors import ConfigError
 
-__all__ = ["SECRET_MASK", "Config", "ConfigSource", "SourceKind", "describe", "split_address"]
+__all__ = [
+    "ACL_ANY_AGENT",
+    "ACL_LISTS",
+    "SECRET_MASK",
+    "BridgeAcl",
+    "BridgeAclEntry",
+    "Config",
+    "ConfigSource",
+    "SourceKind",
+    "describe",
+    "split_address",
+]
 
 SECRET_MASK = "********"
 
@@ -109,6 +124,215 @@ class ConfigSource:
 
 _DEFAULT_SOURCE = ConfigSource("default")
 _KEYWORD_SOURCE = ConfigSource("keyword")
+
+
+# --- the bridge's access control list (bridge_acl) -------------------------------------------
+
+ACL_ANY_AGENT = "*"
+"""The ``bridge_acl`` entry for every agent without one of its own."""
+
+ACL_LISTS: tuple[str, ...] = ("publish", "subscribe", "call", "offer")
+"""The lists of a ``bridge_acl`` entry, one per action the bridge checks."""
+
+# The bus's topic grammar (loomk.bus.topics), repeated here because the configuration sits
+# below the bus; a property test keeps the two in agreement.
+_ACL_TOPIC_TOKEN = r"[^ \t\r\n\v\f\x00\ud800-\udfff.*>]+"
+_ACL_TOPIC_PATTERN = re.compile(
+    rf"(?:{_ACL_TOPIC_TOKEN}|\*)(?:\.(?:{_ACL_TOPIC_TOKEN}|\*))*(?:\.>)?|>"
+)
+_ACL_TOPIC_MAX = 1024
+# Capability names (loomk.actions' rule) with whole-token '*' and a final '>' added; ':'
+# belongs to a token (an MCP tool "server:tool" is one token).
+_ACL_NAME_TOKEN = r"[A-Za-z0-9_][A-Za-z0-9_\-]*(?::[A-Za-z0-9_][A-Za-z0-9_\-]*)*"
+_ACL_NAME_PATTERN = re.compile(
+    rf"(?:{_ACL_NAME_TOKEN}|\*)(?:\.(?:{_ACL_NAME_TOKEN}|\*))*(?:\.>)?|>", re.ASCII
+)
+# loomk.agents' agent id rule
+_ACL_AGENT_ID = re.compile(r"[A-Za-z0-9_\-:]+(?:\.[A-Za-z0-9_\-:]+)*", re.ASCII)
+_ACL_AGENT_ID_MAX = 200
+
+
+def _token_shaped(value: str) -> bool:
+    """A bearer token: printable ASCII without spaces (what an HTTP/2 header carries)."""
+    return all(33 <= ord(ch) <= 126 for ch in value)
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeAclEntry:
+    """What one remote agent may do through the bridge: one entry of ``bridge_acl``.
+
+    Each list holds patterns in the bus's grammar (``*`` one token, ``>`` one or more
+    trailing tokens): ``publish`` the topics it may publish on, ``subscribe`` what its
+    subscriptions may cover (a requested pattern must be covered entirely), ``call`` the
+    capabilities it may call with ``ForwardAction``, ``offer`` those it may register. An
+    empty or missing list allows nothing. ``token``, when set, binds the agent id to that
+    bearer token: a call claiming the id must carry it (it is never shown).
+    """
+
+    publish: tuple[str, ...] = ()
+    subscribe: tuple[str, ...] = ()
+    call: tuple[str, ...] = ()
+    offer: tuple[str, ...] = ()
+    token: str = field(default="", repr=False)
+
+    def as_table(self, *, reveal_secrets: bool = False) -> dict[str, object]:
+        """The entry as its TOML table (lists as lists; the token masked unless asked)."""
+        table: dict[str, object] = {name: list(getattr(self, name)) for name in ACL_LISTS}
+        if self.token:
+            table["token"] = self.token if reveal_secrets else SECRET_MASK
+        return table
+
+
+class BridgeAcl(Mapping[str, BridgeAclEntry]):
+    """The value of ``bridge_acl``: agent id (or ``"*"``) -> :class:`BridgeAclEntry`.
+
+    Empty means no access control (everything allowed, as without the setting). Otherwise
+    an agent gets its own entry, else the ``"*"`` entry, else nothing at all
+    (:meth:`entry_for`). Immutable and hashable, like every value of a :class:`Config`.
+    Build one from its TOML shape with :meth:`from_table`.
+    """
+
+    __slots__ = ("_entries",)
+
+    def __init__(self, entries: Mapping[str, BridgeAclEntry] | None = None) -> None:
+        self._entries: Mapping[str, BridgeAclEntry] = MappingProxyType(dict(entries or {}))
+
+    @classmethod
+    def from_table(cls, table: object) -> BridgeAcl:
+        """Check and convert the TOML shape: ``{agent: {publish: [...], ..., token: "..."}}``.
+
+        Raises :class:`ValueError` saying which entry and item is wrong (never showing a
+        token); :class:`Config` turns it into a :class:`~loomk.errors.ConfigError`.
+        """
+        if isinstance(table, BridgeAcl):
+            return table
+        if not isinstance(table, Mapping):
+            raise ValueError(f"expected a table of agent id -> entry, got a {type(table).__name__}")
+        entries: dict[str, BridgeAclEntry] = {}
+        for agent, raw in table.items():
+            entries[_acl_agent(agent)] = _acl_entry(agent, raw)
+        tokens: dict[str, str] = {}
+        for agent, entry in entries.items():
+            if entry.token in tokens:
+                raise ValueError(
+                    f"entries {tokens[entry.token]!r} and {agent!r} have the same token: "
+                    "each token binds one agent id"
+                )
+            if entry.token:
+                tokens[entry.token] = agent
+        return cls(entries)
+
+    def entry_for(self, agent_id: str) -> BridgeAclEntry | None:
+        """The entry that governs ``agent_id``: its own, else ``"*"``'s, else None (denied
+        everything). Only meaningful when the ACL is not empty."""
+        entry = self._entries.get(agent_id)
+        return entry if entry is not None else self._entries.get(ACL_ANY_AGENT)
+
+    def as_table(self, *, reveal_secrets: bool = False) -> dict[str, object]:
+        """The TOML shape, tokens masked unless ``reveal_secrets`` (round-trips through
+        :meth:`from_table` when revealed)."""
+        return {
+            agent: entry.as_table(reveal_secrets=reveal_secrets)
+            for agent, entry in self._entries.items()
+        }
+
+    def __getitem__(self, agent: str) -> BridgeAclEntry:
+        return self._entries[agent]
+
+    def __iter__(self) -> typing.Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, BridgeAcl):
+            return NotImplemented
+        return dict(self._entries) == dict(other._entries)
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._entries.items(), key=lambda item: item[0])))
+
+    def __reduce__(self) -> tuple[type[BridgeAcl], tuple[dict[str, BridgeAclEntry]]]:
+        return BridgeAcl, (dict(self._entries),)
+
+    def __repr__(self) -> str:
+        return f"BridgeAcl({self.as_table()!r})"
+
+    def __str__(self) -> str:
+        return str(self.as_table())
+
+
+def _acl_agent(agent: object) -> str:
+    if agent == ACL_ANY_AGENT:
+        return ACL_ANY_AGENT
+    if (
+        not isinstance(agent, str)
+        or len(agent) > _ACL_AGENT_ID_MAX
+        or _ACL_AGENT_ID.fullmatch(agent) is None
+    ):
+        raise ValueError(
+            f"entry {agent!r}: not an agent id (letters, digits, '_', '-', ':' and dots "
+            "between non-empty parts) nor '*' (every agent without an entry)"
+        )
+    return agent
+
+
+def _acl_entry(agent: str, raw: object) -> BridgeAclEntry:
+    where = f"entry {agent!r}"
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{where}: expected a table, got a {type(raw).__name__}")
+    known = (*ACL_LISTS, "token")
+    lists: dict[str, tuple[str, ...]] = {}
+    token = ""
+    for name, value in raw.items():
+        if name not in known:
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"{where}: unknown key {name!r} (expected {', '.join(known)}){hint}")
+        if name == "token":
+            token = _acl_token(where, agent, value)
+        else:
+            lists[name] = _acl_patterns(f"{where}, {name}", value, topics=name in _ACL_TOPICS)
+    return BridgeAclEntry(**lists, token=token)
+
+
+_ACL_TOPICS = frozenset({"publish", "subscribe"})
+
+
+def _acl_token(where: str, agent: str, value: object) -> str:
+    if agent == ACL_ANY_AGENT:
+        raise ValueError(
+            f"{where}: a token binds one agent id and '*' names none (bridge_token is the "
+            "token of every agent without its own)"
+        )
+    if not isinstance(value, str) or not value or not _token_shaped(value):
+        raise ValueError(
+            f"{where}, token: expected printable ASCII without spaces, got a "
+            f"{type(value).__name__} not shown (secret)"
+        )
+    return value
+
+
+def _acl_patterns(where: str, value: object, *, topics: bool) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ValueError(f"{where}: expected a list of patterns, got {value!r}")
+    grammar = _ACL_TOPIC_PATTERN if topics else _ACL_NAME_PATTERN
+    patterns: list[str] = []
+    for index, pattern in enumerate(value):
+        ok = (
+            isinstance(pattern, str)
+            and len(pattern) <= _ACL_TOPIC_MAX
+            and grammar.fullmatch(pattern) is not None
+        )
+        if not ok:
+            what = "topic pattern" if topics else "capability name or pattern"
+            raise ValueError(
+                f"{where}[{index}]: {pattern!r} is not a {what} (dot-separated tokens; '*' "
+                "stands for one whole token, '>' for the remaining ones and comes last)"
+            )
+        patterns.append(pattern)
+    return tuple(dict.fromkeys(patterns))
 
 
 class _Sourced:
@@ -335,6 +559,34 @@ class Config(_Sourced):
             "min": 1,
         },
     )
+    bridge_max_payload_bytes: int = field(
+        default=1024 * 1024,
+        metadata={
+            "doc": "Largest event payload a bridge client may publish, in bytes; a larger "
+            "one is refused with an err frame PAYLOAD_TOO_LARGE and the stream goes on.",
+            "min": 1,
+        },
+    )
+    bridge_max_registration_items: int = field(
+        default=1024,
+        metadata={
+            "doc": "Most topics, capabilities and metadata entries (each) one RegisterAgent "
+            "may carry; a larger registration is refused.",
+            "min": 1,
+        },
+    )
+    bridge_acl: BridgeAcl = field(
+        default=BridgeAcl(),
+        metadata={
+            "doc": "Per-agent access control of the bridge: agent id (or '*', every agent "
+            "without an entry) -> lists publish, subscribe, call, offer of patterns and an "
+            "optional token binding the id; empty: everything allowed. In loomk.toml, "
+            '[bridge_acl."agent-1"] publish = ["sensor.>"]; in LOOMK_BRIDGE_ACL, JSON.',
+            "table": True,
+            "expected": "a table of agent id (or '*') -> {publish, subscribe, call, offer: "
+            "lists of patterns; token: a string}",
+        },
+    )
 
     @classmethod
     def load(
@@ -426,6 +678,8 @@ class Config(_Sourced):
             value = getattr(self, f.name)
             if f.metadata.get("secret") and value and not reveal_secrets:
                 value = SECRET_MASK
+            if isinstance(value, BridgeAcl):
+                value = value.as_table(reveal_secrets=reveal_secrets)
             out[f.name] = str(value) if isinstance(value, Path) else value
         return out
 
@@ -433,8 +687,14 @@ class Config(_Sourced):
 _FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Config)}
 _TYPES: dict[str, type] = typing.get_type_hints(Config)
 _ENV_NAMES: dict[str, str] = {_ENV_PREFIX + key.upper(): key for key in _FIELDS}
+_TABLES: frozenset[str] = frozenset(key for key, f in _FIELDS.items() if f.metadata.get("table"))
+"""Settings whose value is a table (not flattened into keys when read from TOML)."""
 _PATH_STRINGS: tuple[str, ...] = tuple(key for key, f in _FIELDS.items() if f.metadata.get("path"))
 """String settings naming a file, empty when unset, resolved like ``data_dir``."""
+
+
+def _is_table(key: str) -> bool:
+    return key in _TABLES
 
 
 def describe() -> list[tuple[str, str, object, str]]:
@@ -506,10 +766,12 @@ def _from_file(path: Path) -> dict[str, object]:
 
 
 def _flatten(table: Mapping[str, object], prefix: str) -> list[tuple[str, object]]:
+    """``(key, value)`` of every setting in a TOML document: nested tables join their names
+    with ``_``, except a setting whose value is itself a table (``bridge_acl``)."""
     items: list[tuple[str, object]] = []
     for name, value in table.items():
         key = f"{prefix}{name}"
-        if isinstance(value, dict):
+        if isinstance(value, dict) and not _is_table(key):
             items.extend(_flatten(value, f"{key}_"))
         else:
             items.append((key, value))
@@ -599,6 +861,17 @@ def _parse_text(key: str, text: str, source: str) -> object:
         if not text:
             raise _bad(key, text, source)
         value = Path(text)
+    elif kind is BridgeAcl:
+        try:
+            document = json.loads(text)
+        except ValueError as error:  # the text is not shown: it may hold tokens
+            raise ConfigError(
+                key,
+                f"expected a JSON object ({_expected(key)}), got text that is not JSON "
+                f"({error.__class__.__name__} at character {getattr(error, 'pos', '?')}) "
+                f"({source})",
+            ) from None
+        return _coerce(key, document, source)
     else:
         value = text
     return _check(key, value, source, given=text)
@@ -626,6 +899,12 @@ def _coerce(key: str, value: object, source: str) -> object:
             raise _bad(key, value, source)
         if raw:
             value = Path(raw)
+    elif kind is BridgeAcl:
+        try:
+            value = BridgeAcl.from_table(value)
+        except ValueError as error:
+            raise ConfigError(key, f"{error} ({source})") from None
+        ok = True
     else:
         ok = isinstance(value, kind)
     if not ok:
@@ -669,7 +948,7 @@ def _check(key: str, value: object, source: str, *, given: object) -> object:
 
 def _bad(key: str, given: object, source: str, *, show_type: bool = False) -> ConfigError:
     shown = f"{given!r} ({type(given).__name__})" if show_type else repr(given)
-    if _FIELDS[key].metadata.get("secret"):  # an error message must not leak it either
+    if _FIELDS[key].metadata.get("secret") or _is_table(key):  # it may hold a secret
         shown = f"a {type(given).__name__} not shown (secret)"
     return ConfigError(key, f"expected {_expected(key)}, got {shown} ({source})")
 
@@ -706,7 +985,8 @@ def _expected(key: str) -> str:
 
 def _check_together(config: Config) -> Config:
     """Rules across settings, checked once all sources are merged: the bridge's TLS
-    certificate and key are set together, and client certificates need TLS."""
+    certificate and key are set together, client certificates need TLS, and no agent's
+    token in ``bridge_acl`` is ``bridge_token``."""
     cert, key = config.bridge_tls_cert, config.bridge_tls_key
     if bool(cert) != bool(key):
         given, missing = ("bridge_tls_cert", "bridge_tls_key")
@@ -723,6 +1003,14 @@ def _check_together(config: Config) -> Config:
             f"set ({config.source('bridge_tls_client_ca')}) without bridge_tls_cert and "
             "bridge_tls_key: client certificates are checked only over TLS",
         )
+    token = config.bridge_token
+    for agent, entry in config.bridge_acl.items():
+        if token and entry.token and hmac.compare_digest(entry.token, token):
+            raise ConfigError(
+                "bridge_acl",
+                f"entry {agent!r} has the token of bridge_token ({config.source('bridge_acl')}): "
+                "an agent's own token must differ from the one every client may use",
+            )
     return config
 
 

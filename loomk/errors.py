@@ -240,3 +240,10 @@ class EdgeNotFound(EdgeError, LookupError):
     """No open edge has this name (``kernel.edge(name)``)."""
 
     code = "EDGE_NOT_FOUND"
+
+
+class LinkError(LoomkError):
+    """A bus link (a bridge client, a cluster link) was misconfigured or refused by the
+    other side; the message says which and how to fix it."""
+
+    code = "LINK_FAILED"

@@ -141,7 +141,7 @@ class Event:
         if priority.__class__ is not int or not 0 <= priority <= 100:
             raise EventError(f"event priority must be an int from 0 to 100, got {priority!r}")
         self.priority = priority
-        if confidence.__class__ is not float or confidence != 1.0:
+        if confidence.__class__ is not float or not 0.0 <= confidence <= 1.0:  # NaN too
             confidence = _checked_confidence(confidence)
         self.confidence = confidence
         if id is not None and (

@@ -16,12 +16,24 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from loomk_bridge.errors import BridgeError
-    from loomk_bridge.server import BridgeServer, BridgeStats, open_bridge_server
+    from loomk_bridge.link import BridgeLink, connect
+    from loomk_bridge.server import AUDIT_LOGGER, BridgeServer, BridgeStats, open_bridge_server
 
-__all__ = ["BridgeError", "BridgeServer", "BridgeStats", "open_bridge_server"]
+__all__ = [
+    "AUDIT_LOGGER",
+    "BridgeError",
+    "BridgeLink",
+    "BridgeServer",
+    "BridgeStats",
+    "connect",
+    "open_bridge_server",
+]
 
 _HOMES = {
+    "AUDIT_LOGGER": "loomk_bridge.server",
     "BridgeError": "loomk_bridge.errors",
+    "BridgeLink": "loomk_bridge.link",
+    "connect": "loomk_bridge.link",
     "BridgeServer": "loomk_bridge.server",
     "BridgeStats": "loomk_bridge.server",
     "open_bridge_server": "loomk_bridge.server",

@@ -12,6 +12,10 @@ within ``heartbeat_timeout_s``. An agent silent for longer, or registered and ne
 is dropped: its stream ends with an ``err`` frame, and its directory entry and capabilities
 go. A stream that ends leaves the registration in place until then, so an agent that
 reconnects keeps its capabilities; calls meanwhile fail fast with ``PROVIDER_UNAVAILABLE``.
+
+Access: every registration, stream and forwarded call goes through the server's
+:class:`~loomk_bridge._acl.AccessControl` (who is calling, and what its ``bridge_acl`` entry
+allows); a registration is also bounded in size (``bridge_max_registration_items``).
 """
 
 from __future__ import annotations
@@ -37,6 +41,14 @@ from loomk import (
 from loomk.agents import validate_agent_id
 from loomk.bus import validate_pattern
 from loomk.telemetry.logging import get_logger
+from loomk_bridge._acl import AccessControl, AgentPolicy
+from loomk_bridge._linked import (
+    AGENTS_KEY,
+    REMOTE_KEY,
+    linked_agents,
+    list_linked,
+    unlist_linked,
+)
 from loomk_bridge._outbox import Outbox
 from loomk_bridge._proto import action_pb2
 from loomk_bridge._session import ORIGIN_KEY, SessionCounters, StreamSession
@@ -46,7 +58,7 @@ from loomk_bridge.codec import (
     result_to_proto,
 )
 
-__all__ = ["BATCH_KEY", "BridgeCore", "RemoteAgent"]
+__all__ = ["BATCH_KEY", "PERMISSION_DENIED", "BridgeCore", "RemoteAgent"]
 
 _log = get_logger("loomk.bridge")
 
@@ -54,9 +66,15 @@ BATCH_KEY = "loomk.batch"
 """RegisterAgent metadata: "1" asks for ``delivery_batch`` frames (a loomk extension)."""
 
 _SHUTDOWN = "SHUTDOWN"
+_CLOSED = "CLOSED"
 
-REMOTE_KEY = "loomk.remote"
-"""Directory metadata marking an agent that lives in another process, behind the bridge."""
+PERMISSION_DENIED = "PERMISSION_DENIED"
+"""``ActionError.code`` of a forwarded call that ``bridge_acl`` does not allow."""
+
+LINK_KEY = "loomk.link"
+"""RegisterAgent metadata of a linked kernel (``loomk_bridge.connect``): capabilities this
+kernel already has are left out of its registration instead of refusing it (built-in ones
+every kernel has, say)."""
 
 
 @dataclass
@@ -71,6 +89,7 @@ class RemoteAgent:
     last_seen: float
     session: StreamSession | None = None
     registered_keys: list[tuple[str, str]] = field(default_factory=list)
+    linked: list[str] = field(default_factory=list)  # agents of a linked kernel it lists
 
 
 class RemoteCapability:
@@ -111,12 +130,26 @@ class BridgeCore:
         kernel: Kernel,
         *,
         heartbeat_timeout_s: float,
+        access: AccessControl | None = None,
+        max_payload_bytes: int | None = None,
+        max_registration_items: int | None = None,
     ) -> None:
+        config = kernel.config
         self.kernel = kernel
         self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.access = (
+            access if access is not None else AccessControl(config.bridge_acl, config.bridge_token)
+        )
+        self.max_payload_bytes = (
+            config.bridge_max_payload_bytes if max_payload_bytes is None else max_payload_bytes
+        )
+        self.max_registration_items = (
+            config.bridge_max_registration_items
+            if max_registration_items is None
+            else max_registration_items
+        )
         self.agents: dict[str, RemoteAgent] = {}
         self.dropped = 0
-        self.refused = 0  # calls refused for a missing or wrong token
         self.totals = SessionCounters()  # what ended streams carried
         self._unregistered: set[StreamSession] = set()  # streams of agents never registered
         # ended sessions whose counters are in the totals (weakly: they must not pile up)
@@ -129,9 +162,18 @@ class BridgeCore:
 
     # ---- registration (asyncio side, synchronous) --------------------------------------
 
-    def register(self, request: Any, peer: str) -> str:
+    @property
+    def refused(self) -> int:
+        """Calls refused for a missing or wrong token."""
+        return self.access.refused
+
+    def register(self, request: Any, peer: str, authorization: str | None = None) -> str:
         """Register or re-register a remote agent; "" on success, else why not (Loom
-        answers with ``success=false`` rather than a gRPC error)."""
+        answers with ``success=false`` rather than a gRPC error).
+
+        Raises :class:`~loomk_bridge._acl.AccessDenied` when ``authorization`` cannot claim
+        the agent id, or the agent's ``bridge_acl`` rules do not allow a topic or capability
+        it asks for; nothing changes then (an earlier registration stays as it was)."""
         agent_id = request.agent_id
         if not agent_id:
             return "agent_id cannot be empty"  # Loom's words
@@ -139,6 +181,12 @@ class BridgeCore:
             validate_agent_id(agent_id)
         except InvalidAgentId as error:
             return str(error)
+        self.access.identify(
+            agent_id, authorization, peer=peer, method="/loom.v1.Bridge/RegisterAgent"
+        )
+        too_many = self._too_many(request)
+        if too_many:
+            return f"agent {agent_id!r}: {too_many}"
         known = self.agents.get(agent_id)
         if known is None and agent_id in self.kernel.directory:
             return f"agent_id {agent_id!r} is taken by an agent of this kernel"
@@ -151,14 +199,36 @@ class BridgeCore:
             return f"agent {agent_id!r}: {error}"
         broker = self.kernel.broker
         own = set(known.registered_keys) if known is not None else set()
+        metadata = dict(request.metadata)
+        offered = [  # what a link offers that this kernel has is left out, not checked
+            d.name
+            for d in capabilities
+            if not metadata.get(LINK_KEY)
+            or broker.resolve(d.name, d.version) is None
+            or (d.name, d.version) in own
+        ]
+        self.access.check_registration(agent_id, topics, offered, peer)
+        kept = []
         for descriptor in capabilities:
             taken = broker.resolve(descriptor.name, descriptor.version)
-            if taken is not None and (descriptor.name, descriptor.version) not in own:
+            if taken is None or (descriptor.name, descriptor.version) in own:
+                kept.append(descriptor)
+            elif metadata.get(LINK_KEY):  # a linked kernel: each side serves its own calls
+                _log.info(
+                    "linked capability already offered here",
+                    agent=agent_id,
+                    capability=descriptor.key,
+                )
+            else:
                 return (
                     f"agent {agent_id!r}: capability {descriptor.key} is already offered "
                     "by another provider of this kernel"
                 )
-        metadata = dict(request.metadata)
+        capabilities = tuple(kept)
+        try:
+            linked = linked_agents(metadata.get(AGENTS_KEY, "")) if metadata.get(LINK_KEY) else []
+        except ValueError as error:
+            return f"agent {agent_id!r}: {error}"
         if known is not None:
             self._unregister_capabilities(known)
         agent = RemoteAgent(
@@ -182,6 +252,9 @@ class BridgeCore:
                 {**metadata, REMOTE_KEY: "bridge", "peer": peer},
             )
         )
+        agent.linked = list_linked(
+            self.kernel.directory, agent_id, linked, known.linked if known is not None else []
+        )
         if agent.session is not None:  # re-registered while streaming: follow the topics
             for pattern in agent.session.topics:
                 if pattern not in topics:
@@ -190,6 +263,21 @@ class BridgeCore:
                 agent.session.subscribe(pattern)
         _log.info("remote agent registered", agent=agent_id, peer=peer, topics=list(topics))
         self._changed()
+        return ""
+
+    def _too_many(self, request: Any) -> str:
+        """Why a registration is too large to take, or ""."""
+        limit = self.max_registration_items
+        for what, count in (
+            ("topics", len(request.subscribed_topics)),
+            ("capabilities", len(request.capabilities)),
+            ("metadata entries", len(request.metadata)),
+        ):
+            if count > limit:
+                return (
+                    f"{count} {what}, more than this bridge takes in one registration "
+                    f"({limit}, bridge_max_registration_items)"
+                )
         return ""
 
     def heartbeat(self, peer: str) -> None:
@@ -214,6 +302,10 @@ class BridgeCore:
             batches=metadata.get(BATCH_KEY) == "1",
             origin=metadata.get(ORIGIN_KEY, ""),
             slow_consumer_s=self.heartbeat_timeout_s / 2,
+            policy=AgentPolicy(self.access, agent_id, peer),
+            max_payload_bytes=self.max_payload_bytes,
+            # loom-py neither links nor asks for batches: only its streams need its keys
+            loom_sdk_keys=not metadata.get(LINK_KEY) and metadata.get(BATCH_KEY) != "1",
         )
         if agent is not None:
             previous = agent.session
@@ -239,10 +331,14 @@ class BridgeCore:
         totals.delivered += counters.delivered
         totals.errors += counters.errors
         totals.calls += counters.calls
+        totals.too_large += counters.too_large
         self._unregistered.discard(session)
         agent = self.agents.get(session.agent_id)
         if agent is not None and agent.session is session:
             agent.session = None
+            if session.client_ended and agent.metadata.get(LINK_KEY):
+                # a linked kernel that closes its stream has left: its agents go now
+                self.drop(agent.agent_id, _CLOSED, f"link {agent.agent_id!r} closed")
         self._changed()
 
     def session_of(self, agent_id: str) -> StreamSession | None:
@@ -274,7 +370,7 @@ class BridgeCore:
         agent = self.agents.pop(agent_id, None)
         if agent is None:
             return
-        if code != _SHUTDOWN:
+        if code not in (_SHUTDOWN, _CLOSED):
             self.dropped += 1
         if agent.session is not None:
             agent.session.end(code, message)
@@ -282,7 +378,8 @@ class BridgeCore:
         info = self.kernel.directory.get(agent_id)
         if info is not None and info.metadata.get(REMOTE_KEY) == "bridge":  # still ours
             self.kernel.directory.unregister(agent_id)
-        log = _log.info if code == _SHUTDOWN else _log.warning
+        unlist_linked(self.kernel.directory, agent_id, agent.linked)
+        log = _log.info if code in (_SHUTDOWN, _CLOSED) else _log.warning
         log("remote agent dropped", agent=agent_id, code=code, reason=message)
         self._changed()
 
@@ -305,13 +402,27 @@ class BridgeCore:
 
     # ---- ForwardAction (trio side) -----------------------------------------------------
 
-    async def forward(self, message: Any) -> Any:
-        """Run a forwarded call through the broker; always an ``ActionResult`` message."""
+    async def forward(self, message: Any, caller: str | None = None, peer: str = "") -> Any:
+        """Run a forwarded call of ``caller`` (an agent id, None when the call names none)
+        through the broker; always an ``ActionResult`` message. A capability outside the
+        caller's ``call`` rules is refused before the broker is asked (so a refusal says
+        nothing about what exists): ``ACTION_ERROR`` with code ``PERMISSION_DENIED``."""
         try:
             call = call_from_proto(message)
         except ActionCallError as error:
             return result_to_proto(
                 ActionResult.failure(message.id, ErrorCode.INVALID_PARAMS, str(error))
+            )
+        if not self.access.rules_for(caller).may_call(call.capability):
+            refusal = self.access.deny(caller, peer, "call", call.capability)
+            return action_pb2.ActionResult(
+                id=call.id,
+                status=action_pb2.ACTION_ERROR,
+                error=action_pb2.ActionError(
+                    code=PERMISSION_DENIED,
+                    message=refusal,
+                    details={"capability": call.capability, "agent": caller or ""},
+                ),
             )
         if self.kernel.broker.resolve(call.capability, call.version) is None:
             wanted = f"{call.capability}:{call.version}" if call.version else call.capability

@@ -5,6 +5,13 @@ per stream, for the stream's whole life): registrations and heartbeats are synch
 updates of the bridge's state; ``ForwardAction`` crosses to await the broker; an
 ``EventStream`` runs its session as one trio task while two asyncio tasks move frames in
 (a trio memory channel, ``send_nowait``) and out (an :class:`Outbox`).
+
+Access: a call that cannot claim the agent id it names ends with ``UNAUTHENTICATED``; a
+registration asking for topics or capabilities outside the agent's ``bridge_acl`` rules with
+``PERMISSION_DENIED`` (a gRPC status: Loom answers a malformed registration with
+``success=false``, but a refusal is not a malformed request, and the issue asks for the
+status); a forwarded call the rules do not allow gets an ``ActionResult`` with code
+``PERMISSION_DENIED`` (what a Loom client reads for any failed call).
 """
 
 from __future__ import annotations
@@ -21,12 +28,13 @@ from grpclib.exceptions import GRPCError
 from loomk import InvalidAgentId
 from loomk.agents import validate_agent_id
 from loomk.telemetry.logging import get_logger
+from loomk_bridge._acl import CALLER_HEADER, AccessDenied
 from loomk_bridge._core import BridgeCore
 from loomk_bridge._outbox import Outbox
 from loomk_bridge._proto import bridge_grpc, bridge_pb2
 from loomk_bridge._session import StreamSession
 
-__all__ = ["BridgeService", "peer_of"]
+__all__ = ["BridgeService", "authorization_of", "peer_of"]
 
 _log = get_logger("loomk.bridge")
 
@@ -41,7 +49,17 @@ _UNAVAILABLE_AFTER = {"HEARTBEAT_TIMEOUT", "SHUTDOWN", "SLOW_CONSUMER"}
 """Ends after which a client should reconnect: the stream ends with ``UNAVAILABLE`` (Loom's
 SDK reconnects on an error, and stops on a normal end, which ``REPLACED`` keeps)."""
 
+_METHOD = "/loom.v1.Bridge/"
+"""Prefix of the full method names (the audit log's targets, as grpclib names them)."""
+
 _NO_ACK = "first stream message must be Ack carrying agent_id"
+
+
+def authorization_of(stream: Any) -> str | None:
+    """The ``authorization`` metadata of a call, if it has one."""
+    metadata = getattr(stream, "metadata", None)
+    value = metadata.get("authorization") if metadata is not None else None
+    return value if isinstance(value, str) else None
 
 
 def peer_of(stream: Any) -> str:
@@ -71,7 +89,10 @@ class BridgeService(bridge_grpc.BridgeBase):
         request = await stream.recv_message()
         if request is None:
             raise GRPCError(Status.INVALID_ARGUMENT, "RegisterAgent needs a request")
-        problem = self._core.register(request, peer_of(stream))
+        try:
+            problem = self._core.register(request, peer_of(stream), authorization_of(stream))
+        except AccessDenied as denied:
+            raise GRPCError(denied.status, denied.message) from None
         await stream.send_message(
             bridge_pb2.AgentRegisterResponse(success=not problem, error_message=problem)
         )
@@ -89,7 +110,17 @@ class BridgeService(bridge_grpc.BridgeBase):
         call = await stream.recv_message()
         if call is None:
             raise GRPCError(Status.INVALID_ARGUMENT, "ForwardAction needs an ActionCall")
-        result = await trio_asyncio.trio_as_aio(self._core.forward)(call)
+        peer = peer_of(stream)
+        try:
+            caller = self._core.access.identify(
+                call.headers.get(CALLER_HEADER) or None,
+                authorization_of(stream),
+                peer=peer,
+                method=_METHOD + "ForwardAction",
+            )
+        except AccessDenied as denied:
+            raise GRPCError(denied.status, denied.message) from None
+        result = await trio_asyncio.trio_as_aio(self._core.forward)(call, caller, peer)
         await stream.send_message(result)
 
     async def EventStream(self, stream: Any) -> None:
@@ -118,8 +149,15 @@ class BridgeService(bridge_grpc.BridgeBase):
             validate_agent_id(agent_id)
         except InvalidAgentId as error:
             raise GRPCError(Status.INVALID_ARGUMENT, str(error)) from None
+        peer = peer_of(stream)
+        try:
+            self._core.access.identify(
+                agent_id, authorization_of(stream), peer=peer, method=_METHOD + "EventStream"
+            )
+        except AccessDenied as denied:
+            raise GRPCError(denied.status, denied.message) from None
         outbox = Outbox(self._stream_queue)
-        session = self._core.open_session(agent_id, outbox, peer_of(stream))
+        session = self._core.open_session(agent_id, outbox, peer)
         send, receive = trio.open_memory_channel[Any](INBOUND_CAPACITY)
         broken: list[GRPCError] = []
         writer = asyncio.ensure_future(_write(stream, outbox))

@@ -7,13 +7,16 @@ topics are bound to a mailbox on the bus (real subscriptions, with the bus's los
 publishes goes onto the bus, and capability calls the kernel routes to the agent go out as
 ``action_call`` frames and come back as ``action_result``.
 
-A bad frame gets an ``err`` frame and the stream goes on. The session ends when the client
-ends its side, when it vanishes (grpclib cancels the handler, which cancels this task), when
-a second stream of the same agent replaces it, when the agent misses its heartbeats, when
-it reads nothing of what is queued for half as long (``SLOW_CONSUMER``: deliveries are
-lossless, so a client that stops reading would otherwise stall every publisher of its
-topics), or when the server closes; calls still waiting for the agent then fail at once with
-``PROVIDER_UNAVAILABLE`` rather than hang until their timeout.
+A bad frame gets an ``err`` frame and the stream goes on; so does a publish the agent's
+``bridge_acl`` rules do not allow (``PERMISSION_DENIED``, audited) or whose payload is over
+``bridge_max_payload_bytes`` (``PAYLOAD_TOO_LARGE``): the event is not published.
+
+The session ends when the client ends its side, when it vanishes (grpclib cancels the
+handler, which cancels this task), when a second stream of the same agent replaces it, when
+the agent misses its heartbeats, when it reads nothing of what is queued for half as long
+(``SLOW_CONSUMER``: deliveries are lossless, so a client that stops reading would otherwise
+stall every publisher of its topics), or when the server closes; calls still waiting for the
+agent then fail at once with ``PROVIDER_UNAVAILABLE`` rather than hang until their timeout.
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ import trio
 from loomk import ActionResult, ErrorCode, EventError, TopicError
 from loomk.bus import EMPTY, Binding, EventBus, Mailbox
 from loomk.events import now_ms
+from loomk.links import ORIGIN_KEY
 from loomk.telemetry.logging import get_logger
+from loomk_bridge._acl import AgentPolicy
+from loomk_bridge._loom_keys import from_loom_sdk, to_loom_sdk
 from loomk_bridge._outbox import Outbox
 from loomk_bridge._proto import bridge_pb2
 from loomk_bridge.codec import call_to_proto, event_from_proto, event_to_proto, result_from_proto
@@ -38,9 +44,6 @@ _log = get_logger("loomk.bridge")
 BATCH_MAX = 256
 """Deliveries in one ``delivery_batch`` frame (or handed to the writer in one crossing)."""
 
-ORIGIN_KEY = "loomk.origin"
-"""Event metadata naming the bus link an event came through; it is not sent back there."""
-
 
 @dataclass
 class SessionCounters:
@@ -50,6 +53,7 @@ class SessionCounters:
     delivered: int = 0  # events sent to the client
     errors: int = 0  # err frames sent
     calls: int = 0  # action calls pushed to the client
+    too_large: int = 0  # events refused for their payload's size
 
 
 @dataclass
@@ -71,16 +75,24 @@ class StreamSession:
         batches: bool,
         origin: str,
         slow_consumer_s: float,
+        policy: AgentPolicy,
+        max_payload_bytes: int,
+        loom_sdk_keys: bool = False,
     ) -> None:
         self.agent_id = agent_id
         self.counters = SessionCounters()
         self.last_seen = trio.current_time()
         self.ended = trio.Event()
+        self.client_ended = False  # the client closed its side (rather than vanished)
         self._bus = bus
         self._outbox = outbox
         self._batches = batches
         self._origin = origin
         self._slow_consumer_s = slow_consumer_s
+        self._policy = policy
+        self._max_payload_bytes = max_payload_bytes
+        self._open = policy.rules.everything  # no ACL: nothing to check per event
+        self._loom_sdk_keys = loom_sdk_keys  # translate loom-py's envelope keys both ways
         self._mailbox = Mailbox()
         self._bindings: dict[str, Binding] = {}
         for pattern in topics:  # bound now, so nothing published from here on is missed
@@ -99,6 +111,7 @@ class StreamSession:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._forward)
                     await self._receive(inbound)
+                    self.client_ended = True
                     nursery.cancel_scope.cancel()  # the client ended its side
         finally:
             self.close()
@@ -150,6 +163,7 @@ class StreamSession:
 
     async def _forward(self) -> None:
         mailbox, origin, counters = self._mailbox, self._origin, self.counters
+        loom_sdk_keys = self._loom_sdk_keys
         take = mailbox.take_nowait
         while True:
             item = take()
@@ -161,9 +175,10 @@ class StreamSession:
             while True:
                 route, event = item  # type: ignore[misc]
                 if not origin or event.metadata.get(ORIGIN_KEY) != origin:
-                    deliveries.append(
-                        bridge_pb2.Delivery(topic=route.topic, event=event_to_proto(event))
-                    )
+                    message = event_to_proto(event)
+                    if loom_sdk_keys:
+                        to_loom_sdk(message)
+                    deliveries.append(bridge_pb2.Delivery(topic=route.topic, event=message))
                 if len(deliveries) == BATCH_MAX:
                     break
                 item = take()
@@ -243,10 +258,23 @@ class StreamSession:
         if not publish.HasField("event"):
             await self._refuse("MISSING_EVENT", f"a publish to {topic!r} carried no event")
             return
+        if not self._open and not self._policy.rules.may_publish(topic):
+            await self._refuse("PERMISSION_DENIED", self._policy.deny("publish", topic))
+            return
         try:
+            if self._loom_sdk_keys:
+                from_loom_sdk(publish.event)
             event = event_from_proto(publish.event)
         except EventError as error:
             await self._refuse("INVALID_EVENT", f"publish to {topic!r}: {error}")
+            return
+        if len(event.payload) > self._max_payload_bytes:
+            self.counters.too_large += 1
+            await self._refuse(
+                "PAYLOAD_TOO_LARGE",
+                f"publish to {topic!r}: a payload of {len(event.payload)} bytes is over this "
+                f"bridge's limit of {self._max_payload_bytes} bytes (bridge_max_payload_bytes)",
+            )
             return
         try:
             await self._bus.publish(topic, event)

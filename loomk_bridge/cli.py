@@ -51,6 +51,7 @@ class BridgeCommand:
             server = kernel.edge("bridge")
             assert isinstance(server, BridgeServer)
             print(f"loomk bridge listening on {server.address}", flush=True)
+            print(f"security: {security(kernel.config)}", flush=True)
             await trio.sleep_forever()
 
         try:
@@ -61,6 +62,27 @@ class BridgeCommand:
         except KeyboardInterrupt:
             pass
         return 0
+
+
+def security(config: loomk.Config) -> str:
+    """What protects a bridge served with ``config``, in one line (never a secret)."""
+    parts = []
+    if config.bridge_tls_cert:
+        mutual = " with client certificates" if config.bridge_tls_client_ca else ""
+        parts.append(f"TLS{mutual}")
+    else:
+        parts.append("plaintext")
+    parts.append("bearer token" if config.bridge_token else "no token")
+    acl = config.bridge_acl
+    if acl:
+        named = len([agent for agent in acl if agent != "*"])
+        default = ", a default for the others" if "*" in acl else ", nothing for the others"
+        bound = len([entry for entry in acl.values() if entry.token])
+        tokens = f", {bound} bound to a token" if bound else ""
+        parts.append(f"bridge_acl for {named} agent id(s){tokens}{default}")
+    else:
+        parts.append("no bridge_acl (every agent may do everything)")
+    return "; ".join(parts)
 
 
 COMMAND = BridgeCommand()

@@ -3,37 +3,44 @@
 ``open_bridge_server(kernel)`` runs grpclib on a trio-asyncio loop in the kernel's edge
 layer, for as long as the ``async with`` lasts. Settings default to the kernel's config
 (``bridge_address``, ``bridge_token``, ``bridge_tls_*``, ``bridge_heartbeat_timeout_s``,
-``bridge_max_message_bytes``, ``bridge_stream_queue``). The kernel starts it by itself when
+``bridge_max_message_bytes``, ``bridge_stream_queue``, ``bridge_max_payload_bytes``,
+``bridge_max_registration_items``, ``bridge_acl``). The kernel starts it by itself when
 ``bridge_address`` is set (the ``bridge`` edge); ``loomk bridge serve`` runs one until
 Ctrl+C.
+
+Security (docs/bridge.md, "Security"): a bearer token checked on every call, TLS and mutual
+TLS, per-agent access control (``bridge_acl``, :mod:`loomk_bridge._acl`) and a rate-limited
+audit log of every refusal on the ``loomk.bridge.audit`` logger.
 """
 
 from __future__ import annotations
 
-import hmac
+import ipaddress
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
 import trio_asyncio
-from grpclib.const import Status
 from grpclib.events import RecvRequest, listen
 from grpclib.exceptions import GRPCError
 from grpclib.server import Server
 
 from loomk import Kernel
-from loomk.config import split_address
+from loomk.config import BridgeAcl, split_address
 from loomk.telemetry.logging import get_logger
+from loomk_bridge._acl import AccessControl, AccessDenied
+from loomk_bridge._audit import AUDIT_LOGGER
 from loomk_bridge._core import BridgeCore
 from loomk_bridge._frames import LimitedProtoCodec
 from loomk_bridge._service import BridgeService, peer_of
 from loomk_bridge.errors import BridgeError
 
 __all__ = [
+    "AUDIT_LOGGER",
     "DEFAULT_ADDRESS",
     "BridgeServer",
     "BridgeStats",
@@ -49,7 +56,6 @@ _log = get_logger("loomk.bridge")
 
 SHUTDOWN_GRACE_S = 2.0
 """How long, at shutdown, streams get to send their last frames and status to clients."""
-_audit = get_logger("loomk.bridge.audit")
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,11 @@ class BridgeStats:
     errors: int  # err frames sent
     calls: int  # capability calls pushed to remote agents
     dropped: int  # agents dropped for missing their heartbeats
-    refused: int  # calls refused for a missing or wrong token
+    refused: int  # calls refused for a missing or wrong token (bridge's or an agent's)
+    denied: int = 0  # actions bridge_acl did not allow (the sum of denials)
+    denials: Mapping[str, int] = field(default_factory=dict)
+    """Denied actions by kind: ``publish``, ``subscribe``, ``call``, ``offer``."""
+    too_large: int = 0  # events refused for a payload over bridge_max_payload_bytes
 
 
 class BridgeServer:
@@ -98,6 +108,9 @@ class BridgeServer:
             calls=sum(c.calls for c in totals),
             dropped=self._core.dropped,
             refused=self._core.refused,
+            denied=sum(self._core.access.denied.values()),
+            denials=self._core.access.counts(),
+            too_large=sum(c.too_large for c in totals),
         )
 
 
@@ -153,6 +166,15 @@ def _tls_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext | None:
     return context
 
 
+def _loopback(address: str) -> bool:
+    """Whether ``address`` (as bound) listens on a loopback interface only."""
+    host = parse_address(address)[0]
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def _bound_address(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -170,8 +192,14 @@ async def open_bridge_server(
     heartbeat_timeout_s: float | None = None,
     max_message_bytes: int | None = None,
     stream_queue: int | None = None,
+    max_payload_bytes: int | None = None,
+    max_registration_items: int | None = None,
+    acl: BridgeAcl | None = None,
 ) -> AsyncIterator[BridgeServer]:
     """Serve ``loom.v1.Bridge`` for ``kernel`` until the block ends (see the module).
+
+    Each keyword left None takes the kernel's setting of the same name (``acl``:
+    ``bridge_acl``, checked like it: :meth:`loomk.config.BridgeAcl.from_table` builds one).
 
     Raises :class:`BridgeError` at once when the address cannot be listened on or the TLS
     files cannot be used; nothing is left running then.
@@ -189,6 +217,7 @@ async def open_bridge_server(
     except BaseException:
         sock.close()
         raise
+    access = AccessControl(config.bridge_acl if acl is None else acl, token)
     core = BridgeCore(
         kernel,
         heartbeat_timeout_s=(
@@ -196,6 +225,9 @@ async def open_bridge_server(
             if heartbeat_timeout_s is None
             else heartbeat_timeout_s
         ),
+        access=access,
+        max_payload_bytes=max_payload_bytes,
+        max_registration_items=max_registration_items,
     )
     bridge = BridgeServer(core, _bound_address(sock))
     service = BridgeService(
@@ -206,14 +238,27 @@ async def open_bridge_server(
     )
     async with trio_asyncio.open_loop():
         server = Server([service], codec=codec)
-        if token:
-            _require_token(server, token, core)
+        if access.needs_token:
+            _require_token(server, access)
         try:
             await trio_asyncio.aio_as_trio(server.start)(sock=sock, ssl=tls)
         except BaseException:
             sock.close()
             raise
-        _log.info("bridge listening", address=bridge.address, tls=tls is not None)
+        _log.info(
+            "bridge listening",
+            address=bridge.address,
+            tls=tls is not None,
+            client_certificates=bool(tls is not None and tls.verify_mode == ssl.CERT_REQUIRED),
+            token=access.needs_token,
+            acl=len(access.acl),
+        )
+        if tls is None and not access.needs_token and not _loopback(bridge.address):
+            _log.warning(
+                "bridge open to the network without a token or TLS: any client that reaches "
+                "it may act as any agent (set bridge_token, bridge_tls_cert/key, bridge_acl)",
+                address=bridge.address,
+            )
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_drop_silent_agents, core)
@@ -238,23 +283,24 @@ async def _drop_silent_agents(core: BridgeCore) -> None:
         core.drop_silent()
 
 
-def _require_token(server: Server, token: str, core: BridgeCore) -> None:
-    expected = f"Bearer {token}"
+def _require_token(server: Server, access: AccessControl) -> None:
+    """Refuse, before any handler runs, every call without ``bridge_token`` or an agent's
+    token (``UNAUTHENTICATED``, audited as ``authenticate``)."""
 
     async def check(event: RecvRequest) -> None:
-        given = dict(event.metadata).get("authorization")
-        if isinstance(given, str) and hmac.compare_digest(given.encode(), expected.encode()):
+        given = event.metadata.get("authorization")
+        given = given if isinstance(given, str) else None
+        if access.token_accepted(given):
             return
-        core.refused += 1
-        _audit.warning(
-            "bridge call refused",
-            method=event.method_name,
-            peer=peer_of(event),
-            reason="no bearer token" if given is None else "wrong bearer token",
-        )
-        raise GRPCError(
-            Status.UNAUTHENTICATED,
-            "this bridge needs 'authorization: Bearer <token>' metadata (bridge_token)",
-        )
+        try:
+            access.refuse(
+                None,
+                peer_of(event),
+                event.method_name,
+                "no bearer token" if given is None else "wrong bearer token",
+                "this bridge needs 'authorization: Bearer <token>' metadata (bridge_token)",
+            )
+        except AccessDenied as denied:
+            raise GRPCError(denied.status, denied.message) from None
 
     listen(server, RecvRequest, check)

@@ -7,10 +7,12 @@ clients (in a subprocess) are in ``integration/loom_client``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
+import structlog
 import trio
 import trio_asyncio
 from grpclib.client import Channel
@@ -18,6 +20,7 @@ from grpclib.client import Channel
 from loomk import Kernel
 from loomk.testing import open_test_kernel
 from loomk_bridge import BridgeServer, open_bridge_server
+from loomk_bridge._audit import AUDIT_LOGGER
 from loomk_bridge._proto import action_pb2, bridge_pb2, event_pb2
 from loomk_bridge._proto.bridge_grpc import BridgeStub
 
@@ -86,6 +89,38 @@ def descriptor(name: str, version: str = "1.0.0") -> Any:
     return action_pb2.CapabilityDescriptor(
         name=name, version=version, provider=action_pb2.PROVIDER_GRPC
     )
+
+
+@contextmanager
+def capture_audit() -> Iterator[list[dict[str, Any]]]:
+    """The bridge's audit records (``loomk.bridge.audit``) written meanwhile, as dicts.
+
+    Whatever level the logs were set to (a test kernel logs only critical records, and
+    ``structlog.testing.capture_logs`` keeps that filter): structlog is configured to keep
+    everything for the block, and put back as it was after it. The audit log takes a fresh
+    logger per record, so it follows; nothing else is printed meanwhile.
+    """
+    records: list[dict[str, Any]] = []
+
+    def keep(_logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
+        if event_dict.get("component") == AUDIT_LOGGER:
+            records.append({**event_dict, "log_level": method})
+        raise structlog.DropEvent
+
+    was_configured = structlog.is_configured()
+    before = structlog.get_config()
+    structlog.configure(
+        processors=[keep],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        cache_logger_on_first_use=False,
+    )
+    try:
+        yield records
+    finally:
+        if was_configured:
+            structlog.configure(**before)
+        else:
+            structlog.reset_defaults()
 
 
 __all__ = [

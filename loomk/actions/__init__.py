@@ -1,6 +1,6 @@
 """Actions: capability providers, the broker that invokes them, and the tool orchestrator."""
 
-from loomk.actions.broker import ActionBroker, BrokerStats, CapabilityStats
+from loomk.actions.broker import ActionBroker, BrokerStats, CapabilityStats, Upstream
 from loomk.actions.directory import CapabilityDirectory
 from loomk.actions.orchestrator import FinalAnswer, ModelCall, OrchestratorStats, ToolOrchestrator
 from loomk.actions.provider import ActionFailure, CapabilityProvider, FunctionProvider, capability
@@ -46,6 +46,7 @@ __all__ = [
     "ToolNames",
     "ToolOrchestrator",
     "ToolStyle",
+    "Upstream",
     "answer_text",
     "capability",
     "parse_tool_calls",

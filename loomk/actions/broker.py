@@ -19,14 +19,20 @@
    provider that raises gives ``CAPABILITY_ERROR`` with its message; one that overruns is
    cancelled and gives ``ACTION_TIMEOUT``. ``ACTION_RETRYABLE`` results are retried with
    exponential backoff and jitter while the deadline allows.
+
+A kernel linked to others (a bridge client, a cluster link) sets an *upstream*
+(:meth:`ActionBroker.set_upstream`): a call no local provider takes goes there instead of
+failing, under the same timeout, retries and repeat rules; it is counted in
+``stats().upstream``.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
+from typing import Protocol
 
 import trio
 
@@ -45,7 +51,7 @@ from loomk.actions.types import (
 from loomk.errors import CapabilityError
 from loomk.telemetry.logging import get_logger
 
-__all__ = ["ActionBroker", "BrokerStats", "CapabilityStats"]
+__all__ = ["ActionBroker", "BrokerStats", "CapabilityStats", "Upstream"]
 
 _log = get_logger("loomk.broker")
 DEFAULT_TIMEOUT_S = 30.0
@@ -88,6 +94,8 @@ class BrokerStats:
 
     capabilities: Mapping[str, CapabilityStats] = field(default_factory=dict)
     unavailable: int = 0
+    upstream: CapabilityStats = _NEVER_CALLED
+    """The calls no local provider took that went to the upstream (all capabilities)."""
 
     def capability(self, name: str) -> CapabilityStats:
         """The counts of capability ``name``: all zero when it was never called."""
@@ -128,6 +136,14 @@ class _CapabilityCounters:
         return CapabilityStats(**{f.name: getattr(self, f.name) for f in fields(self)})
 
 
+class Upstream(Protocol):
+    """Where calls go that no local provider takes: another kernel, through a link."""
+
+    async def invoke(self, call: ActionCall) -> ActionResult:
+        """Run ``call`` elsewhere; a failure is an :class:`ActionResult`, like a provider's."""
+        ...
+
+
 class _Registration:
     __slots__ = ("descriptor", "limiter", "provider")
 
@@ -135,6 +151,14 @@ class _Registration:
         self.provider = provider
         self.descriptor = provider.descriptor
         self.limiter = limiter
+
+
+class _UpstreamRegistration:
+    __slots__ = ("limiter", "provider")
+
+    def __init__(self, upstream: Upstream) -> None:
+        self.provider = upstream
+        self.limiter: trio.CapacityLimiter | None = None
 
 
 class ActionBroker:
@@ -166,6 +190,9 @@ class ActionBroker:
         self._repeats = Repeats(cache_size)
         self._counters: dict[str, _CapabilityCounters] = {}
         self._unavailable = 0
+        self._upstream: _UpstreamRegistration | None = None
+        self._upstream_counters = _CapabilityCounters()
+        self._watchers: list[Callable[[], None]] = []
 
     # ---- the registry -------------------------------------------------------------------
 
@@ -195,6 +222,7 @@ class ActionBroker:
         versions.append(registration)
         versions.sort(key=lambda r: parse_version(r.descriptor.version), reverse=True)
         _log.debug("capability registered", capability=descriptor.key)
+        self._changed()
         return descriptor
 
     def unregister(self, name: str, version: str | None = None) -> list[CapabilityDescriptor]:
@@ -215,7 +243,39 @@ class ActionBroker:
             self._by_name[name] = versions
         else:
             del self._by_name[name]
+        self._changed()
         return registration.descriptor
+
+    def watch(self, watcher: Callable[[], None]) -> Callable[[], None]:
+        """Call ``watcher()`` after every registration and removal (a link offering this
+        kernel's capabilities elsewhere follows them so); returns the function that stops
+        watching. The watcher must be quick and must not raise."""
+        if not callable(watcher):
+            raise CapabilityError(f"a broker watcher must be callable, got {watcher!r}")
+        self._watchers.append(watcher)
+
+        def unwatch() -> None:
+            if watcher in self._watchers:
+                self._watchers.remove(watcher)
+
+        return unwatch
+
+    def _changed(self) -> None:
+        for watcher in tuple(self._watchers):
+            watcher()
+
+    def set_upstream(self, upstream: Upstream | None) -> None:
+        """Send calls that no local provider takes to ``upstream`` (None: fail them with
+        ``PROVIDER_UNAVAILABLE`` again). One upstream at a time; setting one replaces the
+        previous."""
+        if upstream is not None and not callable(getattr(upstream, "invoke", None)):
+            raise CapabilityError(f"an upstream needs an async invoke(call), got {upstream!r}")
+        self._upstream = _UpstreamRegistration(upstream) if upstream is not None else None
+
+    @property
+    def upstream(self) -> Upstream | None:
+        """Where calls no local provider takes go, if anywhere."""
+        return self._upstream.provider if self._upstream is not None else None
 
     def list_capabilities(self) -> list[CapabilityDescriptor]:
         """Every registered descriptor, by name then highest version first."""
@@ -250,6 +310,11 @@ class ActionBroker:
             counters = self._counters[capability] = _CapabilityCounters()
         return counters
 
+    def _counters_of_repeat(self, call: ActionCall) -> _CapabilityCounters:
+        if self._resolve(call.capability, call.version) is None and self._upstream is not None:
+            return self._upstream_counters
+        return self._counters_of(call.capability)
+
     def stats(self) -> BrokerStats:
         """The counts so far: per capability name, and of the calls that found no provider
         (a frozen snapshot; ``stats().capability(name)`` for one capability)."""
@@ -258,6 +323,7 @@ class ActionBroker:
                 name: counters.snapshot() for name, counters in sorted(self._counters.items())
             },
             unavailable=self._unavailable,
+            upstream=self._upstream_counters.snapshot(),
         )
 
     async def invoke(self, call: ActionCall) -> ActionResult:
@@ -273,23 +339,28 @@ class ActionBroker:
         repeats = self._repeats
         cached = repeats.result_of(call)
         if cached is not None:
-            self._counters_of(call.capability).cache_hit()
+            self._counters_of_repeat(call).cache_hit()
             return cached
         running = repeats.running(call)
         if running is not None:  # the same call is running: share its outcome
             shared = await running.wait()
             if shared is None:  # the first caller was cancelled: run it now
                 return await self.invoke(call)
-            self._counters_of(call.capability).cache_hit()
+            self._counters_of_repeat(call).cache_hit()
             return shared
-        registration = self._resolve(call.capability, call.version)
-        if registration is None:  # counted apart: made-up names must not grow the stats
+        registration: _Registration | _UpstreamRegistration | None = self._resolve(
+            call.capability, call.version
+        )
+        if registration is not None:
+            counters = self._counters_of(call.capability)
+        elif self._upstream is not None:  # counted together: names from afar are not ours
+            registration, counters = self._upstream, self._upstream_counters
+        else:  # counted apart: made-up names must not grow the stats
             self._unavailable += 1
             wanted = f"{call.capability}:{call.version}" if call.version else call.capability
             return ActionResult.failure(
                 call.id, ErrorCode.PROVIDER_UNAVAILABLE, f"no provider for capability {wanted}"
             )
-        counters = self._counters_of(call.capability)
         counters.calls += 1
         flight = repeats.start(call)
         started = trio.current_time()
@@ -320,20 +391,30 @@ class ActionBroker:
         return result
 
     async def _retry(
-        self, registration: _Registration, call: ActionCall, result: ActionResult
+        self,
+        registration: _Registration | _UpstreamRegistration,
+        call: ActionCall,
+        result: ActionResult,
     ) -> ActionResult:
         """Retry a call that answered ``ACTION_RETRYABLE``, with exponential backoff and
         jitter, up to ``max_retries`` times (the caller's cancel scope bounds it all)."""
         attempt = 0
         while result.status is ActionStatus.ACTION_RETRYABLE and attempt < self.max_retries:
             attempt += 1
-            self._counters[call.capability].retries += 1
+            counters = (
+                self._upstream_counters
+                if isinstance(registration, _UpstreamRegistration)
+                else self._counters[call.capability]
+            )
+            counters.retries += 1
             backoff = self.retry_backoff_s * 2 ** (attempt - 1)
             await trio.sleep(backoff * (0.5 + random.random()))
             result = await self._attempt(registration, call)
         return result
 
-    async def _attempt(self, registration: _Registration, call: ActionCall) -> ActionResult:
+    async def _attempt(
+        self, registration: _Registration | _UpstreamRegistration, call: ActionCall
+    ) -> ActionResult:
         limiter = registration.limiter
         try:
             if limiter is None:

@@ -225,6 +225,8 @@ class EventBus:
         self._budget = CHECKPOINT_EVERY
         self._retired = _TopicCounters()
         self._closed = False
+        self._patterns: dict[str, int] = {}  # pattern -> bindings with it
+        self._interest_watchers: list[Callable[[], None]] = []
 
     # ---- publishing -------------------------------------------------------------------
 
@@ -362,6 +364,10 @@ class EventBus:
     def _attach(self, pattern: str, lane: Lane, types: frozenset[str] | None) -> Binding:
         binding = Binding(next(self._ids), pattern, types, lane)
         self._trie.insert(pattern, binding.id, binding)
+        count = self._patterns.get(pattern, 0)
+        self._patterns[pattern] = count + 1
+        if not count:
+            self._interest_changed()
         if is_wildcard(pattern):
             self._generation += 1
         else:
@@ -410,6 +416,12 @@ class EventBus:
             return
         binding.attached = False
         self._trie.remove(binding.pattern, binding.id)
+        count = self._patterns[binding.pattern] - 1
+        if count:
+            self._patterns[binding.pattern] = count
+        else:
+            del self._patterns[binding.pattern]
+            self._interest_changed()
         if is_wildcard(binding.pattern):
             self._generation += 1
         else:
@@ -420,6 +432,31 @@ class EventBus:
     def unsubscribe(self, subscription: Subscription) -> None:
         """Same as ``subscription.unsubscribe()``."""
         subscription.unsubscribe()
+
+    # ---- interest -----------------------------------------------------------------------
+
+    def patterns(self) -> dict[str, int]:
+        """Every pattern subscribed to now, with how many subscriptions use it: what this
+        bus is interested in, for a link that mirrors it to another bus."""
+        return dict(self._patterns)
+
+    def watch_interest(self, watcher: Callable[[], None]) -> Callable[[], None]:
+        """Call ``watcher()`` whenever a pattern gains its first subscription or loses its
+        last; returns the function that stops watching. The watcher runs inside
+        ``subscribe``/``detach``: it must be quick and must not raise."""
+        if not callable(watcher):
+            raise EventError(f"an interest watcher must be callable, got {short_repr(watcher)}")
+        self._interest_watchers.append(watcher)
+
+        def unwatch() -> None:
+            if watcher in self._interest_watchers:
+                self._interest_watchers.remove(watcher)
+
+        return unwatch
+
+    def _interest_changed(self) -> None:
+        for watcher in tuple(self._interest_watchers):
+            watcher()
 
     # ---- lifecycle --------------------------------------------------------------------
 

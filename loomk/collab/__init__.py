@@ -8,10 +8,12 @@ from loomk.collab.collaborator import (
     collab_types,
     score_of,
 )
-from loomk.collab.service import CollabService, CollabStats
+from loomk.collab.service import BARRIER_PATTERN, REPLY_PATTERN, CollabService, CollabStats
 
 __all__ = [
+    "BARRIER_PATTERN",
     "CONTROL_TYPES",
+    "REPLY_PATTERN",
     "CollabService",
     "CollabStats",
     "Collaborator",

@@ -229,3 +229,38 @@ async def test_sdk_request_answered_by_an_sdk_responder(
         )
         _ok(result.final, result.returncode)
         await responder.finish()
+
+
+async def test_sdk_request_answered_by_a_loomk_agent(
+    bridged: tuple[Kernel, BridgeServer],
+) -> None:
+    kernel, server = bridged
+
+    class Upper(Agent):
+        topics = ("topic.requests",)
+
+        async def on_event(self, ctx: Context, event: Event) -> None:
+            await ctx.reply(event, Event("answer", event.payload.upper()))
+
+    await kernel.spawn(Upper("upper"))
+    result = await run_scenario(
+        server.address, "request", {"payload": "hello", "expect_payload": "HELLO"}
+    )
+    _ok(result.final, result.returncode)
+    [reply] = result.steps("reply")
+    assert reply["metadata"]["loom.sender"] == "upper"  # the SDK's spelling, no "agent."
+
+
+async def test_loomk_request_answered_by_an_sdk_responder(
+    bridged: tuple[Kernel, BridgeServer],
+) -> None:
+    kernel, server = bridged
+    async with open_scenario(server.address, "respond", {"count": 1}) as responder:
+        await responder.wait_for("ready")
+        with trio.fail_after(30):
+            answer = await kernel.collaborator("agent.asker").request(
+                "topic.requests", "hello", timeout_s=20
+            )
+        assert answer.payload == b"HELLO"
+        assert answer.metadata["sender"] == "agent.responder"
+        await responder.finish()

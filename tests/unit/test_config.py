@@ -44,6 +44,9 @@ DEFAULTS: dict[str, object] = {
     "bridge_heartbeat_timeout_s": 45.0,
     "bridge_max_message_bytes": 4 * 1024 * 1024,
     "bridge_stream_queue": 512,
+    "bridge_max_payload_bytes": 1024 * 1024,
+    "bridge_max_registration_items": 1024,
+    "bridge_acl": {},
 }
 
 

@@ -42,6 +42,8 @@ ALLOWED: dict[str, set[str]] = {
     "actions": _FOUNDATION,
     "collab": _FOUNDATION | {"bus"},
     "llm": _FOUNDATION | {"actions"},
+    # bus links: the local half of a mirror of the bus (bridge client, cluster link)
+    "links": _FOUNDATION | {"bus", "actions", "collab"},
     # edges: the edge protocol and entry-point discovery, below the kernel that runs them
     "edges": _FOUNDATION,
     # agents see the services, never the kernel
@@ -49,11 +51,11 @@ ALLOWED: dict[str, set[str]] = {
     # the composition root and what stands on it
     "kernel": _FOUNDATION | {"bus", "state", "actions", "collab", "llm", "agents", "edges"},
     "testing": _FOUNDATION
-    | {"bus", "state", "actions", "collab", "llm", "agents", "edges", "kernel"},
+    | {"bus", "state", "actions", "collab", "llm", "agents", "edges", "kernel", "links"},
     "bench": _FOUNDATION | {"bus", "state", "actions", "collab", "llm", "agents", "kernel"},
     "cli": _FOUNDATION | {"kernel", "bench", "edges", "__init__"},
     "__init__": _FOUNDATION
-    | {"bus", "state", "actions", "collab", "llm", "agents", "edges", "kernel"},
+    | {"bus", "state", "actions", "collab", "llm", "agents", "edges", "kernel", "links"},
     # edges: the kernel's public API, never each other
     "loomk_bridge": {"loomk"},
     "loomk_audio": {"loomk"},
