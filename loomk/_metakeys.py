@@ -16,3 +16,10 @@ RESERVED_KEYS: tuple[str, ...] = (THREAD_ID, CORRELATION_ID, SENDER, REPLY_TO, T
 DEADLINE_MS = "deadline_ms"
 """loomk's own reserved key (Loom peers ignore it): the wall-clock time, in epoch
 milliseconds, by which the request an event carries must be answered."""
+
+ORIGIN = "loomk.origin"
+"""loomk's own key, stamped by a bus link (:mod:`loomk.links`) on every event it publishes
+here: the link the event came in through, so that link never sends it back out. It belongs
+to the delivery, not to the event's content: an agent that emits an event passes it on as
+its own, and :meth:`loomk.Context.emit` drops the key (else the link would take the relay
+for an echo and never send it on)."""

@@ -13,6 +13,14 @@ is dropped: its stream ends with an ``err`` frame, and its directory entry and c
 go. A stream that ends leaves the registration in place until then, so an agent that
 reconnects keeps its capabilities; calls meanwhile fail fast with ``PROVIDER_UNAVAILABLE``.
 
+Linked kernels (``loomk_bridge.connect``, metadata ``loomk.link``): a capability two links
+offer is served by the first; when it goes, another that offers it takes over. One link name
+is held by one process at a time (``loomk.instance``). A linked kernel's agents are listed in
+the directory, within the registration's bounds, never under an id the ACL binds to a token
+the link did not present, and never in the way of a remote agent that registers the id.
+A call forwarded here for a capability this kernel lacks goes on to its own upstream, if it
+is itself linked further up.
+
 Access: every registration, stream and forwarded call goes through the server's
 :class:`~loomk_bridge._acl.AccessControl` (who is calling, and what its ``bridge_acl`` entry
 allows); a registration is also bounded in size (``bridge_max_registration_items``).
@@ -41,10 +49,12 @@ from loomk import (
 from loomk.agents import validate_agent_id
 from loomk.bus import validate_pattern
 from loomk.telemetry.logging import get_logger
-from loomk_bridge._acl import AccessControl, AgentPolicy
+from loomk_bridge._acl import AccessControl, AccessDenied, AgentPolicy
 from loomk_bridge._linked import (
     AGENTS_KEY,
     REMOTE_KEY,
+    VIA_KEY,
+    is_listing,
     linked_agents,
     list_linked,
     unlist_linked,
@@ -58,7 +68,14 @@ from loomk_bridge.codec import (
     result_to_proto,
 )
 
-__all__ = ["BATCH_KEY", "PERMISSION_DENIED", "BridgeCore", "RemoteAgent"]
+__all__ = [
+    "BATCH_KEY",
+    "INSTANCE_KEY",
+    "LINK_KEY",
+    "PERMISSION_DENIED",
+    "BridgeCore",
+    "RemoteAgent",
+]
 
 _log = get_logger("loomk.bridge")
 
@@ -76,6 +93,15 @@ LINK_KEY = "loomk.link"
 kernel already has are left out of its registration instead of refusing it (built-in ones
 every kernel has, say)."""
 
+INSTANCE_KEY = "loomk.instance"
+"""RegisterAgent metadata of a link: which link (a random id per link object, so per
+process) registers. While a link's stream is open, a link of another instance registering
+the same id is refused: two processes given one link name would otherwise replace each
+other's registration and stream, back and forth, for ever. The same instance (a link
+reconnecting) registers again as before."""
+
+_REGISTER = "/loom.v1.Bridge/RegisterAgent"
+
 
 @dataclass
 class RemoteAgent:
@@ -90,6 +116,15 @@ class RemoteAgent:
     session: StreamSession | None = None
     registered_keys: list[tuple[str, str]] = field(default_factory=list)
     linked: list[str] = field(default_factory=list)  # agents of a linked kernel it lists
+    shadowed: list[CapabilityDescriptor] = field(default_factory=list)
+    """What a link offered that another remote agent already offered here: left out, and
+    taken over when that one stops offering it (so the capability stays while any link
+    that has it is here)."""
+
+    @property
+    def streaming(self) -> bool:
+        """Whether its stream is open."""
+        return self.session is not None and not self.session.ended.is_set()
 
 
 class RemoteCapability:
@@ -181,15 +216,20 @@ class BridgeCore:
             validate_agent_id(agent_id)
         except InvalidAgentId as error:
             return str(error)
-        self.access.identify(
-            agent_id, authorization, peer=peer, method="/loom.v1.Bridge/RegisterAgent"
-        )
+        self.access.identify(agent_id, authorization, peer=peer, method=_REGISTER)
         too_many = self._too_many(request)
         if too_many:
             return f"agent {agent_id!r}: {too_many}"
+        metadata = dict(request.metadata)
+        is_link = bool(metadata.get(LINK_KEY))
         known = self.agents.get(agent_id)
-        if known is None and agent_id in self.kernel.directory:
+        held = self.kernel.directory.get(agent_id) if known is None else None
+        if held is not None and not is_listing(held):
             return f"agent_id {agent_id!r} is taken by an agent of this kernel"
+        if known is not None and is_link:
+            clash = _other_instance(known, metadata)
+            if clash:
+                return clash
         topics = tuple(dict.fromkeys(request.subscribed_topics))
         try:
             for pattern in topics:
@@ -197,61 +237,65 @@ class BridgeCore:
             capabilities = tuple(descriptor_from_proto(d) for d in request.capabilities)
         except (TopicError, CapabilityError) as error:
             return f"agent {agent_id!r}: {error}"
+        try:
+            linked = (
+                linked_agents(metadata.get(AGENTS_KEY, ""), self.max_registration_items)
+                if is_link
+                else []
+            )
+        except ValueError as error:
+            return f"agent {agent_id!r}: {error}"
         broker = self.kernel.broker
         own = set(known.registered_keys) if known is not None else set()
-        metadata = dict(request.metadata)
         offered = [  # what a link offers that this kernel has is left out, not checked
             d.name
             for d in capabilities
-            if not metadata.get(LINK_KEY)
+            if not is_link
             or broker.resolve(d.name, d.version) is None
             or (d.name, d.version) in own
         ]
         self.access.check_registration(agent_id, topics, offered, peer)
-        kept = []
+        rules = self.access.rules_for(agent_id)
+        kept, shadowed = [], []
         for descriptor in capabilities:
             taken = broker.resolve(descriptor.name, descriptor.version)
             if taken is None or (descriptor.name, descriptor.version) in own:
                 kept.append(descriptor)
-            elif metadata.get(LINK_KEY):  # a linked kernel: each side serves its own calls
+            elif is_link:  # a linked kernel: each side serves its own calls
                 _log.info(
                     "linked capability already offered here",
                     agent=agent_id,
                     capability=descriptor.key,
                 )
+                if isinstance(taken, RemoteCapability) and rules.may_offer(descriptor.name):
+                    shadowed.append(_as_remote(descriptor))  # its own, once the other goes
             else:
                 return (
                     f"agent {agent_id!r}: capability {descriptor.key} is already offered "
                     "by another provider of this kernel"
                 )
-        capabilities = tuple(kept)
-        try:
-            linked = linked_agents(metadata.get(AGENTS_KEY, "")) if metadata.get(LINK_KEY) else []
-        except ValueError as error:
-            return f"agent {agent_id!r}: {error}"
+        # nothing refused it: from here on it changes the bridge's state
+        linked = [a for a in linked if self._may_list(agent_id, a.agent_id, authorization, peer)]
+        released: list[tuple[str, str]] = []
         if known is not None:
-            self._unregister_capabilities(known)
+            released = self._unregister_capabilities(known)
+        elif held is not None:  # a linked kernel's listing: a real agent takes the id over
+            self._take_from_listing(held, agent_id)
         agent = RemoteAgent(
             agent_id,
             topics,
-            tuple(_as_remote(descriptor) for descriptor in capabilities),
+            tuple(_as_remote(descriptor) for descriptor in kept),
             metadata,
             peer,
             trio.current_time(),
             session=known.session if known is not None else None,
+            shadowed=shadowed,
         )
         for descriptor in agent.capabilities:
             broker.register(RemoteCapability(descriptor, agent_id, self))
             agent.registered_keys.append((descriptor.name, descriptor.version))
         self.agents[agent_id] = agent
-        self.kernel.directory.register(
-            AgentInfo(
-                agent_id,
-                topics,
-                tuple(d.name for d in agent.capabilities),
-                {**metadata, REMOTE_KEY: "bridge", "peer": peer},
-            )
-        )
+        self._list(agent)
         agent.linked = list_linked(
             self.kernel.directory, agent_id, linked, known.linked if known is not None else []
         )
@@ -261,9 +305,53 @@ class BridgeCore:
                     agent.session.unsubscribe(pattern)
             for pattern in topics:
                 agent.session.subscribe(pattern)
+        self._hand_over(released)
         _log.info("remote agent registered", agent=agent_id, peer=peer, topics=list(topics))
         self._changed()
         return ""
+
+    def _list(self, agent: RemoteAgent) -> None:
+        """Put (or put again) ``agent``'s entry in the kernel's directory, with its metadata
+        but ``loomk.via``: that marks a link's listing, which only the bridge writes (an
+        agent claiming it would pass for a listing, and a link could take its entry)."""
+        metadata = {key: value for key, value in agent.metadata.items() if key != VIA_KEY}
+        metadata.update({REMOTE_KEY: "bridge", "peer": agent.peer})
+        self.kernel.directory.register(
+            AgentInfo(
+                agent.agent_id, agent.topics, tuple(d.name for d in agent.capabilities), metadata
+            )
+        )
+
+    def _may_list(self, link_id: str, listed_id: str, authorization: str | None, peer: str) -> bool:
+        """Whether link ``link_id`` may list ``listed_id`` in the directory: not when the
+        ACL binds that id to a token the registration did not present (a listing would let
+        anyone show an agent under a protected id); such a listing is skipped and audited
+        (as a claim of the id that fails, ``authenticate``)."""
+        entry = self.access.acl.get(listed_id)
+        if entry is None or not entry.token:
+            return True
+        try:
+            self.access.identify(listed_id, authorization, peer=peer, method=_REGISTER)
+        except AccessDenied:
+            _log.warning(
+                "linked agent not listed: its id is bound to a token the link did not present",
+                link=link_id,
+                agent=listed_id,
+            )
+            return False
+        return True
+
+    def _take_from_listing(self, held: AgentInfo, agent_id: str) -> None:
+        """A remote agent registers an id a link lists: the link no longer lists it (its
+        entry is replaced by the agent's, and the link's later registrations leave it)."""
+        link = self.agents.get(held.metadata.get(VIA_KEY, ""))
+        if link is not None and agent_id in link.linked:
+            link.linked.remove(agent_id)
+        _log.info(
+            "remote agent takes over a linked listing",
+            agent=agent_id,
+            link=held.metadata.get(VIA_KEY),
+        )
 
     def _too_many(self, request: Any) -> str:
         """Why a registration is too large to take, or ""."""
@@ -374,24 +462,55 @@ class BridgeCore:
             self.dropped += 1
         if agent.session is not None:
             agent.session.end(code, message)
-        self._unregister_capabilities(agent)
+        released = self._unregister_capabilities(agent)
         info = self.kernel.directory.get(agent_id)
         if info is not None and info.metadata.get(REMOTE_KEY) == "bridge":  # still ours
             self.kernel.directory.unregister(agent_id)
         unlist_linked(self.kernel.directory, agent_id, agent.linked)
+        if code != _SHUTDOWN:  # all go: nobody to hand capabilities to
+            self._hand_over(released)
         log = _log.info if code in (_SHUTDOWN, _CLOSED) else _log.warning
         log("remote agent dropped", agent=agent_id, code=code, reason=message)
         self._changed()
 
-    def _unregister_capabilities(self, agent: RemoteAgent) -> None:
+    def _unregister_capabilities(self, agent: RemoteAgent) -> list[tuple[str, str]]:
         """Take the agent's capabilities out of the broker, unless another provider has
-        replaced them there since (``broker.register`` replaces silently)."""
+        replaced them there since (``broker.register`` replaces silently); the
+        ``(name, version)`` keys taken out."""
         broker = self.kernel.broker
+        released = []
         for name, version in agent.registered_keys:
             provider = broker.resolve(name, version)
             if isinstance(provider, RemoteCapability) and provider.agent_id == agent.agent_id:
                 broker.unregister(name, version)
+                released.append((name, version))
         agent.registered_keys.clear()
+        return released
+
+    def _hand_over(self, released: list[tuple[str, str]]) -> None:
+        """Register each released capability nobody offers now for another remote agent
+        that offered it too (a link whose offer was left out because this one had it):
+        one with an open stream first. Its directory entry follows."""
+        broker = self.kernel.broker
+        for name, version in released:
+            if broker.resolve(name, version) is not None:
+                continue
+            heir: tuple[RemoteAgent, CapabilityDescriptor] | None = None
+            for candidate in self.agents.values():
+                for descriptor in candidate.shadowed:
+                    if descriptor.name == name and descriptor.version == version:
+                        if heir is None or (candidate.streaming and not heir[0].streaming):
+                            heir = (candidate, descriptor)
+                        break
+            if heir is None:
+                continue
+            agent, descriptor = heir
+            agent.shadowed.remove(descriptor)
+            broker.register(RemoteCapability(descriptor, agent.agent_id, self))
+            agent.registered_keys.append((name, version))
+            agent.capabilities = (*agent.capabilities, descriptor)
+            self._list(agent)
+            _log.info("capability handed over", agent=agent.agent_id, capability=descriptor.key)
 
     def close(self) -> None:
         """The server stops: every stream ends, every remote agent goes."""
@@ -406,7 +525,10 @@ class BridgeCore:
         """Run a forwarded call of ``caller`` (an agent id, None when the call names none)
         through the broker; always an ``ActionResult`` message. A capability outside the
         caller's ``call`` rules is refused before the broker is asked (so a refusal says
-        nothing about what exists): ``ACTION_ERROR`` with code ``PERMISSION_DENIED``."""
+        nothing about what exists): ``ACTION_ERROR`` with code ``PERMISSION_DENIED``. One no
+        provider here offers is ``BROKER_ERROR``, unless this kernel is itself linked to
+        another (the broker has an upstream): then it goes on there, so a call from a kernel
+        linked below reaches the capabilities further up."""
         try:
             call = call_from_proto(message)
         except ActionCallError as error:
@@ -424,7 +546,8 @@ class BridgeCore:
                     details={"capability": call.capability, "agent": caller or ""},
                 ),
             )
-        if self.kernel.broker.resolve(call.capability, call.version) is None:
+        broker = self.kernel.broker
+        if broker.resolve(call.capability, call.version) is None and broker.upstream is None:
             wanted = f"{call.capability}:{call.version}" if call.version else call.capability
             return action_pb2.ActionResult(
                 id=call.id,
@@ -435,7 +558,8 @@ class BridgeCore:
                     details={"reason": ErrorCode.PROVIDER_UNAVAILABLE},
                 ),
             )
-        return result_to_proto(await self.kernel.broker.invoke(call))
+        # a kernel linked further up sends what it lacks on (the broker's upstream)
+        return result_to_proto(await broker.invoke(call))
 
 
 def _as_remote(descriptor: CapabilityDescriptor) -> CapabilityDescriptor:
@@ -443,4 +567,25 @@ def _as_remote(descriptor: CapabilityDescriptor) -> CapabilityDescriptor:
         return descriptor
     return CapabilityDescriptor(
         descriptor.name, descriptor.version, ProviderKind.PROVIDER_GRPC, dict(descriptor.metadata)
+    )
+
+
+def _other_instance(known: RemoteAgent, metadata: dict[str, str]) -> str:
+    """Why a link registration (``metadata``) may not take ``known``'s id: it comes from
+    another link instance (another process given the same link name) while ``known``'s
+    stream is open; "" when it may (the same instance reconnecting, a stream that ended,
+    or a side that does not say its instance)."""
+    held_by = known.metadata.get(INSTANCE_KEY, "")
+    instance = metadata.get(INSTANCE_KEY, "")
+    if (
+        not known.metadata.get(LINK_KEY)
+        or not held_by
+        or not instance
+        or instance == held_by
+        or not known.streaming
+    ):
+        return ""
+    return (
+        f"agent {known.agent_id!r} is already linked from another process (instance "
+        f"{held_by}); give each process its own link name"
     )

@@ -20,6 +20,7 @@ __all__ = [
     "AGENTS_KEY",
     "VIA_KEY",
     "encode_agents",
+    "is_listing",
     "linked_agents",
     "list_linked",
     "unlist_linked",
@@ -46,8 +47,13 @@ def encode_agents(agents: Sequence[AgentInfo]) -> str:
     )
 
 
-def linked_agents(value: str) -> list[AgentInfo]:
-    """The agents a ``loomk.agents`` value lists; ``ValueError`` saying what is wrong."""
+def linked_agents(value: str, limit: int | None = None) -> list[AgentInfo]:
+    """The agents a ``loomk.agents`` value lists; ``ValueError`` saying what is wrong.
+
+    ``limit`` bounds how many agents it may list, and how many topics and capabilities
+    each (``bridge_max_registration_items``, as for the registration's own lists): every
+    listed agent becomes a directory entry, so a registration must not make more of them
+    than the bridge takes in one. The count is checked before any entry is."""
     if not value:
         return []
     try:
@@ -56,6 +62,8 @@ def linked_agents(value: str) -> list[AgentInfo]:
         raise ValueError(f"{AGENTS_KEY} is not JSON: {error}") from None
     if not isinstance(listed, list):
         raise ValueError(f"{AGENTS_KEY} must be a JSON list of agents")
+    if limit is not None and len(listed) > limit:
+        raise ValueError(_too_many(f"{len(listed)} agents listed in {AGENTS_KEY}", limit))
     agents = []
     for entry in listed:
         if not isinstance(entry, dict):
@@ -72,16 +80,30 @@ def linked_agents(value: str) -> list[AgentInfo]:
         for name, items in (("topics", topics), ("capabilities", capabilities)):
             if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
                 raise ValueError(f"{AGENTS_KEY}: {name} of {agent_id!r} must be a list of strings")
+            if limit is not None and len(items) > limit:
+                raise ValueError(
+                    _too_many(f"{AGENTS_KEY}: {len(items)} {name} of {agent_id!r}", limit)
+                )
         agents.append(AgentInfo(str(agent_id), tuple(topics), tuple(capabilities), {}))
     return agents
+
+
+def _too_many(what: str, limit: int) -> str:
+    return (
+        f"{what}, more than this bridge takes in one registration "
+        f"({limit}, bridge_max_registration_items)"
+    )
 
 
 def list_linked(
     directory: AgentDirectory, link_id: str, agents: Sequence[AgentInfo], previous: Sequence[str]
 ) -> list[str]:
     """Put ``agents`` in ``directory`` as reached through ``link_id``, replacing what the
-    link listed before (``previous``); an id another agent holds is left to it. Returns
-    the ids listed now."""
+    link listed before (``previous``); an id another agent holds (an agent of this kernel,
+    a remote agent, or another link's listing) is left to it. Returns the ids listed now.
+
+    A listing holds its id loosely: a remote agent that registers the id takes it over
+    (see :func:`is_listing`)."""
     now = {a.agent_id for a in agents}
     unlist_linked(directory, link_id, [i for i in previous if i not in now])
     listed = []
@@ -107,3 +129,14 @@ def unlist_linked(directory: AgentDirectory, link_id: str, ids: Sequence[str]) -
         held = directory.get(agent_id)
         if held is not None and held.metadata.get(VIA_KEY) == link_id:
             directory.unregister(agent_id)
+
+
+def is_listing(info: AgentInfo | None) -> bool:
+    """Whether the directory entry ``info`` is a linked kernel's listing (it names the link
+    it is reached through), not an agent registered here: a remote agent registering its
+    id replaces it. A listing is a link's say-so, so it must not keep an id from a real
+    agent (any client can list any id)."""
+    if info is None:
+        return False
+    metadata = info.metadata
+    return metadata.get(REMOTE_KEY) == "bridge" and bool(metadata.get(VIA_KEY))

@@ -45,6 +45,24 @@ class Outbox:
         self._queue.put_nowait(frames)
         return True
 
+    def put_nowait(self, frames: Sequence[Any]) -> bool:
+        """Queue ``frames`` at once, whatever is queued (small control frames: a ping, a
+        call's result, which must not wait behind a full queue); False once closed."""
+        if self._closed:
+            return False
+        self._queue.put_nowait(frames)
+        return True
+
+    def unsent(self) -> list[Sequence[Any]]:
+        """Take the frame lists the reader never took (once the stream is over), oldest
+        first, so that what they carry can be sent again elsewhere."""
+        left = []
+        while not self._queue.empty():
+            frames = self._queue.get_nowait()
+            if frames is not _END:
+                left.append(frames)
+        return left
+
     def close(self, final: Sequence[Any] = ()) -> None:
         """End the stream after what is queued and then ``final`` (idempotent, never waits)."""
         if self._closed:

@@ -34,13 +34,15 @@ import random
 import re
 import socket
 import ssl
-from collections.abc import AsyncIterator, Iterator, Sequence
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import trio
 import trio_asyncio
 from grpclib.client import Channel
+from grpclib.const import Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 from loomk import (
@@ -56,7 +58,7 @@ from loomk.config import split_address
 from loomk.events import Event, now_ms
 from loomk.links import ORIGIN_KEY, BusLink, LinkStats
 from loomk.telemetry.logging import get_logger
-from loomk_bridge._core import BATCH_KEY, LINK_KEY
+from loomk_bridge._core import BATCH_KEY, INSTANCE_KEY, LINK_KEY
 from loomk_bridge._frames import LimitedProtoCodec
 from loomk_bridge._linked import AGENTS_KEY, encode_agents
 from loomk_bridge._outbox import Outbox
@@ -80,6 +82,9 @@ _log = get_logger("loomk.bridge.link")
 _FRAMES_QUEUED = 64  # frame lists waiting for the stream writer
 _FRAMES_IN = 32  # server frames waiting for the trio side
 _REGISTER_TIMEOUT_S = 10.0
+_CALLS_AT_ONCE = 64  # calls from the server run at once; more wait
+_FRAME_OVERHEAD = 64  # bytes of a frame besides its publishes
+_ITEM_OVERHEAD = 8  # bytes of one publish's tag and length in a frame
 CLOSE_GRACE_S = 2.0
 """How long a closing link waits for the server to take its last frames and its goodbye."""
 _TRANSPORT_ERRORS = (GRPCError, OSError, StreamTerminatedError, ProtocolError, asyncio.TimeoutError)
@@ -130,7 +135,12 @@ class BridgeLink:
         self._last_frame = 0.0
         self._outbox: Outbox | None = None  # the open stream's
         self._closing = False
+        self._pumping = False
         self._stopped = trio.Event()
+        self._instance = uuid.uuid4().hex  # tells this link from another of the same name
+        self._registered: Any = None  # the last registration the server took
+        self._in_frames: dict[int, list[tuple[str, Event]]] = {}  # frame -> its events
+        self._calls = trio.Semaphore(_CALLS_AT_ONCE)
 
     # ---- what users see -----------------------------------------------------------------
 
@@ -167,9 +177,11 @@ class BridgeLink:
                 f"no local provider for {call.capability}, and the bridge link to "
                 f"{self.address} is not connected ({self.last_error or 'connecting'})",
             )
+        message = call_to_proto(call)
+        message.headers["x-agent-id"] = self.name  # the caller, as the server's ACL sees it
         try:
             reply = await trio_asyncio.aio_as_trio(stub.ForwardAction)(
-                call_to_proto(call), metadata=self._metadata
+                message, metadata=self._metadata
             )
         except _TRANSPORT_ERRORS as error:
             return ActionResult.failure(
@@ -205,12 +217,14 @@ class BridgeLink:
             self._link.close()
 
     async def _close(self) -> None:
-        """End the stream the way a client that leaves does: what is queued goes out, then
-        the end of the stream, which tells the server this link is gone (not just lost)."""
+        """End the stream the way a client that leaves does: what is pending goes out (the
+        pump closes the stream once it has sent everything), then the end of the stream,
+        which tells the server this link is gone (not just lost). Bounded by the caller."""
         self._closing = True
         outbox = self._outbox
         if outbox is not None:
-            outbox.close()
+            if not self._pumping or not self._link.pending():
+                outbox.close()
             await self._stopped.wait()
 
     async def run(self) -> None:
@@ -231,7 +245,7 @@ class BridgeLink:
                     await self._session(holding, held)
                 except (_Disconnected, LinkError, *_TRANSPORT_ERRORS) as error:
                     reason = _describe(error)
-                    refused = isinstance(error, LinkError)
+                    refused = _is_refusal(error)
                 finally:
                     self._disconnected()
                 if self._closing:
@@ -271,10 +285,24 @@ class BridgeLink:
             holding.cancel()
             await held.wait()  # the backlog is complete: it goes out first, in order
             self._last_frame = trio.current_time()
-            with _first_transport_error():
-                await self._serve(stub, outbox, send, receive)
+            try:
+                with _first_transport_error():
+                    await self._serve(stub, outbox, send, receive)
+            finally:  # frames the writer never took go first next time, oldest first
+                self._requeue_unsent(outbox)
         finally:
             channel.close()
+
+    def _requeue_unsent(self, outbox: Outbox) -> None:
+        unsent = [
+            event
+            for frames in outbox.unsent()
+            for frame in frames
+            for event in self._in_frames.pop(id(frame), ())
+        ]
+        self._in_frames.clear()  # what is left was taken by the writer: in flight, gone
+        if unsent:
+            self._link.requeue(unsent)
 
     async def _serve(
         self,
@@ -284,19 +312,25 @@ class BridgeLink:
         receive: trio.MemoryReceiveChannel[Any],
     ) -> None:
         self._outbox = outbox
+        drained = trio.Event()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._pump_out, outbox)
-            nursery.start_soon(self._pump_in, receive, outbox, nursery, stub)
+            nursery.start_soon(self._pump_in, receive, outbox, nursery, stub, drained)
             nursery.start_soon(self._keep_alive, outbox)
             nursery.start_soon(self._follow, stub)
             try:
                 ended = await trio_asyncio.aio_as_trio(_stream_io)(
-                    stub, self._metadata, self.name, outbox, send
+                    stub, self._metadata, self.name, outbox, send, self._saw_frame
                 )
             finally:
                 outbox.close()
                 self._outbox = None
+            with trio.move_on_after(CLOSE_GRACE_S):  # what arrived is published here first
+                await drained.wait()
             raise _Disconnected(ended)
+
+    def _saw_frame(self) -> None:
+        """A frame arrived (asyncio side, as it arrives: a busy kernel is no silent server)."""
+        self._last_frame = trio.current_time()
 
     async def _open_channel(self) -> Channel:
         return Channel(
@@ -306,8 +340,8 @@ class BridgeLink:
             codec=LimitedProtoCodec(self._max_message_bytes),
         )
 
-    async def _register(self, stub: BridgeStub) -> None:
-        request = bridge_pb2.AgentRegisterRequest(
+    def _registration(self) -> Any:
+        return bridge_pb2.AgentRegisterRequest(
             agent_id=self.name,
             subscribed_topics=self._link.interest(),
             capabilities=[descriptor_to_proto(d) for d in self._link.capabilities()],
@@ -315,9 +349,13 @@ class BridgeLink:
                 BATCH_KEY: "1",
                 ORIGIN_KEY: self.name,
                 LINK_KEY: "bridge",
+                INSTANCE_KEY: self._instance,
                 AGENTS_KEY: encode_agents(self.kernel.directory.all()),
             },
         )
+
+    async def _register(self, stub: BridgeStub, request: Any = None) -> None:
+        request = self._registration() if request is None else request
         reply = await trio_asyncio.aio_as_trio(stub.RegisterAgent)(
             request, timeout=_REGISTER_TIMEOUT_S, metadata=self._metadata
         )
@@ -325,6 +363,7 @@ class BridgeLink:
             raise LinkError(
                 f"the bridge at {self.address} refused link {self.name!r}: {reply.error_message}"
             )
+        self._registered = request
 
     def _connected_to(self, stub: BridgeStub) -> None:
         self._stub = stub
@@ -345,22 +384,79 @@ class BridgeLink:
     # ---- while connected ----------------------------------------------------------------
 
     async def _pump_out(self, outbox: Outbox) -> None:
-        link, origin = self._link, self.name
-        while True:
-            batch = await link.outgoing()
-            publishes = []
-            for topic, event in batch:
-                message = event_to_proto(event)
-                message.metadata[ORIGIN_KEY] = origin
-                publishes.append(bridge_pb2.Publish(topic=topic, event=message))
-            frame = bridge_pb2.ClientEvent(
-                publish_batch=bridge_pb2.PublishBatch(publishes=publishes)
-            )
-            if not await outbox.put([frame]):
-                link.requeue(batch)  # the stream closed under it: these go first next time
-                return
+        """Local events out in ``publish_batch`` frames, each under the frame limit; when
+        closing, the stream ends once everything pending is sent."""
+        link = self._link
+        self._pumping = True
+        try:
+            while True:
+                if self._closing and not link.pending():
+                    outbox.close()
+                    return
+                batch = await link.outgoing()
+                frames = self._frames_of(batch)
+                try:
+                    queued = await outbox.put(frames) if frames else True
+                except BaseException:
+                    self._forget_frames(frames)
+                    link.requeue(batch)
+                    raise
+                if not queued:  # the stream closed under it: these go first next time
+                    self._forget_frames(frames)
+                    link.requeue(batch)
+                    return
+        finally:
+            self._pumping = False
+
+    def _frames_of(self, batch: list[tuple[str, Event]]) -> list[Any]:
+        """``batch`` as frames of at most the frame limit (an event that cannot fit in one
+        is refused, counted); each frame remembers its events, to send them again."""
+        origin, limit = self.name, self._max_message_bytes - _FRAME_OVERHEAD
+        frames: list[Any] = []
+        publishes: list[Any] = []
+        events: list[tuple[str, Event]] = []
+        size = 0
+        for topic, event in batch:
+            message = event_to_proto(event)
+            message.metadata[ORIGIN_KEY] = origin
+            publish = bridge_pb2.Publish(topic=topic, event=message)
+            item = publish.ByteSize() + _ITEM_OVERHEAD
+            if item > limit:
+                self._link.refuse(topic, f"{item} bytes: over the bridge's frame limit")
+                continue
+            if size + item > limit:
+                frames.append(self._frame(publishes, events))
+                publishes, events, size = [], [], 0
+            publishes.append(publish)
+            events.append((topic, event))
+            size += item
+        if publishes:
+            frames.append(self._frame(publishes, events))
+        return frames
+
+    def _frame(self, publishes: list[Any], events: list[tuple[str, Event]]) -> Any:
+        frame = bridge_pb2.ClientEvent(publish_batch=bridge_pb2.PublishBatch(publishes=publishes))
+        self._in_frames[id(frame)] = events
+        return frame
+
+    def _forget_frames(self, frames: list[Any]) -> None:
+        for frame in frames:
+            self._in_frames.pop(id(frame), None)
 
     async def _pump_in(
+        self,
+        receive: trio.MemoryReceiveChannel[Any],
+        outbox: Outbox,
+        nursery: trio.Nursery,
+        stub: BridgeStub,
+        drained: trio.Event,
+    ) -> None:
+        try:
+            await self._take_frames(receive, outbox, nursery, stub)
+        finally:
+            drained.set()
+
+    async def _take_frames(
         self,
         receive: trio.MemoryReceiveChannel[Any],
         outbox: Outbox,
@@ -369,7 +465,6 @@ class BridgeLink:
     ) -> None:
         link = self._link
         async for frame in receive:
-            self._last_frame = trio.current_time()
             kind = frame.WhichOneof("msg")
             if kind == "delivery_batch":
                 await link.incoming(self._decoded(frame.delivery_batch.deliveries))
@@ -378,7 +473,9 @@ class BridgeLink:
             elif kind == "pong":
                 if not self.connected:  # the first: the server has opened the stream
                     self._connected_to(stub)
+                    nursery.start_soon(self._pump_out, outbox)
             elif kind == "action_call":
+                await self._calls.acquire()  # bounded: a flood of calls waits its turn
                 nursery.start_soon(self._serve_call, frame.action_call, outbox)
             elif kind == "err":
                 _log.warning(
@@ -399,14 +496,17 @@ class BridgeLink:
 
     async def _serve_call(self, message: Any, outbox: Outbox) -> None:
         try:
-            call = call_from_proto(message)
-        except ActionCallError as error:
-            result = ActionResult.failure(message.id, ErrorCode.INVALID_PARAMS, str(error))
-        else:
-            result = await self._run_call(call)
+            try:
+                call = call_from_proto(message)
+            except ActionCallError as error:
+                result = ActionResult.failure(message.id, ErrorCode.INVALID_PARAMS, str(error))
+            else:
+                result = await self._run_call(call)
+        finally:
+            self._calls.release()
         self.calls_served += 1
         frame = bridge_pb2.ClientEvent(action_result=result_to_proto(result))
-        await outbox.put([frame])
+        outbox.put_nowait([frame])
 
     async def _run_call(self, call: ActionCall) -> ActionResult:
         broker = self.kernel.broker
@@ -427,13 +527,28 @@ class BridgeLink:
             if silent > 2 * self._heartbeat_s:
                 raise _Disconnected(f"the server answered nothing for {silent:.1f} s")
             ping = bridge_pb2.HeartbeatRequest(timestamp_ms=now_ms())
-            await outbox.put([bridge_pb2.ClientEvent(ping=ping)])
+            outbox.put_nowait([bridge_pb2.ClientEvent(ping=ping)])  # never behind the events
 
     async def _follow(self, stub: BridgeStub) -> None:
         """Register again when local subscriptions or capabilities change."""
         while True:
             await self._link.wait_changed()
-            await self._register(stub)
+            request = self._registration()
+            if request == self._registered:
+                continue
+            try:
+                await self._register(stub, request)
+            except LinkError as error:  # keep the last registration the server took
+                self.last_error = str(error)
+                self._changed()
+                _log.error("bridge link registration refused", link=self.name, reason=str(error))
+            except GRPCError as error:
+                if not _is_refusal(error):
+                    raise
+                self.last_error = _describe(error)
+                _log.error(
+                    "bridge link registration refused", link=self.name, reason=self.last_error
+                )
 
 
 async def _stream_io(
@@ -442,6 +557,7 @@ async def _stream_io(
     name: str,
     outbox: Outbox,
     send: trio.MemorySendChannel[Any],
+    saw_frame: Callable[[], None],
 ) -> str:
     """The EventStream on the asyncio side: the Ack, then frames out of ``outbox`` and
     server frames into ``send``, until the server ends it; why it ended."""
@@ -454,6 +570,7 @@ async def _stream_io(
         last_error = ""
         try:
             async for frame in stream:
+                saw_frame()
                 if frame.WhichOneof("msg") == "err":
                     last_error = f"{frame.err.code}: {frame.err.message}"
                 try:
@@ -485,13 +602,24 @@ def _first_transport_error() -> Iterator[None]:
     try:
         yield
     except BaseExceptionGroup as group:
-        _, rest = group.split((_Disconnected, *_TRANSPORT_ERRORS))
+        _, rest = group.split((_Disconnected, LinkError, *_TRANSPORT_ERRORS))
         if rest is not None:
             raise
         first: BaseException = group
         while isinstance(first, BaseExceptionGroup):
             first = first.exceptions[0]
         raise first from None
+
+
+def _is_refusal(error: BaseException) -> bool:
+    """Whether the server refused the link (fix the setup) rather than failed to reach it."""
+    if isinstance(error, LinkError):
+        return True
+    return isinstance(error, GRPCError) and error.status in (
+        Status.PERMISSION_DENIED,
+        Status.UNAUTHENTICATED,
+        Status.INVALID_ARGUMENT,
+    )
 
 
 def _describe(error: BaseException) -> str:
@@ -514,12 +642,17 @@ def default_name() -> str:
 
 
 def _tls_context(tls: ssl.SSLContext | bool | str | None) -> ssl.SSLContext | None:
-    if tls is None or tls is False:
+    """The client's TLS context: none, the system's CAs, a CA bundle, or the caller's own
+    context (on which HTTP/2's ALPN is set, as gRPC needs)."""
+    if tls is None or tls is False or tls == "":
         return None
     if isinstance(tls, ssl.SSLContext):
         context = tls
     else:
-        context = ssl.create_default_context(cafile=None if tls is True else str(tls))
+        try:
+            context = ssl.create_default_context(cafile=None if tls is True else str(tls))
+        except (OSError, ssl.SSLError) as error:
+            raise LinkError(f"bridge link tls: cannot use CA bundle {tls!r}: {error}") from error
     context.set_alpn_protocols(["h2"])
     return context
 
@@ -542,7 +675,8 @@ async def connect(
     """Link ``kernel`` to the bridge server at ``address`` while the block lasts (see the
     module). It does not wait for the first connection: ``await link.wait_connected()``.
 
-    ``token`` is the server's bearer token (default: the kernel's ``bridge_token``);
+    ``token`` is the server's bearer token (none by default: this kernel's own
+    ``bridge_token`` guards its own server and is not sent elsewhere);
     ``tls`` is ``True`` (system CAs), a CA bundle path, or an ``ssl.SSLContext`` (with a
     client certificate for mutual TLS); ``export`` are the local topics sent to the server;
     ``buffer`` bounds what is kept while disconnected. Raises :class:`BridgeError` or
@@ -562,7 +696,7 @@ async def connect(
         kernel,
         address,
         name=name,
-        token=config.bridge_token if token is None else token,
+        token=token or "",
         tls=_tls_context(tls),
         export=export,
         buffer=buffer,

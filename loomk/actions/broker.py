@@ -23,7 +23,10 @@
 A kernel linked to others (a bridge client, a cluster link) sets an *upstream*
 (:meth:`ActionBroker.set_upstream`): a call no local provider takes goes there instead of
 failing, under the same timeout, retries and repeat rules; it is counted in
-``stats().upstream``.
+``stats().upstream``. One exception to the repeat rules: an upstream answer
+``PROVIDER_UNAVAILABLE`` (the link is down, or no provider over there is) is not cached,
+like a local call without a provider: the call did not run, and may well run once the link
+is back; a retry with the same id runs again instead of getting the stale failure.
 """
 
 from __future__ import annotations
@@ -386,7 +389,8 @@ class ActionBroker:
         finally:
             repeats.end(call, flight)
         counters.ran(result, trio.current_time() - started)
-        repeats.keep(call, result)
+        if registration.__class__ is not _UpstreamRegistration or not _unavailable(result):
+            repeats.keep(call, result)  # an unreachable upstream is transient: not kept
         flight.finish(result)
         return result
 
@@ -438,6 +442,17 @@ class ActionBroker:
         if result.id != call.id:
             result = replace(result, id=call.id)
         return result
+
+
+def _unavailable(result: ActionResult) -> bool:
+    """Whether ``result`` says no provider could be reached, so the call did not run: code
+    ``PROVIDER_UNAVAILABLE``, or a peer's own code giving it as the reason (a bridge
+    answers ``BROKER_ERROR`` with ``details["reason"]``, as Loom does)."""
+    error = result.error
+    if error is None:
+        return False
+    unavailable = ErrorCode.PROVIDER_UNAVAILABLE
+    return error.code == unavailable or error.details.get("reason") == unavailable
 
 
 def _is_number(value: object) -> bool:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from loomk._metakeys import CORRELATION_ID, SENDER, THREAD_ID
+from loomk._metakeys import CORRELATION_ID, ORIGIN, SENDER, THREAD_ID
 from loomk.actions.agent_actions import action_call, action_result_event
 from loomk.actions.types import ActionResult
 from loomk.bus.overflow import OverflowLike
@@ -115,12 +115,19 @@ class Context:
         Inside a handler the event is held and published when the handler's state commits
         (a transactional outbox; returns 0). Outside one it goes out at once and the
         deliveries made are returned. An event without a sender is stamped
-        ``sender = agent.{id}`` (on a copy).
+        ``sender = agent.{id}`` (on a copy). A link's origin stamp (metadata
+        ``loomk.origin``, on an event that came in through a link) is dropped, on a copy:
+        what an agent emits is its own, and must reach every link, the one the event came
+        in through too.
         """
         if event.__class__ is not Event:
             raise EventError(f"emit takes an Event, got {type(event).__name__}")
         validate_topic(topic)
-        if not event.metadata.get(SENDER):
+        metadata = event.metadata
+        if ORIGIN in metadata:  # rare: a relayed event (one lookup on the hot path)
+            metadata = {key: value for key, value in metadata.items() if key != ORIGIN}
+            event = event.replace(metadata=metadata)
+        if not metadata.get(SENDER):
             event = event.with_metadata(**{SENDER: self.sender})
         transaction = self._transaction
         if transaction.holding:

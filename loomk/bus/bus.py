@@ -364,10 +364,8 @@ class EventBus:
     def _attach(self, pattern: str, lane: Lane, types: frozenset[str] | None) -> Binding:
         binding = Binding(next(self._ids), pattern, types, lane)
         self._trie.insert(pattern, binding.id, binding)
-        count = self._patterns.get(pattern, 0)
-        self._patterns[pattern] = count + 1
-        if not count:
-            self._interest_changed()
+        self._patterns[pattern] = self._patterns.get(pattern, 0) + 1
+        self._interest_changed()
         if is_wildcard(pattern):
             self._generation += 1
         else:
@@ -421,7 +419,7 @@ class EventBus:
             self._patterns[binding.pattern] = count
         else:
             del self._patterns[binding.pattern]
-            self._interest_changed()
+        self._interest_changed()
         if is_wildcard(binding.pattern):
             self._generation += 1
         else:
@@ -441,9 +439,9 @@ class EventBus:
         return dict(self._patterns)
 
     def watch_interest(self, watcher: Callable[[], None]) -> Callable[[], None]:
-        """Call ``watcher()`` whenever a pattern gains its first subscription or loses its
-        last; returns the function that stops watching. The watcher runs inside
-        ``subscribe``/``detach``: it must be quick and must not raise."""
+        """Call ``watcher()`` whenever a subscription is made or ends (what
+        :meth:`patterns` says changes); returns the function that stops watching. The
+        watcher runs inside ``subscribe``/``detach``: it must be quick and must not raise."""
         if not callable(watcher):
             raise EventError(f"an interest watcher must be callable, got {short_repr(watcher)}")
         self._interest_watchers.append(watcher)

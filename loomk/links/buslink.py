@@ -148,7 +148,7 @@ class BusLink:
             sent=self.sent,
             received=self.received,
             dropped=self.dropped,
-            backlog=len(self._backlog) + len(self._mailbox),
+            backlog=self.pending(),
             rejected=self.rejected,
         )
 
@@ -183,6 +183,11 @@ class BusLink:
         if not len(self._mailbox):
             self._mailbox.prune()
             await self._mailbox.wait()
+
+    def pending(self) -> int:
+        """Local events waiting to be sent (some may yet be left out as having come in
+        through this link)."""
+        return len(self._backlog) + len(self._mailbox)
 
     def requeue(self, batch: Sequence[tuple[str, Event]]) -> None:
         """Put back a batch the transport could not send: it goes first next time."""
@@ -240,7 +245,7 @@ class BusLink:
         and the collaboration patterns, sorted."""
         patterns = self._bus.patterns()
         for binding in self._bindings:
-            patterns[binding.pattern] -= 1
+            patterns[binding.pattern] = patterns.get(binding.pattern, 0) - 1
         wanted = {pattern for pattern, count in patterns.items() if count > 0}
         wanted.update(COLLABORATION_PATTERNS)
         return sorted(wanted)
@@ -258,4 +263,3 @@ class BusLink:
         """Wake :meth:`wait_changed`: something else the transport announces changed (the
         bridge link lists the local agents, say)."""
         self._changed.set()
-

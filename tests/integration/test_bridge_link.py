@@ -48,21 +48,92 @@ async def test_events_cross_both_ways_once_and_never_echo() -> None:
     async with (
         linked() as (server_kernel, server, client_kernel, _),
         server_kernel.bus.subscribe("up.>") as up_here,
+        server_kernel.bus.subscribe("down.>") as down_here,
         client_kernel.bus.subscribe("up.>") as up_there,
         client_kernel.bus.subscribe("down.>") as down_there,
     ):
-        await until(server, lambda: "down.>" in _link_topics(server_kernel))
+        await until(server, lambda: {"up.>", "down.>"} <= set(_link_topics(server_kernel)))
+        # client -> server; then a marker from the server: an echo would come before it
         await client_kernel.bus.publish("up.one", Event("t", b"from the client"))
-        topic, event = await up_here.receive()
-        assert (topic, event.payload) == ("up.one", b"from the client")
+        assert (await up_here.receive())[1].payload == b"from the client"
+        await server_kernel.bus.publish("up.marker", Event("t", b"marker"))
+        assert [(await up_there.receive())[0] for _ in range(2)] == ["up.one", "up.marker"]
+        # server -> client; then a marker from the client: an echo would come before it
         await server_kernel.bus.publish("down.one", Event("t", b"from the server"))
-        topic, event = await down_there.receive()
-        assert (topic, event.payload) == ("down.one", b"from the server")
-        # the client's own event reached its local subscriber once, and came not back
-        await trio.testing.wait_all_tasks_blocked()
-        assert up_there.receive_nowait()[1].payload == b"from the client"
-        assert up_there.stats().delivered == 1
+        assert (await down_there.receive())[1].payload == b"from the server"
+        await client_kernel.bus.publish("down.marker", Event("t", b"marker"))
+        assert [(await down_here.receive())[0] for _ in range(2)] == ["down.one", "down.marker"]
         assert up_here.stats().delivered == 1
+
+
+async def test_a_subscription_on_an_exported_pattern_is_announced_too() -> None:
+    async with linked() as (server_kernel, server, client_kernel, _):
+        assert ">" not in _link_topics(server_kernel)  # the link's own binding is no interest
+        async with client_kernel.bus.subscribe(">") as everything:
+            await until(server, lambda: ">" in _link_topics(server_kernel))
+            await server_kernel.bus.publish("any.topic", Event("t", b"seen"))
+            assert (await everything.receive())[1].payload == b"seen"
+
+
+async def test_a_refused_registration_keeps_the_link_and_says_why() -> None:
+    async with (
+        open_test_kernel() as server_kernel,
+        open_bridge_server(
+            server_kernel, "127.0.0.1:0", **{**SERVER_DEFAULTS, "max_registration_items": 6}
+        ) as server,
+        open_test_kernel() as client_kernel,
+        connect(client_kernel, server.address, name="remote") as link,
+    ):
+        with trio.fail_after(60):
+            await link.wait_connected()
+            subscriptions = [client_kernel.bus.subscribe(f"many.t{n}") for n in range(8)]
+            while not link.last_error:
+                await link.wait_changed()
+            assert "refused" in link.last_error
+            assert link.connected  # the last registration the server took still holds
+            await client_kernel.bus.publish("up.x", Event("t", b"still flowing"))
+            for subscription in subscriptions:
+                subscription.unsubscribe()
+
+
+async def test_leaving_sends_what_is_pending_first() -> None:
+    async with (
+        open_test_kernel() as server_kernel,
+        open_bridge_server(server_kernel, "127.0.0.1:0", **SERVER_DEFAULTS) as server,
+        open_test_kernel() as client_kernel,
+    ):
+        with trio.fail_after(60):
+            async with server_kernel.bus.subscribe("burst", capacity=2000) as burst:
+                async with connect(client_kernel, server.address, name="remote") as link:
+                    await link.wait_connected()
+                    for n in range(1000):
+                        await client_kernel.bus.publish("burst", Event("t", b"%d" % n))
+                await until(server, lambda: "remote" not in server_kernel.directory)
+                got = [burst.receive_nowait()[1].payload for _ in range(1000)]
+            assert got == [b"%d" % n for n in range(1000)]
+            assert link.stats().dropped == 0
+
+
+async def test_batches_are_cut_to_the_frame_limit() -> None:
+    limit = 64 * 1024
+    options = {**SERVER_DEFAULTS, "max_message_bytes": limit}
+    async with (
+        open_test_kernel() as server_kernel,
+        open_bridge_server(server_kernel, "127.0.0.1:0", **options) as server,
+        open_test_kernel() as client_kernel,
+        server_kernel.bus.subscribe("big.>", capacity=200) as big,
+        connect(client_kernel, server.address, name="remote", max_message_bytes=limit) as link,
+    ):
+        with trio.fail_after(60):
+            await link.wait_connected()
+            for n in range(100):  # 2 MB in all: 33 frames' worth
+                await client_kernel.bus.publish("big.part", Event("t", bytes([n]) * 20_000))
+            await client_kernel.bus.publish("big.toolarge", Event("t", b"x" * limit))
+            await client_kernel.bus.publish("big.end", Event("t", b"end"))
+            got = [await big.receive() for _ in range(101)]
+            assert [topic for topic, _ in got] == ["big.part"] * 100 + ["big.end"]
+            assert [event.payload[0] for _, event in got[:100]] == list(range(100))
+            assert (link.stats().rejected, link.stats().connects) == (1, 1)
 
 
 async def test_agents_on_both_sides_request_and_reply() -> None:

@@ -508,3 +508,51 @@ async def _ack_only(bridge: Any, agent_id: str) -> None:
         await stream.send_message(ack(agent_id))
         await stream.end()
         await stream.recv_message()
+
+
+@pytest.mark.parametrize("batching", [True, False])
+async def test_bad_items_of_a_batch_frame_are_refused_in_place(batching: bool) -> None:
+    """Every item of a publish_batch is published or refused with its reason, in order,
+    whether the client asked for batches (the fast path) or not."""
+    metadata = {"loomk.batch": "1"} if batching else {}
+    async with bridge_kernel(max_payload_bytes=8) as (kernel, server):
+        with capture_events(kernel.bus, "in.>") as seen:
+
+            async def steps() -> Any:
+                ch = channel(server)
+                try:
+                    bridge = stub(ch)
+                    await bridge.RegisterAgent(register("mixed", [], metadata=metadata))
+                    publishes = [
+                        bridge_pb2.Publish(topic="in.a", event=event(id="p1")),
+                        bridge_pb2.Publish(topic="in.b"),  # no event
+                        bridge_pb2.Publish(topic="in..c", event=event(id="p2")),  # bad topic
+                        bridge_pb2.Publish(topic="in.d", event=event("", id="p3")),  # no type
+                        bridge_pb2.Publish(topic="in.e", event=event(id="p4", payload=b"x" * 9)),
+                        bridge_pb2.Publish(topic="in.f", event=event(id="p5")),
+                    ]
+                    async with bridge.EventStream.open() as stream:
+                        await stream.send_message(ack("mixed"))
+                        await stream.send_message(
+                            bridge_pb2.ClientEvent(
+                                publish_batch=bridge_pb2.PublishBatch(publishes=publishes)
+                            )
+                        )
+                        await stream.send_message(
+                            bridge_pb2.ClientEvent(ping=bridge_pb2.HeartbeatRequest())
+                        )
+                        codes = []
+                        while True:
+                            frame = await stream.recv_message()
+                            if frame.HasField("pong"):
+                                break
+                            codes.append(frame.err.code)
+                        await stream.end()
+                        return codes
+                finally:
+                    ch.close()
+
+            codes = await as_client(steps)
+        assert codes == ["MISSING_EVENT", "INVALID_TOPIC", "INVALID_EVENT", "PAYLOAD_TOO_LARGE"]
+        assert [e.id for e in seen.events] == ["p1", "p5"]
+        assert server.stats().events_in == 2

@@ -33,6 +33,8 @@ from loomk import (
     Topic,
     TopicError,
 )
+from loomk._metakeys import ORIGIN
+from loomk.links import BusLink
 from loomk.testing import open_test_kernel
 
 settle = trio.testing.wait_all_tasks_blocked
@@ -988,6 +990,38 @@ async def test_emit_stamps_the_sender_and_is_held_until_the_handler_returns() ->
             "agent.boss",
         ]
         assert len(drain(watch2)) == 2
+
+
+class Relay(Agent):
+    """Passes each ``in`` event on to ``out`` as a new type (a relay, as agents write one)."""
+
+    topics = ("in",)
+
+    async def on_event(self, ctx: Context, event: Event) -> None:
+        await ctx.emit("out", event.replace(type="relayed"))
+
+
+async def test_a_relayed_event_leaves_without_the_link_origin_it_came_in_with() -> None:
+    # An event that came in through a link carries the link's origin, so the link does not
+    # send it back out; an agent passing it on speaks for itself, and the link must take it.
+    async with open_test_kernel() as kernel:
+        link = BusLink(kernel.bus, kernel.broker, "far", export=["out"])
+        link.open()
+        try:
+            await kernel.spawn(Relay("relay"))
+            watch = kernel.bus.subscribe("out")
+            incoming = Event("news", b"hi", metadata={"sender": "agent.far", "thread_id": "t1"})
+            await link.incoming([("in", incoming)])
+            with trio.fail_after(WAIT_LIMIT_S):
+                (sent_topic, sent), *_ = await link.outgoing()
+            ((topic, relayed),) = drain(watch)
+        finally:
+            link.close()
+    assert (topic, relayed.type, relayed.payload) == ("out", "relayed", b"hi")
+    assert ORIGIN not in relayed.metadata
+    assert relayed.metadata["sender"] == "agent.far"  # the rest of the envelope is kept
+    assert relayed.metadata["thread_id"] == "t1"
+    assert (sent_topic, sent.type) == ("out", "relayed")  # the link sends it on
 
 
 class Replier(Agent):

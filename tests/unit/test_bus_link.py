@@ -98,3 +98,12 @@ async def test_bad_settings_are_refused_at_once() -> None:
             BusLink(kernel.bus, kernel.broker, "x", buffer=0)
         with pytest.raises(TopicError):
             BusLink(kernel.bus, kernel.broker, "x", export=["a..b"])
+
+
+async def test_interest_is_still_answered_once_the_bus_is_closed() -> None:
+    async with open_test_kernel() as kernel:
+        link = BusLink(kernel.bus, kernel.broker, "edge-1")
+        link.open()
+        kernel.bus.close()
+        assert link.interest() == ["thread.*.barrier", "thread.*.reply"]
+        link.close()
