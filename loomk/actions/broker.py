@@ -39,6 +39,7 @@ from typing import Protocol
 
 import trio
 
+from loomk._watchers import Watchers
 from loomk._wire import text_problem
 from loomk.actions.provider import CapabilityProvider
 from loomk.actions.repeats import Repeats
@@ -195,7 +196,7 @@ class ActionBroker:
         self._unavailable = 0
         self._upstream: _UpstreamRegistration | None = None
         self._upstream_counters = _CapabilityCounters()
-        self._watchers: list[Callable[[], None]] = []
+        self._watchers = Watchers()
 
     # ---- the registry -------------------------------------------------------------------
 
@@ -225,7 +226,7 @@ class ActionBroker:
         versions.append(registration)
         versions.sort(key=lambda r: parse_version(r.descriptor.version), reverse=True)
         _log.debug("capability registered", capability=descriptor.key)
-        self._changed()
+        self._watchers.notify()
         return descriptor
 
     def unregister(self, name: str, version: str | None = None) -> list[CapabilityDescriptor]:
@@ -246,7 +247,7 @@ class ActionBroker:
             self._by_name[name] = versions
         else:
             del self._by_name[name]
-        self._changed()
+        self._watchers.notify()
         return registration.descriptor
 
     def watch(self, watcher: Callable[[], None]) -> Callable[[], None]:
@@ -255,17 +256,7 @@ class ActionBroker:
         watching. The watcher must be quick and must not raise."""
         if not callable(watcher):
             raise CapabilityError(f"a broker watcher must be callable, got {watcher!r}")
-        self._watchers.append(watcher)
-
-        def unwatch() -> None:
-            if watcher in self._watchers:
-                self._watchers.remove(watcher)
-
-        return unwatch
-
-    def _changed(self) -> None:
-        for watcher in tuple(self._watchers):
-            watcher()
+        return self._watchers.add(watcher)
 
     def set_upstream(self, upstream: Upstream | None) -> None:
         """Send calls that no local provider takes to ``upstream`` (None: fail them with

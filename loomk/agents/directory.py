@@ -11,6 +11,7 @@ import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from loomk._watchers import Watchers
 from loomk.bus.topics import TopicTrie, validate_pattern, validate_topic
 
 __all__ = ["AgentDirectory", "AgentInfo"]
@@ -35,7 +36,7 @@ class AgentDirectory:
         self._pattern_keys: dict[str, dict[str, int]] = {}  # agent -> pattern -> trie key
         self._by_capability: dict[str, set[str]] = {}
         self._keys = itertools.count(1)
-        self._watchers: list[Callable[[], None]] = []
+        self._watchers = Watchers()
 
     def __len__(self) -> int:
         return len(self._infos)
@@ -54,7 +55,7 @@ class AgentDirectory:
             self._index_pattern(info.agent_id, pattern)
         for capability in info.capabilities:
             self._by_capability.setdefault(capability, set()).add(info.agent_id)
-        self._changed()
+        self._watchers.notify()
 
     def unregister(self, agent_id: str) -> bool:
         """Remove an agent from every index; False if it was not registered."""
@@ -68,7 +69,7 @@ class AgentDirectory:
             holders.discard(agent_id)
             if not holders:
                 del self._by_capability[capability]
-        self._changed()
+        self._watchers.notify()
         return True
 
     def add_topic(self, agent_id: str, pattern: str) -> None:
@@ -79,7 +80,7 @@ class AgentDirectory:
         validate_pattern(pattern)
         self._infos[agent_id] = _replace_topics(info, (*info.topics, pattern))
         self._index_pattern(agent_id, pattern)
-        self._changed()
+        self._watchers.notify()
 
     def remove_topic(self, agent_id: str, pattern: str) -> None:
         """Forget one pattern of a registered agent."""
@@ -89,23 +90,13 @@ class AgentDirectory:
             return
         self._patterns.remove(pattern, key)
         self._infos[agent_id] = _replace_topics(info, tuple(t for t in info.topics if t != pattern))
-        self._changed()
+        self._watchers.notify()
 
     def watch(self, watcher: Callable[[], None]) -> Callable[[], None]:
         """Call ``watcher()`` after every change of an entry (a link that lists this
         kernel's agents elsewhere follows them so); returns the function that stops
         watching. The watcher must be quick and must not raise."""
-        self._watchers.append(watcher)
-
-        def unwatch() -> None:
-            if watcher in self._watchers:
-                self._watchers.remove(watcher)
-
-        return unwatch
-
-    def _changed(self) -> None:
-        for watcher in tuple(self._watchers):
-            watcher()
+        return self._watchers.add(watcher)
 
     def get(self, agent_id: str) -> AgentInfo | None:
         """The agent's entry, or None."""

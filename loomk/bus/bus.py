@@ -21,6 +21,7 @@ from types import TracebackType
 
 import trio
 
+from loomk._watchers import Watchers
 from loomk._wire import short_repr, text_problem
 from loomk.bus._lanes import EMPTY, EventHandler, HandlerLane, Item, Lane, Mailbox, make_lane
 from loomk.bus.overflow import Overflow, OverflowLike, parse_overflow
@@ -226,7 +227,7 @@ class EventBus:
         self._retired = _TopicCounters()
         self._closed = False
         self._patterns: dict[str, int] = {}  # pattern -> bindings with it
-        self._interest_watchers: list[Callable[[], None]] = []
+        self._interest_watchers = Watchers()
 
     # ---- publishing -------------------------------------------------------------------
 
@@ -365,7 +366,7 @@ class EventBus:
         binding = Binding(next(self._ids), pattern, types, lane)
         self._trie.insert(pattern, binding.id, binding)
         self._patterns[pattern] = self._patterns.get(pattern, 0) + 1
-        self._interest_changed()
+        self._interest_watchers.notify()
         if is_wildcard(pattern):
             self._generation += 1
         else:
@@ -419,7 +420,7 @@ class EventBus:
             self._patterns[binding.pattern] = count
         else:
             del self._patterns[binding.pattern]
-        self._interest_changed()
+        self._interest_watchers.notify()
         if is_wildcard(binding.pattern):
             self._generation += 1
         else:
@@ -444,17 +445,7 @@ class EventBus:
         watcher runs inside ``subscribe``/``detach``: it must be quick and must not raise."""
         if not callable(watcher):
             raise EventError(f"an interest watcher must be callable, got {short_repr(watcher)}")
-        self._interest_watchers.append(watcher)
-
-        def unwatch() -> None:
-            if watcher in self._interest_watchers:
-                self._interest_watchers.remove(watcher)
-
-        return unwatch
-
-    def _interest_changed(self) -> None:
-        for watcher in tuple(self._interest_watchers):
-            watcher()
+        return self._interest_watchers.add(watcher)
 
     # ---- lifecycle --------------------------------------------------------------------
 

@@ -5,7 +5,8 @@ Imports count wherever they are written: at the top, inside functions, and under
 ``TYPE_CHECKING`` (a type-only dependency is still a dependency). Two more rules:
 
 - a ``_private`` module is imported only from inside the package that holds it (the root
-  package's ``loomk._hop``, ``loomk._metakeys`` and ``loomk._wire`` are the whole kernel's);
+  package's ``loomk._hop``, ``loomk._metakeys``, ``loomk._watchers`` and ``loomk._wire``
+  are the whole kernel's);
 - a ``_private`` name of a module is imported by no other module (a package's, only inside
   the package).
 
@@ -24,7 +25,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-_FOUNDATION = {"errors", "_metakeys", "_hop", "_wire", "events", "envelope", "config", "telemetry"}
+_FOUNDATION = {
+    "errors",
+    "_metakeys",
+    "_hop",
+    "_wire",
+    "_watchers",
+    "events",
+    "envelope",
+    "config",
+    "telemetry",
+}
 
 ALLOWED: dict[str, set[str]] = {
     # foundation: values, configuration, logging
@@ -32,6 +43,7 @@ ALLOWED: dict[str, set[str]] = {
     "_metakeys": set(),
     "_hop": {"_metakeys"},
     "_wire": set(),
+    "_watchers": set(),
     "events": {"_hop", "_metakeys", "_wire", "errors"},
     "envelope": {"_hop", "_metakeys", "events", "errors"},
     "config": {"errors"},
