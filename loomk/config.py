@@ -507,6 +507,34 @@ class Config(_Sourced):
             "expected": "HOST:PORT, [IPV6]:PORT or :PORT with a port 0..65535, or empty",
         },
     )
+    bridge_link_address: str = field(
+        default="",
+        metadata={
+            "doc": "HOST:PORT of a bridge server this kernel links to, so that its agents "
+            "join that server's bus (loomk_bridge.connect); empty: no link. Setting it "
+            "starts the bridge_link edge.",
+            "shape": lambda value: not value or bool((split_address(value) or ("",))[0]),
+            "expected": "HOST:PORT or [IPV6]:PORT of the server, or empty",
+        },
+    )
+    bridge_link_name: str = field(
+        default="",
+        metadata={
+            "doc": "This kernel's name on the bridge server it links to (its agent id "
+            "there); empty: link-<host>-<pid>.",
+        },
+    )
+    bridge_link_token: str = field(
+        default="",
+        repr=False,
+        metadata={
+            "doc": "Bearer token this kernel's link presents to the server it links to; "
+            "empty: none; never shown or logged.",
+            "secret": True,
+            "shape": lambda value: all(33 <= ord(ch) <= 126 for ch in value),
+            "expected": "printable ASCII without spaces, or empty",
+        },
+    )
     bridge_token: str = field(
         default="",
         repr=False,

@@ -49,6 +49,7 @@ KernelT_contra = TypeVar("KernelT_contra", contravariant=True)
 
 _SETTING_OF: dict[str, str] = {
     "bridge": "bridge_address",
+    "bridge_link": "bridge_link_address",
     "dashboard": "dashboard_address",
     "cluster": "cluster_nats_url",
 }

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 import trio
 from bridge_support import SERVER_DEFAULTS, until
 
@@ -329,3 +330,23 @@ async def test_a_link_presents_the_server_s_token() -> None:
             async with connect(client_kernel, server.address, name="right", token="s3cret") as link:
                 await link.wait_connected()
                 assert server.agents() == ["right"]
+
+
+async def test_a_kernel_links_itself_when_bridge_link_address_is_set() -> None:
+    async with (
+        open_test_kernel() as server_kernel,
+        open_bridge_server(server_kernel, "127.0.0.1:0", **SERVER_DEFAULTS) as server,
+        open_test_kernel(
+            bridge_link_address=server.address, bridge_link_name="configured"
+        ) as client_kernel,
+    ):
+        link = client_kernel.edge("bridge_link")
+        assert isinstance(link, BridgeLink)
+        with trio.fail_after(60):
+            await link.wait_connected()
+        assert server.agents() == ["configured"]
+
+
+def test_a_link_address_without_a_host_is_a_config_error() -> None:
+    with pytest.raises(loomk.ConfigError, match="bridge_link_address"):
+        loomk.Config.load(env={}, bridge_link_address=":50051")

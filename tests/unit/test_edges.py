@@ -357,7 +357,7 @@ def test_a_kernel_without_bridge_address_never_imports_the_bridge() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[:4] == ["False", "['bridge']", "[]", "[]"]
+    assert result.stdout.split("\n")[:4] == ["False", "['bridge', 'bridge_link']", "[]", "[]"]
 
 
 async def test_the_test_kernel_takes_edges_like_open_kernel() -> None:
