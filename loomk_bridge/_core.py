@@ -49,7 +49,7 @@ from loomk import (
 from loomk.agents import validate_agent_id
 from loomk.bus import validate_pattern
 from loomk.telemetry.logging import get_logger
-from loomk_bridge._acl import AccessControl, AccessDenied, AgentPolicy
+from loomk_bridge._acl import AccessControl, AgentPolicy
 from loomk_bridge._linked import (
     AGENTS_KEY,
     REMOTE_KEY,
@@ -223,8 +223,9 @@ class BridgeCore:
         metadata = dict(request.metadata)
         is_link = bool(metadata.get(LINK_KEY))
         known = self.agents.get(agent_id)
-        held = self.kernel.directory.get(agent_id) if known is None else None
-        if held is not None and not is_listing(held):
+        held = self.kernel.directory.get(agent_id)
+        if held is not None and not is_listing(held) and not _is_own_entry(held, known):
+            # an agent of this kernel has the id (spawned since, if the remote one had it)
             return f"agent_id {agent_id!r} is taken by an agent of this kernel"
         if known is not None and is_link:
             clash = _other_instance(known, metadata)
@@ -275,7 +276,7 @@ class BridgeCore:
                     "by another provider of this kernel"
                 )
         # nothing refused it: from here on it changes the bridge's state
-        linked = [a for a in linked if self._may_list(agent_id, a.agent_id, authorization, peer)]
+        linked = self._listable(agent_id, linked)
         released: list[tuple[str, str]] = []
         if known is not None:
             released = self._unregister_capabilities(known)
@@ -314,6 +315,9 @@ class BridgeCore:
         """Put (or put again) ``agent``'s entry in the kernel's directory, with its metadata
         but ``loomk.via``: that marks a link's listing, which only the bridge writes (an
         agent claiming it would pass for a listing, and a link could take its entry)."""
+        held = self.kernel.directory.get(agent.agent_id)
+        if held is not None and not is_listing(held) and not _is_own_entry(held, agent):
+            return  # an agent of this kernel has taken the id since: it stays
         metadata = {key: value for key, value in agent.metadata.items() if key != VIA_KEY}
         metadata.update({REMOTE_KEY: "bridge", "peer": agent.peer})
         self.kernel.directory.register(
@@ -322,24 +326,19 @@ class BridgeCore:
             )
         )
 
-    def _may_list(self, link_id: str, listed_id: str, authorization: str | None, peer: str) -> bool:
-        """Whether link ``link_id`` may list ``listed_id`` in the directory: not when the
-        ACL binds that id to a token the registration did not present (a listing would let
-        anyone show an agent under a protected id); such a listing is skipped and audited
-        (as a claim of the id that fails, ``authenticate``)."""
-        entry = self.access.acl.get(listed_id)
-        if entry is None or not entry.token:
-            return True
-        try:
-            self.access.identify(listed_id, authorization, peer=peer, method=_REGISTER)
-        except AccessDenied:
+    def _listable(self, link_id: str, listed: list[AgentInfo]) -> list[AgentInfo]:
+        """The agents of ``listed`` link ``link_id`` may list: not those whose id the ACL
+        binds to a token (such an agent must register itself, with its token; a listing
+        would let anyone show an agent under a protected id). Logged once per registration."""
+        acl = self.access.acl
+        kept = [a for a in listed if not ((entry := acl.get(a.agent_id)) and entry.token)]
+        if len(kept) < len(listed):
             _log.warning(
-                "linked agent not listed: its id is bound to a token the link did not present",
+                "linked agents not listed: their ids are bound to tokens",
                 link=link_id,
-                agent=listed_id,
+                skipped=len(listed) - len(kept),
             )
-            return False
-        return True
+        return kept
 
     def _take_from_listing(self, held: AgentInfo, agent_id: str) -> None:
         """A remote agent registers an id a link lists: the link no longer lists it (its
@@ -560,6 +559,15 @@ class BridgeCore:
             )
         # a kernel linked further up sends what it lacks on (the broker's upstream)
         return result_to_proto(await broker.invoke(call))
+
+
+def _is_own_entry(held: AgentInfo, known: RemoteAgent | None) -> bool:
+    """Whether directory entry ``held`` is the registered remote agent ``known``'s own."""
+    return (
+        known is not None
+        and held.metadata.get(REMOTE_KEY) == "bridge"
+        and VIA_KEY not in held.metadata
+    )
 
 
 def _as_remote(descriptor: CapabilityDescriptor) -> CapabilityDescriptor:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from loomk import AgentDirectory, AgentInfo, InvalidAgentId
+from loomk import AgentDirectory, AgentInfo, InvalidAgentId, TopicError
 from loomk.agents import validate_agent_id
+from loomk.bus import validate_pattern
 
 __all__ = [
     "AGENTS_KEY",
@@ -25,6 +26,9 @@ __all__ = [
     "list_linked",
     "unlist_linked",
 ]
+
+MAX_AGENTS_TEXT = 1 << 20
+"""Characters of a ``loomk.agents`` value a bridge reads at most."""
 
 AGENTS_KEY = "loomk.agents"
 """RegisterAgent metadata of a link: the agents of the linked kernel (JSON)."""
@@ -56,15 +60,17 @@ def linked_agents(value: str, limit: int | None = None) -> list[AgentInfo]:
     than the bridge takes in one. The count is checked before any entry is."""
     if not value:
         return []
+    if len(value) > MAX_AGENTS_TEXT:
+        raise ValueError(f"{AGENTS_KEY} is over {MAX_AGENTS_TEXT} characters")
     try:
         listed = json.loads(value)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{AGENTS_KEY} is not JSON: {error}") from None
+    except (json.JSONDecodeError, RecursionError) as error:  # nesting too deep: recursion
+        raise ValueError(f"{AGENTS_KEY} is not JSON a bridge takes: {error}") from None
     if not isinstance(listed, list):
         raise ValueError(f"{AGENTS_KEY} must be a JSON list of agents")
     if limit is not None and len(listed) > limit:
         raise ValueError(_too_many(f"{len(listed)} agents listed in {AGENTS_KEY}", limit))
-    agents = []
+    agents: dict[str, AgentInfo] = {}  # one entry per id: the last one listed
     for entry in listed:
         if not isinstance(entry, dict):
             raise ValueError(f"{AGENTS_KEY}: each agent is an object, got {entry!r:.80}")
@@ -84,8 +90,13 @@ def linked_agents(value: str, limit: int | None = None) -> list[AgentInfo]:
                 raise ValueError(
                     _too_many(f"{AGENTS_KEY}: {len(items)} {name} of {agent_id!r}", limit)
                 )
-        agents.append(AgentInfo(str(agent_id), tuple(topics), tuple(capabilities), {}))
-    return agents
+        try:  # checked here, so that listing them can fail no more
+            for pattern in topics:
+                validate_pattern(pattern)
+        except TopicError as error:
+            raise ValueError(f"{AGENTS_KEY}: a topic of {agent_id!r}: {error}") from None
+        agents[str(agent_id)] = AgentInfo(str(agent_id), tuple(topics), tuple(capabilities), {})
+    return list(agents.values())
 
 
 def _too_many(what: str, limit: int) -> str:

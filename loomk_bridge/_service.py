@@ -111,9 +111,18 @@ class BridgeService(bridge_grpc.BridgeBase):
         if call is None:
             raise GRPCError(Status.INVALID_ARGUMENT, "ForwardAction needs an ActionCall")
         peer = peer_of(stream)
+        claimed = call.headers.get(CALLER_HEADER) or None
+        if claimed is not None:
+            try:
+                validate_agent_id(claimed)
+            except InvalidAgentId:
+                raise GRPCError(
+                    Status.INVALID_ARGUMENT,
+                    f"header {CALLER_HEADER} must be an agent id, got {claimed[:80]!r}",
+                ) from None
         try:
             caller = self._core.access.identify(
-                call.headers.get(CALLER_HEADER) or None,
+                claimed,
                 authorization_of(stream),
                 peer=peer,
                 method=_METHOD + "ForwardAction",
