@@ -29,6 +29,7 @@ allows); a registration is also bounded in size (``bridge_max_registration_items
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -393,6 +394,7 @@ class BridgeCore:
             max_payload_bytes=self.max_payload_bytes,
             # loom-py neither links nor asks for batches: only its streams need its keys
             loom_sdk_keys=not metadata.get(LINK_KEY) and metadata.get(BATCH_KEY) != "1",
+            senders=self._senders_of(agent_id) if self.access.acl else None,
         )
         if agent is not None:
             previous = agent.session
@@ -405,6 +407,16 @@ class BridgeCore:
             self._unregistered.add(session)
         self._changed()
         return session
+
+    def _senders_of(self, agent_id: str) -> Callable[[], Collection[str]]:
+        """The agent ids a stream of ``agent_id`` may name as an event's sender: its own,
+        and for a link the agents it lists (asked anew as its registration changes)."""
+
+        def senders() -> Collection[str]:
+            agent = self.agents.get(agent_id)
+            return (agent_id, *agent.linked) if agent is not None else (agent_id,)
+
+        return senders
 
     def session_ended(self, session: StreamSession) -> None:
         """Forget ``session`` if it is still its agent's current one (a replaced stream's

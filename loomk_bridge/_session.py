@@ -21,12 +21,13 @@ agent then fail at once with ``PROVIDER_UNAVAILABLE`` rather than hang until the
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
-from loomk import ActionResult, ErrorCode, EventError, TopicError
+from loomk import ActionResult, ErrorCode, Event, EventError, TopicError
 from loomk.bus import EMPTY, Binding, EventBus, Mailbox
 from loomk.events import now_ms
 from loomk.links import ORIGIN_KEY
@@ -38,6 +39,9 @@ from loomk_bridge._proto import bridge_pb2
 from loomk_bridge.codec import call_to_proto, event_from_proto, event_to_proto, result_from_proto
 
 __all__ = ["BATCH_MAX", "ORIGIN_KEY", "SessionCounters", "StreamSession"]
+
+SENDER_KEY = "sender"
+LOOM_SENDER_KEY = "loom.sender"  # loom-py's spelling, an agent id without "agent."
 
 _log = get_logger("loomk.bridge")
 
@@ -78,6 +82,7 @@ class StreamSession:
         policy: AgentPolicy,
         max_payload_bytes: int,
         loom_sdk_keys: bool = False,
+        senders: Callable[[], Collection[str]] | None = None,
     ) -> None:
         self.agent_id = agent_id
         self.counters = SessionCounters()
@@ -92,6 +97,7 @@ class StreamSession:
         self._policy = policy
         self._max_payload_bytes = max_payload_bytes
         self._open = policy.rules.everything  # no ACL: nothing to check per event
+        self._senders = senders  # under an ACL: who an event may say it is from
         self._loom_sdk_keys = loom_sdk_keys  # translate loom-py's envelope keys both ways
         self._mailbox = Mailbox()
         self._bindings: dict[str, Binding] = {}
@@ -292,6 +298,8 @@ class StreamSession:
         except EventError as error:
             await self._refuse("INVALID_EVENT", f"publish to {topic!r}: {error}")
             return
+        if self._senders is not None:
+            event = self._own_sender(event)
         if len(event.payload) > self._max_payload_bytes:
             self.counters.too_large += 1
             await self._refuse(
@@ -306,6 +314,24 @@ class StreamSession:
             await self._refuse("INVALID_TOPIC", str(error))
             return
         self.counters.received += 1
+
+    def _own_sender(self, event: Event) -> Event:
+        """``event``, its sender made this stream's agent unless it names one the stream
+        may speak for (under an ACL, where who says what matters: collaboration trusts the
+        sender of bids, awards and answers)."""
+        metadata = event.metadata
+        allowed = self._senders() if self._senders is not None else ()
+        own = {}
+        sender = metadata.get(SENDER_KEY)
+        if sender and sender.removeprefix("agent.") not in allowed:
+            own[SENDER_KEY] = f"agent.{self.agent_id}"
+        loom_sender = metadata.get(LOOM_SENDER_KEY)
+        if loom_sender and loom_sender.removeprefix("agent.") not in allowed:
+            own[LOOM_SENDER_KEY] = self.agent_id
+        if not own:
+            return event
+        _log.info("event sender set to its stream's agent", agent=self.agent_id, claimed=sender)
+        return event.with_metadata(**own)
 
     def _resolve(self, message: Any) -> None:
         pending = self._pending.get(message.id)

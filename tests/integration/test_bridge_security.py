@@ -723,3 +723,67 @@ async def test_mutual_tls_refuses_a_client_without_a_certificate(pki: Pki) -> No
         refused = await as_client(lambda: refusal(server, client_context(pki, certificate=False)))
         assert isinstance(refused, REFUSED_CONNECTION)
         assert "intruder" not in server.agents()
+
+
+async def test_under_an_acl_an_event_cannot_claim_another_agent_as_its_sender() -> None:
+    async with bridge_kernel(acl=ACL) as (kernel, server):
+        with capture_events(kernel.bus, "sensor.>") as seen:
+
+            async def sensor() -> None:
+                ch = channel(server)
+                try:
+                    bridge = stub(ch)
+                    async with bridge.EventStream.open() as stream:
+                        await stream.send_message(ack("sensor-1"))
+                        for ident, claimed in (
+                            ("own", {"sender": "agent.sensor-1"}),
+                            ("forged", {"sender": "agent.boss"}),
+                            ("sdk", {"loom.sender": "boss"}),
+                            ("none", {}),
+                        ):
+                            ev = event(id=ident, metadata=claimed)
+                            await stream.send_message(publish("sensor.t", ev))
+                        await until_pong(stream)
+                        await stream.end()
+                finally:
+                    ch.close()
+
+            await as_client(sensor)
+        senders = {
+            e.id: (e.metadata.get("sender"), e.metadata.get("loom.sender")) for e in seen.events
+        }
+        assert senders == {
+            "own": ("agent.sensor-1", None),
+            "forged": ("agent.sensor-1", None),
+            "sdk": ("agent.sensor-1", "sensor-1"),
+            "none": (None, None),
+        }
+
+
+async def test_under_an_acl_a_link_speaks_for_the_agents_it_lists() -> None:
+    listing = json.dumps([{"id": "scout", "topics": [], "capabilities": []}])
+    metadata = {"loomk.link": "bridge", "loomk.batch": "1", "loomk.agents": listing}
+    async with bridge_kernel(acl=ACL) as (kernel, server):
+        with capture_events(kernel.bus, "public.>") as seen:
+
+            async def link() -> None:
+                ch = channel(server)
+                try:
+                    bridge = stub(ch)
+                    answer = await bridge.RegisterAgent(register("lnk", [], metadata=metadata))
+                    assert answer.success, answer.error_message
+                    async with bridge.EventStream.open() as stream:
+                        await stream.send_message(ack("lnk"))
+                        for ident, sender in (("listed", "agent.scout"), ("other", "agent.boss")):
+                            ev = event(id=ident, metadata={"sender": sender})
+                            await stream.send_message(publish("public.t", ev))
+                        await until_pong(stream)
+                        await stream.end()
+                finally:
+                    ch.close()
+
+            await as_client(link)
+        assert {e.id: e.metadata["sender"] for e in seen.events} == {
+            "listed": "agent.scout",
+            "other": "agent.lnk",
+        }
