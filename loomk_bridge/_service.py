@@ -129,6 +129,8 @@ class BridgeService(bridge_grpc.BridgeBase):
             )
         except AccessDenied as denied:
             raise GRPCError(denied.status, denied.message) from None
+        if caller is not None and claimed is None:  # known by its token: the provider sees it
+            call.headers[CALLER_HEADER] = caller
         result = await trio_asyncio.trio_as_aio(self._core.forward)(call, caller, peer)
         await stream.send_message(result)
 

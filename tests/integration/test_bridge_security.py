@@ -33,7 +33,14 @@ from bridge_support import (
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
-from loomk import ActionCall, ActionStatus, Event, capability
+from loomk import (
+    ActionCall,
+    ActionResult,
+    ActionStatus,
+    CapabilityDescriptor,
+    Event,
+    capability,
+)
 from loomk.config import BridgeAcl
 from loomk.testing import capture_events
 
@@ -787,3 +794,26 @@ async def test_under_an_acl_a_link_speaks_for_the_agents_it_lists() -> None:
             "listed": "agent.scout",
             "other": "agent.lnk",
         }
+
+
+async def test_a_call_known_by_its_token_tells_the_provider_who_calls() -> None:
+    class Who:
+        descriptor = CapabilityDescriptor("math.who", "1.0.0")
+
+        async def invoke(self, call: ActionCall) -> ActionResult:
+            return ActionResult.success(call.id, call.headers.get("x-agent-id", "").encode())
+
+    async with bridge_kernel(acl=BOUND) as (kernel, server):
+        kernel.broker.register(Who())
+
+        async def steps() -> Any:
+            ch = channel(server)
+            try:
+                call = action_pb2.ActionCall(id="w1", capability="math.who")
+                return await stub(ch).ForwardAction(call, metadata=bearer("tok-sensor"))
+            finally:
+                ch.close()
+
+        result = await as_client(steps)
+    assert result.status == action_pb2.ACTION_OK
+    assert result.output == b"sensor-1"
