@@ -30,6 +30,8 @@ test: lint typecheck unit
 
 demo: $(STAMP)
 	$(PY) examples/smart_home.py
+	@echo; echo "== three processes on one bus, through the gRPC bridge =="
+	$(PY) examples/planner_researcher_writer.py --processes 3
 
 bench: $(STAMP)
 	$(VENV)/bin/loomk bench bus --json bench-results/bus.json

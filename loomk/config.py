@@ -157,6 +157,21 @@ def _token_shaped(value: str) -> bool:
     return all(33 <= ord(ch) <= 126 for ch in value)
 
 
+def _bearer_token_setting(doc: str) -> Any:
+    """A secret bearer-token setting: empty by default, never shown (``repr``, ``loomk
+    config``) and shaped like a token."""
+    return field(
+        default="",
+        repr=False,
+        metadata={
+            "doc": doc,
+            "secret": True,
+            "shape": _token_shaped,
+            "expected": "printable ASCII without spaces, or empty",
+        },
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class BridgeAclEntry:
     """What one remote agent may do through the bridge: one entry of ``bridge_acl``.
@@ -522,29 +537,17 @@ class Config(_Sourced):
         metadata={
             "doc": "This kernel's name on the bridge server it links to (its agent id "
             "there); empty: link-<host>-<pid>.",
+            "shape": lambda value: not value or _ACL_AGENT_ID.fullmatch(value) is not None,
+            "expected": "an agent id (letters, digits, '_', '-', ':' and inner dots), or empty",
         },
     )
-    bridge_link_token: str = field(
-        default="",
-        repr=False,
-        metadata={
-            "doc": "Bearer token this kernel's link presents to the server it links to; "
-            "empty: none; never shown or logged.",
-            "secret": True,
-            "shape": lambda value: all(33 <= ord(ch) <= 126 for ch in value),
-            "expected": "printable ASCII without spaces, or empty",
-        },
+    bridge_link_token: str = _bearer_token_setting(
+        "Bearer token this kernel's link presents to the server it links to; "
+        "empty: none; never shown or logged."
     )
-    bridge_token: str = field(
-        default="",
-        repr=False,
-        metadata={
-            "doc": "Bearer token every bridge client must send (metadata 'authorization: "
-            "Bearer TOKEN'); empty: no token asked; never shown or logged.",
-            "secret": True,
-            "shape": lambda value: all(33 <= ord(ch) <= 126 for ch in value),
-            "expected": "printable ASCII without spaces, or empty",
-        },
+    bridge_token: str = _bearer_token_setting(
+        "Bearer token every bridge client must send (metadata 'authorization: "
+        "Bearer TOKEN'); empty: no token asked; never shown or logged."
     )
     bridge_tls_cert: str = field(
         default="",

@@ -28,6 +28,7 @@ from typing import NoReturn
 
 from grpclib.const import Status
 
+from loomk import agent_reply_topic
 from loomk.bus import pattern_matches
 from loomk.config import BridgeAcl
 from loomk_bridge._audit import AuditLog
@@ -106,7 +107,8 @@ class Rules:
         self.everything = all(
             lst == (">",) for lst in (self._publish, self._subscribe, self._call, self._offer)
         )
-        """No restriction at all (no ``bridge_acl``): checks can be skipped."""
+        """No restriction on topics and capabilities (no ``bridge_acl``, or an entry that
+        allows ``>`` everywhere): those checks can be skipped."""
 
     def may_publish(self, topic: str) -> bool:
         if self.everything:
@@ -121,7 +123,7 @@ class Rules:
         return known
 
     def may_subscribe(self, pattern: str, agent_id: str = "") -> bool:
-        if self.everything or (agent_id and pattern == f"agent.{agent_id}.replies"):
+        if self.everything or (agent_id and pattern == agent_reply_topic(agent_id)):
             return True
         return pattern_covers(self._subscribe, pattern)
 

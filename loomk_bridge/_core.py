@@ -49,6 +49,7 @@ from loomk import (
 )
 from loomk.agents import validate_agent_id
 from loomk.bus import validate_pattern
+from loomk.links import ORIGIN_KEY
 from loomk.telemetry.logging import get_logger
 from loomk_bridge._acl import AccessControl, AgentPolicy
 from loomk_bridge._linked import (
@@ -62,7 +63,7 @@ from loomk_bridge._linked import (
 )
 from loomk_bridge._outbox import Outbox
 from loomk_bridge._proto import action_pb2
-from loomk_bridge._session import ORIGIN_KEY, SessionCounters, StreamSession
+from loomk_bridge._session import SessionCounters, StreamSession
 from loomk_bridge.codec import (
     call_from_proto,
     descriptor_from_proto,
@@ -225,8 +226,7 @@ class BridgeCore:
         is_link = bool(metadata.get(LINK_KEY))
         known = self.agents.get(agent_id)
         held = self.kernel.directory.get(agent_id)
-        if held is not None and not is_listing(held) and not _is_own_entry(held, known):
-            # an agent of this kernel has the id (spawned since, if the remote one had it)
+        if _held_here(held, known):  # spawned since, if the remote agent had it
             return f"agent_id {agent_id!r} is taken by an agent of this kernel"
         if known is not None and is_link:
             clash = _other_instance(known, metadata)
@@ -249,33 +249,29 @@ class BridgeCore:
             return f"agent {agent_id!r}: {error}"
         broker = self.kernel.broker
         own = set(known.registered_keys) if known is not None else set()
-        offered = [  # what a link offers that this kernel has is left out, not checked
-            d.name
-            for d in capabilities
-            if not is_link
-            or broker.resolve(d.name, d.version) is None
-            or (d.name, d.version) in own
-        ]
-        self.access.check_registration(agent_id, topics, offered, peer)
-        rules = self.access.rules_for(agent_id)
-        kept, shadowed = [], []
+        kept, taken = [], []  # free (or its own already), and offered by another provider
         for descriptor in capabilities:
-            taken = broker.resolve(descriptor.name, descriptor.version)
-            if taken is None or (descriptor.name, descriptor.version) in own:
+            provider = broker.resolve(descriptor.name, descriptor.version)
+            if provider is None or (descriptor.name, descriptor.version) in own:
                 kept.append(descriptor)
-            elif is_link:  # a linked kernel: each side serves its own calls
-                _log.info(
-                    "linked capability already offered here",
-                    agent=agent_id,
-                    capability=descriptor.key,
-                )
-                if isinstance(taken, RemoteCapability) and rules.may_offer(descriptor.name):
-                    shadowed.append(_as_remote(descriptor))  # its own, once the other goes
             else:
-                return (
-                    f"agent {agent_id!r}: capability {descriptor.key} is already offered "
-                    "by another provider of this kernel"
-                )
+                taken.append((descriptor, provider))
+        # what a link offers that this kernel has is left out, not checked
+        offered = [d.name for d in (kept if is_link else capabilities)]
+        self.access.check_registration(agent_id, topics, offered, peer)
+        if taken and not is_link:
+            return (
+                f"agent {agent_id!r}: capability {taken[0][0].key} is already offered "
+                "by another provider of this kernel"
+            )
+        rules = self.access.rules_for(agent_id)
+        shadowed = []
+        for descriptor, provider in taken:  # a linked kernel: each side serves its own calls
+            _log.info(
+                "linked capability already offered here", agent=agent_id, capability=descriptor.key
+            )
+            if isinstance(provider, RemoteCapability) and rules.may_offer(descriptor.name):
+                shadowed.append(_as_remote(descriptor))  # its own, once the other goes
         # nothing refused it: from here on it changes the bridge's state
         linked = self._listable(agent_id, linked)
         released: list[tuple[str, str]] = []
@@ -316,8 +312,7 @@ class BridgeCore:
         """Put (or put again) ``agent``'s entry in the kernel's directory, with its metadata
         but ``loomk.via``: that marks a link's listing, which only the bridge writes (an
         agent claiming it would pass for a listing, and a link could take its entry)."""
-        held = self.kernel.directory.get(agent.agent_id)
-        if held is not None and not is_listing(held) and not _is_own_entry(held, agent):
+        if _held_here(self.kernel.directory.get(agent.agent_id), agent):
             return  # an agent of this kernel has taken the id since: it stays
         metadata = {key: value for key, value in agent.metadata.items() if key != VIA_KEY}
         metadata.update({REMOTE_KEY: "bridge", "peer": agent.peer})
@@ -425,12 +420,7 @@ class BridgeCore:
             return
         session.close()
         self._ended.add(session)
-        counters, totals = session.counters, self.totals
-        totals.received += counters.received
-        totals.delivered += counters.delivered
-        totals.errors += counters.errors
-        totals.calls += counters.calls
-        totals.too_large += counters.too_large
+        self.totals.add(session.counters)
         self._unregistered.discard(session)
         agent = self.agents.get(session.agent_id)
         if agent is not None and agent.session is session:
@@ -573,13 +563,18 @@ class BridgeCore:
         return result_to_proto(await broker.invoke(call))
 
 
-def _is_own_entry(held: AgentInfo, known: RemoteAgent | None) -> bool:
-    """Whether directory entry ``held`` is the registered remote agent ``known``'s own."""
-    return (
+def _held_here(held: AgentInfo | None, known: RemoteAgent | None) -> bool:
+    """Whether directory entry ``held`` is an agent of this kernel's: neither a linked
+    kernel's listing (which a remote agent takes over) nor the registered remote agent
+    ``known``'s own entry."""
+    if held is None or is_listing(held):
+        return False
+    own = (
         known is not None
         and held.metadata.get(REMOTE_KEY) == "bridge"
         and VIA_KEY not in held.metadata
     )
+    return not own
 
 
 def _as_remote(descriptor: CapabilityDescriptor) -> CapabilityDescriptor:

@@ -19,6 +19,7 @@ from loomk.bus import validate_pattern
 
 __all__ = [
     "AGENTS_KEY",
+    "REMOTE_KEY",
     "VIA_KEY",
     "encode_agents",
     "is_listing",

@@ -17,12 +17,23 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["from_loom_sdk", "to_loom_sdk"]
+from loomk import agent_reply_topic
+
+__all__ = ["SDK_SENDER", "SENDER", "from_loom_sdk", "to_loom_sdk"]
+
+# The kernel's envelope keys (loomk keeps them private: spelled here as Loom's wire has them)
+SENDER = "sender"  # an agent id with "agent."
+_CORRELATION_ID = "correlation_id"
+_REPLY_TO = "reply_to"
+
+SDK_SENDER = "loom.sender"
+"""loom-py's sender key: an agent id without "agent."."""
+_SDK_CORRELATION_ID = "loom.correlation_id"
 
 _SDK_KEYS = (
     ("loom.thread_id", "thread_id"),
-    ("loom.correlation_id", "correlation_id"),
-    ("loom.reply_to", "reply_to"),
+    (_SDK_CORRELATION_ID, _CORRELATION_ID),
+    ("loom.reply_to", _REPLY_TO),
 )
 _AGENT = "agent."
 
@@ -31,20 +42,20 @@ def from_loom_sdk(message: Any) -> None:
     """Give an event a loom-py client published (a ``loom.v1.Event``, changed in place) the
     kernel's envelope keys."""
     metadata = message.metadata
-    sender = metadata.get("loom.sender")
-    if sender is None and "loom.correlation_id" not in metadata:
+    sender = metadata.get(SDK_SENDER)
+    if sender is None and _SDK_CORRELATION_ID not in metadata:
         return  # not written by the SDK: nothing to translate
     for sdk_key, key in _SDK_KEYS:
         value = metadata.get(sdk_key)
         if value and key not in metadata:
             metadata[key] = value
     if sender:
-        if "sender" not in metadata:
-            metadata["sender"] = sender if sender.startswith(_AGENT) else _AGENT + sender
-        if "reply_to" not in metadata:  # the SDK's implied answer: to the sender, by id
-            metadata["reply_to"] = f"agent.{sender.removeprefix(_AGENT)}.replies"
-            if "correlation_id" not in metadata and message.id:
-                metadata["correlation_id"] = message.id
+        if SENDER not in metadata:
+            metadata[SENDER] = sender if sender.startswith(_AGENT) else _AGENT + sender
+        if _REPLY_TO not in metadata:  # the SDK's implied answer: to the sender, by id
+            metadata[_REPLY_TO] = agent_reply_topic(sender.removeprefix(_AGENT))
+            if _CORRELATION_ID not in metadata and message.id:
+                metadata[_CORRELATION_ID] = message.id
 
 
 def to_loom_sdk(message: Any) -> None:
@@ -55,6 +66,6 @@ def to_loom_sdk(message: Any) -> None:
         value = metadata.get(key)
         if value and sdk_key not in metadata:
             metadata[sdk_key] = value
-    sender = metadata.get("sender")
-    if sender and "loom.sender" not in metadata:
-        metadata["loom.sender"] = sender.removeprefix(_AGENT)
+    sender = metadata.get(SENDER)
+    if sender and SDK_SENDER not in metadata:
+        metadata[SDK_SENDER] = sender.removeprefix(_AGENT)

@@ -40,10 +40,7 @@ class Outbox:
             if self._room is None:
                 self._room = asyncio.Event()
             await trio_asyncio.aio_as_trio(self._room.wait)()
-        if self._closed:
-            return False
-        self._queue.put_nowait(frames)
-        return True
+        return self.put_nowait(frames)
 
     def put_nowait(self, frames: Sequence[Any]) -> bool:
         """Queue ``frames`` at once, whatever is queued (small control frames: a ping, a

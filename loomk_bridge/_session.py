@@ -22,7 +22,7 @@ agent then fail at once with ``PROVIDER_UNAVAILABLE`` rather than hang until the
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import trio
@@ -33,15 +33,12 @@ from loomk.events import now_ms
 from loomk.links import ORIGIN_KEY
 from loomk.telemetry.logging import get_logger
 from loomk_bridge._acl import AgentPolicy
-from loomk_bridge._loom_keys import from_loom_sdk, to_loom_sdk
+from loomk_bridge._loom_keys import SDK_SENDER, SENDER, from_loom_sdk, to_loom_sdk
 from loomk_bridge._outbox import Outbox
 from loomk_bridge._proto import bridge_pb2
 from loomk_bridge.codec import call_to_proto, event_from_proto, event_to_proto, result_from_proto
 
-__all__ = ["BATCH_MAX", "ORIGIN_KEY", "SessionCounters", "StreamSession"]
-
-SENDER_KEY = "sender"
-LOOM_SENDER_KEY = "loom.sender"  # loom-py's spelling, an agent id without "agent."
+__all__ = ["BATCH_MAX", "SessionCounters", "StreamSession"]
 
 _log = get_logger("loomk.bridge")
 
@@ -58,6 +55,12 @@ class SessionCounters:
     errors: int = 0  # err frames sent
     calls: int = 0  # action calls pushed to the client
     too_large: int = 0  # events refused for their payload's size
+
+    def add(self, other: SessionCounters) -> None:
+        """Add ``other``'s counts to these."""
+        for counter in fields(self):
+            name = counter.name
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 @dataclass
@@ -169,8 +172,8 @@ class StreamSession:
 
     async def _forward(self) -> None:
         mailbox, origin, counters = self._mailbox, self._origin, self.counters
-        loom_sdk_keys = self._loom_sdk_keys
-        take = mailbox.take_nowait
+        loom_sdk_keys, batches = self._loom_sdk_keys, self._batches
+        take, delivery = mailbox.take_nowait, bridge_pb2.Delivery
         while True:
             item = take()
             if item is EMPTY:
@@ -184,7 +187,7 @@ class StreamSession:
                     message = event_to_proto(event)
                     if loom_sdk_keys:
                         to_loom_sdk(message)
-                    deliveries.append(bridge_pb2.Delivery(topic=route.topic, event=message))
+                    deliveries.append(delivery(topic=route.topic, event=message))
                 if len(deliveries) == BATCH_MAX:
                     break
                 item = take()
@@ -192,7 +195,7 @@ class StreamSession:
                     break
             if not deliveries:
                 continue
-            if self._batches:
+            if batches:
                 frames: list[Any] = [
                     bridge_pb2.ServerEvent(
                         delivery_batch=bridge_pb2.DeliveryBatch(deliveries=deliveries)
@@ -234,36 +237,32 @@ class StreamSession:
 
     async def _receive(self, inbound: trio.MemoryReceiveChannel[Any]) -> None:
         with inbound:  # closed on the way out, so the reader stops feeding it
-            await self._take(inbound)
-
-    async def _take(self, inbound: trio.MemoryReceiveChannel[Any]) -> None:
-        async for frame in inbound:
-            self.last_seen = trio.current_time()
-            kind = frame.WhichOneof("msg")
-            if kind == "publish":
-                await self._publish(frame.publish)
-            elif kind == "publish_batch":
-                await self._publish_batch(frame.publish_batch.publishes)
-            elif kind == "ping":
-                pong = bridge_pb2.HeartbeatResponse(timestamp_ms=now_ms(), status="ok")
-                await self._outbox.put([bridge_pb2.ServerEvent(pong=pong)])
-            elif kind == "action_result":
-                self._resolve(frame.action_result)
-            elif kind == "ack":
-                pass  # acknowledgements carry nothing the kernel needs
-            else:
-                await self._refuse(
-                    "UNKNOWN_MESSAGE",
-                    "a client frame with no known case was ignored (this server knows "
-                    "publish, ack, ping, action_result and publish_batch)",
-                )
+            async for frame in inbound:
+                self.last_seen = trio.current_time()
+                kind = frame.WhichOneof("msg")
+                if kind == "publish":
+                    await self._publish(frame.publish)
+                elif kind == "publish_batch":
+                    await self._publish_batch(frame.publish_batch.publishes)
+                elif kind == "ping":
+                    pong = bridge_pb2.HeartbeatResponse(timestamp_ms=now_ms(), status="ok")
+                    await self._outbox.put([bridge_pb2.ServerEvent(pong=pong)])
+                elif kind == "action_result":
+                    self._resolve(frame.action_result)
+                elif kind != "ack":  # acknowledgements carry nothing the kernel needs
+                    await self._refuse(
+                        "UNKNOWN_MESSAGE",
+                        "a client frame with no known case was ignored (this server knows "
+                        "publish, ack, ping, action_result and publish_batch)",
+                    )
 
     async def _publish_batch(self, publishes: Any) -> None:
         """Each publish of a batch frame, in order. Without an ACL, an event that decodes
         and fits goes straight to the bus (the per-event cost is what a batch's throughput
         is made of); anything else takes :meth:`_publish`, which refuses it with the
         reason."""
-        if not self._open:  # (loom-py knows no batch frames: no keys to translate here)
+        # (loom-py knows no batch frames: no keys to translate here)
+        if not self._open or self._senders is not None:  # rules or senders to check
             for publish in publishes:
                 await self._publish(publish)
             return
@@ -299,7 +298,7 @@ class StreamSession:
             await self._refuse("INVALID_EVENT", f"publish to {topic!r}: {error}")
             return
         if self._senders is not None:
-            event = self._own_sender(event)
+            event = self._own_sender(event, self._senders)
         if len(event.payload) > self._max_payload_bytes:
             self.counters.too_large += 1
             await self._refuse(
@@ -315,19 +314,20 @@ class StreamSession:
             return
         self.counters.received += 1
 
-    def _own_sender(self, event: Event) -> Event:
+    def _own_sender(self, event: Event, senders: Callable[[], Collection[str]]) -> Event:
         """``event``, its sender made this stream's agent unless it names one the stream
-        may speak for (under an ACL, where who says what matters: collaboration trusts the
-        sender of bids, awards and answers)."""
+        may speak for (``senders``: under an ACL, where who says what matters:
+        collaboration trusts the sender of bids, awards and answers)."""
         metadata = event.metadata
-        allowed = self._senders() if self._senders is not None else ()
+        sender, loom_sender = metadata.get(SENDER), metadata.get(SDK_SENDER)
+        if not sender and not loom_sender:
+            return event  # it says nothing of who sent it: nothing to ask
+        allowed = senders()
         own = {}
-        sender = metadata.get(SENDER_KEY)
         if sender and sender.removeprefix("agent.") not in allowed:
-            own[SENDER_KEY] = f"agent.{self.agent_id}"
-        loom_sender = metadata.get(LOOM_SENDER_KEY)
+            own[SENDER] = f"agent.{self.agent_id}"
         if loom_sender and loom_sender.removeprefix("agent.") not in allowed:
-            own[LOOM_SENDER_KEY] = self.agent_id
+            own[SDK_SENDER] = self.agent_id
         if not own:
             return event
         _log.info("event sender set to its stream's agent", agent=self.agent_id, claimed=sender)

@@ -54,7 +54,7 @@ from loomk import (
     Kernel,
     LinkError,
 )
-from loomk.config import split_address
+from loomk.agents import validate_agent_id
 from loomk.events import Event, now_ms
 from loomk.links import ORIGIN_KEY, BusLink, LinkStats
 from loomk.telemetry.logging import get_logger
@@ -74,6 +74,7 @@ from loomk_bridge.codec import (
     result_to_proto,
 )
 from loomk_bridge.errors import BridgeError
+from loomk_bridge.server import parse_address
 
 __all__ = ["BridgeLink", "connect"]
 
@@ -119,8 +120,6 @@ class BridgeLink:
         """The link's agent id on the server (also its origin)."""
         self.last_error = ""
         """Why the last connection attempt failed or ended ("" while none has)."""
-        self.calls_served = 0
-        """Calls from the server run by this kernel's broker."""
         self._host, self._port = _host_port(address)
         self._metadata = {"authorization": f"Bearer {token}"} if token else {}
         self._tls = tls
@@ -130,7 +129,6 @@ class BridgeLink:
         self._max_message_bytes = max_message_bytes
         self._link = BusLink(kernel.bus, kernel.broker, name, export=export, buffer=buffer)
         self._stub: BridgeStub | None = None
-        self._connected = trio.Event()
         self._changes = trio.Event()
         self._last_frame = 0.0
         self._outbox: Outbox | None = None  # the open stream's
@@ -151,10 +149,13 @@ class BridgeLink:
 
     async def wait_connected(self) -> None:
         """Wait until the link is connected and registered (at once if it is)."""
-        await self._connected.wait()
+        await trio.lowlevel.checkpoint()
+        while not self.connected:
+            await self.wait_changed()
 
     async def wait_changed(self) -> None:
-        """Wait until the link connects, disconnects or fails to connect."""
+        """Wait until the link connects, disconnects or fails to connect, or a registration
+        is refused (``last_error`` says why)."""
         await self._changes.wait()
 
     def _changed(self) -> None:
@@ -279,15 +280,14 @@ class BridgeLink:
         channel = await trio_asyncio.aio_as_trio(self._open_channel)()
         try:
             stub = BridgeStub(channel)
-            await self._register(stub)
+            await self._register(stub, self._registration())
             outbox = Outbox(_FRAMES_QUEUED)
-            send, receive = trio.open_memory_channel[Any](_FRAMES_IN)
             holding.cancel()
             await held.wait()  # the backlog is complete: it goes out first, in order
             self._last_frame = trio.current_time()
             try:
                 with _first_transport_error():
-                    await self._serve(stub, outbox, send, receive)
+                    await self._serve(stub, outbox)
             finally:  # frames the writer never took go first next time, oldest first
                 self._requeue_unsent(outbox)
         finally:
@@ -304,14 +304,9 @@ class BridgeLink:
         if unsent:
             self._link.requeue(unsent)
 
-    async def _serve(
-        self,
-        stub: BridgeStub,
-        outbox: Outbox,
-        send: trio.MemorySendChannel[Any],
-        receive: trio.MemoryReceiveChannel[Any],
-    ) -> None:
+    async def _serve(self, stub: BridgeStub, outbox: Outbox) -> None:
         self._outbox = outbox
+        send, receive = trio.open_memory_channel[Any](_FRAMES_IN)
         drained = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._pump_in, receive, outbox, nursery, stub, drained)
@@ -354,8 +349,7 @@ class BridgeLink:
             },
         )
 
-    async def _register(self, stub: BridgeStub, request: Any = None) -> None:
-        request = self._registration() if request is None else request
+    async def _register(self, stub: BridgeStub, request: Any) -> None:
         reply = await trio_asyncio.aio_as_trio(stub.RegisterAgent)(
             request, timeout=_REGISTER_TIMEOUT_S, metadata=self._metadata
         )
@@ -367,18 +361,15 @@ class BridgeLink:
 
     def _connected_to(self, stub: BridgeStub) -> None:
         self._stub = stub
-        self._link.connected = True
-        self._link.connects += 1
+        self._link.up()
         self.last_error = ""
-        self._connected.set()
         self._changed()
         _log.info("bridge link up", link=self.name, address=self.address)
 
     def _disconnected(self) -> None:
         if self._stub is not None:
             self._stub = None
-            self._link.connected = False
-            self._connected = trio.Event()
+            self._link.down()
             self._changed()
 
     # ---- while connected ----------------------------------------------------------------
@@ -451,39 +442,31 @@ class BridgeLink:
         stub: BridgeStub,
         drained: trio.Event,
     ) -> None:
+        """Server frames in, until the stream ends; then ``drained`` is set."""
+        link = self._link
         try:
-            await self._take_frames(receive, outbox, nursery, stub)
+            async for frame in receive:
+                kind = frame.WhichOneof("msg")
+                if kind == "delivery_batch":
+                    await link.incoming(self._decoded(frame.delivery_batch.deliveries))
+                elif kind == "delivery":
+                    await link.incoming(self._decoded([frame.delivery]))
+                elif kind == "pong":
+                    if not self.connected:  # the first: the server has opened the stream
+                        self._connected_to(stub)
+                        nursery.start_soon(self._pump_out, outbox)
+                elif kind == "action_call":
+                    await self._calls.acquire()  # bounded: a flood of calls waits its turn
+                    nursery.start_soon(self._serve_call, frame.action_call, outbox)
+                elif kind == "err":
+                    _log.warning(
+                        "bridge server refused a frame",
+                        link=self.name,
+                        code=frame.err.code,
+                        reason=frame.err.message,
+                    )
         finally:
             drained.set()
-
-    async def _take_frames(
-        self,
-        receive: trio.MemoryReceiveChannel[Any],
-        outbox: Outbox,
-        nursery: trio.Nursery,
-        stub: BridgeStub,
-    ) -> None:
-        link = self._link
-        async for frame in receive:
-            kind = frame.WhichOneof("msg")
-            if kind == "delivery_batch":
-                await link.incoming(self._decoded(frame.delivery_batch.deliveries))
-            elif kind == "delivery":
-                await link.incoming(self._decoded([frame.delivery]))
-            elif kind == "pong":
-                if not self.connected:  # the first: the server has opened the stream
-                    self._connected_to(stub)
-                    nursery.start_soon(self._pump_out, outbox)
-            elif kind == "action_call":
-                await self._calls.acquire()  # bounded: a flood of calls waits its turn
-                nursery.start_soon(self._serve_call, frame.action_call, outbox)
-            elif kind == "err":
-                _log.warning(
-                    "bridge server refused a frame",
-                    link=self.name,
-                    code=frame.err.code,
-                    reason=frame.err.message,
-                )
 
     def _decoded(self, deliveries: Any) -> list[tuple[str, Event]]:
         events = []
@@ -496,19 +479,17 @@ class BridgeLink:
 
     async def _serve_call(self, message: Any, outbox: Outbox) -> None:
         try:
-            try:
-                call = call_from_proto(message)
-            except ActionCallError as error:
-                result = ActionResult.failure(message.id, ErrorCode.INVALID_PARAMS, str(error))
-            else:
-                result = await self._run_call(call)
+            result = await self._run_call(message)
         finally:
             self._calls.release()
-        self.calls_served += 1
         frame = bridge_pb2.ClientEvent(action_result=result_to_proto(result))
         outbox.put_nowait([frame])
 
-    async def _run_call(self, call: ActionCall) -> ActionResult:
+    async def _run_call(self, message: Any) -> ActionResult:
+        try:
+            call = call_from_proto(message)
+        except ActionCallError as error:
+            return ActionResult.failure(message.id, ErrorCode.INVALID_PARAMS, str(error))
         broker = self.kernel.broker
         if broker.resolve(call.capability, call.version) is None:
             # gone since the last registration; the upstream would send it back: refuse
@@ -538,14 +519,11 @@ class BridgeLink:
                 continue
             try:
                 await self._register(stub, request)
-            except LinkError as error:  # keep the last registration the server took
-                self.last_error = str(error)
-                self._changed()
-                _log.error("bridge link registration refused", link=self.name, reason=str(error))
-            except GRPCError as error:
+            except (LinkError, GRPCError) as error:  # keep the last registration it took
                 if not _is_refusal(error):
                     raise
                 self.last_error = _describe(error)
+                self._changed()
                 _log.error(
                     "bridge link registration refused", link=self.name, reason=self.last_error
                 )
@@ -629,10 +607,12 @@ def _describe(error: BaseException) -> str:
 
 
 def _host_port(address: str) -> tuple[str, int]:
-    parsed = split_address(address)
-    if parsed is None or not parsed[0]:
+    """``(host, port)`` of the server's ``HOST:PORT`` (:func:`parse_address`), which must
+    name a host (an empty one means every interface: somewhere to listen, not to connect)."""
+    host, port = parse_address(address)
+    if not host:
         raise BridgeError(f"a bridge link needs HOST:PORT of the server, got {address!r}")
-    return parsed
+    return host, port
 
 
 def default_name() -> str:
@@ -682,8 +662,6 @@ async def connect(
     ``buffer`` bounds what is kept while disconnected. Raises :class:`BridgeError` or
     :class:`~loomk.LinkError` at once for a bad address or setting.
     """
-    from loomk.agents import validate_agent_id
-
     name = default_name() if name is None else name
     validate_agent_id(name)
     for setting, value in (("heartbeat_s", heartbeat_s), ("backoff_s", backoff_s)):

@@ -37,6 +37,7 @@ from loomk_bridge._audit import AUDIT_LOGGER
 from loomk_bridge._core import BridgeCore
 from loomk_bridge._frames import LimitedProtoCodec
 from loomk_bridge._service import BridgeService, peer_of
+from loomk_bridge._session import SessionCounters
 from loomk_bridge.errors import BridgeError
 
 __all__ = [
@@ -98,19 +99,21 @@ class BridgeServer:
 
     def stats(self) -> BridgeStats:
         sessions = [a.session for a in self._core.agents.values() if a.session is not None]
-        totals = [self._core.totals, *(s.counters for s in sessions)]
+        totals = SessionCounters()
+        for counters in (self._core.totals, *(s.counters for s in sessions)):
+            totals.add(counters)
         return BridgeStats(
             agents=len(self._core.agents),
             streams=len(sessions),
-            events_in=sum(c.received for c in totals),
-            events_out=sum(c.delivered for c in totals),
-            errors=sum(c.errors for c in totals),
-            calls=sum(c.calls for c in totals),
+            events_in=totals.received,
+            events_out=totals.delivered,
+            errors=totals.errors,
+            calls=totals.calls,
             dropped=self._core.dropped,
             refused=self._core.refused,
             denied=sum(self._core.access.denied.values()),
             denials=self._core.access.counts(),
-            too_large=sum(c.too_large for c in totals),
+            too_large=totals.too_large,
         )
 
 

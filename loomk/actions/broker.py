@@ -305,7 +305,9 @@ class ActionBroker:
         return counters
 
     def _counters_of_repeat(self, call: ActionCall) -> _CapabilityCounters:
-        if self._resolve(call.capability, call.version) is None and self._upstream is not None:
+        """Where a repeat answered from the cache counts: its capability's counters, or the
+        upstream's when it went there (resolved only when there is an upstream at all)."""
+        if self._upstream is not None and self._resolve(call.capability, call.version) is None:
             return self._upstream_counters
         return self._counters_of(call.capability)
 

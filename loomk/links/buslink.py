@@ -27,11 +27,12 @@ hop limit.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import trio
 
+from loomk._metakeys import ORIGIN
 from loomk.actions import ActionBroker, CapabilityDescriptor
 from loomk.bus import EMPTY, Binding, EventBus, Mailbox, validate_pattern
 from loomk.collab import BARRIER_PATTERN, REPLY_PATTERN
@@ -43,8 +44,9 @@ __all__ = ["ORIGIN_KEY", "BusLink", "LinkStats"]
 
 _log = get_logger("loomk.links")
 
-ORIGIN_KEY = "loomk.origin"
-"""Event metadata naming the link an event came in through; it never goes back out there."""
+ORIGIN_KEY = ORIGIN
+"""Event metadata naming the link an event came in through; it never goes back out there
+(the kernel's own key: ``Context.emit`` drops it from what an agent emits)."""
 
 COLLABORATION_PATTERNS = (REPLY_PATTERN, BARRIER_PATTERN)
 """Always announced: answers to this kernel's requests and barrier check-ins may come from
@@ -75,7 +77,8 @@ class BusLink:
     """The local half of a link between this kernel's bus and a transport (see the module).
 
     ``origin`` names the link on both sides (unique among the links of the bus it joins).
-    :meth:`open` starts it; :meth:`close` ends it. The transport calls the rest.
+    :meth:`open` starts it; :meth:`close` ends it. The transport calls the rest, and
+    :meth:`up`/:meth:`down` as its connection comes and goes (for :meth:`stats`).
     """
 
     def __init__(
@@ -107,7 +110,7 @@ class BusLink:
         self._bindings: list[Binding] = []
         self._backlog: deque[tuple[str, Event]] = deque()
         self._changed = trio.Event()
-        self._unwatch: list[object] = []
+        self._unwatch: list[Callable[[], None]] = []
         self.connected = False
         self.connects = 0
         self.sent = 0
@@ -133,7 +136,7 @@ class BusLink:
     def close(self) -> None:
         """Stop listening; what was not sent is dropped (counted)."""
         for unwatch in self._unwatch:
-            unwatch()  # type: ignore[operator]
+            unwatch()
         self._unwatch = []
         for binding in self._bindings:
             self._bus.detach(binding)
@@ -141,7 +144,17 @@ class BusLink:
         self.dropped += len(self._backlog) + self._mailbox.discard()
         self._backlog.clear()
 
+    def up(self) -> None:
+        """The transport connected (counted in ``connects``)."""
+        self.connected = True
+        self.connects += 1
+
+    def down(self) -> None:
+        """The transport's connection ended."""
+        self.connected = False
+
     def stats(self) -> LinkStats:
+        """A snapshot of the link's counters."""
         return LinkStats(
             connected=self.connected,
             connects=self.connects,
@@ -158,10 +171,8 @@ class BusLink:
         """The next batch to send (at least one event, at most ``batch_max``): the backlog
         first, then what was published since. Events that came in through this link are
         left out."""
-        batch: list[tuple[str, Event]] = []
         backlog, limit = self._backlog, self.batch_max
-        while backlog and len(batch) < limit:
-            batch.append(backlog.popleft())
+        batch = [backlog.popleft() for _ in range(min(len(backlog), limit))]
         self._take(batch, limit)
         while not batch:
             await self._mailbox_ready()
@@ -170,14 +181,16 @@ class BusLink:
         return batch
 
     def _take(self, batch: list[tuple[str, Event]], limit: int) -> None:
-        take, origin = self._mailbox.take_nowait, self.origin
-        while len(batch) < limit:
+        take, append, origin = self._mailbox.take_nowait, batch.append, self.origin
+        room = limit - len(batch)
+        while room > 0:
             item = take()
             if item is EMPTY:
                 return
             route, event = item  # type: ignore[misc]
             if event.metadata.get(ORIGIN_KEY) != origin:
-                batch.append((route.topic, event))
+                append((route.topic, event))
+                room -= 1
 
     async def _mailbox_ready(self) -> None:
         if not len(self._mailbox):

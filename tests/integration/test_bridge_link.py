@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import pytest
 import trio
 from bridge_support import SERVER_DEFAULTS, until
 
@@ -345,8 +344,3 @@ async def test_a_kernel_links_itself_when_bridge_link_address_is_set() -> None:
         with trio.fail_after(60):
             await link.wait_connected()
         assert server.agents() == ["configured"]
-
-
-def test_a_link_address_without_a_host_is_a_config_error() -> None:
-    with pytest.raises(loomk.ConfigError, match="bridge_link_address"):
-        loomk.Config.load(env={}, bridge_link_address=":50051")

@@ -817,3 +817,27 @@ async def test_a_call_known_by_its_token_tells_the_provider_who_calls() -> None:
         result = await as_client(steps)
     assert result.status == action_pb2.ACTION_OK
     assert result.output == b"sensor-1"
+
+
+async def test_a_batch_of_an_agent_allowed_everything_still_cannot_forge_its_sender() -> None:
+    acl = BridgeAcl.from_table(
+        {"root": {"publish": [">"], "subscribe": [">"], "call": [">"], "offer": [">"]}}
+    )
+    async with bridge_kernel(acl=acl) as (kernel, server):
+        with capture_events(kernel.bus, "any.>") as seen:
+
+            async def root() -> None:
+                ch = channel(server)
+                try:
+                    bridge = stub(ch)
+                    async with bridge.EventStream.open() as stream:
+                        await stream.send_message(ack("root"))
+                        forged = event(id="f1", metadata={"sender": "agent.boss"})
+                        await stream.send_message(batch(item("any.t", forged)))
+                        await until_pong(stream)
+                        await stream.end()
+                finally:
+                    ch.close()
+
+            await as_client(root)
+        assert [e.metadata["sender"] for e in seen.events] == ["agent.root"]

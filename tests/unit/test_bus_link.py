@@ -107,3 +107,14 @@ async def test_interest_is_still_answered_once_the_bus_is_closed() -> None:
         kernel.bus.close()
         assert link.interest() == ["thread.*.barrier", "thread.*.reply"]
         link.close()
+
+
+async def test_up_and_down_are_counted_in_stats() -> None:
+    async with open_test_kernel() as kernel:
+        link = BusLink(kernel.bus, kernel.broker, "edge-1")
+        link.up()
+        link.down()
+        link.up()
+        assert (link.stats().connected, link.stats().connects) == (True, 2)
+        link.down()
+        assert (link.stats().connected, link.stats().connects) == (False, 2)

@@ -809,6 +809,24 @@ def test_bridge_numbers_out_of_range_are_config_errors(
     assert caught.value.key == key
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("bridge_link_address", ":50051"),  # a link needs the server's host
+        ("bridge_link_name", "two words"),
+        ("bridge_link_name", "a.*"),
+        ("bridge_link_token", "has space"),
+        ("bridge_token", "tab\there"),
+    ],
+)
+def test_bad_bridge_link_settings_are_config_errors(
+    tmp_path: Path, key: str, value: object
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Config.load(env={}, cwd=tmp_path, **{key: value})
+    assert caught.value.key == key
+
+
 def test_tls_certificate_and_key_go_together(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"bridge_tls_cert is set \(keyword argument\)") as c:
         Config.load(env={}, cwd=tmp_path, bridge_tls_cert="cert.pem")
