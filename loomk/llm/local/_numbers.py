@@ -1,8 +1,9 @@
 """Numbers written in words or numerals, read into exact values and written back as text.
 
 Intents need quantities from speech-like text ("twenty-five", "two thousand and twenty
-four", "three point one four", "a hundred"). Values are :class:`~fractions.Fraction` so
-"0.1" stays exactly a tenth all the way into a math expression.
+four", "three point one four", "a hundred"). Number words are read by text2num (imported on
+first use); values are :class:`~fractions.Fraction` so "0.1" stays exactly a tenth all the
+way into a math expression.
 """
 
 from __future__ import annotations
@@ -11,35 +12,87 @@ import re
 from collections.abc import Sequence
 from fractions import Fraction
 
+from loomk.llm.local._text import word_set
+
 __all__ = ["Items", "as_phrase", "number_text", "read_numbers"]
 
 Items = list[str | Fraction]  # tokens, with numbers read into values
 
 _NUMERAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
-_SMALL_WORDS = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen "
-    "fourteen fifteen sixteen seventeen eighteen nineteen"
+_DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+_SCALES = word_set("hundred thousand million billion trillion")
+_CARDINALS = _SCALES | word_set(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy "
+    "eighty ninety"
 )
-_TENS_WORDS = "twenty thirty forty fifty sixty seventy eighty ninety"
-_SMALL = {w: n for n, w in enumerate(_SMALL_WORDS.split())}
-_TENS = {w: 10 * n for n, w in enumerate(_TENS_WORDS.split(), 2)}
-_SCALES = {"thousand": 10**3, "million": 10**6, "billion": 10**9, "trillion": 10**12}
-_DIGIT_WORDS = {w: n for w, n in _SMALL.items() if n < 10}
 
 
 def read_numbers(tokens: Sequence[str]) -> Items:
-    """``tokens`` with every written number replaced by its value."""
+    """``tokens`` with every written number replaced by its value: numerals ("3.5"), words
+    read by text2num ("two thousand and twenty four", "three point one four"), "a hundred",
+    and a numeral with a spoken decimal part ("3 point 14")."""
     items: Items = []
     i = 0
     while i < len(tokens):
-        read = _read_number(tokens, i)
-        if read is None:
+        end = _words_end(tokens, i)
+        if end > i:
+            items.extend(_spelled(tokens[i:end]))
+            i = end
+        elif _NUMERAL.fullmatch(tokens[i]):
+            value, i = _numeral(tokens, i)
+            items.append(value)
+        else:
             items.append(tokens[i])
             i += 1
-        else:
-            items.append(read[0])
-            i = read[1]
     return items
+
+
+def _words_end(tokens: Sequence[str], i: int) -> int:
+    """Where the number written in words from ``tokens[i]`` ends (``i`` if none starts
+    there): cardinals, with "and" and "point" between them, after an optional "a"/"an"
+    before a scale ("a hundred")."""
+    n = len(tokens)
+    j = i + 1 if tokens[i] in ("a", "an") and i + 1 < n and tokens[i + 1] in _SCALES else i
+    if j >= n or tokens[j] not in _CARDINALS:
+        return i
+    j += 1
+    while j < n and (
+        tokens[j] in _CARDINALS
+        or (tokens[j] in ("and", "point") and j + 1 < n and tokens[j + 1] in _CARDINALS)
+    ):
+        j += 1
+    return j
+
+
+def _spelled(words: Sequence[str]) -> Items:
+    """A run of number words as text2num reads it ("twenty five" gives 25, "four five"
+    gives 4 and 5, "one and" gives 1 and "and")."""
+    from text_to_num import alpha2digit
+
+    text = " ".join(["one", *words[1:]] if words[0] in ("a", "an") else words)
+    try:
+        read: str = alpha2digit(text, "en", threshold=0)
+    except Exception:  # the reader is native code: on any failure the words stay words
+        read = text
+    return [Fraction(part) if _NUMERAL.fullmatch(part) else part for part in read.split()]
+
+
+def _numeral(tokens: Sequence[str], i: int) -> tuple[Fraction, int]:
+    """The numeral at ``tokens[i]``, with a spoken decimal part ("3 point 14", "3 point one
+    four"), and the index after it."""
+    value = Fraction(tokens[i])
+    if tokens[i + 1 : i + 2] != ["point"] or value.denominator != 1:
+        return value, i + 1
+    k = i + 2
+    while k < len(tokens) and tokens[k] in _DIGIT_WORDS:
+        k += 1
+    digits = "".join(str(_DIGIT_WORDS.index(w)) for w in tokens[i + 2 : k])
+    if not digits and k < len(tokens) and tokens[k].isdigit():
+        digits, k = tokens[k], k + 1
+    if not digits:
+        return value, i + 1
+    return value + Fraction(int(digits), 10 ** len(digits)), k
 
 
 def number_text(value: Fraction) -> str:
@@ -69,53 +122,3 @@ def as_phrase(items: Sequence[str | Fraction]) -> str:
         else:
             parts.append(text)
     return " ".join(parts).replace("( ", "(").replace(" )", ")").replace(" %", "%")
-
-
-def _read_number(words: Sequence[str], i: int) -> tuple[Fraction, int] | None:
-    """The number written from ``words[i]`` on ("3.5", "two thousand and twenty four",
-    "three point one four", "a hundred") and the index after it; None if there is none."""
-    total = current = Fraction(0)
-    state = ""  # what was read last: "", digits, small, tens, hundred, scale, decimal
-    j, n = i, len(words)
-    while j < n:
-        word = words[j]
-        following = words[j + 1] if j + 1 < n else ""
-        if state == "" and _NUMERAL.fullmatch(word):
-            current, state = Fraction(word), "digits"
-        elif (
-            state == "" and word in ("a", "an") and (following == "hundred" or following in _SCALES)
-        ):
-            current, state = Fraction(1), "small"
-        elif word in _SMALL and (
-            state in ("", "hundred", "scale") or (state == "tens" and 0 < _SMALL[word] < 10)
-        ):
-            current, state = current + _SMALL[word], "small"
-        elif word in _TENS and state in ("", "hundred", "scale"):
-            current, state = current + _TENS[word], "tens"
-        elif word == "hundred" and state in ("small", "tens", "digits") and 0 < current < 100:
-            current, state = current * 100, "hundred"
-        elif word in _SCALES and state in ("small", "tens", "digits", "hundred", "decimal"):
-            total, current, state = total + current * _SCALES[word], Fraction(0), "scale"
-        elif (
-            word == "and"
-            and state in ("hundred", "scale")
-            and (following in _SMALL or following in _TENS)
-        ):
-            pass  # "one hundred and five"
-        elif word == "point" and state in ("small", "tens", "digits") and current.denominator == 1:
-            k = j + 1
-            while k < n and words[k] in _DIGIT_WORDS:
-                k += 1
-            digits = "".join(str(_DIGIT_WORDS[w]) for w in words[j + 1 : k])
-            if not digits and following.isdigit():
-                digits, k = following, k + 1
-            if not digits:
-                break
-            current, state, j = current + Fraction(int(digits), 10 ** len(digits)), "decimal", k
-            continue
-        else:
-            break
-        j += 1
-    if state == "":
-        return None
-    return total + current, j

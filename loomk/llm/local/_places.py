@@ -14,7 +14,7 @@ from collections.abc import Collection, Sequence
 
 from loomk.llm.local._text import word_set
 
-__all__ = ["city_named", "zone_slots"]
+__all__ = ["city_named", "city_names", "zone_slots"]
 
 _IANA = re.compile(r"(?<![\w/])[A-Za-z][A-Za-z_+\-]*(?:/[A-Za-z0-9_+\-]+)+")
 
@@ -166,6 +166,11 @@ def zone_slots(text: str, tokens: Sequence[str]) -> tuple[dict[str, str], bool]:
     if known is not None:
         return {"timezone": known[1], "place": known[0]}, False
     return {}, False
+
+
+def city_names() -> dict[str, str]:
+    """The cities (and countries) known here: their lower-case name -> display name."""
+    return {key: display for key, (display, _zone) in _CITIES.items()}
 
 
 def city_named(tokens: Sequence[str], topics: Collection[str]) -> str | None:

@@ -16,6 +16,12 @@ timer without a duration), :data:`UNKNOWN` below 0.3 otherwise (0.0 for blank te
 It is rules, not statistics: case, punctuation, accents and filler ("please", "hey loom",
 "can you") are ignored, number words are read ("twenty-five", "an hour and a half"), and the
 same text always gives the same intent. Only the first :data:`MAX_CHARS` characters are read.
+
+Two sets of rules, in order: Home Assistant's own sentence templates (hassil with the
+home-assistant-intents sentences, see :mod:`loomk.llm.local._hassil`) read lights, timer,
+time, date and weather commands, and name as ``unknown`` the home commands this model cannot
+carry out (fans, TV, music, blinds); what they do not match (places and time zones, "an hour
+and a half", reminders, spoken math, greetings) is read by the hand-written rules here.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from loomk.llm.local._durations import duration, duration_term
+from loomk.llm.local._hassil import recognize_home
+from loomk.llm.local._home import ROOMS
 from loomk.llm.local._numbers import Items, as_phrase, read_numbers
 from loomk.llm.local._places import city_named, zone_slots
 from loomk.llm.local._spoken_math import read_math
@@ -189,25 +197,6 @@ def _weather(text: str, tokens: list[str]) -> Intent | None:
 
 _LIGHT_WORDS = {"light", "lights", "lamp", "lamps", "lighting"}
 _SWITCH_VERBS = {"turn", "switch", "put", "flip", "flick", "shut", "power"}
-_ROOMS = word_set(
-    "kitchen bedroom bathroom toilet hallway hall corridor office study garage basement "
-    "cellar attic garden porch patio balcony nursery den playroom lounge stairs landing "
-    "pantry closet driveway yard backyard"
-) | {
-    "living room",
-    "dining room",
-    "family room",
-    "guest room",
-    "guest bedroom",
-    "master bedroom",
-    "kids room",
-    "laundry room",
-    "utility room",
-    "front door",
-    "back door",
-    "front yard",
-    "back yard",
-}
 _NOT_ROOM = (
     _LIGHT_WORDS
     | _SWITCH_VERBS
@@ -237,7 +226,7 @@ def _room(tokens: list[str]) -> str | None:
     for size in (2, 1):
         for i in range(len(tokens) - size + 1):
             candidate = " ".join(tokens[i : i + size])
-            if candidate in _ROOMS:
+            if candidate in ROOMS:
                 return candidate
     for i, word in enumerate(tokens):
         if word in _LIGHT_WORDS and i > 0:
@@ -257,7 +246,7 @@ def _lights(text: str, tokens: list[str]) -> Intent | None:
     room = _room(tokens)
     named = bool(_LIGHT_WORDS & set(tokens))
     state = _light_state(tokens)
-    if not named and not (room in _ROOMS and state and _SWITCH_VERBS & set(tokens)):
+    if not named and not (room in ROOMS and state and _SWITCH_VERBS & set(tokens)):
         return None
     slots: dict[str, SlotValue] = {}
     if state is not None:
@@ -366,6 +355,13 @@ def understand(text: str) -> Intent:
         if found is not None:
             return found
     tokens = without_filler(raw) or raw
+    home = recognize_home(" ".join(tokens))
+    if home is not None:
+        if home.intent == "unknown":
+            return Intent("unknown", UNKNOWN, {}, text)
+        # weather without a city is a partial request, as the rules below say it too
+        partial = home.intent == "weather" and "city" not in home.slots
+        return Intent(home.intent, 0.7 if partial else HIGH, dict(home.slots), text)
     best: Intent | None = None
     for matcher in _MATCHERS:
         candidate = matcher(text, tokens)
