@@ -1,7 +1,7 @@
 """Optional dependencies, imported when first used, with an error that says how to get them.
 
-``import loomk_audio`` stays cheap: numpy comes in with the first PCM operation, the speech
-engines when a stage that needs them starts.
+``import loomk_audio`` loads numpy but no speech engine: openWakeWord, pocketsphinx, Vosk,
+PyAudio and the VAD libraries come in when a stage that needs them starts.
 """
 
 from __future__ import annotations

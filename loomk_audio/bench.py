@@ -3,7 +3,8 @@
 Spoken commands are made with flite ("hey jarvis, what time is it", ...), then:
 
 * **Stage costs** on the same audio: the VAD, the wake word detector and speech recognition
-  (open n-gram and command grammar) as CPU time per second of audio (% of one core, per
+  (open n-gram; open n-gram with command rescoring, the pipeline's default; command
+  grammar) as CPU time per second of audio (% of one core, per
   stream) and real-time factors, each beside the bare library doing the same work in the
   same run (webrtcvad's ``is_speech``, openWakeWord's ``predict``, pocketsphinx's
   whole-utterance decode): the physical baseline.
@@ -172,9 +173,11 @@ def _stage_costs(clips: list[Any]) -> list[StageCost]:
 
     from loomk_audio.grammar import command_grammar
 
+    commands = command_grammar()
     for label, settings in (
         ("speech to text (n-gram)", SttSettings()),
-        ("speech to text (grammar)", SttSettings(grammar=command_grammar())),
+        ("speech to text (n-gram + rescoring)", SttSettings(rescore_grammar=commands)),
+        ("speech to text (grammar)", SttSettings(grammar=commands)),
     ):
         streamed = _decode(open_recognizer(settings), clips, chunk)
         whole = _decode(open_recognizer(settings), clips, None)

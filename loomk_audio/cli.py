@@ -25,6 +25,7 @@ from loomk_audio.errors import AudioError
 from loomk_audio.events import VOICE_TOPIC, stream_of
 from loomk_audio.pipeline import VoiceSettings, open_voice_pipeline
 from loomk_audio.sources import MicSource, WavSource, list_input_devices
+from loomk_audio.wake import resolve_models
 
 __all__ = ["COMMAND", "VoiceCommand", "describe_turn"]
 
@@ -79,7 +80,8 @@ class VoiceCommand:
             metavar="DIR",
             type=Path,
             default=Path(DEFAULT_OUT),
-            help=f"where the spoken answers are written (default: ./{DEFAULT_OUT})",
+            help="where the spoken answers are written when there is no sound output device "
+            f"(default: ./{DEFAULT_OUT})",
         )
         parser.add_argument(
             "--device", metavar="NAME", help="microphone: part of the device's name"
@@ -116,6 +118,7 @@ class VoiceCommand:
             print(f"loomk voice: {error}", file=sys.stderr)
             return 2
         try:
+            resolve_models(args.wake_word)  # an unknown wake word fails now, naming the known
             if args.wav:
                 for path in args.wav:
                     WavSource(path)  # unreadable files fail now, before anything starts
@@ -159,6 +162,7 @@ def _main(
     async def main(kernel: loomk.Kernel) -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         async with open_voice_pipeline(kernel, settings) as pipeline:
+            resolve_models(args.wake_word)  # an unknown wake word fails now, naming the known
             if args.wav:
                 for path in args.wav:
                     print(f"{path}", flush=True)

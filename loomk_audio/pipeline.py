@@ -4,8 +4,12 @@
 else provides them, the simulated home's ``lights.set`` and ``timer.set``; then it spawns the
 stages as agents, each restarted by its supervisor if it fails:
 
-``audio.mic`` → VAD (``vad``, ``audio.voiced``) → wake word (``wake``) → speech recognition
-(``transcript``) → wake (``query``) → assistant (router, tools, ``tts.speak``) → ``voice``
+* the VAD reads ``audio.mic`` and publishes ``vad`` (speech start and end) and
+  ``audio.voiced`` (for other listeners; the pipeline itself does not need it);
+* the wake word reads ``audio.mic`` and publishes ``wake``;
+* speech recognition reads ``audio.mic``, ``vad`` and ``wake`` and publishes ``transcript``;
+* the wake stage turns its sessions' transcripts into ``user.query`` on ``query``;
+* the assistant answers them (router, tools, ``tts.speak``) and publishes ``voice``;
 
 plus barge-in, which cuts the answer short when someone speaks over it. Every stage passes a
 stream's ``audio_end`` on once it has finished with that stream, so ``audio_end`` on ``voice``
@@ -98,9 +102,16 @@ async def open_voice_pipeline(
     kernel: Kernel, settings: VoiceSettings | None = None
 ) -> AsyncIterator[VoicePipeline]:
     """Start the pipeline on ``kernel`` (see the module notes); leaving stops its agents and
-    unregisters what it registered. Missing packages or models fail here, naming what to
-    install, before any agent starts."""
+    unregisters what it registered. A missing package, model or engine fails here, naming
+    what to install: the speech output before any agent starts, the stages' engines as the
+    :class:`~loomk.AgentStartError` of the stage that loads them (its cause is the audio
+    error); nothing is left running either way.
+
+    Loom's transcript-phrase wake mode (``WakeSettings(mode="phrases")``) needs every
+    utterance transcribed, so the speech recogniser's gate is opened for it."""
     settings = settings or VoiceSettings()
+    if settings.wake.mode == "phrases" and settings.stt.gate == "wake":
+        settings = replace(settings, stt=replace(settings.stt, gate="none"))
     stt = settings.stt
     if (
         settings.command_rescoring

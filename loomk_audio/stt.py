@@ -34,6 +34,7 @@ from loomk_audio.events import (
     AUDIO_CHUNK,
     AUDIO_END,
     AUDIO_TOPIC,
+    AUDIO_VOICED,
     SPEECH_END,
     SPEECH_START,
     STREAM_KEY,
@@ -42,6 +43,7 @@ from loomk_audio.events import (
     TRANSCRIPT_PARTIAL,
     TRANSCRIPT_TOPIC,
     VAD_TOPIC,
+    VOICED_TOPIC,
     WAKE_DETECTED,
     WAKE_TOPIC,
     stream_ms_of,
@@ -132,6 +134,7 @@ class SttSettings:
     buffer_ms: int = 10_000
     audio_topic: str = AUDIO_TOPIC
     vad_topic: str = VAD_TOPIC
+    voiced_topic: str = VOICED_TOPIC
     wake_topic: str = WAKE_TOPIC
     transcript_topic: str = TRANSCRIPT_TOPIC
     await_ends_from: tuple[str, ...] | None = None
@@ -267,6 +270,8 @@ class _Stream:
     utterance: _Utterance | None = None
     ended: bool = False  # the source's audio_end came: no more audio
     ends: set[str] = field(default_factory=set)  # the stages that said the stream ended
+    voiced_until: int = 0  # the end of the latest voiced frame the VAD published
+    vad_until: int = 0  # the furthest position the VAD has said anything about
 
     @property
     def in_speech(self) -> bool:
@@ -321,6 +326,8 @@ class SttAgent(Agent):
         topics = [
             Topic(settings.audio_topic, QoS.BATCHED, event_types=[AUDIO_CHUNK, AUDIO_END]),
             Topic(settings.vad_topic, QoS.BATCHED, event_types=vad_types),
+            # the VAD's voiced frames say how far it has confirmed speech (see _advance)
+            Topic(settings.voiced_topic, QoS.BATCHED, event_types=[AUDIO_VOICED]),
         ]
         if settings.gate == "wake":
             wake_types = [WAKE_DETECTED, AUDIO_END]
@@ -346,6 +353,8 @@ class SttAgent(Agent):
                 await self._read_chunk(ctx, name, event)
             elif event.type in (SPEECH_START, SPEECH_END):
                 self._on_vad(name, event)
+            elif event.type == AUDIO_VOICED:
+                self._on_voiced(name, event)
             elif event.type == WAKE_DETECTED:
                 await self._on_wake(name, event)
             elif event.type == AUDIO_END:
@@ -383,6 +392,7 @@ class SttAgent(Agent):
         if state is None or at is None:
             return
         position = _samples(at)
+        state.vad_until = max(state.vad_until, position)
         speech = state.speech
         if event.type == SPEECH_START:
             if not state.in_speech:
@@ -392,6 +402,20 @@ class SttAgent(Agent):
         else:  # an end without its start (it came before this agent did)
             speech.append(_Speech(position, position))
         del speech[: max(0, len(speech) - _MAX_SPEECH)]
+
+    def _on_voiced(self, name: str, event: Event) -> None:
+        """Move the stream's horizon of confirmed speech to the frame's end."""
+        state = self._streams.get(name)
+        at = stream_ms_of(event)
+        if state is None or at is None:
+            return
+        try:
+            frame_ms = int(event.metadata.get("frame_ms") or 0)
+        except ValueError:
+            frame_ms = 0
+        end = _samples(at + max(frame_ms, 0))
+        state.voiced_until = max(state.voiced_until, end)
+        state.vad_until = max(state.vad_until, end)
 
     async def _on_wake(self, name: str, event: Event) -> None:
         """Open a session: decode from the pre-roll before the wake."""
@@ -463,7 +487,14 @@ class SttAgent(Agent):
             limit = utterance.start + _samples(settings.max_utterance_ms)
             if utterance.end is not None and utterance.end > limit:
                 utterance.end, utterance.reason = limit, "max_length"
-            stop = min(state.ring.end, limit, utterance.end or limit)
+            # Until its end is known, an utterance is fed only as far as the VAD has
+            # confirmed speech (plus the pad): what a decoder hears must not depend on how
+            # far the audio ran ahead of the VAD's events (their lanes drain separately),
+            # or the same audio would give different words from one run to the next.
+            horizon = state.voiced_until + _samples(settings.speech_pad_ms)
+            stop = min(
+                state.ring.end, limit, utterance.end if utterance.end is not None else horizon
+            )
             try:
                 await self._decode(ctx, name, state, utterance, stop)
             except Exception as error:  # an engine failure must not stop the agent
@@ -548,7 +579,8 @@ class SttAgent(Agent):
         if state.ended or state.in_speech:
             return False
         last = max([since, *(s.end for s in state.speech if s.end is not None)])
-        return state.ring.end - last >= _samples(self.settings.no_speech_timeout_ms)
+        # measured on the VAD's clock, not the audio's, for the reason given in _advance
+        return state.vad_until - last >= _samples(self.settings.no_speech_timeout_ms)
 
     async def _decode(
         self, ctx: Context, name: str, state: _Stream, utterance: _Utterance, stop: int

@@ -30,7 +30,8 @@ def speak(text: str, folder: Path) -> bytes:
     path = folder / "speech.wav"
     subprocess.run(["flite", "-voice", "slt", "-t", text, "-o", str(path)], check=True)
     with wave.open(str(path), "rb") as clip:
-        assert clip.getframerate() == RATE and clip.getnchannels() == 1
+        assert clip.getframerate() == RATE
+        assert clip.getnchannels() == 1
         return clip.readframes(clip.getnframes())
 
 

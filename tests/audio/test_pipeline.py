@@ -14,7 +14,7 @@ from scipy.signal import resample_poly
 
 from loomk import Event
 from loomk.testing import capture_events, open_test_kernel
-from loomk_audio import TtsSettings, VoiceSettings, open_voice_pipeline
+from loomk_audio import TtsSettings, VoiceSettings, WakeSettings, open_voice_pipeline
 from loomk_audio.assistant import BARGE_IN
 from loomk_audio.events import (
     AUDIO_TOPIC,
@@ -206,3 +206,35 @@ async def test_a_missing_wake_model_fails_at_start_naming_the_installed_ones(
             async with open_voice_pipeline(kernel, bad):
                 pass
         assert kernel.broker.resolve("tts.speak") is None  # nothing left registered
+
+
+async def test_loom_s_transcript_phrases_can_wake_the_agent_instead(
+    tmp_path: Path, speech: Speech
+) -> None:
+    # every utterance is transcribed (the pipeline opens the recogniser's gate for this
+    # mode) and the wake stage looks for the phrase in the text, as Loom's wake does: the
+    # command said without the phrase is ignored; "hey jarvis" alone arms the next one
+    said = pad(
+        silence(0.5),
+        speech.flite("turn off the kitchen lights"),
+        silence(1.0),
+        speech.flite("hey jarvis"),
+        silence(1.0),
+        speech.flite("what time is it"),
+        silence(1.2),
+    )
+    phrases = WakeSettings(mode="phrases", phrases=("hey jarvis", "jarvis"))
+    voice = VoiceSettings(wake=phrases, tts=TtsSettings(out_dir=tmp_path, realtime=False))
+    async with open_test_kernel() as kernel, open_voice_pipeline(kernel, voice) as pipeline:
+        with capture_events(kernel.bus, "transcript", event_types=["transcript.final"]) as heard:
+            turns = await pipeline.listen(speech.save("armed.wav", said))
+        lights = pipeline.home.lights if pipeline.home else None
+    assert [e.payload.decode() for e in heard.events] == [
+        "turn off the kitchen lights",
+        "hey jarvis",
+        "what time is it",
+    ]
+    [turn] = turns
+    assert turn.metadata["transcript"] == "what time is it"
+    assert turn.metadata["answer"].startswith("It's ")
+    assert lights == {}  # the first command had no wake phrase: nothing was switched

@@ -130,6 +130,7 @@ def test_bench_voice_prints_stage_costs_and_latencies_and_writes_json(tmp_path: 
         "vad (webrtc)",
         "wake word (openWakeWord)",
         "speech to text (n-gram)",
+        "speech to text (n-gram + rescoring)",
         "speech to text (grammar)",
     }
     for stage in stages.values():
