@@ -15,10 +15,12 @@ from audio_support import Samples, Speech, pad, silence
 
 from loomk import Event, Kernel
 from loomk.testing import capture_events, open_test_kernel
+from loomk_audio._sphinx import phrases_grammar
 from loomk_audio.errors import AudioDependencyMissing, AudioModelNotFound
 from loomk_audio.events import (
     AUDIO_END,
     AUDIO_TOPIC,
+    AUDIO_VOICED,
     QUERY_TOPIC,
     SPEECH_END,
     SPEECH_START,
@@ -27,6 +29,7 @@ from loomk_audio.events import (
     TRANSCRIPT_TOPIC,
     USER_QUERY,
     VAD_TOPIC,
+    VOICED_TOPIC,
     WAKE_DETECTED,
     WAKE_TOPIC,
     audio_chunk_event,
@@ -49,6 +52,8 @@ COMMANDS = (
     "what time is it",
     "what is the weather in paris",
 )
+# the pipeline's default: the open model, its slips on known commands fixed by a grammar
+RESCORED = SttSettings(rescore_grammar=phrases_grammar(COMMANDS))
 
 
 def decode(
@@ -184,7 +189,8 @@ def speech_segments(samples: Samples, gap_ms: int = 300) -> list[tuple[int, int]
 
 
 def vad_marks(samples: Samples, stream: str) -> list[Mark]:
-    """What a VAD would publish: each start 60 ms in, each end after 300 ms of quiet."""
+    """What a VAD would publish: each start 60 ms in, its voiced frames as they come (they
+    tell the STT how far speech is confirmed), each end after 300 ms of quiet."""
     marks = []
     for start, end in speech_segments(samples):
         meta = {"stream": stream}
@@ -193,6 +199,10 @@ def vad_marks(samples: Samples, stream: str) -> list[Mark]:
             SPEECH_END, source="vad", metadata={**meta, "stream_ms": str(end), "reason": "silence"}
         )
         marks += [Mark(start + 60, VAD_TOPIC, begin), Mark(end + 300, VAD_TOPIC, over)]
+        for frame in range(start, end, 20):  # the voiced frames, as far as speech goes
+            voiced_meta = {**meta, "stream_ms": str(frame), "frame_ms": "20"}
+            voiced = Event(AUDIO_VOICED, source="vad", metadata=voiced_meta)
+            marks.append(Mark(max(frame + 20, start + 60), VOICED_TOPIC, voiced))
     return marks
 
 
@@ -261,7 +271,7 @@ async def test_a_one_breath_command_after_the_wake_word_is_transcribed_without_i
     samples = pad(silence(0.5), speech.flite("hey jarvis, what time is it", "slt"), silence(1.0))
     wake_ms = wake_at(samples)
     async with open_test_kernel() as kernel:
-        agent = SttAgent()
+        agent = SttAgent(settings=RESCORED)
         await kernel.spawn(agent)
         bad = Event("audio_chunk", b"\x01", metadata={"stream": "desk"})
         await kernel.bus.publish(AUDIO_TOPIC, bad)  # skipped and counted
@@ -292,7 +302,7 @@ async def test_the_wake_agent_turns_the_sessions_transcript_into_a_query(speech:
     still decodes from its buffer and closes the stream once every stage has ended it."""
     samples = pad(silence(0.5), speech.flite("hey jarvis, what time is it", "slt"), silence(1.0))
     async with open_test_kernel() as kernel:
-        await kernel.spawn_many([WakeAgent(), SttAgent()])
+        await kernel.spawn_many([WakeAgent(), SttAgent(settings=RESCORED)])
         with capture_events(kernel.bus, QUERY_TOPIC) as queries:
             await live(kernel, samples, "den", vad_marks(samples, "den"), ends=("vad",))
             # no wake audio_end from the test: the wake agent passes its own on

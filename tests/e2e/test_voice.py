@@ -139,3 +139,25 @@ def test_bench_voice_prints_stage_costs_and_latencies_and_writes_json(tmp_path: 
     assert figures["turns"] == figures["expected_turns"] == 4
     assert figures["latency"]["first_audio"]["count"] == 4
     assert figures["concurrent_turns"] == figures["streams"] == 2
+
+
+def test_the_readme_s_voice_commands_run_as_written() -> None:
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("```sh\n", readme.index("## Voice agent")) + len("```sh\n")
+    commands = [line.split("#")[0].strip() for line in readme[start:].split("```")[0].splitlines()]
+    assert commands[0].startswith("loomk voice --wav examples/audio/*.wav")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOMK_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    for command in commands:
+        result = subprocess.run(
+            ["bash", "-c", command.replace("python ", f"{sys.executable} ", 1)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, (command, result.stderr)
+        assert "Traceback" not in result.stderr, command
+        assert result.stdout.strip(), command
