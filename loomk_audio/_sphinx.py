@@ -186,6 +186,9 @@ class SphinxRecognizer:
         hyp = self._decoder.hyp()
         return str(hyp.hypstr) if hyp is not None else ""
 
+    def close(self) -> None:
+        """Nothing to let go: the decoder is freed with the object."""
+
     def finish(self) -> str:
         """End the utterance: the final text ("" when nothing was recognised)."""
         if not self._started:

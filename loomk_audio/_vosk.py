@@ -104,6 +104,9 @@ class VoskRecognizer:
         now = json.loads(self._recognizer.PartialResult()).get("partial", "")
         return " ".join([*self._done, *([now] if now else [])]).strip()
 
+    def close(self) -> None:
+        """Nothing to let go: the shared model stays loaded for the next one."""
+
     def finish(self) -> str:
         """End the utterance: the final text."""
         self._keep(json.loads(self._recognizer.FinalResult()).get("text", ""))

@@ -69,6 +69,15 @@ class Latency:
 
 
 @dataclass(frozen=True, slots=True)
+class Concurrent:
+    """Several streams at once in real time."""
+
+    turns: int
+    lag_s: list[float]  # per stream: finished this long after its audio ended
+    cpu_per_stream: float  # share of one core
+
+
+@dataclass(frozen=True, slots=True)
 class VoiceReport:
     """Everything ``loomk bench voice`` measured."""
 
@@ -77,9 +86,8 @@ class VoiceReport:
     turns: int
     expected_turns: int
     streams: int
-    concurrent_turns: int
-    concurrent_lag_s: list[float]  # per stream: finished this long after its audio ended
-    concurrent_cpu_per_stream: float  # share of one core
+    in_threads: Concurrent  # decoding in this process (one core: pocketsphinx holds the GIL)
+    in_processes: Concurrent  # decoding in worker processes
     heard: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -89,9 +97,8 @@ class VoiceReport:
             "turns": self.turns,
             "expected_turns": self.expected_turns,
             "streams": self.streams,
-            "concurrent_turns": self.concurrent_turns,
-            "concurrent_lag_s": self.concurrent_lag_s,
-            "concurrent_cpu_per_stream": self.concurrent_cpu_per_stream,
+            "in_threads": asdict(self.in_threads),
+            "in_processes": asdict(self.in_processes),
             "heard": self.heard,
         }
 
@@ -115,19 +122,19 @@ def run_voice_bench(
         stages = _stage_costs(audio)
         progress(f"one stream in real time: {len(COMMANDS)} commands x {repeats}")
         single = trio.run(_single_stream, clips[: len(COMMANDS)], repeats, folder)
-        progress(f"{streams} streams at once, in real time")
-        concurrent = trio.run(_concurrent, clips[:streams], folder)
+        progress(f"{streams} streams at once, in real time, decoding in this process")
+        threads = trio.run(_concurrent, clips[:streams], folder, False)
+        progress(f"{streams} streams at once, in real time, decoding in worker processes")
+        processes = trio.run(_concurrent, clips[:streams], folder, True)
     turns, latency, heard = single
-    concurrent_turns, lags, cpu_per_stream = concurrent
     return VoiceReport(
         stages,
         latency,
         turns,
         len(COMMANDS) * repeats,
         streams,
-        concurrent_turns,
-        lags,
-        cpu_per_stream,
+        Concurrent(*threads),
+        Concurrent(*processes),
         heard,
     )
 
@@ -217,12 +224,14 @@ def _latency(samples: list[float]) -> Latency:
     return Latency(len(ordered), pick(0.5), pick(0.95), ordered[-1])
 
 
-def _settings(folder: Path) -> Any:
+def _settings(folder: Path, *, in_processes: bool = False) -> Any:
     from loomk_audio.pipeline import VoiceSettings
+    from loomk_audio.stt import SttSettings
     from loomk_audio.tts import TtsSettings
 
     # written at once: a paced answer would hold the next command back by its playback
-    return VoiceSettings(tts=TtsSettings(out_dir=folder / "answers", realtime=False))
+    tts = TtsSettings(out_dir=folder / "answers", realtime=False)
+    return VoiceSettings(tts=tts, stt=SttSettings(decode_in_processes=in_processes))
 
 
 async def _single_stream(
@@ -250,7 +259,9 @@ async def _single_stream(
     return turns, {stage: _latency(values) for stage, values in samples.items()}, heard
 
 
-async def _concurrent(clips: list[Path], folder: Path) -> tuple[int, list[float], float]:
+async def _concurrent(
+    clips: list[Path], folder: Path, in_processes: bool
+) -> tuple[int, list[float], float]:
     import trio
 
     from loomk.kernel import open_kernel
@@ -265,10 +276,11 @@ async def _concurrent(clips: list[Path], folder: Path) -> tuple[int, list[float]
     turns = [0]
     async with (
         open_kernel(env={}, log_level="error", state_temporary=True) as kernel,
-        open_voice_pipeline(kernel, _settings(folder)) as pipeline,
+        open_voice_pipeline(kernel, _settings(folder, in_processes=in_processes)) as pipeline,
     ):
-        for clip in clips:  # warm up every stream's models
-            await pipeline.listen(clip)
+        async with trio.open_nursery() as warming:  # every stream's models, side by side
+            for clip in clips:
+                warming.start_soon(pipeline.listen, clip)
 
         async def one(index: int, clip: Path) -> None:
             started = trio.current_time()
@@ -306,11 +318,17 @@ def format_report(report: VoiceReport) -> str:
             f"{name:>28}  {latency.p50_ms:>8.0f}  {latency.p95_ms:>8.0f}  {latency.max_ms:>8.0f}"
         )
     lines.append("")
-    lags = ", ".join(f"{lag:.2f}" for lag in report.concurrent_lag_s)
     lines.append(
-        f"{report.streams} streams at once in real time: {report.concurrent_turns}/"
-        f"{report.streams} answered; finished behind real time by [{lags}] s "
-        f"(includes the answer); CPU {100 * report.concurrent_cpu_per_stream:.1f}% of a core "
-        "per stream"
+        f"{report.streams} streams at once in real time (lag: how long after its audio ended "
+        "each stream was fully answered)"
     )
+    for label, run in (
+        ("decoding in-process", report.in_threads),
+        ("decoding in workers", report.in_processes),
+    ):
+        lags = ", ".join(f"{lag:.2f}" for lag in run.lag_s)
+        lines.append(
+            f"{label:>28}: {run.turns}/{report.streams} answered, lag [{lags}] s, "
+            f"CPU {100 * run.cpu_per_stream:.1f}% of a core per stream"
+        )
     return "\n".join(lines)

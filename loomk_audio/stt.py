@@ -28,6 +28,7 @@ import trio
 from loomk import Agent, Context, Event, QoS, Topic
 from loomk_audio._fuzzy import strip_wake_phrase
 from loomk_audio._sphinx import SphinxRecognizer
+from loomk_audio._sphinx_process import ProcessRecognizer
 from loomk_audio._vosk import VoskRecognizer, resolve_vosk_model
 from loomk_audio.errors import AudioFormatError
 from loomk_audio.events import (
@@ -95,6 +96,9 @@ class Recognizer(Protocol):
     def finish(self) -> str:
         """End the utterance; its final text ("" for nothing)."""
 
+    def close(self) -> None:
+        """Let go of what it holds (a worker process); it is not used again."""
+
 
 @dataclass(frozen=True, slots=True)
 class SttSettings:
@@ -117,6 +121,16 @@ class SttSettings:
     decoded again under it, and a command close to what the open model heard replaces it
     (see :class:`~loomk_audio._sphinx.SphinxRecognizer`); the voice pipeline sets it to
     the local model's commands (:func:`loomk_audio.grammar.command_grammar`).
+
+    ``decode_in_processes`` (pocketsphinx): each recogniser decodes in a worker process of
+    its own. pocketsphinx holds the GIL while it decodes, so in-process the decoding of every
+    stream shares one core; with several streams at once, workers use every core (each costs
+    a process of ~150 MB and ~1 s to start).
+
+    ``recognizers``: how many recognisers are made when the agent starts. One is used per
+    utterance being decoded, and more are made when more streams speak at once; making one
+    takes 0.4-1 s, which delays the first utterance of every extra stream: give the number
+    of streams that may speak at once.
     """
 
     gate: Literal["wake", "none"] = "wake"
@@ -139,6 +153,8 @@ class SttSettings:
     transcript_topic: str = TRANSCRIPT_TOPIC
     await_ends_from: tuple[str, ...] | None = None
     rescore_grammar: str | None = None
+    decode_in_processes: bool = False
+    recognizers: int = 1
 
     def awaited_ends(self) -> tuple[str, ...]:
         """Whose ``audio_end`` finishes a stream: ``await_ends_from``, or by default the
@@ -175,6 +191,14 @@ def open_recognizer(settings: SttSettings) -> Recognizer:
     if settings.vosk_model:
         return VoskRecognizer(
             settings.vosk_model, phrases=settings.phrases, language=settings.language or ""
+        )
+    if settings.decode_in_processes:
+        return ProcessRecognizer(
+            rescore=settings.rescore_grammar,
+            grammar=settings.grammar,
+            phrases=settings.phrases,
+            unknown_words=settings.unknown_words,
+            language=settings.language or "en-us",
         )
     return SphinxRecognizer(
         rescore=settings.rescore_grammar,
@@ -340,7 +364,7 @@ class SttAgent(Agent):
 
     async def on_start(self, ctx: Context) -> None:
         """Load the engine now (in a thread), not at the first utterance."""
-        if not self._idle:
+        while len(self._idle) < max(1, self.settings.recognizers):
             self._idle.append(await trio.to_thread.run_sync(open_recognizer, self.settings))
 
     async def on_batch(self, ctx: Context, events: list[Event]) -> None:
@@ -361,8 +385,19 @@ class SttAgent(Agent):
                 await self._advance(ctx, name)
                 await self._on_end(ctx, name, event)
             touched[name] = None
-        for name in touched:
-            await self._advance(ctx, name)
+        async with trio.open_nursery() as nursery:  # streams decode side by side
+            for name in touched:
+                nursery.start_soon(self._advance, ctx, name)
+
+    async def on_stop(self, ctx: Context) -> None:
+        """Let the recognisers go (worker processes end)."""
+        held = [
+            *self._idle,
+            *(s.utterance.recognizer for s in self._streams.values() if s.utterance),
+        ]
+        self._idle = []
+        for recognizer in held:
+            await trio.to_thread.run_sync(recognizer.close)
 
     # ---- input ---------------------------------------------------------------------------
 
