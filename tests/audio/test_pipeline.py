@@ -237,3 +237,26 @@ async def test_loom_s_transcript_phrases_can_wake_the_agent_instead(
     assert turn.metadata["transcript"] == "what time is it"
     assert turn.metadata["answer"].startswith("It's ")
     assert lights == {}  # the first command had no wake phrase: nothing was switched
+
+
+async def test_what_the_local_model_cannot_answer_goes_to_the_configured_endpoint(
+    tmp_path: Path, speech: Speech
+) -> None:
+    from openai_server import responses_json, serve_openai
+
+    said = pad(
+        silence(0.5), speech.flite("hey jarvis, tell me a story about dragons"), silence(1.2)
+    )
+    async with serve_openai() as fake:
+        fake.script("responses", responses_json("Once upon a time, a dragon slept."))
+        async with (
+            open_test_kernel(llm_base_url=fake.base_url, llm_api_key="sk-test") as kernel,
+            open_voice_pipeline(kernel, settings(tmp_path)) as pipeline,
+        ):
+            turns = await pipeline.listen(speech.save("story.wav", said))
+    [turn] = turns
+    assert turn.metadata["route"] == "Cloud"
+    assert turn.metadata["answer"] == "Once upon a time, a dragon slept."
+    assert turn.metadata["wav_path"]
+    [request] = fake.requests
+    assert turn.metadata["transcript"] in json.dumps(request.json())  # what was heard was asked
