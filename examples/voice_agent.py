@@ -2,7 +2,8 @@
 
 Run it with ``python examples/voice_agent.py`` (``make demo`` runs the same pipeline through
 ``loomk voice --wav examples/audio/*.wav``). Each clip in
-``examples/audio`` is played into the pipeline as a microphone would hear it: the wake word
+``examples/audio`` is played into the pipeline as its own stream (as fast as the agents
+take it; ``pipeline.listen(clip, realtime=True)`` paces it as a microphone would): the wake word
 ("hey jarvis") opens a session, pocketsphinx writes down what follows, the router sends it
 to the local model, its actions run through the broker (the kitchen lights, a timer), and
 espeak-ng speaks the answer into a WAV file. The clip without the wake word gets no answer.

@@ -171,6 +171,7 @@ class DeviceSink:
             purpose="playing speech on a sound device",
         )
         self.chunk_ms = chunk_ms
+        self._closed = False
         quiet_native_logging()  # ALSA and JACK print pages to stderr when probing otherwise
         self._audio: Any = self._pyaudio.PyAudio()
         try:
@@ -203,8 +204,10 @@ class DeviceSink:
                 await trio.to_thread.run_sync(stream.close)
 
     def close(self) -> None:
-        """Release PortAudio."""
-        self._audio.terminate()
+        """Release PortAudio (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self._audio.terminate()
 
 
 def _find_output(audio: Any, wanted: str | None) -> tuple[int, str]:

@@ -69,8 +69,9 @@ class VoiceCommand:
         parser.description = (
             "Run the offline voice agent: wake word ('hey jarvis'), speech to text, the "
             "model router, tools and a spoken answer. With --wav each file is played in as "
-            "a microphone would hear it; every utterance prints its transcript, the routing "
-            "decision and the answer, and the spoken answer is written as a WAV file."
+            "fast as the agent takes it (--realtime: at its real pace); every utterance prints "
+            "its transcript, the routing decision and the answer, and the spoken answer is "
+            "written as a WAV file (played instead when there is a sound output device)."
         )
         source = parser.add_mutually_exclusive_group(required=True)
         source.add_argument("--wav", nargs="+", metavar="FILE", type=Path, help="WAV files")
@@ -162,7 +163,6 @@ def _main(
     async def main(kernel: loomk.Kernel) -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         async with open_voice_pipeline(kernel, settings) as pipeline:
-            resolve_models(args.wake_word)  # an unknown wake word fails now, naming the known
             if args.wav:
                 for path in args.wav:
                     print(f"{path}", flush=True)

@@ -5,9 +5,10 @@ else provides them, the simulated home's ``lights.set`` and ``timer.set``; then 
 stages as agents, each restarted by its supervisor if it fails:
 
 * the VAD reads ``audio.mic`` and publishes ``vad`` (speech start and end) and
-  ``audio.voiced`` (for other listeners; the pipeline itself does not need it);
+  ``audio.voiced`` (the voiced frames: speech recognition reads only where they are);
 * the wake word reads ``audio.mic`` and publishes ``wake``;
-* speech recognition reads ``audio.mic``, ``vad`` and ``wake`` and publishes ``transcript``;
+* speech recognition reads ``audio.mic``, ``vad``, ``audio.voiced`` and ``wake`` and
+  publishes ``transcript``;
 * the wake stage turns its sessions' transcripts into ``user.query`` on ``query``;
 * the assistant answers them (router, tools, ``tts.speak``) and publishes ``voice``;
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -82,7 +84,8 @@ class VoicePipeline:
         """Play the WAV file at ``path`` into the pipeline as its own stream (paced in real
         time, or as fast as the stages take it) and return the ``voice.turn`` events it led
         to, once every stage has finished with it."""
-        source = WavSource(path, realtime=realtime)
+        # read in a thread: a long recording is tens of megabytes
+        source = await trio.to_thread.run_sync(partial(WavSource, path, realtime=realtime))
         turns: list[Event] = []
         async with self.kernel.bus.subscribe(
             VOICE_TOPIC, qos=QoS.BATCHED, event_types=TURN_TYPES
@@ -123,32 +126,41 @@ async def open_voice_pipeline(
         settings = replace(settings, stt=replace(stt, rescore_grammar=grammar))
     # the local model's sentence engine loads on first use (~150 ms): not on the event loop
     await trio.to_thread.run_sync(understand, "what time is it")
-    tts = TtsProvider(kernel.bus, settings.tts)
-    registered: list[CapabilityProvider] = [tts]
-    home = None
-    if settings.home:
-        home = Home(kernel)
-        registered += [
-            p for p in home.providers() if kernel.broker.resolve(p.descriptor.name) is None
-        ]
-    pipeline = VoicePipeline(kernel, settings, tts, home)
-    vad_id, wake_id, stt_id, assistant_id, barge_id = pipeline.agent_ids
-    agents = [
-        VadAgent(vad_id, settings=settings.vad),
-        WakeAgent(wake_id, settings=settings.wake),
-        SttAgent(stt_id, settings=settings.stt),
-        VoiceAssistant(assistant_id, stats=pipeline.voice_stats),
-        BargeIn(barge_id, output=tts, mode=settings.barge_in, stats=pipeline.voice_stats),
-    ]
-    for provider in registered:
-        kernel.broker.register(provider)
+    # a worker thread: making the sink opens PortAudio (it scans the sound devices), and
+    # flite's engine lists its voices with a subprocess
+    tts = await trio.to_thread.run_sync(TtsProvider, kernel.bus, settings.tts)
+    registered: list[CapabilityProvider] = []  # what this call registered, to unregister
+    started: list[str] = []  # the agents this call started, to stop
+    pipeline = VoicePipeline(kernel, settings, tts, None)
     try:
-        await kernel.spawn_many(agents)
+        providers: list[CapabilityProvider] = [tts]
+        if settings.home:
+            home = pipeline.home = Home(kernel)
+            providers += [
+                p for p in home.providers() if kernel.broker.resolve(p.descriptor.name) is None
+            ]
+        vad_id, wake_id, stt_id, assistant_id, barge_id = pipeline.agent_ids
+        agents = [
+            VadAgent(vad_id, settings=settings.vad),
+            WakeAgent(wake_id, settings=settings.wake),
+            SttAgent(stt_id, settings=settings.stt),
+            VoiceAssistant(assistant_id, stats=pipeline.voice_stats),
+            BargeIn(barge_id, output=tts, mode=settings.barge_in, stats=pipeline.voice_stats),
+        ]
+        for provider in providers:
+            kernel.broker.register(provider)
+            registered.append(provider)
+        for agent in agents:  # one by one: only what this pipeline started is stopped
+            await kernel.spawn(agent)
+            started.append(agent.agent_id)
         yield pipeline
     finally:
-        for agent_id in reversed(pipeline.agent_ids):
-            if kernel.directory.get(agent_id) is not None and not kernel.closed:
-                await kernel.stop_agent(agent_id)
-        for provider in registered:
-            descriptor = provider.descriptor
-            kernel.broker.unregister(descriptor.name, descriptor.version)
+        try:
+            for agent_id in reversed(started):
+                if kernel.directory.get(agent_id) is not None and not kernel.closed:
+                    await kernel.stop_agent(agent_id)
+            for provider in registered:
+                descriptor = provider.descriptor
+                kernel.broker.unregister(descriptor.name, descriptor.version)
+        finally:
+            tts.close()  # releases a sound device's PortAudio

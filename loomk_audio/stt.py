@@ -19,6 +19,7 @@ folder, or ``"ko"`` for the installed Korean one).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -226,9 +227,11 @@ class SampleRing:
 
     def append(self, samples: Samples) -> None:
         """Add the stream's next samples (dropping the oldest beyond capacity)."""
+        import numpy as np
+
         n = len(samples)
-        if n >= self.capacity:
-            self._data[:] = samples[-self.capacity :]
+        if n >= self.capacity:  # position p is kept at index p % capacity
+            self._data[:] = np.roll(samples[-self.capacity :], (self.end + n) % self.capacity)
         elif n:
             at = self.end % self.capacity
             first = min(n, self.capacity - at)
@@ -318,7 +321,8 @@ class SttAgent(Agent):
     """Transcribes speech from ``audio.mic`` as the VAD and the wake word delimit it.
 
     Subscribes ``audio.mic`` (``audio_chunk``, ``audio_end``), ``vad`` (speech start and
-    end, ``audio_end``) and, with ``gate='wake'``, ``wake`` (``wake_word_detected``,
+    end, ``audio_end``), ``audio.voiced`` (only where the VAD's voiced frames are: how far
+    speech is confirmed) and, with ``gate='wake'``, ``wake`` (``wake_word_detected``,
     ``audio_end``), all batched. Each subscription is its own lane, so events of different
     topics do not come in publish order: the agent decides by stream position
     (``stream_ms``), not by arrival, keeping the last seconds of audio and the VAD's recent
@@ -536,6 +540,7 @@ class SttAgent(Agent):
                 self.failed_decodes += 1
                 ctx.log.error("stt.decode_failed", stream=name, error=repr(error))
                 state.utterance = state.session = None
+                await _discard(utterance.recognizer)
                 return
             if utterance.end is None and utterance.fed >= limit:
                 self._ends_at(utterance, limit, "max_length")
@@ -655,9 +660,15 @@ class SttAgent(Agent):
 
     async def _drop_utterance(self, state: _Stream) -> None:
         utterance, state.utterance = state.utterance, None
-        if utterance is not None:
+        if utterance is None:
+            return
+        try:
             await trio.to_thread.run_sync(utterance.recognizer.finish)
-            self._idle.append(utterance.recognizer)
+        except Exception:  # a failed engine (a dead worker) is not reused
+            self.failed_decodes += 1
+            await _discard(utterance.recognizer)
+            return
+        self._idle.append(utterance.recognizer)
 
     async def _finish(self, ctx: Context, name: str, state: _Stream) -> None:
         """Decode the utterance's tail and publish its final transcript (if any text)."""
@@ -665,16 +676,20 @@ class SttAgent(Agent):
         assert utterance is not None
         assert utterance.end is not None
         began = time.perf_counter()
+        failed = False
         try:
             await self._decode(ctx, name, state, utterance, min(utterance.end, state.ring.end))
             text = await trio.to_thread.run_sync(utterance.recognizer.finish)
         except Exception as error:  # an engine failure must not stop the agent
             self.failed_decodes += 1
             ctx.log.error("stt.decode_failed", stream=name, error=repr(error))
-            text = ""
+            text, failed = "", True
         decode_ms = (time.perf_counter() - began) * 1000
         state.utterance = None
-        self._idle.append(utterance.recognizer)
+        if failed:  # not reused: the next utterance gets a fresh recogniser
+            await _discard(utterance.recognizer)
+        else:
+            self._idle.append(utterance.recognizer)
         shown = self._shown_text(state, text)
         session = state.session
         if not shown:
@@ -716,6 +731,13 @@ class SttAgent(Agent):
         return Event(
             kind, text.encode(), source=STT_SOURCE, metadata=metadata, priority=TRANSCRIPT_PRIORITY
         )
+
+
+async def _discard(recognizer: Recognizer) -> None:
+    """Let a recogniser that failed go (a worker process ends); a failure to close it too
+    changes nothing."""
+    with contextlib.suppress(Exception):
+        await trio.to_thread.run_sync(recognizer.close)
 
 
 def _feed_with_partials(

@@ -35,6 +35,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Final, Literal
 
+import trio
+
 from loomk import Agent, Context, Event, QoS, Topic
 from loomk_audio._vad_backends import (
     SILERO_FRAME_SAMPLES,
@@ -291,6 +293,9 @@ class VoiceActivity:
         self._splitter = FrameSplitter(self.frame_samples)
         self._position = 0
         self._last_voiced_end = 0
+        self._consecutive = 0  # voiced frames of the old stream do not open the new one's
+        self._countdown = 0
+        self._pre_roll.clear()
         return results
 
     def _step(self, frame: Samples, results: list[VadResult]) -> None:
@@ -396,7 +401,8 @@ class VadAgent(Agent):
         return list(self._streams)
 
     async def on_start(self, ctx: Context) -> None:
-        make_classifier(self.settings)  # a missing engine fails the start, not a later batch
+        # a missing engine fails the start, not a later batch (in a thread: Silero loads a model)
+        await trio.to_thread.run_sync(make_classifier, self.settings)
 
     async def on_batch(self, ctx: Context, events: list[Event]) -> None:
         for event in events:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from audio_support import Samples, Speech, pad, silence
+from audio_support import Samples, Speech, pad, silence, tone
 
 from loomk import Event, Kernel
 from loomk.testing import capture_events, open_test_kernel
@@ -159,6 +159,10 @@ def test_the_ring_keeps_the_last_samples_by_stream_position() -> None:
     ring.append(np.arange(15, 40, dtype=np.int16))
     assert ring.slice(28, 40).tolist() == list(range(30, 40))
     assert len(ring.slice(5, 5)) == 0
+    ring.append(np.arange(40, 41, dtype=np.int16))
+    ring.append(np.arange(41, 53, dtype=np.int16))  # longer than the ring, ending mid-way
+    assert ring.slice(0, 100).tolist() == list(range(43, 53))
+    assert ring.slice(45, 48).tolist() == [45, 46, 47]
 
 
 # ---- the agent, fed like a live microphone -----------------------------------------------
@@ -384,3 +388,54 @@ async def test_an_utterance_is_cut_at_the_maximum_length(speech: Speech) -> None
     assert final.metadata["duration_ms"] == "1000"
     assert final.metadata["text"].startswith("what")
     assert not final.metadata["text"].endswith("paris")
+
+
+class _FlakyRecognizer:
+    """A recogniser that fails as it decodes (``broken``), or hears "hello"."""
+
+    engine = "fake"
+    language = "en-us"
+
+    def __init__(self, *, broken: bool) -> None:
+        self.broken = broken
+        self.closed = False
+
+    def start(self) -> None:
+        pass
+
+    def feed(self, samples: Samples) -> None:
+        if self.broken:
+            raise RuntimeError("the engine broke")
+
+    def partial(self) -> str:
+        return ""
+
+    def finish(self) -> str:
+        return "hello"
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_recogniser_that_fails_is_let_go_and_the_next_utterance_decoded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    made: list[_FlakyRecognizer] = []
+
+    def make(settings: SttSettings) -> _FlakyRecognizer:
+        made.append(_FlakyRecognizer(broken=not made))  # the first one breaks
+        return made[-1]
+
+    monkeypatch.setattr("loomk_audio.stt.open_recognizer", make)
+    samples = pad(silence(0.5), tone(0.5), silence(1.0), tone(0.5), silence(1.0))
+    async with open_test_kernel() as kernel:
+        agent = SttAgent(settings=SttSettings(gate="none"))
+        await kernel.spawn(agent)
+        run = live(kernel, samples, "flaky", vad_marks(samples, "flaky"), ends=("vad",))
+        events = await transcripts(kernel, run)
+    assert [e.payload for e in events if e.type == TRANSCRIPT_FINAL] == [b"hello"]
+    assert agent.failed_decodes == 1
+    broken, *others = made
+    assert broken.closed  # its worker (if it had one) is not left running
+    assert others
+    assert not any(r.broken for r in others)

@@ -204,6 +204,27 @@ def test_a_segment_ends_after_the_hangover_and_starts_after_min_start() -> None:
     assert VoiceActivity(VadSettings(min_start_ms=10, frame_ms=30)).min_start_frames == 1
 
 
+class _Loudness:
+    """A classifier with no memory: voiced when a sample is louder than 1000."""
+
+    frame_samples = 320
+
+    def is_voiced(self, frame: Samples) -> bool:
+        return bool(np.abs(frame).max() > 1000)
+
+
+def test_a_finished_stream_leaves_no_voiced_frames_to_the_next() -> None:
+    machine = VoiceActivity(VadSettings(min_start_ms=60, gate_dbfs=None), classifier=_Loudness())
+    # two voiced frames at the end of a stream: short of the three that open an utterance
+    assert machine.feed(pad(silence(0.2), tone(0.04))) == []
+    assert machine.finish() == []
+
+    # two more at the start of the next stream must not add up to an utterance with them
+    results = machine.feed(pad(tone(0.04), silence(0.3))) + machine.finish()
+
+    assert results == []
+
+
 def test_chunking_does_not_change_what_is_found(speech: Speech) -> None:
     samples = pad(silence(0.5), speech.flite(SENTENCE), silence(0.7), speech.flite("okay"))
     whole = run_machine(samples)

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from loomk.llm.local._home import OTHER_DEVICES, ROOMS
+from loomk.llm.local._home import HOME_INTENTS, OTHER_DEVICES, ROOMS
 from loomk.llm.local._places import city_names
 
 if TYPE_CHECKING:
@@ -38,15 +38,7 @@ MAX_WORDS = 24
 HERE = "here"  # the area a command means when it names none ("turn on the lights")
 
 # Home Assistant intents the local model serves, and the ones it knows it cannot serve
-_SERVED = {
-    "HassTurnOn": "lights",
-    "HassTurnOff": "lights",
-    "HassLightSet": "lights",
-    "HassStartTimer": "timer",
-    "HassGetCurrentTime": "time",
-    "HassGetCurrentDate": "date",
-    "HassGetWeather": "weather",
-}
+_SERVED = HOME_INTENTS
 _NOT_SERVED = frozenset(
     {
         "HassBroadcast",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from loomk.llm.local._text import word_set
 
-__all__ = ["OTHER_DEVICES", "ROOMS"]
+__all__ = ["HOME_INTENTS", "OTHER_DEVICES", "ROOMS"]
 
 ROOMS: frozenset[str] = word_set(
     "kitchen bedroom bathroom toilet hallway hall corridor office study garage basement "
@@ -54,4 +54,15 @@ OTHER_DEVICES: dict[str, str] = {
     "oven": "switch",
     "computer": "switch",
     "printer": "switch",
+}
+
+# Home Assistant's intents the local model serves, and the local intent each one is
+HOME_INTENTS = {
+    "HassTurnOn": "lights",
+    "HassTurnOff": "lights",
+    "HassLightSet": "lights",
+    "HassStartTimer": "timer",
+    "HassGetCurrentTime": "time",
+    "HassGetCurrentDate": "date",
+    "HassGetWeather": "weather",
 }

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
-from loomk.llm.local._home import ROOMS
+from loomk.llm.local._home import HOME_INTENTS, ROOMS
 from loomk.llm.local._places import city_names
 
 if TYPE_CHECKING:
@@ -30,16 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["command_templates", "expansion_rules", "number_words", "slot_values"]
 
 _LANGUAGE = "en"
-# Home Assistant intents whose speech-to-phrase templates the grammar takes, and ours
-_HOME_INTENTS = {
-    "HassTurnOn": "lights",
-    "HassTurnOff": "lights",
-    "HassLightSet": "lights",
-    "HassStartTimer": "timer",
-    "HassGetCurrentTime": "time",
-    "HassGetCurrentDate": "date",
-    "HassGetWeather": "weather",
-}
 _OWN_TEMPLATES: dict[str, tuple[str, ...]] = {
     "time": ("what time is it in {city}", "<what_is> the time in {city}"),
     "date": (
@@ -120,7 +110,7 @@ def command_templates() -> list[tuple[str, str]]:
     """(intent, template) for every sentence the grammar offers, Home Assistant's first."""
     data = _speech_to_phrase()
     templates: list[tuple[str, str]] = []
-    for home_intent, ours in _HOME_INTENTS.items():
+    for home_intent, ours in HOME_INTENTS.items():
         for block in data["intents"][home_intent]["data"]:
             domain = block.get("slots", {}).get("domain")
             if ours == "lights" and domain != "light":
