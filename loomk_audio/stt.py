@@ -299,6 +299,7 @@ class _Stream:
     ends: set[str] = field(default_factory=set)  # the stages that said the stream ended
     voiced_until: int = 0  # the end of the latest voiced frame the VAD published
     vad_until: int = 0  # the furthest position the VAD has said anything about
+    warned: bool = False  # an unreadable chunk of it was logged
 
     @property
     def in_speech(self) -> bool:
@@ -420,7 +421,9 @@ class SttAgent(Agent):
             samples = state.audio.feed(event)
         except AudioFormatError as error:
             self.skipped_chunks += 1
-            ctx.log.warning("stt.bad_chunk", stream=name, error=str(error))
+            if not state.warned:  # once per stream: a bad source sends 50 a second
+                state.warned = True
+                ctx.log.warning("stt.bad_chunk", stream=name, error=str(error))
             return
         state.ring.append(samples)
 

@@ -208,6 +208,7 @@ class WakeAgent(Agent):
         self.topics = (audio, transcripts) if self.files else (transcripts,)  # type: ignore[misc]
         self.skipped_chunks = 0
         self._inputs: dict[str, AudioInput] = {}
+        self._warned: set[str] = set()  # streams whose unreadable chunk was logged
         self._detectors: dict[str, WakeWordDetector] = {}
         self._sessions: dict[str, str] = {}  # open session id -> stream
         self._armed: dict[str, str] = {}  # phrases mode: stream -> session awaiting its query
@@ -242,7 +243,9 @@ class WakeAgent(Agent):
             return audio.feed(event)
         except AudioFormatError as error:
             self.skipped_chunks += 1
-            ctx.log.warning("wake.bad_chunk", stream=stream, error=str(error))
+            if stream not in self._warned:  # once per stream: a bad source sends 50 a second
+                self._warned.add(stream)
+                ctx.log.warning("wake.bad_chunk", stream=stream, error=str(error))
             return None
 
     async def _flush_audio(self, ctx: Context, pending: dict[str, list[Samples]]) -> None:
@@ -276,6 +279,7 @@ class WakeAgent(Agent):
         stream = stream_of(event)
         ended = Event(AUDIO_END, source=WAKE_SOURCE, metadata={STREAM_KEY: stream})
         if self.files and event.source != STT_SOURCE:
+            self._warned.discard(stream)
             self._inputs.pop(stream, None)
             self._detectors.pop(stream, None)
             await ctx.emit(self.settings.wake_topic, ended)
