@@ -365,6 +365,17 @@ class _Stream:
     warned: bool = field(default=False)
 
 
+@dataclass(slots=True)
+class _Outcome:
+    """What one event of a batch gave: results to publish, the end of the stream to pass
+    on, or the reason a chunk could not be read (to log)."""
+
+    stream: str
+    results: list[VadResult]
+    ended: bool = False
+    problem: str | None = None
+
+
 class VadAgent(Agent):
     """The VAD on the bus: ``audio_chunk``/``audio_end`` in, ``vad.speech_*`` and
     ``audio_voiced`` out, one :class:`VoiceActivity` per stream (metadata ``stream``).
@@ -405,6 +416,25 @@ class VadAgent(Agent):
         await trio.to_thread.run_sync(make_classifier, self.settings)
 
     async def on_batch(self, ctx: Context, events: list[Event]) -> None:
+        # WebRTC classifies a frame in microseconds; Silero in about a millisecond, which
+        # over a batch would hold the event loop: it classifies in a worker thread
+        if self.settings.backend == "silero":
+            outcomes = await trio.to_thread.run_sync(self._classify, events)
+        else:
+            outcomes = self._classify(events)
+        for outcome in outcomes:
+            if outcome.problem is not None:
+                ctx.log.warning("vad.chunk_skipped", stream=outcome.stream, reason=outcome.problem)
+            for result in outcome.results:
+                await self._publish(ctx, outcome.stream, result)
+            if outcome.ended:  # passed on once the stream's results are out
+                ended = audio_end_event(source=VAD_SOURCE, stream=outcome.stream)
+                await ctx.emit(self.settings.vad_topic, ended)
+
+    def _classify(self, events: list[Event]) -> list[_Outcome]:
+        """What each event of the batch gives, in order (no awaiting, so it can run in a
+        worker thread: only this agent's handler touches its streams)."""
+        outcomes = []
         for event in events:
             stream = stream_of(event)
             if event.type == AUDIO_END:
@@ -412,16 +442,12 @@ class VadAgent(Agent):
                 results = []
                 if state is not None:
                     results = state.activity.feed(state.audio.flush()) + state.activity.finish()
+                outcomes.append(_Outcome(stream, results, ended=True))
             else:
-                results = self._read_chunk(ctx, stream, event)
-            for result in results:
-                await self._publish(ctx, stream, result)
-            if event.type == AUDIO_END:  # passed on once the stream's results are out
-                await ctx.emit(
-                    self.settings.vad_topic, audio_end_event(source=VAD_SOURCE, stream=stream)
-                )
+                outcomes.append(self._read_chunk(stream, event))
+        return outcomes
 
-    def _read_chunk(self, ctx: Context, stream: str, event: Event) -> list[VadResult]:
+    def _read_chunk(self, stream: str, event: Event) -> _Outcome:
         state = self._streams.get(stream)
         if state is None:
             activity = VoiceActivity(self.settings, stats=self._stats)
@@ -431,11 +457,11 @@ class VadAgent(Agent):
             samples = state.audio.feed(event)
         except AudioFormatError as error:
             self._stats.skipped += 1
-            if not state.warned:
-                state.warned = True
-                ctx.log.warning("vad.chunk_skipped", stream=stream, reason=str(error))
-            return []
-        return state.activity.feed(samples)
+            if state.warned:
+                return _Outcome(stream, [])
+            state.warned = True  # logged once per stream
+            return _Outcome(stream, [], problem=str(error))
+        return _Outcome(stream, state.activity.feed(samples))
 
     async def _publish(self, ctx: Context, stream: str, result: VadResult) -> None:
         settings = self.settings

@@ -485,3 +485,21 @@ async def test_a_wav_source_through_the_agent_gives_speech_start_and_end(
         assert (end_ms + 200) / 1000 <= end_at <= (end_ms + 200 + 40) / 1000
     else:  # as fast as the kernel goes: the mock clock never moves
         assert start_at == end_at == 0
+
+
+async def test_the_silero_agent_classifies_off_the_event_loop_and_finds_the_sentence(
+    speech: Speech,
+) -> None:
+    clip = speech.flite(SENTENCE)
+    path = speech.save("vad-silero.wav", pad(silence(1.0), clip, silence(1.0)))
+    begin, end = speech_span_ms(clip, 1000)
+    async with open_test_kernel() as kernel:
+        with vad_output(kernel.bus) as (vad, _voiced):
+            await kernel.spawn(VadAgent(settings=VadSettings(backend="silero")))
+            await WavSource(path, realtime=False).run(kernel.bus)
+            await drain_through(kernel, vad, speech)
+    [(start_ms, end_ms, reason)] = segments_on_bus(vad.events, "wav.vad-silero")
+    assert begin - 100 <= start_ms <= begin + 100
+    assert end - 100 <= end_ms <= end + 150
+    assert reason == SILENCE
+    assert vad.events[-1].type == AUDIO_END  # passed on after the stream's results
