@@ -86,15 +86,23 @@ class VoiceAssistant(Agent):
         *,
         stats: VoiceStats | None = None,
         speak_timeout_s: float = SPEAK_TIMEOUT_S,
+        query_topic: str = QUERY_TOPIC,
+        voice_topic: str = VOICE_TOPIC,
     ) -> None:
         super().__init__(agent_id)
         self.stats = stats if stats is not None else VoiceStats()
         self.speak_timeout_s = speak_timeout_s
+        self.voice_topic = voice_topic
+        if query_topic != QUERY_TOPIC:  # per instance: the wake stage's topic is a setting
+            self.topics = (  # type: ignore[misc]
+                Topic(query_topic, event_types=[USER_QUERY, AUDIO_END]),
+                Topic(TIMERS_TOPIC, event_types=[TIMER_DONE]),
+            )
 
     async def on_event(self, ctx: Context, event: Event) -> None:
         if event.type == AUDIO_END:
             ended = Event(AUDIO_END, source=self.agent_id, metadata={STREAM_KEY: stream_of(event)})
-            await ctx.emit(VOICE_TOPIC, ended)
+            await ctx.emit(self.voice_topic, ended)
         elif event.type == TIMER_DONE:
             label = event.payload.decode("utf-8", "replace").strip()
             await self._speak(ctx, f"Time's up{f': {label}' if label else ''}.")
@@ -156,11 +164,13 @@ class VoiceAssistant(Agent):
             **timings,
         }
         await ctx.emit(
-            VOICE_TOPIC,
+            self.voice_topic,
             Event(VOICE_TURN, answer.text.encode(), source=self.agent_id, metadata=turn),
         )
         latency = {STREAM_KEY: stream, "session_id": turn["session_id"], **timings}
-        await ctx.emit(VOICE_TOPIC, Event(VOICE_LATENCY, source=self.agent_id, metadata=latency))
+        await ctx.emit(
+            self.voice_topic, Event(VOICE_LATENCY, source=self.agent_id, metadata=latency)
+        )
 
     async def _speak(self, ctx: Context, text: str) -> dict[str, Any]:
         """Speak ``text``; the provider's output (empty when it failed, which is counted)."""
@@ -192,11 +202,20 @@ class BargeIn(Agent):
         output: Interruptible,
         mode: BargeInMode = "speech",
         stats: VoiceStats | None = None,
+        vad_topic: str = VAD_TOPIC,
+        wake_topic: str = WAKE_TOPIC,
+        voice_topic: str = VOICE_TOPIC,
     ) -> None:
         super().__init__(agent_id)
         self.output = output
         self.mode = mode
         self.stats = stats if stats is not None else VoiceStats()
+        self.voice_topic = voice_topic
+        if (vad_topic, wake_topic) != (VAD_TOPIC, WAKE_TOPIC):  # per instance, from settings
+            self.topics = (  # type: ignore[misc]
+                Topic(vad_topic, event_types=[SPEECH_START]),
+                Topic(wake_topic, event_types=[WAKE_DETECTED]),
+            )
 
     async def on_event(self, ctx: Context, event: Event) -> None:
         cause = SPEECH_START if self.mode == "speech" else WAKE_DETECTED
@@ -206,4 +225,6 @@ class BargeIn(Agent):
         if cut:
             self.stats.barge_ins += 1
             metadata = {STREAM_KEY: stream_of(event), "cut": str(cut), "cause": event.type}
-            await ctx.emit(VOICE_TOPIC, Event(BARGE_IN, source=self.agent_id, metadata=metadata))
+            await ctx.emit(
+                self.voice_topic, Event(BARGE_IN, source=self.agent_id, metadata=metadata)
+            )

@@ -144,8 +144,17 @@ async def open_voice_pipeline(
             VadAgent(vad_id, settings=settings.vad),
             WakeAgent(wake_id, settings=settings.wake),
             SttAgent(stt_id, settings=settings.stt),
-            VoiceAssistant(assistant_id, stats=pipeline.voice_stats),
-            BargeIn(barge_id, output=tts, mode=settings.barge_in, stats=pipeline.voice_stats),
+            VoiceAssistant(
+                assistant_id, stats=pipeline.voice_stats, query_topic=settings.wake.query_topic
+            ),
+            BargeIn(
+                barge_id,
+                output=tts,
+                mode=settings.barge_in,
+                stats=pipeline.voice_stats,
+                vad_topic=settings.vad.vad_topic,
+                wake_topic=settings.wake.wake_topic,
+            ),
         ]
         for provider in providers:
             kernel.broker.register(provider)

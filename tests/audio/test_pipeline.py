@@ -260,3 +260,16 @@ async def test_what_the_local_model_cannot_answer_goes_to_the_configured_endpoin
     assert turn.metadata["wav_path"]
     [request] = fake.requests
     assert turn.metadata["transcript"] in json.dumps(request.json())  # what was heard was asked
+
+
+async def test_the_assistant_listens_where_the_wake_stage_puts_queries(tmp_path: Path) -> None:
+    voice = VoiceSettings(
+        wake=WakeSettings(query_topic="kitchen.query"),
+        tts=TtsSettings(out_dir=tmp_path, realtime=False),
+    )
+    async with open_test_kernel() as kernel, open_voice_pipeline(kernel, voice) as pipeline:
+        with capture_events(kernel.bus, "kitchen.query", event_types=["user.query"]) as asked:
+            turns = await pipeline.listen(CLIPS / "kitchen_lights.wav")
+    assert [e.payload.decode() for e in asked.events] == ["turn on the kitchen lights"]
+    [turn] = turns
+    assert turn.metadata["answer"] == "Turning on the kitchen lights."
