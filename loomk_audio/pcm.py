@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loomk import Event
+from loomk_audio._riff import FLOAT, WaveError, parse_wave
 from loomk_audio.errors import AudioFormatError
 from loomk_audio.events import ENCODING
 
@@ -228,26 +229,28 @@ class FrameSplitter:
 
 
 def read_wav(source: str | Path | bytes) -> tuple[Samples, int, int]:
-    """(interleaved int16 samples, sample rate, channels) of a PCM WAV file or its bytes;
-    8-, 16-, 24- and 32-bit samples are read; :class:`AudioFormatError` for anything else."""
+    """(interleaved int16 samples, sample rate, channels) of a WAV file or its bytes:
+    8-, 16-, 24- and 32-bit integer or 32/64-bit float samples, in the plain or the
+    extensible header; :class:`AudioFormatError` for anything else."""
     import numpy as np
 
+    content = source if isinstance(source, bytes) else Path(source).read_bytes()
     try:
-        handle = wave.open(  # noqa: SIM115 - closed by the with block below
-            io.BytesIO(source) if isinstance(source, bytes) else str(source), "rb"
-        )
-    except FileNotFoundError:
-        raise
-    except (wave.Error, EOFError) as error:
+        wav = parse_wave(content)
+    except WaveError as error:
         raise AudioFormatError(f"not a PCM WAV file ({error}): {_name(source)}") from None
-    with handle:
-        width = handle.getsampwidth()
-        rate = handle.getframerate()
-        channels = handle.getnchannels()
-        raw = handle.readframes(handle.getnframes())
+    rate, channels, width = wav.sample_rate, wav.channels, wav.bits // 8
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE or not 1 <= channels <= MAX_CHANNELS:
         raise AudioFormatError(f"WAV at {rate} Hz with {channels} channels: {_name(source)}")
-    raw = raw[: len(raw) // (width * channels) * width * channels]
+    if width < 1 or wav.bits % 8:
+        raise AudioFormatError(f"WAV with {wav.bits}-bit samples: {_name(source)}")
+    raw = wav.data[: len(wav.data) // (width * channels) * width * channels]
+    if wav.encoding == FLOAT:
+        if width not in (4, 8):
+            raise AudioFormatError(f"WAV with {wav.bits}-bit float samples: {_name(source)}")
+        floats = np.frombuffer(raw, dtype="<f4" if width == 4 else "<f8")
+        scaled = np.clip(np.nan_to_num(floats), -1.0, 1.0) * 32767
+        return scaled.astype(np.int16), rate, channels
     if width == 2:
         samples = np.frombuffer(raw, dtype="<i2").astype(np.int16)
     elif width == 1:
