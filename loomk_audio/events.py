@@ -17,6 +17,7 @@ from loomk import Event
 __all__ = [
     "AUDIO_CHUNK",
     "AUDIO_END",
+    "AUDIO_LANE_CAPACITY",
     "AUDIO_TOPIC",
     "AUDIO_VOICED",
     "DEFAULT_STREAM",
@@ -72,6 +73,10 @@ TTS_ERROR = "tts.error"
 VOICE_LATENCY = "voice.latency"
 
 ENCODING = "pcm_s16le"
+AUDIO_LANE_CAPACITY = 128
+"""How many audio chunks the VAD and the wake word queue (2.6 s of 20 ms chunks): a source
+that runs ahead waits, so the audio the speech recogniser keeps (10 s) still holds what
+their late events point back to, even when a long file is played as fast as possible."""
 DEFAULT_STREAM = "mic.primary"
 
 # metadata keys loomk adds to Loom's

@@ -49,6 +49,7 @@ from loomk_audio.errors import AudioFormatError
 from loomk_audio.events import (
     AUDIO_CHUNK,
     AUDIO_END,
+    AUDIO_LANE_CAPACITY,
     AUDIO_TOPIC,
     AUDIO_VOICED,
     ENCODING,
@@ -387,7 +388,7 @@ class VadAgent(Agent):
     gone: chunks that come later under the same name start a new stream at 0 ms.
     """
 
-    batch_max = 256
+    batch_max = 64  # results go out when a batch commits: their lag stays short
 
     def __init__(self, agent_id: str = "vad", settings: VadSettings | None = None) -> None:
         super().__init__(agent_id)
@@ -397,6 +398,7 @@ class VadAgent(Agent):
                 self.settings.input_topic,
                 qos=QoS.BATCHED,
                 event_types=(AUDIO_CHUNK, AUDIO_END),
+                capacity=AUDIO_LANE_CAPACITY,
             ),
         )
         self._streams: dict[str, _Stream] = {}

@@ -30,6 +30,7 @@ from loomk_audio.errors import AudioFormatError
 from loomk_audio.events import (
     AUDIO_CHUNK,
     AUDIO_END,
+    AUDIO_LANE_CAPACITY,
     AUDIO_TOPIC,
     QUERY_TOPIC,
     STREAM_KEY,
@@ -204,8 +205,15 @@ class WakeAgent(Agent):
         transcripts = Topic(
             settings.transcript_topic, QoS.BATCHED, event_types=[TRANSCRIPT_FINAL, AUDIO_END]
         )
-        audio = Topic(settings.audio_topic, QoS.BATCHED, event_types=[AUDIO_CHUNK, AUDIO_END])
-        self.topics = (audio, transcripts) if self.files else (transcripts,)  # type: ignore[misc]
+        audio = Topic(
+            settings.audio_topic,
+            QoS.BATCHED,
+            event_types=[AUDIO_CHUNK, AUDIO_END],
+            capacity=AUDIO_LANE_CAPACITY,
+        )
+        # transcripts first: a lane is emptied before the next, and audio played fast keeps
+        # the audio lane full, which would hold a waiting query back to the end of the file
+        self.topics = (transcripts, audio) if self.files else (transcripts,)  # type: ignore[misc]
         self.skipped_chunks = 0
         self._inputs: dict[str, AudioInput] = {}
         self._warned: set[str] = set()  # streams whose unreadable chunk was logged

@@ -15,7 +15,7 @@ from scipy.signal import resample_poly
 from loomk import Event
 from loomk.testing import capture_events, open_test_kernel
 from loomk_audio import TtsSettings, VoiceSettings, WakeSettings, open_voice_pipeline
-from loomk_audio.assistant import BARGE_IN
+from loomk_audio.assistant import BARGE_IN, BargeInMode
 from loomk_audio.events import (
     AUDIO_TOPIC,
     TTS_START,
@@ -44,13 +44,17 @@ def transcribe(path: str) -> str:
     return recognizer.finish()
 
 
-def settings(out: Path, *, grammar: bool = False, **tts: object) -> VoiceSettings:
+def settings(
+    out: Path, *, grammar: bool = False, barge_in: BargeInMode = "speech", **tts: object
+) -> VoiceSettings:
     """Answers written at once to ``out`` (unless told otherwise); with ``grammar``, speech
     is recognised under the command grammar, whose text is exact on flite's voice (the open
     model's is not always, and depends on what the decoder heard before)."""
     options: dict[str, object] = {"out_dir": out, "realtime": False} | tts
     stt = SttSettings(grammar=command_grammar()) if grammar else SttSettings()
-    return VoiceSettings(tts=TtsSettings(**options), stt=stt)  # type: ignore[arg-type]
+    return VoiceSettings(  # type: ignore[arg-type]
+        tts=TtsSettings(**options), stt=stt, barge_in=barge_in
+    )
 
 
 async def test_a_spoken_command_is_answered_aloud_with_the_answer_s_words(tmp_path: Path) -> None:
@@ -273,3 +277,24 @@ async def test_the_assistant_listens_where_the_wake_stage_puts_queries(tmp_path:
     assert [e.payload.decode() for e in asked.events] == ["turn on the kitchen lights"]
     [turn] = turns
     assert turn.metadata["answer"] == "Turning on the kitchen lights."
+
+
+async def test_a_long_file_played_fast_loses_nothing_the_stages_point_back_to(
+    tmp_path: Path, speech: Speech
+) -> None:
+    # the command, then 30 s of talk: the source may not run so far ahead of the VAD and
+    # the wake word that the recogniser's 10 s of audio no longer holds what they point to
+    talk = speech.flite("and then we went down to the river and talked for a very long time")
+    said = pad(
+        silence(0.5),
+        speech.flite("hey jarvis, what time is it"),
+        *[talk] * (30 * 16_000 // len(talk) + 1),
+    )
+    async with (
+        open_test_kernel() as kernel,
+        open_voice_pipeline(kernel, settings(tmp_path, barge_in="off")) as pipeline,
+    ):
+        turns = await pipeline.listen(speech.save("monologue.wav", said))
+    [turn] = turns
+    assert turn.metadata["transcript"] == "what time is it"
+    assert turn.metadata["interrupted"] == "false"
