@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from loomk.bench.options import BenchOption, Scenario, count
+from loomk_audio.stats import StageLatency, spread
 
 __all__ = ["SCENARIO", "VoiceReport", "format_report", "run_voice_bench"]
 
@@ -60,16 +61,6 @@ class StageCost:
 
 
 @dataclass(frozen=True, slots=True)
-class Latency:
-    """A latency's spread in milliseconds."""
-
-    count: int
-    p50_ms: float
-    p95_ms: float
-    max_ms: float
-
-
-@dataclass(frozen=True, slots=True)
 class Concurrent:
     """Several streams at once in real time."""
 
@@ -83,7 +74,7 @@ class VoiceReport:
     """Everything ``loomk bench voice`` measured."""
 
     stages: list[StageCost]
-    latency: dict[str, Latency]  # per stage, single stream in real time
+    latency: dict[str, StageLatency]  # per stage, single stream in real time
     turns: int
     expected_turns: int
     streams: int
@@ -214,17 +205,6 @@ def _decode(recognizer: Any, clips: list[Any], chunk: int | None) -> Callable[[]
 # ---- the pipeline in real time ------------------------------------------------------------
 
 
-def _latency(samples: list[float]) -> Latency:
-    ordered = sorted(samples)
-    if not ordered:
-        return Latency(0, 0.0, 0.0, 0.0)
-
-    def pick(fraction: float) -> float:
-        return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-    return Latency(len(ordered), pick(0.5), pick(0.95), ordered[-1])
-
-
 def _settings(folder: Path, *, in_processes: bool = False, streams: int = 1) -> Any:
     from loomk_audio.pipeline import VoiceSettings
     from loomk_audio.stt import SttSettings
@@ -238,7 +218,7 @@ def _settings(folder: Path, *, in_processes: bool = False, streams: int = 1) -> 
 
 async def _single_stream(
     clips: list[Path], repeats: int, folder: Path
-) -> tuple[int, dict[str, Latency], list[str]]:
+) -> tuple[int, dict[str, StageLatency], list[str]]:
     from loomk.kernel import open_kernel
     from loomk_audio.pipeline import open_voice_pipeline
 
@@ -258,7 +238,7 @@ async def _single_stream(
                     for key, value in turn.metadata.items():
                         if key.endswith("_ms"):
                             samples.setdefault(key[:-3], []).append(float(value))
-    return turns, {stage: _latency(values) for stage, values in samples.items()}, heard
+    return turns, {stage: spread(values) for stage, values in samples.items()}, heard
 
 
 async def _concurrent(

@@ -7,9 +7,10 @@ long-running agent reports its recent behaviour in constant memory.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["STAGES", "WINDOW", "StageLatency", "VoiceStats", "VoiceStatsSnapshot"]
+__all__ = ["STAGES", "WINDOW", "StageLatency", "VoiceStats", "VoiceStatsSnapshot", "spread"]
 
 WINDOW = 1000
 STAGES = (
@@ -50,6 +51,17 @@ def _percentile(ordered: list[float], fraction: float) -> float:
     return ordered[index]
 
 
+def spread(samples: Iterable[float]) -> StageLatency:
+    """The count, p50, p95 and max of latencies in milliseconds."""
+    ordered = sorted(samples)
+    return StageLatency(
+        len(ordered),
+        _percentile(ordered, 0.5),
+        _percentile(ordered, 0.95),
+        ordered[-1] if ordered else 0.0,
+    )
+
+
 @dataclass
 class VoiceStats:
     """Counters and latency windows, shared by the pipeline's agents (and kept across their
@@ -70,15 +82,7 @@ class VoiceStats:
 
     def snapshot(self) -> VoiceStatsSnapshot:
         """The counters and each stage's p50/p95/max."""
-        latency = {}
-        for stage, window in self._samples.items():
-            ordered = sorted(window)
-            latency[stage] = StageLatency(
-                len(ordered),
-                _percentile(ordered, 0.5),
-                _percentile(ordered, 0.95),
-                ordered[-1] if ordered else 0.0,
-            )
+        latency = {stage: spread(window) for stage, window in self._samples.items()}
         return VoiceStatsSnapshot(
             self.turns, self.interrupted, self.barge_ins, self.failed, latency
         )
