@@ -4,8 +4,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # Debian packages: speech for the voice agent and its tests (espeak-ng speaks, flite makes test
-# speech that pocketsphinx understands, sox), and PortAudio's headers, which PyAudio builds against.
-APT_PACKAGES := espeak-ng libespeak-ng1 flite sox portaudio19-dev
+# speech that pocketsphinx understands, sox), PortAudio's headers, which PyAudio builds against,
+# and chromium, the browser the dashboard's browser tests drive with Playwright (tests/dashboard/
+# test_browser.py: Playwright cannot download its own browser without network).
+APT_PACKAGES := espeak-ng libespeak-ng1 flite sox portaudio19-dev chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all install system-packages test lint typecheck unit demo bench proto clean
@@ -41,15 +43,20 @@ unit: $(STAMP) system-packages
 
 test: lint typecheck unit
 
+# make demo DASHBOARD=1 (or DASHBOARD=HOST:PORT): the smart-home demo also serves the web
+# dashboard (default 127.0.0.1:8765), prints its address and keeps the home running 30 s more.
+DASHBOARD ?=
+DASHBOARD_ADDRESS := $(if $(filter 1 yes true,$(DASHBOARD)),127.0.0.1:8765,$(DASHBOARD))
+
 demo: $(STAMP) system-packages
-	$(PY) examples/smart_home.py
+	$(PY) examples/smart_home.py $(if $(DASHBOARD_ADDRESS),--dashboard $(DASHBOARD_ADDRESS))
 	@echo; echo "== three processes on one bus, through the gRPC bridge =="
 	$(PY) examples/planner_researcher_writer.py --processes 3
 	@echo; echo "== the voice agent, offline: spoken commands in examples/audio, answers spoken into voice-answers/ =="
 	$(VENV)/bin/loomk voice --wav examples/audio/*.wav --out voice-answers
 
 bench: $(STAMP) system-packages
-	$(VENV)/bin/loomk bench bus --json bench-results/bus.json
+	$(VENV)/bin/loomk bench bus --dashboard --json bench-results/bus.json
 	$(VENV)/bin/loomk bench agents --json bench-results/agents.json
 	$(VENV)/bin/loomk bench state --json bench-results/state.json
 	$(VENV)/bin/loomk bench collab --json bench-results/collab.json

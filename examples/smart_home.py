@@ -1,6 +1,9 @@
 """Agents at home: sensors feed a supervised alarm, which asks a notifier to warn people.
 
 Run it with ``make demo`` (or ``python examples/smart_home.py``). Offline and deterministic.
+With ``--dashboard HOST:PORT`` (``make demo DASHBOARD=1``) it also serves the web dashboard
+there, prints its address, and keeps the home running ``--linger`` seconds after the demo so
+the page has live traffic to show (Ctrl+C ends it).
 It shows the agent API (class and function form), private reply topics, ``ctx.emit`` and
 ``ctx.reply``, persistent ``ctx.state`` committed with the events a handler emits, a crashing
 agent that its supervisor restarts without losing queued events, the agent directory, and the
@@ -12,7 +15,10 @@ for the lights comes with the action to take.
 
 from __future__ import annotations
 
+import argparse
 import json
+import random
+from functools import partial
 
 import trio
 import trio.testing
@@ -114,7 +120,11 @@ async def ask_the_assistant(kernel: Kernel) -> None:
     print("  capabilities:", ", ".join(d.key for d in kernel.capabilities.list()))
 
 
-async def main(kernel: Kernel) -> None:
+async def main(kernel: Kernel, linger_s: float = 0.0) -> None:
+    dashboard = kernel.edges.get("dashboard")  # a loomk.dashboard.Dashboard when asked for
+    if dashboard is not None:
+        url = dashboard.url  # type: ignore[attr-defined]
+        print(f"dashboard: {url}  (Prometheus metrics: {url}metrics)\n")
     pushes = kernel.bus.subscribe("ui.push")
     system = kernel.bus.subscribe("system.agent.>")
     acks: list[str] = []
@@ -156,9 +166,48 @@ async def main(kernel: Kernel) -> None:
         print(f"{name:<24} {stats.published:>9} {stats.delivered:>9} {stats.filtered:>8}")
 
     await ask_the_assistant(kernel)
+    if dashboard is not None and linger_s > 0:
+        print(f"\nthe home keeps running for {linger_s:g} s for the dashboard (Ctrl+C stops it)")
+        with trio.move_on_after(linger_s):
+            await keep_the_home_running(kernel)
+
+
+async def keep_the_home_running(kernel: Kernel) -> None:
+    """Live traffic for the dashboard: a reading every half second, a question now and then."""
+    asker = kernel.collaborator("demo")
+    tick = 0
+    while True:
+        room = random.choice(["kitchen", "attic", "garage"])
+        reading = json.dumps({"room": room, "celsius": round(random.uniform(15, 40), 1)})
+        await kernel.bus.publish(f"sensors.{room}.temp", Event("temp", reading.encode()))
+        tick += 1
+        if tick % 6 == 0:
+            question = random.choice(QUESTIONS)
+            await asker.request("home.ask", Event("user.query", question.encode()), timeout_s=5)
+        await trio.sleep(0.5)
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--dashboard",
+        metavar="HOST:PORT",
+        default="",
+        help="serve the web dashboard there while the demo runs (needs loomk[dashboard])",
+    )
+    parser.add_argument(
+        "--linger",
+        metavar="SECONDS",
+        type=float,
+        default=30.0,
+        help="with --dashboard: how long the home keeps running after the demo (default 30)",
+    )
+    args = parser.parse_args()
     # state_temporary: the demo keeps its state in a throw-away directory; drop it to keep
     # the alarm's count in .loomk/ in the working directory across runs.
-    loomk.run(main, log_level="critical", state_temporary=True)
+    loomk.run(
+        partial(main, linger_s=args.linger),
+        log_level="critical",
+        state_temporary=True,
+        dashboard_address=args.dashboard,
+    )

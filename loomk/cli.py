@@ -350,6 +350,15 @@ def _add_scenario(
         help="a smoke run: every size not given takes its --quick value; sizes given are kept",
     )
     for option in scenario.options:
+        if option.switch:
+            sub.add_argument(
+                option.flag,
+                dest=option.keyword,
+                action="store_const",
+                const=True,
+                help=f"{option.help} (off by default)",
+            )
+            continue
         sub.add_argument(
             option.flag,
             dest=option.keyword,

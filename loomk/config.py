@@ -73,6 +73,7 @@ __all__ = [
     "ConfigSource",
     "SourceKind",
     "describe",
+    "parse_log_levels",
     "split_address",
 ]
 
@@ -420,6 +421,32 @@ class Config(_Sourced):
         default="console",
         metadata={"doc": "Log output format.", "choices": ("console", "json")},
     )
+    log_levels: str = field(
+        default="",
+        metadata={
+            "doc": "Levels of single loggers, overriding log_level for them and the loggers "
+            "below them: 'loomk.bridge=debug,loomk.bus=error'; empty: log_level for all.",
+            "shape": lambda value: _log_levels_shape(value),
+            "expected": "comma-separated LOGGER=LEVEL pairs (levels debug, info, warning, "
+            "error, critical), or empty",
+        },
+    )
+    log_mask_fields: str = field(
+        default="",
+        metadata={
+            "doc": "Comma-separated names of log fields whose values are masked, beside "
+            "those always masked (api_key, authorization, password, secret, token...).",
+            "shape": lambda value: all(name.strip() for name in value.split(",")) or not value,
+            "expected": "comma-separated field names, or empty",
+        },
+    )
+    tracing: bool = field(
+        default=False,
+        metadata={
+            "doc": "Record OpenTelemetry spans of publish -> deliver -> handle -> invoke "
+            "through the global tracer provider (needs loomk[otel]).",
+        },
+    )
     builtin_capabilities: bool = field(
         default=True,
         metadata={"doc": "Register time.now, math.eval, weather.get and web.search at start."},
@@ -520,6 +547,25 @@ class Config(_Sourced):
             "bridge (also read from LOOM_BRIDGE_ADDR). Setting it starts the bridge edge.",
             "shape": lambda value: not value or split_address(value) is not None,
             "expected": "HOST:PORT, [IPV6]:PORT or :PORT with a port 0..65535, or empty",
+        },
+    )
+    dashboard_address: str = field(
+        default="",
+        metadata={
+            "doc": "HOST:PORT the web dashboard listens on (page, websocket feed /ws and "
+            "Prometheus /metrics on one port; port 0 picks a free one); empty: no dashboard "
+            "(also LOOMK_DASHBOARD_ADDRESS). Setting it starts the dashboard edge "
+            "(needs loomk[dashboard]).",
+            "shape": lambda value: not value or split_address(value) is not None,
+            "expected": "HOST:PORT, [IPV6]:PORT or :PORT with a port 0..65535, or empty",
+        },
+    )
+    dashboard_max_clients: int = field(
+        default=100,
+        metadata={
+            "doc": "Most websocket clients the dashboard feeds at once; more are turned "
+            "away (close code 1013, try again later).",
+            "min": 1,
         },
     )
     bridge_link_address: str = field(
@@ -1046,6 +1092,30 @@ def _check_together(config: Config) -> Config:
 
 
 _HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+
+
+_LOG_LEVEL_NAMES = frozenset(("debug", "info", "warning", "error", "critical"))
+
+
+def _log_levels_shape(value: str) -> bool:
+    """Whether ``value`` reads as ``LOGGER=LEVEL[,LOGGER=LEVEL...]`` (or is empty)."""
+    if not value.strip():
+        return True
+    for pair in value.split(","):
+        name, equals, level = pair.partition("=")
+        if not equals or not name.strip() or level.strip().lower() not in _LOG_LEVEL_NAMES:
+            return False
+    return True
+
+
+def parse_log_levels(value: str) -> dict[str, str]:
+    """The ``log_levels`` setting as ``{logger: level}`` (validated by :class:`Config`)."""
+    levels: dict[str, str] = {}
+    for pair in value.split(","):
+        name, _, level = pair.partition("=")
+        if name.strip():
+            levels[name.strip()] = level.strip().lower()
+    return levels
 
 
 def split_address(address: str) -> tuple[str, int] | None:

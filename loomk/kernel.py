@@ -30,6 +30,7 @@ default) or fails only the handler that met it (``"agent"``).
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from types import MappingProxyType
@@ -44,16 +45,22 @@ from loomk.agents import Agent, AgentDefaults, AgentHandle, AgentRuntime, agent_
 from loomk.agents.runtime import SPAWN_OPTIONS, SUBSCRIBE_OPTIONS, check_options
 from loomk.bus import EventBus
 from loomk.collab import Collaborator, CollabService
-from loomk.config import Config, ConfigSource
+from loomk.config import Config, ConfigSource, parse_log_levels
 from loomk.edges import Edge, discover_edges, wanted_edges
 from loomk.errors import AgentError, AgentFailed, EdgeError, EdgeNotFound, KernelClosed, StoreError
 from loomk.events import QoS
+from loomk.kernel_metrics import KernelMetrics
 from loomk.llm import LocalModel, ModelRouter, ModelService
+from loomk.state import StoreStats
 from loomk.state.service import AgentState, StateService
-from loomk.telemetry.logging import configure_logging, get_logger
+from loomk.telemetry.logging import config_secrets, configure_logging, get_logger
+from loomk.telemetry.metrics import MetricsRegistry
+from loomk.telemetry.tracing import Tracing, open_tracing
 from loomk.telemetry.watchdog import StallWatchdog
 
 if TYPE_CHECKING:  # the HTTP client is imported only when an endpoint is configured
+    from opentelemetry.trace import TracerProvider
+
     from loomk.llm.client import LLMClient
 
 __all__ = ["Kernel", "open_kernel", "run"]
@@ -71,6 +78,7 @@ class Kernel:
     """
 
     def __init__(self, config: Config) -> None:
+        self._made_at = time.monotonic()
         self.config = config
         self.agent_defaults = AgentDefaults(
             stop_timeout_s=config.shutdown_timeout_s,
@@ -102,11 +110,29 @@ class Kernel:
         if not config.llm_base_url:
             self.broker.register(LLMGenerateProvider(self.local_model.generate))
         self.capabilities = CapabilityDirectory(self.broker)
+        self.tracing: Tracing | None = None
+        """The spans this kernel records (``tracing`` on), set while it runs; the agents
+        read it once per instance (:func:`loomk.agents.services.tracing_of`)."""
         self.agents = AgentRuntime(self)
         self.watchdog: StallWatchdog | None = None
         if config.stall_warning_ms:
             self.watchdog = StallWatchdog(config.stall_warning_ms, locate=agent_on_stack)
         self.directory = self.agents.directory
+        self.metrics = MetricsRegistry()
+        """The kernel's metrics, read when asked (``render_prometheus()``); edges add theirs."""
+        self.metrics.register(
+            "kernel",
+            KernelMetrics(
+                bus=self.bus,
+                agents=self.agents,
+                broker=self.broker,
+                router=self.router,
+                collab=self.collab_service,
+                store_stats=self._store_stats,
+                uptime_s=lambda: self.uptime_s,
+                watchdog=self.watchdog,
+            ),
+        )
         self._edge_nursery: trio.Nursery | None = None
         self._edge_values: dict[str, object] = {}
         self._graceful = trio.CancelScope()
@@ -114,6 +140,15 @@ class Kernel:
         self._stopping = False
         self._closed = False
         self._error: BaseException | None = None
+
+    @property
+    def uptime_s(self) -> float:
+        """Seconds since the kernel was made (monotonic clock)."""
+        return time.monotonic() - self._made_at
+
+    def _store_stats(self) -> StoreStats | None:
+        """The store's counts, None while it is not open."""
+        return self.state.store.stats() if self.state.opened else None
 
     @property
     def name(self) -> str:
@@ -296,6 +331,7 @@ async def open_kernel(
     config: Config | None = None,
     *,
     edges: Iterable[Edge[Kernel]] | None = None,
+    tracer_provider: TracerProvider | None = None,
     **settings: Any,
 ) -> AsyncIterator[Kernel]:
     """Run a kernel for the duration of the ``async with`` body.
@@ -306,14 +342,26 @@ async def open_kernel(
 
     ``edges`` are the edges the kernel may run (each runs if it is ``wanted``); None means
     those announced by installed packages (:func:`loomk.edges.discover_edges`).
+
+    ``tracer_provider`` is the OpenTelemetry provider the kernel records spans through when
+    the ``tracing`` setting is on (None: the global one); see docs/tracing.md.
     """
     if config is None:
         config = Config.load(**settings)
     elif settings:
         config = config.replace(**settings)
-    configure_logging(config.log_level, config.log_format)
+    configure_logging(
+        config.log_level,
+        config.log_format,
+        levels=parse_log_levels(config.log_levels),
+        mask_fields=config.log_mask_fields.split(","),
+        secrets=config_secrets(config),
+    )
     chosen = wanted_edges(discover_edges() if edges is None else edges, config)
+    tracing = open_tracing(config, tracer_provider)  # fails fast without loomk[otel]
     kernel = Kernel(config)
+    kernel.tracing = tracing
+    kernel.broker.trace_with(tracing)
     _open_state(kernel)
     try:
         async with AsyncExitStack() as resources, trio.open_nursery() as core:
@@ -352,6 +400,8 @@ async def open_kernel(
         raise error from error.__cause__  # hide the group, keep the error's own cause
     finally:
         kernel.state.close_now()  # if the kernel failed before closing its state
+        kernel.broker.trace_with(None)  # a broker kept past its kernel records no more
+        kernel.tracing = None
     _log.info("kernel stopped", kernel=config.name)
     if kernel._error is not None:
         raise kernel._error

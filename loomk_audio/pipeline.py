@@ -34,6 +34,7 @@ from loomk_audio.assistant import VOICE_TURN, BargeIn, BargeInMode, VoiceAssista
 from loomk_audio.events import AUDIO_END, VOICE_TOPIC, stream_of
 from loomk_audio.grammar import command_grammar
 from loomk_audio.home import Home
+from loomk_audio.metrics import voice_families
 from loomk_audio.sources import WavSource
 from loomk_audio.stats import VoiceStats, VoiceStatsSnapshot
 from loomk_audio.stt import SttAgent, SttSettings
@@ -162,7 +163,13 @@ async def open_voice_pipeline(
         for agent in agents:  # one by one: only what this pipeline started is stopped
             await kernel.spawn(agent)
             started.append(agent.agent_id)
-        yield pipeline
+        remove_metrics = kernel.metrics.register(
+            f"voice:{settings.prefix}", lambda: voice_families(pipeline.stats(), settings.prefix)
+        )
+        try:
+            yield pipeline
+        finally:
+            remove_metrics()
     finally:
         try:
             for agent_id in reversed(started):

@@ -74,6 +74,7 @@ from loomk_bridge.codec import (
     result_to_proto,
 )
 from loomk_bridge.errors import BridgeError
+from loomk_bridge.metrics import link_families
 from loomk_bridge.server import parse_address
 
 __all__ = ["BridgeLink", "connect"]
@@ -686,4 +687,10 @@ async def connect(
         ),
     )
     async with trio_asyncio.open_loop(), link.running():
-        yield link
+        remove = kernel.metrics.register(
+            f"bridge_link:{name}", lambda: link_families(link.stats(), name)
+        )
+        try:
+            yield link
+        finally:
+            remove()

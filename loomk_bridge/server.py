@@ -39,6 +39,7 @@ from loomk_bridge._frames import LimitedProtoCodec
 from loomk_bridge._service import BridgeService, peer_of
 from loomk_bridge._session import SessionCounters
 from loomk_bridge.errors import BridgeError
+from loomk_bridge.metrics import server_families
 
 __all__ = [
     "AUDIT_LOGGER",
@@ -265,9 +266,11 @@ async def open_bridge_server(
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_drop_silent_agents, core)
+                remove = kernel.metrics.register("bridge", lambda: server_families(bridge.stats()))
                 try:
                     yield bridge
                 finally:
+                    remove()
                     nursery.cancel_scope.cancel()
         finally:
             core.close()

@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -54,6 +54,10 @@ from loomk.actions.types import (
 )
 from loomk.errors import CapabilityError
 from loomk.telemetry.logging import get_logger
+
+if TYPE_CHECKING:
+    from loomk.telemetry.tracing import Tracing
+from loomk.telemetry.metrics import Histogram, HistogramSnapshot
 
 __all__ = ["ActionBroker", "BrokerStats", "CapabilityStats", "Upstream"]
 
@@ -74,6 +78,8 @@ class CapabilityStats:
     cached: int = 0
     latency_total_s: float = 0.0
     latency_max_s: float = 0.0
+    latency: HistogramSnapshot = field(default_factory=lambda: Histogram().snapshot())
+    """The spread of the latencies of the calls that ran (seconds)."""
 
     @property
     def latency_mean_s(self) -> float:
@@ -118,6 +124,7 @@ class _CapabilityCounters:
     cached: int = 0
     latency_total_s: float = 0.0
     latency_max_s: float = 0.0
+    latency: Histogram = field(default_factory=Histogram)
 
     def cache_hit(self) -> None:
         """Count a call answered with an earlier call's result."""
@@ -128,6 +135,7 @@ class _CapabilityCounters:
         """Count how a call that ran for ``elapsed`` seconds ended."""
         self.latency_total_s += elapsed
         self.latency_max_s = max(self.latency_max_s, elapsed)
+        self.latency.observe(elapsed)
         if result.status is ActionStatus.ACTION_OK:
             self.ok += 1
         elif result.status is ActionStatus.ACTION_TIMEOUT:
@@ -137,7 +145,9 @@ class _CapabilityCounters:
 
     def snapshot(self) -> CapabilityStats:
         """Every counter, by name, frozen (a counter without its field there fails here)."""
-        return CapabilityStats(**{f.name: getattr(self, f.name) for f in fields(self)})
+        counts = {f.name: getattr(self, f.name) for f in fields(self)}
+        counts["latency"] = self.latency.snapshot()
+        return CapabilityStats(**counts)
 
 
 class Upstream(Protocol):
@@ -197,6 +207,7 @@ class ActionBroker:
         self._upstream: _UpstreamRegistration | None = None
         self._upstream_counters = _CapabilityCounters()
         self._watchers = Watchers()
+        self._tracing: Tracing | None = None
 
     # ---- the registry -------------------------------------------------------------------
 
@@ -322,8 +333,35 @@ class ActionBroker:
             upstream=self._upstream_counters.snapshot(),
         )
 
-    async def invoke(self, call: ActionCall) -> ActionResult:
-        """Run ``call`` through its provider; always an :class:`ActionResult` (see above)."""
+    def trace_with(self, tracing: Tracing | None) -> None:
+        """Record an ``invoke`` span per call with ``tracing`` (the kernel's, when its
+        ``tracing`` setting is on); None stops it. See :mod:`loomk.telemetry.tracing`."""
+        self._tracing = tracing
+
+    def invoke(self, call: ActionCall) -> Coroutine[Any, Any, ActionResult]:
+        """Run ``call`` through its provider; always an :class:`ActionResult` (see above).
+
+        (A plain function returning the call's coroutine, so that tracing off costs a call
+        one attribute check and no extra coroutine frame.)"""
+        tracing = self._tracing
+        if tracing is None:
+            return self._invoke(call)
+        return self._traced_invoke(call, tracing)
+
+    async def _traced_invoke(self, call: ActionCall, tracing: Tracing) -> ActionResult:
+        """:meth:`invoke` in an ``invoke`` span, with the outcome on it."""
+        capability = getattr(call, "capability", "")  # an invalid call may have no str here
+        version = getattr(call, "version", "")
+        with tracing.invoking(
+            capability if capability.__class__ is str else repr(capability),
+            version if version.__class__ is str else "",
+        ) as span:
+            result = await self._invoke(call)
+            error = result.error
+            tracing.invoked(span, result.status.label, error.code if error else None)
+        return result
+
+    async def _invoke(self, call: ActionCall) -> ActionResult:
         problem = call_problem(call)
         if problem:
             call_id = getattr(call, "id", "")
@@ -341,7 +379,7 @@ class ActionBroker:
         if running is not None:  # the same call is running: share its outcome
             shared = await running.wait()
             if shared is None:  # the first caller was cancelled: run it now
-                return await self.invoke(call)
+                return await self._invoke(call)
             self._counters_of_repeat(call).cache_hit()
             return shared
         registration: _Registration | _UpstreamRegistration | None = self._resolve(

@@ -5,6 +5,7 @@ The layer sees the rest of the kernel only through :class:`AgentServices`.
 
 from loomk.agents._commit import COMMIT_GROUP_MAX
 from loomk.agents._record import AgentHandle, AgentStats
+from loomk.agents._serve import LATENCY_SAMPLE_EVERY
 from loomk.agents._supervise import agent_on_stack
 from loomk.agents.agent import Agent, FunctionAgent, Topic, agent, validate_agent_id
 from loomk.agents.context import Context
@@ -20,6 +21,7 @@ from loomk.agents.supervisor import RestartPolicy
 
 __all__ = [
     "COMMIT_GROUP_MAX",
+    "LATENCY_SAMPLE_EVERY",
     "Agent",
     "AgentDefaults",
     "AgentDirectory",

@@ -9,14 +9,16 @@ the record and cannot change it.
 from __future__ import annotations
 
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import trio
 
 from loomk.bus import Binding, Mailbox, SubscriptionStats, binding_stats
 from loomk.errors import AgentStartError
+from loomk.events import Event
 from loomk.state.memory import EphemeralMemory
+from loomk.telemetry.metrics import Histogram, HistogramSnapshot
 
 if TYPE_CHECKING:
     from loomk.agents.agent import Agent
@@ -44,6 +46,12 @@ class AgentStats:
     lanes: list[SubscriptionStats]
     timed_out: int = 0
     """Requests whose deadline passed before their handler finished (nothing committed)."""
+    latency: HistogramSnapshot = field(default_factory=lambda: Histogram().snapshot())
+    """Handler run time in seconds: one handler in ``LATENCY_SAMPLE_EVERY`` is timed, every
+    request and every batch."""
+
+
+_NO_LATENCY = Histogram().snapshot()
 
 
 class AgentRecord:
@@ -52,12 +60,14 @@ class AgentRecord:
     __slots__ = (
         "_done",
         "_handle",
+        "_latency",
         "_memory",
         "agent",
         "agent_id",
         "backoff",
         "bindings",
         "carried",
+        "current_event",
         "defaults",
         "expired",
         "failures",
@@ -111,6 +121,8 @@ class AgentRecord:
         self.restarts = 0
         self.last_error: BaseException | None = None
         self._memory: EphemeralMemory | None = None
+        self._latency: Histogram | None = None  # made when the first handler is timed
+        self.current_event: Event | None = None  # the event being handled (for log context)
         self.scope = trio.CancelScope()  # the agent's task: cancelled past a stop timeout
         self.backoff: trio.CancelScope | None = None  # the wait before a restart, if any
         self.task: trio.lowlevel.Task | None = None
@@ -155,8 +167,17 @@ class AgentRecord:
             self._done = trio.Event()
         await self._done.wait()
 
+    @property
+    def latency(self) -> Histogram:
+        """The handlers' run times (seconds), made on first use."""
+        latency = self._latency
+        if latency is None:
+            latency = self._latency = Histogram()
+        return latency
+
     def stats(self) -> AgentStats:
         """A snapshot of the agent's counters and mailbox."""
+        latency = self._latency
         return AgentStats(
             agent_id=self.agent_id,
             status=self.status,
@@ -168,6 +189,7 @@ class AgentRecord:
             mailbox_high_water=self.mailbox.high_water,
             lanes=[binding_stats(binding) for binding in self.bindings.values()],
             timed_out=self.timed_out,
+            latency=_NO_LATENCY if latency is None else latency.snapshot(),
         )
 
 

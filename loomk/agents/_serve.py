@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Coroutine
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -36,7 +37,11 @@ if TYPE_CHECKING:
 
 BatchHandler = Callable[["Context", list[Event]], Awaitable[None]]
 
-__all__ = ["serve", "serve_batches"]
+__all__ = ["LATENCY_SAMPLE_EVERY", "serve", "serve_batches"]
+
+LATENCY_SAMPLE_EVERY = 8
+"""One handler in this many is timed into the agent's latency histogram (timing every one
+would cost the runtime's delivery rate a tenth); requests and batches are always timed."""
 
 _CHECKPOINT_EVERY = 64  # events an agent handles before letting other tasks run
 _CUT: object = object()  # what a request's handler that was already late "returned"
@@ -166,6 +171,19 @@ class _Loop:
         if remaining_s <= 0:
             self.record.timed_out += events
             return _CUT
+        started = perf_counter()
+        try:
+            return await self._within_deadline(handler, arrived, events, remaining_s)
+        finally:
+            self.record.latency.observe(perf_counter() - started)
+
+    async def _within_deadline(
+        self,
+        handler: Callable[[Context, Any], Awaitable[None]],
+        arrived: Any,
+        events: int,
+        remaining_s: float,
+    ) -> object:
         when = trio.current_time() + remaining_s
         transaction = self.transaction
         transaction.deadline = when  # what its calls inherit
@@ -200,6 +218,7 @@ class _Loop:
         take = mailbox.take_nowait
         sender = ctx.sender
         transaction.holding = True  # while handlers run (all of the loop but parking)
+        sample = 1  # the first handler is timed, then one in LATENCY_SAMPLE_EVERY
         while not transaction.stop_requested:
             with self._stretch() as scope:
                 budget = _CHECKPOINT_EVERY
@@ -213,6 +232,7 @@ class _Loop:
                             return
                         mailbox.prune()
                         transaction.holding = False  # parked: emits go out at once
+                        record.current_event = None
                         await mailbox.wait()
                         transaction.holding = True
                         budget = _CHECKPOINT_EVERY
@@ -222,9 +242,17 @@ class _Loop:
                     if event is None:
                         record.expired += 1
                         continue
+                    record.current_event = event
                     deadline_ms = source.deadline_ms
                     if deadline_ms is None:
-                        result: object = await handler(ctx, event)  # type: ignore[func-returns-value]
+                        sample -= 1
+                        if sample:
+                            result: object = await handler(ctx, event)  # type: ignore[func-returns-value]
+                        else:  # one handler in LATENCY_SAMPLE_EVERY is timed
+                            sample = LATENCY_SAMPLE_EVERY
+                            started = perf_counter()
+                            result = await handler(ctx, event)  # type: ignore[func-returns-value]
+                            record.latency.observe(perf_counter() - started)
                     else:
                         result = await self.within_deadline(handler, event, 1, deadline_ms)
                         if scope is _UNSCOPED:  # the first request: scoped stretches from now
@@ -261,11 +289,15 @@ class _Loop:
                             return
                         mailbox.prune()
                         transaction.holding = False
+                        record.current_event = None
                         await mailbox.wait()
                         transaction.holding = True
                         continue
+                    record.current_event = batch[-1]
                     if deadline_ms is None:
+                        started = perf_counter()
                         result: object = await on_batch(ctx, batch)  # type: ignore[func-returns-value]
+                        record.latency.observe(perf_counter() - started)
                     else:
                         result = await self.within_deadline(
                             on_batch, batch, len(batch), deadline_ms

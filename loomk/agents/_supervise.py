@@ -23,12 +23,15 @@ import trio
 from loomk.agents._commit import Transaction
 from loomk.agents._deadlines import DeadlineKeeper
 from loomk.agents._routing import event_handler
-from loomk.agents._serve import serve, serve_batches
+from loomk.agents._serve import BatchHandler, serve, serve_batches
+from loomk.agents._tracing import TracedContext
 from loomk.agents.agent import returned_a_value
 from loomk.agents.context import Context
+from loomk.agents.services import tracing_of
 from loomk.agents.supervisor import RestartTracker
 from loomk.errors import AgentFailed, AgentStartError
 from loomk.events import Event
+from loomk.telemetry.agent_context import bind_agent_context
 from loomk.telemetry.logging import get_logger
 
 if TYPE_CHECKING:
@@ -65,6 +68,7 @@ class Supervisor:
     async def run(self, record: AgentRecord) -> None:
         """The agent's task, from its first ``on_start`` to its end."""
         record.task = trio.lowlevel.current_task()
+        bind_agent_context(record)  # this task's log records carry the agent's context
         try:
             with record.scope:
                 await self._supervise(record)
@@ -120,7 +124,11 @@ class Supervisor:
         """Run one instance until it stops; returns the exception that ended it, if any."""
         services = self._services
         transaction = Transaction(record.agent_id, services.state, services.bus.publish)
-        ctx = Context(services, record, transaction, self._subscriptions)
+        tracing = tracing_of(services)  # chosen once per instance: nothing per event when off
+        if tracing is None:
+            ctx = Context(services, record, transaction, self._subscriptions)
+        else:
+            ctx = TracedContext(tracing, services, record, transaction, self._subscriptions)
         failure: Exception | None = None
         try:
             record.status = "starting"
@@ -134,9 +142,15 @@ class Supervisor:
             record.has_started = True
             record.mark_started()
             if instance.handles_batches:
-                await serve_batches(record, instance.on_batch, ctx, transaction, self._keeper)
+                on_batch: BatchHandler = instance.on_batch
+                if tracing is not None:
+                    on_batch = tracing.batch_handler(record.agent_id, on_batch)
+                await serve_batches(record, on_batch, ctx, transaction, self._keeper)
             else:
-                await serve(record, event_handler(instance), ctx, transaction, self._keeper)
+                handler = event_handler(instance)
+                if tracing is not None:
+                    handler = tracing.handler(record.agent_id, handler)
+                await serve(record, handler, ctx, transaction, self._keeper)
         except Exception as error:
             failure = error
             transaction.discard()  # the failed handler's writes and held events never happened
@@ -172,6 +186,7 @@ class Supervisor:
     async def _stop_instance(
         self, record: AgentRecord, instance: Agent, ctx: Context, transaction: Transaction
     ) -> None:
+        record.current_event = None  # on_stop (and a restart's on_start) handle no event
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + record.stop_timeout_s
             if self._forced:

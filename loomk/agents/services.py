@@ -7,12 +7,18 @@ defaults agents start with. :class:`loomk.Kernel` implements it; a process that 
 on behalf of a remote kernel (through the bridge) implements it too, which is what lets the
 same :class:`~loomk.Agent` class run in either place. Nothing in this layer imports the
 kernel.
+
+Services that trace (a kernel with ``tracing`` on) also have a ``tracing`` attribute, a
+:class:`~loomk.telemetry.tracing.Tracing`; it is optional, read once per agent instance with
+:func:`tracing_of`, so services without it (written before tracing existed) run untraced.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
+
+from loomk.telemetry.tracing import Tracing
 
 if TYPE_CHECKING:  # names for annotations only; the agents layer imports them elsewhere
     from loomk.actions.types import ActionCall, ActionResult
@@ -22,7 +28,13 @@ if TYPE_CHECKING:  # names for annotations only; the agents layer imports them e
     from loomk.llm import ModelRouter, ModelService
     from loomk.state.agent_state import AgentStateView
 
-__all__ = ["AgentDefaults", "AgentServices", "AgentStateStore", "CapabilityInvoker"]
+__all__ = [
+    "AgentDefaults",
+    "AgentServices",
+    "AgentStateStore",
+    "CapabilityInvoker",
+    "tracing_of",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,3 +117,11 @@ class AgentServices(Protocol):
         """A ``critical`` agent gave up past its restart limit: stop what depends on it
         (the kernel shuts down and raises ``error``)."""
         ...
+
+
+def tracing_of(services: AgentServices) -> Tracing | None:
+    """The spans ``services`` record for their agents: their ``tracing`` attribute when it
+    is a :class:`~loomk.telemetry.tracing.Tracing`, else None (tracing off, or services
+    without the attribute). The runtime asks once per agent instance, never per event."""
+    tracing = getattr(services, "tracing", None)
+    return tracing if isinstance(tracing, Tracing) else None

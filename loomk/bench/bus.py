@@ -29,6 +29,7 @@ from loomk.bench._shared import (
     best_of,
     drain_subscription,
 )
+from loomk.bench.dashboard import DashboardResult, run_dashboard_comparison
 from loomk.bus import EventBus
 from loomk.events import Event, QoS
 
@@ -184,13 +185,17 @@ class BusReport:
 
     throughput: list[ThroughputResult]
     latency: list[LatencyResult]
+    dashboard: DashboardResult | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready figures."""
-        return {
+        figures: dict[str, Any] = {
             "throughput": [asdict(t) | {"ratio": t.ratio} for t in self.throughput],
             "latency": [asdict(lat) for lat in self.latency],
         }
+        if self.dashboard is not None:
+            figures["dashboard"] = asdict(self.dashboard) | {"ratio": self.dashboard.ratio}
+        return figures
 
 
 def run_bus_bench(
@@ -200,9 +205,11 @@ def run_bus_bench(
     repeats: int = 3,
     rate: int = 10_000,
     latency_seconds: float = 2.0,
+    dashboard: bool = False,
     progress: Callable[[str], None] = print,
 ) -> BusReport:
-    """Measure bus throughput for each fan-out width and latency at ``rate`` events/s."""
+    """Measure bus throughput for each fan-out width and latency at ``rate`` events/s;
+    with ``dashboard``, also a kernel's throughput serving the dashboard to one client."""
     results = []
     for width in widths:
         events = max(1, deliveries // width)
@@ -215,7 +222,10 @@ def run_bus_bench(
         trio.run(_latency, "baseline", rate, latency_seconds),
         trio.run(_latency, "loomk", rate, latency_seconds),
     ]
-    return BusReport(results, latency)
+    compared = None
+    if dashboard:
+        compared = run_dashboard_comparison(deliveries, repeats, progress)
+    return BusReport(results, latency, compared)
 
 
 def format_report(report: BusReport) -> str:
@@ -239,4 +249,13 @@ def format_report(report: BusReport) -> str:
             f"{lat.side:>9} {lat.rate_per_s:>8,} {lat.samples:>8,} {lat.p50_us:>8.1f} "
             f"{lat.p99_us:>8.1f} {lat.max_us:>9.1f}"
         )
+    shown = report.dashboard
+    if shown is not None:
+        lines += [
+            "",
+            "a kernel's bus serving the dashboard to one client (deliveries/s, 1 -> 1)",
+            f"{'deliveries':>11} {'dashboard':>12} {'without':>12} {'ratio':>6} {'frames':>7}",
+            f"{shown.deliveries:>11,} {shown.with_dashboard_per_s:>12,.0f} "
+            f"{shown.without_per_s:>12,.0f} {shown.ratio:>6.2f} {shown.frames_received:>7,}",
+        ]
     return "\n".join(lines)

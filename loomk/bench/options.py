@@ -92,6 +92,8 @@ class BenchOption:
     help: str
     metavar: str = "N"
     many: bool = False
+    switch: bool = False
+    """A flag without a value (``--dashboard``): True when given."""
 
     def help_text(self) -> str:
         """The help line: what the option means, then its default and ``--quick`` size."""
@@ -192,6 +194,16 @@ SCENARIOS: dict[str, Scenario] = {
                     0.2,
                     "length of each latency run",
                     metavar="SECONDS",
+                ),
+                BenchOption(
+                    "--dashboard",
+                    "dashboard",
+                    bool,
+                    False,
+                    False,
+                    "also measure a kernel's bus serving the web dashboard to one client, "
+                    "beside the same kernel without it (needs loomk[dashboard])",
+                    switch=True,
                 ),
             ),
             _latency_samples,

@@ -19,6 +19,7 @@ from loomk.bus.bus import (
     binding_stats,
 )
 from loomk.bus.overflow import Overflow
+from loomk.bus.tap import BusTap, TapBatch
 from loomk.bus.topics import pattern_matches, validate_pattern, validate_topic
 
 __all__ = [
@@ -26,12 +27,14 @@ __all__ = [
     "DEFAULT_CAPACITY",
     "EMPTY",
     "Binding",
+    "BusTap",
     "EventBus",
     "EventHandler",
     "Mailbox",
     "Overflow",
     "Subscription",
     "SubscriptionStats",
+    "TapBatch",
     "TopicStats",
     "binding_stats",
     "pattern_matches",

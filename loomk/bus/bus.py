@@ -25,6 +25,7 @@ from loomk._watchers import Watchers
 from loomk._wire import short_repr, text_problem
 from loomk.bus._lanes import EMPTY, EventHandler, HandlerLane, Item, Lane, Mailbox, make_lane
 from loomk.bus.overflow import Overflow, OverflowLike, parse_overflow
+from loomk.bus.tap import BusTap
 from loomk.bus.topics import TopicTrie, is_wildcard, validate_pattern, validate_topic
 from loomk.errors import ConfigError, EventError, KernelClosed, OverflowPolicyError
 from loomk.events import Event, QoS
@@ -228,6 +229,8 @@ class EventBus:
         self._closed = False
         self._patterns: dict[str, int] = {}  # pattern -> bindings with it
         self._interest_watchers = Watchers()
+        self._taps: tuple[BusTap, ...] = ()
+        self._tap: Callable[[Item], None] | None = None  # what publish hands each item to
 
     # ---- publishing -------------------------------------------------------------------
 
@@ -251,10 +254,13 @@ class EventBus:
             raise EventError(f"publish takes an Event, got {type(event).__name__}")
         stats = route.stats
         stats.published += 1
+        item = (route, event)
+        tap = self._tap
+        if tap is not None:
+            tap(item)
         targets = route.targets  # this publish's fan-out, however subscriptions change meanwhile
         stats.matched += len(targets)
         delivered = 0
-        item = (route, event)
         for offer, binding in targets:
             accepted = offer(item)
             if accepted:
@@ -431,6 +437,46 @@ class EventBus:
     def unsubscribe(self, subscription: Subscription) -> None:
         """Same as ``subscription.unsubscribe()``."""
         subscription.unsubscribe()
+
+    # ---- observing ----------------------------------------------------------------------
+
+    def tap(self, capacity: int = 1024) -> BusTap:
+        """Watch every publish without subscribing: a ring of the newest ``capacity``
+        ``(topic, event)`` that :meth:`BusTap.take` empties. A tap changes no count and
+        never makes a publisher wait; publishes it had no room for are counted as missed."""
+        if capacity.__class__ is not int or capacity < 1:
+            raise ConfigError("capacity", f"a tap's capacity is an int >= 1, got {capacity!r}")
+        tap = BusTap(capacity, self.published_total, self._remove_tap)
+        self._taps = (*self._taps, tap)
+        self._set_tap()
+        return tap
+
+    def _remove_tap(self, tap: BusTap) -> None:
+        self._taps = tuple(t for t in self._taps if t is not tap)
+        self._set_tap()
+
+    def _set_tap(self) -> None:
+        taps = self._taps
+        if not taps:
+            self._tap = None
+        elif len(taps) == 1:
+            self._tap = taps[0].append
+        else:
+            appends = tuple(t.append for t in taps)
+
+            def fan_out(item: Item) -> None:
+                for append in appends:
+                    append(item)
+
+            self._tap = fan_out
+
+    def published_total(self) -> int:
+        """How many publishes this bus has seen (all topics, pruned ones included)."""
+        total = self._retired.published
+        for route in self._routes.values():
+            if route.stats is not self._retired:
+                total += route.stats.published
+        return total
 
     # ---- interest -----------------------------------------------------------------------
 

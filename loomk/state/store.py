@@ -19,8 +19,9 @@ Keys starting with ``\x00`` are the store's own bookkeeping: scans leave them ou
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 import plyvel
@@ -29,6 +30,7 @@ import trio
 from loomk.errors import KernelClosed, StoreCorrupted, StoreError
 from loomk.state import _watermark
 from loomk.state._errors import repair_hint, store_error
+from loomk.telemetry.metrics import Histogram, HistogramSnapshot
 
 __all__ = ["Store", "StoreStats", "Ticket"]
 
@@ -45,6 +47,9 @@ class StoreStats:
     commits: int
     batches: int
     operations: int
+    commit_latency: HistogramSnapshot = field(default_factory=lambda: Histogram().snapshot())
+    """Seconds from a batch's first commit to its acknowledgement (the longest wait of
+    any commit in it), one observation per batch written."""
 
 
 class _Generation:
@@ -55,10 +60,11 @@ class _Generation:
     a commit as cheap as filling the batch.
     """
 
-    __slots__ = ("batch", "commits", "done", "error", "size")
+    __slots__ = ("batch", "commits", "done", "error", "first", "size")
 
     def __init__(self, batch: Any) -> None:
         self.batch = batch  # a plyvel WriteBatch
+        self.first = 0.0  # when its first commit came (perf_counter)
         self.commits = 0
         self.size = 0
         self.done = trio.Event()
@@ -95,6 +101,7 @@ class Store:
         self._closed = False
         self._stopped = trio.Event()
         self._commits = 0
+        self._commit_latency = Histogram()
         self._batches = 0
         self._operations = 0
         # The first write error: later commits fail too, so a commit is never durable
@@ -197,6 +204,8 @@ class Store:
             batch.delete(key)
         for key, value in puts.items():
             batch.put(key, value)
+        if not generation.commits:
+            generation.first = perf_counter()
         generation.commits += 1
         generation.size += len(puts) + len(deletes)
         self._wakeup.set()
@@ -258,6 +267,8 @@ class Store:
             self._commits += generation.commits
             self._batches += 1
             self._operations += generation.size
+            if generation.commits:
+                self._commit_latency.observe(perf_counter() - generation.first)
         generation.done.set()
 
     def _write_batch(self, generation: _Generation) -> None:
@@ -289,7 +300,9 @@ class Store:
 
     def stats(self) -> StoreStats:
         """Counts of what was written."""
-        return StoreStats(self._commits, self._batches, self._operations)
+        return StoreStats(
+            self._commits, self._batches, self._operations, self._commit_latency.snapshot()
+        )
 
     async def aclose(self) -> None:
         """Refuse new commits, let the writer flush what is pending, close the database.

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 import trio.testing
@@ -16,6 +16,9 @@ import trio.testing
 from loomk.config import Config
 from loomk.edges import Edge
 from loomk.kernel import Kernel, open_kernel
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 __all__ = ["open_test_kernel", "run_test_kernel"]
 
@@ -39,6 +42,7 @@ async def open_test_kernel(
     cwd: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
     edges: Iterable[Edge[Kernel]] | None = None,
+    tracer_provider: TracerProvider | None = None,
     **settings: Any,
 ) -> AsyncIterator[Kernel]:
     """Run a kernel for one test, whatever the machine's environment, like ``open_kernel``.
@@ -54,7 +58,9 @@ async def open_test_kernel(
       during which an autojump ``MockClock`` could jump time forward;
     - logs only critical records (``log_level="critical"``) and handles no signals.
 
-    ``edges`` replaces the installed edges, as for ``open_kernel`` (an edge under test).
+    ``edges`` replaces the installed edges, as for ``open_kernel`` (an edge under test);
+    ``tracer_provider`` records the spans of ``tracing=True`` in a provider of the test's
+    own (an in-memory exporter, say) rather than the process's global one.
 
     These are defaults: a ``loomk.toml`` in a ``cwd`` you pass, ``LOOMK_*`` variables in an
     ``env`` you pass, and keyword settings of :class:`loomk.Config` all override them, e.g.
@@ -70,7 +76,7 @@ async def open_test_kernel(
             defaults={**_TEST_SETTINGS, "data_dir": base / "state"},
             **settings,
         )
-        async with open_kernel(config, edges=edges) as kernel:
+        async with open_kernel(config, edges=edges, tracer_provider=tracer_provider) as kernel:
             yield kernel
 
 

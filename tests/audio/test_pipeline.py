@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import trio
 from audio_support import Speech, pad, silence, white_noise
+from prometheus_client.parser import text_string_to_metric_families
 from scipy.signal import resample_poly
 
 from loomk import Event
@@ -68,6 +69,15 @@ async def test_a_spoken_command_is_answered_aloud_with_the_answer_s_words(tmp_pa
         assert pipeline.home is not None
         lights = dict(pipeline.home.lights)
         stats = pipeline.stats()
+        metrics = {
+            (sample.name, sample.labels.get("stage", "")): sample.value
+            for family in text_string_to_metric_families(kernel.metrics.render_prometheus())
+            for sample in family.samples
+        }
+    assert "voice:voice" not in kernel.metrics.sources()  # gone with the pipeline
+    assert metrics[("voice_turns_total", "")] == stats.turns == 1
+    for stage, spread in stats.latency.items():
+        assert metrics[("voice_stage_latency_max_seconds", stage)] == spread.max_ms / 1000
 
     [turn] = turns
     meta = turn.metadata

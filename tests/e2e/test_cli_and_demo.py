@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -73,6 +74,45 @@ def test_bench_bus_prints_a_table_and_writes_json(tmp_path: Path) -> None:
         assert row["baseline_per_s"] > 0
         assert row["ratio"] == pytest.approx(row["loomk_per_s"] / row["baseline_per_s"])
     assert {row["side"] for row in figures["latency"]} == {"loomk", "baseline"}
+
+
+def test_bench_bus_with_the_dashboard_compares_a_served_kernel_with_a_plain_one(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "bus.json"
+    result = _run(
+        sys.executable,
+        "-m",
+        "loomk.cli",
+        "bench",
+        "bus",
+        "--quick",
+        "--dashboard",
+        "--json",
+        str(target),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "serving the dashboard to one client" in result.stdout
+    compared = json.loads(target.read_text())["dashboard"]
+    assert compared["with_dashboard_per_s"] > 0
+    assert compared["without_per_s"] > 0
+    assert compared["frames_received"] >= 2  # the client was served: hello and a snapshot
+    assert compared["ratio"] == pytest.approx(
+        compared["with_dashboard_per_s"] / compared["without_per_s"]
+    )
+
+
+def test_the_demo_serves_the_dashboard_when_asked() -> None:
+    result = _run(
+        sys.executable, "examples/smart_home.py", "--dashboard", "127.0.0.1:0", "--linger", "0"
+    )
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert re.fullmatch(
+        r"dashboard: http://127\.0\.0\.1:\d+/  \(Prometheus metrics: http://127\.0\.0\.1:\d+/metrics\)",
+        first,
+    ), first
+    assert "    -> [Local] Turning on the kitchen lights." in result.stdout
 
 
 def test_config_command_lists_settings_and_reports_bad_environment(tmp_path: Path) -> None:

@@ -25,6 +25,9 @@ OPTIONS = {
 }
 """Every size option of every bench scenario (besides ``--json`` and ``--quick``)."""
 
+SWITCHES = {"bus": ["--dashboard"]}
+"""The on/off options of the scenarios that have some (listed after the sizes)."""
+
 MARKUP = re.compile(r"``|:(class|meth|func|mod|data|attr):`")
 
 
@@ -73,10 +76,13 @@ def test_every_help_page_reads_cleanly() -> None:
     for scenario, flags in OPTIONS.items():
         text = pages[("bench", scenario)]
         offered = re.findall(r"^  (?:-\w, )?(--[a-z-]+)", text, flags=re.MULTILINE)
-        assert offered == ["--help", "--json", "--quick", *flags]
+        assert offered == ["--help", "--json", "--quick", *flags, *SWITCHES.get(scenario, [])]
         for flag in flags:
             said = text.split(f"  {flag} ", 1)[1].split("\n  --", 1)[0]
             assert re.search(r"\(default: .+; --quick: .+\)", " ".join(said.split())), flag
+        for flag in SWITCHES.get(scenario, []):
+            said = text.split(f"  {flag} ", 1)[1].split("\n  --", 1)[0]
+            assert " ".join(said.split()).endswith("(off by default)"), flag
 
 
 def _refused(runs: list[list[str]]) -> list[tuple[list[str], int, str, str]]:

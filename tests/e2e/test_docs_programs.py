@@ -74,3 +74,25 @@ def test_the_heartbeat_edge_of_the_edges_guide_runs_with_a_kernel() -> None:
     count, opened = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     assert count >= 3
     assert isinstance(opened, trio.CancelScope)
+
+
+def test_the_readme_s_dashboard_program_runs_as_written(tmp_path: Path) -> None:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("```python\n", text.index("## Dashboard and metrics")) + len("```python\n")
+    script = tmp_path / "dashboard.py"
+    script.write_text(text[start : text.index("```", start)])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOMK_")}
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    opened, published = result.stdout.splitlines()
+    assert opened.startswith("open http://127.0.0.1:")
+    assert published == 'published_events_total{topic="sensors.kitchen.temp"} 1'
+    assert "Traceback" not in result.stderr

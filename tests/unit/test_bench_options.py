@@ -37,7 +37,14 @@ def test_each_option_is_a_keyword_of_the_run_with_the_run_s_default(name: str) -
 def test_quick_fills_in_only_the_sizes_not_given() -> None:
     bus = SCENARIOS["bus"]
     chosen = resolve(bus, {"repeats": 5, "rate": None}, quick=True)
-    assert chosen == {"deliveries": 20_000, "repeats": 5, "rate": 5_000, "latency_seconds": 0.2}
+    assert chosen == {
+        "deliveries": 20_000,
+        "repeats": 5,
+        "rate": 5_000,
+        "latency_seconds": 0.2,
+        "dashboard": False,  # a switch: off unless given, --quick or not
+    }
+    assert resolve(bus, {"dashboard": True}, quick=True)["dashboard"] is True
     spawn = resolve(SCENARIOS["agents"], {"spawn_sizes": [7, 8]}, quick=True)["spawn_sizes"]
     assert spawn == (7, 8)
     assert resolve(SCENARIOS["agents"], {}, quick=True)["spawn_sizes"] == (200, 1_000)

@@ -346,6 +346,7 @@ def test_a_kernel_without_bridge_address_never_imports_the_bridge() -> None:
         "    return sorted(kernel.edges)\n"
         "print(loomk.run(main, state_temporary=True))\n"
         "print(sorted(m for m in sys.modules if m.startswith(('loomk_bridge', 'grpclib'))))\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('hypercorn', 'loomk.dashboard'))))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "LOOM_BRIDGE_ADDR"}
     result = subprocess.run(
@@ -357,7 +358,13 @@ def test_a_kernel_without_bridge_address_never_imports_the_bridge() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[:4] == ["False", "['bridge', 'bridge_link']", "[]", "[]"]
+    assert result.stdout.split("\n")[:5] == [
+        "False",
+        "['bridge', 'bridge_link', 'dashboard']",
+        "[]",
+        "[]",
+        "[]",
+    ]
 
 
 async def test_the_test_kernel_takes_edges_like_open_kernel() -> None:

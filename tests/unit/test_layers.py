@@ -61,7 +61,10 @@ ALLOWED: dict[str, set[str]] = {
     # agents see the services, never the kernel
     "agents": _FOUNDATION | {"bus", "state", "actions", "collab", "llm"},
     # the composition root and what stands on it
-    "kernel": _FOUNDATION | {"bus", "state", "actions", "collab", "llm", "agents", "edges"},
+    # the kernel's metric source reads every service's counters
+    "kernel_metrics": _FOUNDATION | {"bus", "state", "actions", "collab", "llm", "agents"},
+    "kernel": _FOUNDATION
+    | {"bus", "state", "actions", "collab", "llm", "agents", "edges", "kernel_metrics"},
     "testing": _FOUNDATION
     | {"bus", "state", "actions", "collab", "llm", "agents", "edges", "kernel", "links"},
     "bench": _FOUNDATION | {"bus", "state", "actions", "collab", "llm", "agents", "kernel"},
@@ -69,6 +72,7 @@ ALLOWED: dict[str, set[str]] = {
     "__init__": _FOUNDATION
     | {"bus", "state", "actions", "collab", "llm", "agents", "edges", "kernel", "links"},
     # edges: the kernel's public API, never each other
+    "dashboard": {"loomk"},
     "loomk_bridge": {"loomk"},
     "loomk_audio": {"loomk"},
 }

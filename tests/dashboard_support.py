@@ -1,0 +1,161 @@
+"""Helpers for the dashboard's tests: a kernel serving a dashboard, feed frames, raw
+sockets, and the dashboard's log records."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator, MutableMapping
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import structlog
+import trio
+from trio_websocket import (
+    CloseReason,
+    ConnectionClosed,
+    ConnectionRejected,
+    WebSocketConnection,
+    wrap_client_stream,
+)
+
+from loomk import Kernel
+from loomk.dashboard import Dashboard, DashboardLimits, open_dashboard
+from loomk.testing import open_test_kernel
+
+__all__ = [
+    "FAST",
+    "capture_dashboard_logs",
+    "close_reason",
+    "feed_client",
+    "next_frame",
+    "open_stream",
+    "raw_upgrade",
+    "serving",
+    "upgrade_request",
+]
+
+FAST = DashboardLimits(tick_s=0.01, snapshot_interval_s=0.05, shutdown_grace_s=0.5)
+"""The contract's limits with the cadence shortened, so tests wait milliseconds."""
+
+
+@asynccontextmanager
+async def serving(
+    limits: DashboardLimits = FAST, static_dir: Path | None = None, **settings: Any
+) -> AsyncIterator[tuple[Kernel, Dashboard]]:
+    """A test kernel and a dashboard of it on a free loopback port."""
+    async with (
+        open_test_kernel(**settings) as kernel,
+        open_dashboard(kernel, "127.0.0.1:0", limits=limits, static_dir=static_dir) as dashboard,
+    ):
+        yield kernel, dashboard
+
+
+async def open_stream(dashboard: Dashboard) -> trio.SocketStream:
+    """A TCP connection to the dashboard."""
+    host, port = dashboard.address.rsplit(":", 1)
+    return await trio.open_tcp_stream(host, int(port))
+
+
+@asynccontextmanager
+async def feed_client(
+    dashboard: Dashboard, path: str = "/ws", **options: Any
+) -> AsyncIterator[WebSocketConnection]:
+    """A websocket client of the feed (``options`` go to trio-websocket).
+
+    Its TCP stream is the test's own and closed on the way out: trio-websocket 0.12's
+    client leaves it open when the server closes first (``aclose`` returns early on a
+    closed connection), which the tests' warnings-as-errors would report.
+    """
+    stream = await open_stream(dashboard)
+    try:
+        async with trio.open_nursery() as nursery:
+            ws = await wrap_client_stream(nursery, stream, dashboard.address, path, **options)
+            try:
+                yield ws
+            finally:
+                await ws.aclose()
+    except BaseExceptionGroup as group:  # a refused handshake fails the client's reader task
+        rejected = group.subgroup(ConnectionRejected)
+        if rejected is None or rejected.exceptions != group.exceptions:
+            raise
+        raise rejected.exceptions[0] from None
+    finally:
+        await stream.aclose()
+
+
+async def next_frame(ws: WebSocketConnection, kind: str) -> dict[str, Any]:
+    """The next frame of type ``kind`` (frames of other types are skipped)."""
+    while True:
+        frame: dict[str, Any] = json.loads(await ws.get_message())
+        if frame["type"] == kind:
+            return frame
+
+
+async def close_reason(ws: WebSocketConnection) -> CloseReason:
+    """Read (and drop) frames until the server closes ``ws``; why it did."""
+    while True:
+        try:
+            await ws.get_message()
+        except ConnectionClosed as closed:
+            return closed.reason
+
+
+def upgrade_request(port: int, path: str = "/ws") -> bytes:
+    """A websocket handshake request, as a browser sends it."""
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: Upgrade\r\n"
+        "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Key: bKdPyn3u98cTfZJSh4TNeQ==\r\n\r\n"
+    ).encode()
+
+
+async def raw_upgrade(
+    dashboard: Dashboard, trailing: bytes = b"", receive_buffer: int | None = None
+) -> trio.SocketStream:
+    """A TCP connection that sent a websocket handshake (then ``trailing`` bytes) and read
+    the answer's head, nothing more: a client that never reads, with ``receive_buffer``
+    bytes of kernel buffer if given."""
+    host, port = dashboard.address.rsplit(":", 1)
+    sock = trio.socket.socket()
+    if receive_buffer is not None:
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, receive_buffer)
+    await sock.connect((host, int(port)))
+    stream = trio.SocketStream(sock)
+    await stream.send_all(upgrade_request(int(port)) + trailing)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = await stream.receive_some(1)
+        if not chunk:
+            break
+        head += chunk
+    return stream
+
+
+@contextmanager
+def capture_dashboard_logs() -> Iterator[list[dict[str, Any]]]:
+    """The dashboard's log records written meanwhile, as dicts (with ``log_level``),
+    whatever the logs were set to (structlog is configured to keep everything for the
+    block, and put back after it)."""
+    records: list[dict[str, Any]] = []
+
+    def keep(_logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
+        if event_dict.get("component") == "loomk.dashboard":
+            records.append({**event_dict, "log_level": method})
+        raise structlog.DropEvent
+
+    was_configured = structlog.is_configured()
+    before = structlog.get_config()
+    structlog.configure(
+        processors=[keep],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        cache_logger_on_first_use=False,
+    )
+    try:
+        yield records
+    finally:
+        if was_configured:
+            structlog.configure(**before)
+        else:
+            structlog.reset_defaults()
