@@ -568,6 +568,20 @@ class Config(_Sourced):
             "min": 1,
         },
     )
+    dashboard_allowed_hosts: str = field(
+        default="",
+        metadata={
+            "doc": "Comma-separated host names the dashboard also answers to (the Host a "
+            "proxy forwards, 'dash.example.com'); a dashboard bound to a loopback address "
+            "otherwise answers only to loopback names, so that a page of another site "
+            "cannot reach it by DNS rebinding.",
+            "shape": lambda value: (
+                not value
+                or all(part.strip() and " " not in part.strip() for part in value.split(","))
+            ),
+            "expected": "comma-separated host names, or empty",
+        },
+    )
     bridge_link_address: str = field(
         default="",
         metadata={

@@ -11,6 +11,7 @@ Playwright cannot download its own browser here (no network): the tests drive th
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -60,9 +61,27 @@ def launch_chromium(playwright: Playwright) -> Browser:
 
 
 @contextmanager
+def plain_asyncio() -> Iterator[None]:
+    """The default asyncio policy while the block runs.
+
+    Playwright's sync API runs an asyncio loop of its own. trio-asyncio (imported with the
+    bridge, whose tests share this process) installs a policy whose new loops run trio
+    inside a greenlet: Playwright's loop would be one of those, refuse to start inside the
+    test ("You can't nest calls to run_until_complete()") and leave trio believing it is
+    still running, failing every later test.
+    """
+    previous = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+    try:
+        yield
+    finally:
+        asyncio.set_event_loop_policy(previous)
+
+
+@contextmanager
 def chromium() -> Iterator[Browser]:
     """Playwright (sync) and a launched chromium, both closed on the way out."""
-    with sync_playwright() as playwright:
+    with plain_asyncio(), sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         try:
             yield browser

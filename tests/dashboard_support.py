@@ -12,16 +12,11 @@ from typing import Any
 
 import structlog
 import trio
-from trio_websocket import (
-    CloseReason,
-    ConnectionClosed,
-    ConnectionRejected,
-    WebSocketConnection,
-    wrap_client_stream,
-)
+from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection
 
 from loomk import Kernel
 from loomk.dashboard import Dashboard, DashboardLimits, open_dashboard
+from loomk.dashboard.top import open_feed
 from loomk.testing import open_test_kernel
 
 __all__ = [
@@ -62,27 +57,11 @@ async def open_stream(dashboard: Dashboard) -> trio.SocketStream:
 async def feed_client(
     dashboard: Dashboard, path: str = "/ws", **options: Any
 ) -> AsyncIterator[WebSocketConnection]:
-    """A websocket client of the feed (``options`` go to trio-websocket).
-
-    Its TCP stream is the test's own and closed on the way out: trio-websocket 0.12's
-    client leaves it open when the server closes first (``aclose`` returns early on a
-    closed connection), which the tests' warnings-as-errors would report.
-    """
-    stream = await open_stream(dashboard)
-    try:
-        async with trio.open_nursery() as nursery:
-            ws = await wrap_client_stream(nursery, stream, dashboard.address, path, **options)
-            try:
-                yield ws
-            finally:
-                await ws.aclose()
-    except BaseExceptionGroup as group:  # a refused handshake fails the client's reader task
-        rejected = group.subgroup(ConnectionRejected)
-        if rejected is None or rejected.exceptions != group.exceptions:
-            raise
-        raise rejected.exceptions[0] from None
-    finally:
-        await stream.aclose()
+    """A websocket client of the feed (``options`` go to :func:`loomk.dashboard.top.open_feed`,
+    ``loomk top``'s own client: it owns and closes its TCP stream, which trio-websocket
+    0.12's client leaves open when the server closes first)."""
+    async with open_feed(f"ws://{dashboard.address}{path}", **options) as ws:
+        yield ws
 
 
 async def next_frame(ws: WebSocketConnection, kind: str) -> dict[str, Any]:

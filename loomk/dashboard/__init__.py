@@ -14,16 +14,16 @@ however slow, makes a publisher or the hub wait.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
 
-from loomk.config import split_address
 from loomk.dashboard._app import DashboardApp
 from loomk.dashboard._client import CLOSE_GOING_AWAY
+from loomk.dashboard._hosts import HostPolicy, parse_allowed_hosts
 from loomk.dashboard._hub import DashboardLimits, DashboardStats, FeedHub
 from loomk.dashboard._logs import dashboard_log as _log
 from loomk.dashboard._metrics import dashboard_metrics
@@ -78,12 +78,15 @@ async def open_dashboard(
     *,
     limits: DashboardLimits | None = None,
     static_dir: str | Path | None = None,
+    allowed_hosts: str | Iterable[str] | None = None,
 ) -> AsyncIterator[Dashboard]:
     """Serve the dashboard of ``kernel`` on ``address`` (default: the kernel's
     ``dashboard_address``; port 0 picks a free port) until the block ends.
 
     ``limits`` changes the cadence and limits (tests shrink the times); ``static_dir``
-    serves the page from another directory than the shipped one. Raises
+    serves the page from another directory than the shipped one; ``allowed_hosts`` (default:
+    the kernel's ``dashboard_allowed_hosts``) are the names, besides loopback ones, a
+    dashboard on a loopback address answers to (docs/dashboard.md). Raises
     :class:`DashboardError` at once when the address cannot be listened on. When the block
     ends, each feed client is sent a close frame (1001) and given
     ``limits.shutdown_grace_s`` to take it, then every connection is cut.
@@ -92,10 +95,18 @@ async def open_dashboard(
     address = kernel.config.dashboard_address if address is None else address
     if not address:
         raise DashboardError("no address: set dashboard_address (HOST:PORT)")
+    if allowed_hosts is None:
+        allowed_hosts = kernel.config.dashboard_allowed_hosts
     sock = listening_socket(address)
     try:
-        server = HttpServer(sock, max_message_bytes=limits.max_message_bytes)
         hub = FeedHub(kernel, limits)
+        server = HttpServer(
+            sock,
+            max_message_bytes=limits.max_message_bytes,
+            max_connections=(
+                4 * hub.max_clients if limits.max_connections is None else limits.max_connections
+            ),
+        )
     except BaseException:
         sock.close()
         raise
@@ -105,6 +116,8 @@ async def open_dashboard(
         Path(STATIC_DIR if static_dir is None else static_dir),
         server.abort,
         close_grace_s=limits.shutdown_grace_s,
+        hosts=HostPolicy(server.loopback, parse_allowed_hosts(allowed_hosts)),
+        metrics_max_age_s=limits.metrics_max_age_s,
     )
     dashboard = Dashboard(hub, server.address)
     # The services run shielded: when the kernel cancels its edge layer they must still
@@ -125,10 +138,15 @@ async def open_dashboard(
             sock.close()
             raise
         remove_metrics = kernel.metrics.register(
-            "dashboard", dashboard_metrics(hub.stats, lambda: server.failed_connections)
+            "dashboard",
+            dashboard_metrics(
+                hub.stats,
+                lambda: server.failed_connections,
+                lambda: server.refused_connections,
+            ),
         )
         _log().info(f"dashboard: {dashboard.url}", url=dashboard.url, feed=dashboard.ws_url)
-        if not _loopback(server.address):
+        if not server.loopback:
             _log().warning(
                 "dashboard open to the network: it has no authentication, and its feed shows "
                 "event payloads to anyone who reaches it",
@@ -142,11 +160,3 @@ async def open_dashboard(
                 hub.stop(CLOSE_GOING_AWAY, "shutdown")
                 await server.stop(limits.shutdown_grace_s)
                 services_scope.cancel()
-
-
-def _loopback(address: str) -> bool:
-    parsed = split_address(address)
-    if parsed is None:
-        return False
-    host = parsed[0]
-    return host in ("localhost", "::1") or host.startswith("127.")

@@ -3,7 +3,14 @@
 Routes (docs/dashboard.md): ``/`` (the page, ``static/index.html``), ``/static/<file>``,
 ``/metrics``, ``/api/snapshot``, ``/healthz`` and the websocket ``/ws``. Anything else is
 404, any method but GET/HEAD on a known path 405. Static files are read per request (no
-cache, ``Cache-Control: no-cache``), from inside the static directory only.
+cache, ``Cache-Control: no-cache``), from inside the static directory only. ``/metrics`` is
+rendered at most once a second (:class:`~loomk.dashboard._metrics.RenderCache`).
+
+Before any of that, a request whose ``Host`` is not for this dashboard (a loopback
+dashboard reached by another name: DNS rebinding, :mod:`loomk.dashboard._hosts`) is
+answered 421, a websocket handshake refused with 421 before it is accepted. Every answer
+carries :data:`SECURITY_HEADERS`: a Content-Security-Policy allowing the page its own
+files and websocket only, no framing, no sniffing, no referrer.
 
 A websocket of ``/ws`` is one :class:`~loomk.dashboard._client.FeedClient`: a reader task
 acts on what it sends, a writer task sends what its outbox holds, and the handler waits
@@ -14,10 +21,9 @@ shows payloads, and any page the user visits could otherwise open it.
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 import trio
 from hypercorn.typing import (
@@ -29,15 +35,28 @@ from hypercorn.typing import (
 )
 
 from loomk.dashboard._client import CLOSE_GOING_AWAY, CLOSE_TRY_LATER, FeedClient
+from loomk.dashboard._hosts import HostPolicy
 from loomk.dashboard._hub import FeedHub
 from loomk.dashboard._logs import dashboard_log as _log
+from loomk.dashboard._metrics import RenderCache
 
 if TYPE_CHECKING:
     from loomk import Kernel
 
-__all__ = ["METRICS_CONTENT_TYPE", "DashboardApp"]
+__all__ = ["CONTENT_SECURITY_POLICY", "METRICS_CONTENT_TYPE", "SECURITY_HEADERS", "DashboardApp"]
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'"
+)
+"""The page loads its own files only (no inline script or style, no CDN), talks to its
+own server and websockets only, and may not be framed (no clickjacking)."""
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+)
+"""Sent with every answer the app makes (pages, errors, refused handshakes)."""
 _CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -70,29 +89,44 @@ class DashboardApp:
         cut_connection: Callable[[Peer], bool],
         *,
         close_grace_s: float = 1.0,
+        hosts: HostPolicy | None = None,
+        metrics_max_age_s: float = 1.0,
+        clock: Callable[[], float] = trio.current_time,
     ) -> None:
         self.kernel = kernel
         self.hub = hub
         self.static_dir = static_dir
+        self.hosts = HostPolicy(loopback_only=False) if hosts is None else hosts
+        """Which ``Host`` and ``Origin`` are answered (``open_dashboard`` passes the real
+        one; the default, any ``Host``, suits tests that drive the app directly)."""
+        self.metrics = RenderCache(kernel.metrics.render_prometheus, metrics_max_age_s, clock)
+        """``/metrics``' text, rendered at most every ``metrics_max_age_s``."""
         self._cut_connection = cut_connection
         self._close_grace_s = close_grace_s
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
+        """Serve one HTTP request or one websocket. :class:`~._server.HttpServer` runs
+        hypercorn's per-connection handler, which never sends the ``lifespan`` scope (only
+        ``hypercorn.trio.serve`` does): any other scope is refused by raising, which is how
+        an ASGI app says it does not take part (the spec's "not supported")."""
         if scope["type"] == "http":
             await self._http(scope, send)
         elif scope["type"] == "websocket":
             await self._websocket(scope, receive, send)
-        else:  # lifespan: nothing to set up or tear down
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+        else:
+            raise ValueError(f"the dashboard serves http and websocket, not {scope['type']!r}")
 
     # ---- HTTP ---------------------------------------------------------------------------------
 
     async def _http(self, scope: HTTPScope, send: ASGISendCallable) -> None:
         path, method = scope["path"], scope["method"]
+        problem = self.hosts.misdirected(_header(scope["headers"], b"host"))
+        if problem:
+            _log().warning("dashboard: request refused", client=_peer(scope), reason=problem)
+            await _respond(send, method, 421, _MISDIRECTED)
+            return
         static = path.startswith("/static/")
         if path not in _ROUTES and not static:
             await _respond(send, method, 404, b"not found\n")
@@ -105,7 +139,7 @@ class DashboardApp:
         elif static:
             await self._static(send, method, path[len("/static/") :])
         elif path == "/metrics":
-            text = self.kernel.metrics.render_prometheus()
+            text = self.metrics.get()
             await _respond(send, method, 200, text.encode(), METRICS_CONTENT_TYPE)
         elif path == "/api/snapshot":
             body = self.hub.latest_snapshot.encode()
@@ -129,15 +163,21 @@ class DashboardApp:
         self, scope: WebsocketScope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         client_address = scope["client"]
-        peer = f"{client_address[0]}:{client_address[1]}" if client_address else "?"
+        peer = _peer(scope)
         client: FeedClient | None = None
         try:
             if (await receive())["type"] != "websocket.connect":
                 return
+            host = _header(scope["headers"], b"host")
+            problem = self.hosts.misdirected(host)
+            if problem:
+                _log().warning("dashboard: feed client refused", client=peer, reason=problem)
+                await _reject(send, 421, _MISDIRECTED)
+                return
             if scope["path"] != "/ws":
                 await _reject(send, 404, b"not found\n")
                 return
-            problem = _cross_origin(scope)
+            problem = self.hosts.cross_origin(_header(scope["headers"], b"origin"), host)
             if problem:
                 _log().warning("dashboard: feed client refused", client=peer, reason=problem)
                 await _reject(send, 403, b"cross-origin websocket refused\n")
@@ -148,7 +188,8 @@ class DashboardApp:
                     self._cut_connection(client_address)
 
             client = self.hub.admit(peer, cut)
-            await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
+            accept_headers = list(SECURITY_HEADERS)
+            await send({"type": "websocket.accept", "subprotocol": None, "headers": accept_headers})
             if client is None:  # refused (logged by the hub)
                 code, reason = (
                     (CLOSE_GOING_AWAY, "shutdown")
@@ -230,7 +271,7 @@ async def _respond(
         (b"content-type", content_type.encode()),
         (b"content-length", str(len(body)).encode()),
         (b"cache-control", cache.encode()),
-        (b"x-content-type-options", b"nosniff"),
+        *SECURITY_HEADERS,
     ]
     if allow:
         headers.append((b"allow", b"GET, HEAD"))
@@ -251,26 +292,27 @@ async def _reject(send: ASGISendCallable, status: int, body: bytes) -> None:
     headers: Headers = [
         (b"content-type", b"text/plain; charset=utf-8"),
         (b"content-length", str(len(body)).encode()),
+        *SECURITY_HEADERS,
     ]
     await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
     await send({"type": "websocket.http.response.body", "body": body, "more_body": False})
 
 
-def _cross_origin(scope: WebsocketScope) -> str:
-    """Why a websocket handshake comes from another site's page ('' if it does not): a
-    browser sends ``Origin``; other clients (``loomk top``) send none."""
-    origin = host = b""
-    for name, value in scope["headers"]:
-        if name.lower() == b"origin":
-            origin = value
-        elif name.lower() == b"host":
-            host = value
-    if not origin:
-        return ""
-    text = origin.decode("latin-1")
-    if urlsplit(text).netloc.lower() != host.decode("latin-1").lower():
-        return f"origin {text[:100]!r} is not this server"
-    return ""
+_MISDIRECTED = b"misdirected request: this dashboard does not answer to that Host\n"
+
+
+def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """The value of the header ``name`` (lower-case), or None when there is none."""
+    for key, value in headers:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _peer(scope: HTTPScope | WebsocketScope) -> str:
+    """``host:port`` of the client, for the logs (``?`` when unknown)."""
+    client = scope["client"]
+    return f"{client[0]}:{client[1]}" if client else "?"
 
 
 def _read_static(static_dir: Path, name: str) -> tuple[bytes, str] | None:

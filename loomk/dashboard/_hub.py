@@ -50,6 +50,11 @@ class DashboardLimits:
 
     max_clients: int | None = None
     """Feed clients at once; None: the kernel's ``dashboard_max_clients``."""
+    max_connections: int | None = None
+    """HTTP connections served at once (page loads, scrapes, feed clients); one more is
+    closed at once. None: four times ``max_clients``."""
+    metrics_max_age_s: float = 1.0
+    """How long a rendering of ``/metrics`` is served again before a new one (0: never)."""
     tick_s: float = 0.1
     """How often ``events`` frames are built."""
     snapshot_interval_s: float = 1.0
@@ -70,10 +75,10 @@ class DashboardLimits:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise ValueError(f"DashboardLimits.{name} must be a positive number: {value!r}")
-        if not (isinstance(self.shutdown_grace_s, int | float) and self.shutdown_grace_s >= 0):
-            raise ValueError(
-                f"DashboardLimits.shutdown_grace_s must be >= 0: {self.shutdown_grace_s!r}"
-            )
+        for name in ("shutdown_grace_s", "metrics_max_age_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"DashboardLimits.{name} must be a number >= 0: {value!r}")
         for name in (
             "events_per_frame",
             "max_message_bytes",
@@ -84,12 +89,10 @@ class DashboardLimits:
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"DashboardLimits.{name} must be an int >= 1: {value!r}")
-        if self.max_clients is not None and not (
-            isinstance(self.max_clients, int) and self.max_clients >= 1
-        ):
-            raise ValueError(
-                f"DashboardLimits.max_clients must be an int >= 1: {self.max_clients!r}"
-            )
+        for name in ("max_clients", "max_connections"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"DashboardLimits.{name} must be an int >= 1: {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +251,7 @@ class FeedHub:
                 # forwarding on every wake, before any snapshot, means a snapshot counting
                 # a publish comes after the events frame holding it
                 self.forward(tap.take())
-                self._close_stalled(now)
+                self.close_stalled(now)
                 if now >= next_tick:
                     next_tick = max(next_tick + limits.tick_s, now)
                 if now >= next_snapshot:
@@ -299,10 +302,14 @@ class FeedHub:
             for client in members:
                 client.outbox.put_events(frame)
 
-    def _close_stalled(self, now: float) -> None:
+    def close_stalled(self, now: float) -> None:
+        """Close (and cut) the clients whose frames have waited ``not_reading_timeout_s``
+        untaken. A client already being closed is left to its close: its handler gives it
+        the close grace to take the close frame, then cuts it (cutting it here would cut
+        the grace short, and log and abort it again at every tick)."""
         timeout = self.limits.not_reading_timeout_s
         for client in list(self.clients.values()):
-            if client.outbox.stalled_for(now) >= timeout:
+            if client.close_code is None and client.outbox.stalled_for(now) >= timeout:
                 client.close(CLOSE_BAD_MESSAGES, "not reading", abort=True)
 
 

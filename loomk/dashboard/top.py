@@ -23,8 +23,10 @@ import argparse
 import json
 import os
 import signal
+import ssl
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
@@ -44,6 +46,7 @@ __all__ = [
     "feed_url",
     "fetch_snapshot",
     "follow_feed",
+    "open_feed",
 ]
 
 RETRY_DELAYS_S: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 5.0)
@@ -51,6 +54,8 @@ RETRY_DELAYS_S: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 5.0)
 snapshot arrives again."""
 CONNECT_TIMEOUT_S = 10.0
 """How long one connection attempt (TCP and the websocket handshake) may take."""
+DISCONNECT_TIMEOUT_S = 1.0
+"""How long closing a websocket may wait for the server's close frame."""
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 """The largest frame taken from the feed (a snapshot of a big kernel is well under it)."""
 _SCHEMES = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
@@ -108,24 +113,103 @@ def _connection_errors() -> tuple[type[Exception], ...]:
     """What a connection to the feed raises when it fails or drops (not a bug of ours)."""
     import trio_websocket
 
-    return (OSError, trio_websocket.HandshakeError, trio_websocket.ConnectionClosed)
+    return (
+        OSError,
+        trio.BrokenResourceError,  # a TLS handshake that failed
+        trio_websocket.HandshakeError,
+        trio_websocket.ConnectionClosed,
+    )
+
+
+@asynccontextmanager
+async def open_feed(
+    url: str,
+    *,
+    connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    disconnect_timeout_s: float = DISCONNECT_TIMEOUT_S,
+    max_message_bytes: int = MAX_FRAME_BYTES,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> AsyncIterator[WebSocketConnection]:
+    """A websocket client of the feed at ``url`` (``ws://`` or ``wss://``), closed when the
+    block ends, and its TCP stream with it.
+
+    Why not ``trio_websocket.open_websocket_url``: its client (0.12) leaves the TCP stream
+    open when the server closes the websocket first (it waits for the server to close TCP,
+    as the RFC says, then never closes its side), so each reconnection would leave a socket
+    for the garbage collector. Here the stream is opened by us and handed to
+    ``trio_websocket.wrap_client_stream``, so we close it. The ``Host`` header is the URL's
+    ``host:port`` as written (``[::1]:8765`` for IPv6, which trio-websocket gets wrong).
+
+    Raises :class:`trio_websocket.ConnectionTimeout` when TCP and the handshake take over
+    ``connect_timeout_s``, :class:`trio_websocket.ConnectionRejected` when the server
+    answers the handshake with an HTTP status, ``OSError`` when the host cannot be
+    reached; never an exception group (one error is raised as itself)."""
+    import trio_websocket
+
+    parts = urlsplit(url)
+    secure = parts.scheme.lower() == "wss"
+    host = parts.hostname or ""
+    port = parts.port or (443 if secure else 80)
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host_header = parts.netloc.rpartition("@")[2]
+    stream: trio.abc.Stream
+    try:
+        with trio.fail_after(connect_timeout_s):
+            if secure:
+                context = ssl.create_default_context() if ssl_context is None else ssl_context
+                stream = await trio.open_ssl_over_tcp_stream(
+                    host, port, ssl_context=context, https_compatible=True
+                )
+            else:
+                stream = await trio.open_tcp_stream(host, port)
+    except trio.TooSlowError:
+        raise trio_websocket.ConnectionTimeout from None
+    try:
+        async with trio.open_nursery() as nursery:
+            try:
+                with trio.fail_after(connect_timeout_s):
+                    websocket = await trio_websocket.wrap_client_stream(
+                        nursery,
+                        stream,
+                        host_header,
+                        resource,
+                        extra_headers=extra_headers,
+                        max_message_size=max_message_bytes,
+                    )
+            except trio.TooSlowError:
+                raise trio_websocket.ConnectionTimeout from None
+            try:
+                yield websocket
+            finally:
+                with trio.move_on_after(disconnect_timeout_s):
+                    await websocket.aclose()
+    except BaseExceptionGroup as group:
+        # the library's reader task fails the nursery (a refused handshake, say): one error
+        # is raised as itself, as open_websocket_url does
+        raise _single_error(group) from None
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+def _single_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception in ``group`` that is not a cancellation (the group otherwise)."""
+    errors = group.subgroup(lambda error: not isinstance(error, trio.Cancelled))
+    if errors is None:
+        return group
+    error: BaseException = errors
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
 
 
 async def fetch_snapshot(url: str, view: TopView, *, timeout_s: float) -> JsonObject:
     """Connect to the feed at ``url`` and fold frames into ``view`` until a snapshot
     arrives; that snapshot. :class:`FeedUnavailable` if the feed cannot be reached or sends
     none within ``timeout_s``."""
-    import trio_websocket
-
-    websocket: WebSocketConnection | None = None
     try:
         with trio.fail_after(timeout_s):
-            async with trio_websocket.open_websocket_url(
-                url,
-                connect_timeout=timeout_s,
-                disconnect_timeout=1.0,
-                max_message_size=MAX_FRAME_BYTES,
-            ) as websocket:
+            async with open_feed(url, connect_timeout_s=timeout_s) as websocket:
                 view.connections += 1
                 view.connection = "connected"
                 while True:
@@ -136,8 +220,6 @@ async def fetch_snapshot(url: str, view: TopView, *, timeout_s: float) -> JsonOb
         raise FeedUnavailable(f"no snapshot from {url} within {timeout_s:g} s") from None
     except _connection_errors() as error:
         raise FeedUnavailable(f"cannot reach {url}: {describe_failure(error)}") from None
-    finally:
-        await _close_socket(websocket)
 
 
 async def follow_feed(
@@ -152,18 +234,10 @@ async def follow_feed(
     change; a connection that fails or drops is retried after the next of ``retry_delays_s``
     (back to the first once a snapshot arrives), with ``view`` saying ``reconnecting``.
     ``topic_filter`` is sent as the ``filter`` command on every connection."""
-    import trio_websocket
-
     failures = 0
     while True:
-        websocket: WebSocketConnection | None = None
         try:
-            async with trio_websocket.open_websocket_url(
-                url,
-                connect_timeout=CONNECT_TIMEOUT_S,
-                disconnect_timeout=1.0,
-                max_message_size=MAX_FRAME_BYTES,
-            ) as websocket:
+            async with open_feed(url) as websocket:
                 view.connections += 1
                 view.connection, view.connection_detail = "connected", ""
                 on_change()
@@ -176,25 +250,12 @@ async def follow_feed(
                     on_change()
         except _connection_errors() as error:
             reason = describe_failure(error)
-        finally:
-            await _close_socket(websocket)
         delay = retry_delays_s[min(failures, len(retry_delays_s) - 1)]
         failures += 1
         view.connection = "reconnecting"
         view.connection_detail = f"{reason}; next try in {delay:g} s"
         on_change()
         await trio.sleep(delay)
-
-
-async def _close_socket(websocket: WebSocketConnection | None) -> None:
-    """Close the TCP stream under a client ``websocket`` that has ended.
-
-    trio-websocket 0.12 leaves it open when the server closes the websocket (its client
-    waits for the server to close TCP, as the RFC says, then never closes its own side), so
-    each reconnection would leave a socket for the garbage collector (a ResourceWarning)."""
-    stream = getattr(websocket, "_stream", None)
-    if isinstance(stream, trio.abc.AsyncResource):
-        await trio.aclose_forcefully(stream)
 
 
 async def _take_frame(websocket: WebSocketConnection, view: TopView) -> str | None:

@@ -42,6 +42,7 @@ DEFAULTS: dict[str, object] = {
     "bridge_address": "",
     "dashboard_address": "",
     "dashboard_max_clients": 100,
+    "dashboard_allowed_hosts": "",
     "bridge_link_address": "",
     "bridge_link_name": "",
     "bridge_link_token": "",
