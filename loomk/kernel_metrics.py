@@ -119,10 +119,13 @@ class KernelMetrics:
             "Requests whose deadline passed before their handler finished.",
         )
         running = MetricFamily("agent_running", "gauge", "1 while an agent is running.")
+        uptime = MetricFamily(
+            "agent_uptime_seconds", "gauge", "Seconds since the agent's running instance started."
+        )
         latency = MetricFamily(
             "agent_dispatch_latency_seconds",
             "histogram",
-            "Handler run time (one handler in eight timed; requests and batches always).",
+            "Handler run time (one handler in 32 timed; requests and batches always).",
         )
         runtime = self._agents
         for agent_id in runtime.list():
@@ -135,9 +138,10 @@ class KernelMetrics:
             expired.add(stats.expired, agent=agent_id)
             timed_out.add(stats.timed_out, agent=agent_id)
             running.add(1 if stats.status == "running" else 0, agent=agent_id)
+            uptime.add(stats.uptime_s, agent=agent_id)
             latency.add(stats.latency, agent=agent_id)
         families = [mailbox, high_water, handled, restarts, failures, expired, timed_out]
-        return [*families, running, latency]
+        return [*families, running, uptime, latency]
 
     def action_families(self) -> list[MetricFamily]:
         """Per capability: calls, errors, timeouts, cache hits, latency."""

@@ -8,6 +8,7 @@ the record and cannot change it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -49,6 +50,8 @@ class AgentStats:
     latency: HistogramSnapshot = field(default_factory=lambda: Histogram().snapshot())
     """Handler run time in seconds: one handler in ``LATENCY_SAMPLE_EVERY`` is timed, every
     request and every batch."""
+    uptime_s: float = 0.0
+    """Seconds since the running instance started (0 when not running)."""
 
 
 _NO_LATENCY = Histogram().snapshot()
@@ -79,6 +82,7 @@ class AgentRecord:
         "own",
         "policy",
         "restarts",
+        "running_since",
         "scope",
         "start_error",
         "start_timeout_s",
@@ -119,6 +123,7 @@ class AgentRecord:
         self.timed_out = 0  # handlers cut short (or not run) past their request's deadline
         self.failures = 0
         self.restarts = 0
+        self.running_since: float | None = None  # time.monotonic() of the instance's start
         self.last_error: BaseException | None = None
         self._memory: EphemeralMemory | None = None
         self._latency: Histogram | None = None  # made when the first handler is timed
@@ -190,6 +195,11 @@ class AgentRecord:
             lanes=[binding_stats(binding) for binding in self.bindings.values()],
             timed_out=self.timed_out,
             latency=_NO_LATENCY if latency is None else latency.snapshot(),
+            uptime_s=(
+                time.monotonic() - self.running_since
+                if self.running_since is not None and self.status == "running"
+                else 0.0
+            ),
         )
 
 

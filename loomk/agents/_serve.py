@@ -39,7 +39,7 @@ BatchHandler = Callable[["Context", list[Event]], Awaitable[None]]
 
 __all__ = ["LATENCY_SAMPLE_EVERY", "serve", "serve_batches"]
 
-LATENCY_SAMPLE_EVERY = 8
+LATENCY_SAMPLE_EVERY = 32
 """One handler in this many is timed into the agent's latency histogram (timing every one
 would cost the runtime's delivery rate a tenth); requests and batches are always timed."""
 
@@ -218,7 +218,7 @@ class _Loop:
         take = mailbox.take_nowait
         sender = ctx.sender
         transaction.holding = True  # while handlers run (all of the loop but parking)
-        sample = 1  # the first handler is timed, then one in LATENCY_SAMPLE_EVERY
+        untimed = 1  # handlers until the next one timed: the first, then one in 32
         while not transaction.stop_requested:
             with self._stretch() as scope:
                 budget = _CHECKPOINT_EVERY
@@ -245,11 +245,11 @@ class _Loop:
                     record.current_event = event
                     deadline_ms = source.deadline_ms
                     if deadline_ms is None:
-                        sample -= 1
-                        if sample:
+                        untimed -= 1
+                        if untimed:
                             result: object = await handler(ctx, event)  # type: ignore[func-returns-value]
-                        else:  # one handler in LATENCY_SAMPLE_EVERY is timed
-                            sample = LATENCY_SAMPLE_EVERY
+                        else:  # the first handler, then one in LATENCY_SAMPLE_EVERY
+                            untimed = LATENCY_SAMPLE_EVERY
                             started = perf_counter()
                             result = await handler(ctx, event)  # type: ignore[func-returns-value]
                             record.latency.observe(perf_counter() - started)

@@ -14,6 +14,7 @@ agent; :meth:`Supervisor.force` (a second signal) cuts every ``on_stop`` short a
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -139,6 +140,7 @@ class Supervisor:
             transaction.holding = False
             await self._subscriptions.end_carried(record)
             record.status = "running"
+            record.running_since = time.monotonic()
             record.has_started = True
             record.mark_started()
             if instance.handles_batches:

@@ -11,6 +11,7 @@ from trio_websocket import wrap_client_stream
 
 from loomk import Context, Event
 from loomk.dashboard import DashboardLimits
+from loomk.telemetry import Histogram, MetricFamily
 from loomk.testing import ScriptedAgent
 
 
@@ -142,3 +143,25 @@ async def test_shutdown_sends_every_client_a_going_away_close() -> None:
         await stream.aclose()
     assert (reason.code, reason.reason) == (1001, "shutdown")
     assert dashboard.stats().closed == {"shutdown": 1}
+
+
+async def test_a_snapshot_shows_the_counters_of_metric_sources_that_are_no_edge() -> None:
+    """The voice pipeline (or a user's source) registers metrics, not an edge: its
+    counters still get a panel; the kernel's own families do not (they have theirs)."""
+
+    def voice() -> list[MetricFamily]:
+        return [
+            MetricFamily("voice_turns_total", "counter", "Turns.").add(3, pipeline="voice"),
+            MetricFamily("voice_wait_seconds", "histogram", "W.").add(Histogram().snapshot()),
+        ]
+
+    async with serving() as (kernel, dashboard):
+        remove = kernel.metrics.register("voice:voice", voice)
+        async with feed_client(dashboard) as ws:
+            snapshot = await next_frame(ws, "snapshot")
+            while "voice:voice" not in snapshot["edges"]:  # the one cached before it came
+                snapshot = await next_frame(ws, "snapshot")
+        remove()
+    assert snapshot["edges"]["voice:voice"] == {"voice_turns_total{pipeline=voice}": 3}
+    assert "kernel" not in snapshot["edges"]
+    assert snapshot["uptime_s"] <= kernel.uptime_s

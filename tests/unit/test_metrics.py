@@ -159,6 +159,7 @@ async def test_agent_handler_latency_is_sampled_and_mailbox_restarts_are_exporte
         assert samples["agent_mailbox_size"][agent] == 0
         assert samples["agent_restarts_total"][agent] == 0
         assert samples["agent_running"][agent] == 1
+        assert 0 < samples["agent_uptime_seconds"][agent] <= kernel.uptime_s
         assert samples["agent_dispatch_latency_seconds_count"][agent] == stats.latency.count
         assert samples["agent_mailbox_high_water"][agent] == stats.mailbox_high_water
 
