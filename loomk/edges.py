@@ -21,11 +21,12 @@ See docs/edges.md.
 from __future__ import annotations
 
 import dataclasses
+import socket
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from loomk.config import Config
+from loomk.config import Config, split_address
 from loomk.errors import EdgeError, EdgeUnavailable
 from loomk.telemetry.logging import get_logger
 
@@ -38,6 +39,7 @@ __all__ = [
     "EntryPointEdge",
     "discover_edges",
     "install_hint",
+    "listening_socket",
     "setting_of",
     "wanted_edges",
 ]
@@ -197,3 +199,36 @@ def wanted_edges(
             edge.load(config)
         chosen.append(edge)
     return chosen
+
+
+def listening_socket(address: str, *, setting: str, backlog: int = 128) -> socket.socket:
+    """A TCP socket bound to ``address`` (``HOST:PORT``, ``[V6]:PORT``, ``:PORT`` for every
+    interface, port 0 for a free one) and listening, for an edge that serves a port.
+
+    Raises :class:`ValueError` when ``address`` is no address, and :class:`OSError` when it
+    cannot be listened on, each saying which ``setting`` to change; the edge wraps them in
+    its own error.
+    """
+    parsed = split_address(address)
+    if parsed is None:
+        raise ValueError(f"{setting} must be HOST:PORT, got {address!r}")
+    host, port = parsed
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as error:
+        raise OSError(error.errno, f"{setting} {address!r}: {error}") from error
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(where)
+        sock.listen(backlog)
+    except OSError as error:
+        sock.close()
+        raise OSError(
+            error.errno,
+            f"cannot listen on {address!r} ({error.strerror or error}): another program may "
+            f"hold the port; choose another {setting} (port 0 picks a free one)",
+        ) from error
+    return sock

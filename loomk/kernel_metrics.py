@@ -2,7 +2,7 @@
 
 Names follow the ones Loom's documentation recommends where they fit
 (``published_events_total``, ``delivered_events_total``, ``agent_mailbox_size``,
-``agent_dispatch_latency_seconds``, ``action_invocations_total``, ``action_errors_total``,
+``agent_handler_latency_seconds``, ``action_invocations_total``, ``action_errors_total``,
 ``action_latency_seconds``, ``routing_decisions_total``); the rest are named alike. Nothing
 here runs per event: every value comes from counters the bus, the agents, the broker, the
 router and the store keep anyway, read at collection time.
@@ -123,9 +123,10 @@ class KernelMetrics:
             "agent_uptime_seconds", "gauge", "Seconds since the agent's running instance started."
         )
         latency = MetricFamily(
-            "agent_dispatch_latency_seconds",
+            "agent_handler_latency_seconds",
             "histogram",
-            "Handler run time (one handler in 32 timed; requests and batches always).",
+            "Handler run time, sampled: the first handler and one in 32 after it are timed, "
+            "every request and batch.",
         )
         runtime = self._agents
         for agent_id in runtime.list():

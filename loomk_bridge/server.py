@@ -29,7 +29,7 @@ from grpclib.events import RecvRequest, listen
 from grpclib.exceptions import GRPCError
 from grpclib.server import Server
 
-from loomk import Kernel
+from loomk import Kernel, edges
 from loomk.config import BridgeAcl, split_address
 from loomk.telemetry.logging import get_logger
 from loomk_bridge._acl import AccessControl, AccessDenied
@@ -131,25 +131,10 @@ def listening_socket(address: str) -> socket.socket:
     """A TCP socket bound to ``address`` and listening (``IPPROTO_TCP``, so asyncio turns
     Nagle's algorithm off on the connections it accepts: small gRPC replies must not wait
     for a delayed ACK); :class:`BridgeError` naming the address if it cannot be."""
-    host, port = parse_address(address)
     try:
-        family, kind, proto, _, where = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as error:
-        raise BridgeError(f"bridge address {address!r}: {error}") from error
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(where)
-        sock.listen(128)
-    except OSError as error:
-        sock.close()
-        raise BridgeError(
-            f"cannot listen on {address!r} ({error.strerror or error}): another program may "
-            "hold the port; choose another bridge_address (port 0 picks a free one)"
-        ) from error
-    return sock
+        return edges.listening_socket(address, setting="bridge_address")
+    except (ValueError, OSError) as error:
+        raise BridgeError(str(error)) from error
 
 
 def _tls_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext | None:

@@ -7,15 +7,14 @@ clients (in a subprocess) are in ``integration/loom_client``.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
-import structlog
 import trio
 import trio_asyncio
 from grpclib.client import Channel
+from support import capture_component_logs
 
 from loomk import Kernel
 from loomk.testing import open_test_kernel
@@ -100,27 +99,8 @@ def capture_audit() -> Iterator[list[dict[str, Any]]]:
     everything for the block, and put back as it was after it. The audit log takes a fresh
     logger per record, so it follows; nothing else is printed meanwhile.
     """
-    records: list[dict[str, Any]] = []
-
-    def keep(_logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
-        if event_dict.get("component") == AUDIT_LOGGER:
-            records.append({**event_dict, "log_level": method})
-        raise structlog.DropEvent
-
-    was_configured = structlog.is_configured()
-    before = structlog.get_config()
-    structlog.configure(
-        processors=[keep],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
-        cache_logger_on_first_use=False,
-    )
-    try:
+    with capture_component_logs(AUDIT_LOGGER) as records:
         yield records
-    finally:
-        if was_configured:
-            structlog.configure(**before)
-        else:
-            structlog.reset_defaults()
 
 
 __all__ = [

@@ -4,14 +4,13 @@ sockets, and the dashboard's log records."""
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import AsyncIterator, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
-import structlog
 import trio
+from support import capture_component_logs
 from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection
 
 from loomk import Kernel
@@ -117,24 +116,5 @@ def capture_dashboard_logs() -> Iterator[list[dict[str, Any]]]:
     """The dashboard's log records written meanwhile, as dicts (with ``log_level``),
     whatever the logs were set to (structlog is configured to keep everything for the
     block, and put back after it)."""
-    records: list[dict[str, Any]] = []
-
-    def keep(_logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
-        if event_dict.get("component") == "loomk.dashboard":
-            records.append({**event_dict, "log_level": method})
-        raise structlog.DropEvent
-
-    was_configured = structlog.is_configured()
-    before = structlog.get_config()
-    structlog.configure(
-        processors=[keep],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
-        cache_logger_on_first_use=False,
-    )
-    try:
+    with capture_component_logs("loomk.dashboard") as records:
         yield records
-    finally:
-        if was_configured:
-            structlog.configure(**before)
-        else:
-            structlog.reset_defaults()

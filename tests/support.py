@@ -6,9 +6,12 @@ The general ones (scripted agents, recording providers, conservation checks) are
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import logging
+from collections.abc import AsyncIterator, Iterator, MutableMapping
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
 
+import structlog
 import trio
 import trio.testing
 
@@ -58,3 +61,35 @@ async def parked_publish(bus: EventBus, topic: str, event: Event) -> AsyncIterat
         await trio.testing.wait_all_tasks_blocked()
         assert results == [], "the publisher was expected to park"
         yield results
+
+
+@contextmanager
+def capture_component_logs(component: str) -> Iterator[list[dict[str, Any]]]:
+    """The log records of ``component`` (the ``component`` field ``get_logger`` binds)
+    written meanwhile, as dicts with their ``log_level``.
+
+    Whatever level the logs were set to (a test kernel logs only critical records, and
+    ``structlog.testing.capture_logs`` keeps that filter): structlog is configured to keep
+    everything for the block, and put back as it was after it; nothing is printed meanwhile.
+    """
+    records: list[dict[str, Any]] = []
+
+    def keep(_logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
+        if event_dict.get("component") == component:
+            records.append({**event_dict, "log_level": method})
+        raise structlog.DropEvent
+
+    was_configured = structlog.is_configured()
+    before = structlog.get_config()
+    structlog.configure(
+        processors=[keep],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        cache_logger_on_first_use=False,
+    )
+    try:
+        yield records
+    finally:
+        if was_configured:
+            structlog.configure(**before)
+        else:
+            structlog.reset_defaults()

@@ -251,8 +251,10 @@ class _Loop:
                         else:  # the first handler, then one in LATENCY_SAMPLE_EVERY
                             untimed = LATENCY_SAMPLE_EVERY
                             started = perf_counter()
-                            result = await handler(ctx, event)  # type: ignore[func-returns-value]
-                            record.latency.observe(perf_counter() - started)
+                            try:
+                                result = await handler(ctx, event)  # type: ignore[func-returns-value]
+                            finally:  # a handler that raises took its time too
+                                record.latency.observe(perf_counter() - started)
                     else:
                         result = await self.within_deadline(handler, event, 1, deadline_ms)
                         if scope is _UNSCOPED:  # the first request: scoped stretches from now
@@ -296,8 +298,10 @@ class _Loop:
                     record.current_event = batch[-1]
                     if deadline_ms is None:
                         started = perf_counter()
-                        result: object = await on_batch(ctx, batch)  # type: ignore[func-returns-value]
-                        record.latency.observe(perf_counter() - started)
+                        try:
+                            result: object = await on_batch(ctx, batch)  # type: ignore[func-returns-value]
+                        finally:
+                            record.latency.observe(perf_counter() - started)
                     else:
                         result = await self.within_deadline(
                             on_batch, batch, len(batch), deadline_ms

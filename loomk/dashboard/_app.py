@@ -142,7 +142,7 @@ class DashboardApp:
             text = self.metrics.get()
             await _respond(send, method, 200, text.encode(), METRICS_CONTENT_TYPE)
         elif path == "/api/snapshot":
-            body = self.hub.latest_snapshot.encode()
+            body = self.hub.current_snapshot().encode()
             await _respond(send, method, 200, body, "application/json")
         elif path == "/healthz":
             await _respond(send, method, 200, b"ok\n")

@@ -136,6 +136,7 @@ class FeedHub:
             }
         )
         self.latest_snapshot = frame_json(self.snapshots.build())
+        self._snapshot_at = trio.current_time()
         self._next_ident = 0
         self._seq = 0  # publishes the hub has accounted for since it started
         self._changed = trio.Event()
@@ -169,7 +170,7 @@ class FeedHub:
         outbox = Outbox(max_events_frames=self.limits.outbox_events_frames)
         client = FeedClient(self._next_ident, peer, outbox, self.client_limits, abort_transport)
         outbox.put_control(self.hello)
-        outbox.put_snapshot(self.latest_snapshot)
+        outbox.put_snapshot(self.current_snapshot())
         self.clients[client.ident] = client
         _log().info("dashboard: feed client connected", client=peer, clients=len(self.clients))
         self._notify()
@@ -259,9 +260,20 @@ class FeedHub:
                     next_snapshot = max(next_snapshot + limits.snapshot_interval_s, now)
                 self._notify()
 
+    def current_snapshot(self) -> str:
+        """The latest snapshot, built anew when older than a tick: a client that just
+        connected (or asked ``/api/snapshot``) sees the kernel as it is, not as it was up
+        to a second ago (``loomk top --once`` prints it)."""
+        now = trio.current_time()
+        if now - self._snapshot_at >= self.limits.tick_s:
+            self.latest_snapshot = frame_json(self.snapshots.build())
+            self._snapshot_at = now
+        return self.latest_snapshot
+
     def broadcast_snapshot(self) -> None:
         """Build the snapshot and queue it for every client (replacing one not yet sent)."""
         self.latest_snapshot = frame_json(self.snapshots.build())
+        self._snapshot_at = trio.current_time()
         for client in self.clients.values():
             if client.close_code is None:
                 client.outbox.put_snapshot(self.latest_snapshot)

@@ -43,7 +43,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, ASGIFramework
 from hypercorn.utils import wrap_app
 
-from loomk.config import split_address
+from loomk import edges
 from loomk.dashboard._logs import dashboard_log as _log
 from loomk.errors import EdgeError
 
@@ -65,31 +65,13 @@ class DashboardError(EdgeError):
 
 
 def listening_socket(address: str, backlog: int = 512) -> socket.socket:
-    """A TCP socket bound to ``address`` (``HOST:PORT``, port 0 for a free one) and
-    listening; :class:`DashboardError` naming the address if it cannot be."""
-    parsed = split_address(address)
-    if parsed is None:
-        raise DashboardError(f"address must be HOST:PORT, got {address!r}")
-    host, port = parsed
+    """A non-blocking TCP socket bound to ``address`` and listening;
+    :class:`DashboardError` naming the address and the setting if it cannot be."""
     try:
-        family, kind, proto, _, where = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as error:
-        raise DashboardError(f"address {address!r}: {error}", error) from error
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(where)
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except OSError as error:
-        sock.close()
-        raise DashboardError(
-            f"cannot listen on {address!r} ({error.strerror or error}): another program may "
-            "hold the port; choose another dashboard_address (port 0 picks a free one)",
-            error,
-        ) from error
+        sock = edges.listening_socket(address, setting="dashboard_address", backlog=backlog)
+    except (ValueError, OSError) as error:
+        raise DashboardError(str(error), error) from error
+    sock.setblocking(False)
     return sock
 
 

@@ -18,6 +18,7 @@ Key layout, one prefix per agent so that forgetting an agent is one range of key
 
 from __future__ import annotations
 
+import contextvars
 import json
 import sys
 import tempfile
@@ -140,7 +141,12 @@ class StateService:
                 raise KernelClosed("the kernel's state is not available (kernel not running)")
             with self._reporting_faults():
                 store = Store.open(self.data_dir, sync=self._config.state_sync, watermark=False)
-            self._nursery.start_soon(store.run, name="loomk:state-writer")
+            # in a context of its own: the writer outlives whichever handler first needed
+            # the state, and must not carry that agent's log context (or trace) forever
+            nursery = self._nursery
+            contextvars.Context().run(
+                lambda: nursery.start_soon(store.run, name="loomk:state-writer")
+            )
             self._store = store
         return self._store
 

@@ -89,9 +89,9 @@ def configure_logging(
         structlog.contextvars.merge_contextvars,
         add_agent_context,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
         mask_secrets,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),  # after: it is no secret
         renderer,
     ]
     wrapper_class = structlog.make_filtering_bound_logger(lowest)

@@ -198,8 +198,14 @@ class MetricsRegistry:
 
     def collect(self) -> list[MetricFamily]:
         """Every source's families, in registration order; families of one name from
-        several sources are merged."""
+        several sources are merged.
+
+        A sample whose family and labels another source already gave, or a family whose
+        kind differs from the one of that name already there, is left out and named in
+        ``errors``: a scraper refuses a whole exposition with a duplicate series in it.
+        """
         merged: dict[str, MetricFamily] = {}
+        series: set[tuple[str, frozenset[tuple[str, str]]]] = set()
         for name, source in list(self._sources.values()):
             try:
                 families = list(source())
@@ -210,11 +216,25 @@ class MetricsRegistry:
             for family in families:
                 known = merged.get(family.name)
                 if known is None:
-                    merged[family.name] = MetricFamily(
-                        family.name, family.kind, family.help, list(family.samples)
+                    known = merged[family.name] = MetricFamily(
+                        family.name, family.kind, family.help
                     )
-                else:
-                    known.samples.extend(family.samples)
+                elif known.kind != family.kind:
+                    self.errors[name] = (
+                        f"{family.name} is a {family.kind} here but a {known.kind} in "
+                        "another source: left out"
+                    )
+                    continue
+                for sample in family.samples:
+                    key = (family.name, frozenset(sample.labels.items()))
+                    if key in series:
+                        self.errors[name] = (
+                            f"{family.name}{dict(sample.labels)} was given by another "
+                            "source already: left out"
+                        )
+                        continue
+                    series.add(key)
+                    known.samples.append(sample)
         return list(merged.values())
 
     def collect_source(self, name: str) -> list[MetricFamily]:

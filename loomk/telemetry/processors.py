@@ -131,8 +131,11 @@ def filter_by_logger_level(
     """Drop the record (``structlog.DropEvent``) when it is below its logger's level.
 
     The logger is the record's ``component`` field (what ``get_logger(name)`` binds), else
-    its ``logger`` field; its level is the most specific configured prefix's ("loomk.bridge"
-    covers "loomk.bridge.server"), else the default level. Put it first in the chain.
+    its ``logger`` field, else the name of the logger writing it (a ``logging.Logger`` of
+    structlog's standard library integration); its level is the most specific configured
+    prefix's ("loomk.bridge" covers "loomk.bridge.server"), else the default level. Put it
+    first in the chain. A standard library record formatted by
+    ``structlog.stdlib.ProcessorFormatter`` is never dropped (its stdlib level applied).
     """
     level = _METHOD_LEVELS.get(method_name)
     if level is None:
@@ -141,8 +144,14 @@ def filter_by_logger_level(
     name = event_dict.get("component")
     if not isinstance(name, str):
         name = event_dict.get("logger")
+    if not isinstance(name, str):
+        name = getattr(logger, "name", None)  # a standard library logger's own name
     threshold = table.level_of(name) if isinstance(name, str) else table.default
     if level < threshold:
+        if "_record" in event_dict:
+            # a standard library record in ProcessorFormatter: DropEvent is not caught
+            # there (it would escape the program's logging call); stdlib levels apply
+            return event_dict
         raise structlog.DropEvent
     return event_dict
 
@@ -158,6 +167,17 @@ _SECRET_NAME = re.compile(
 # Inside any string: an HTTP credential after its scheme, and an OpenAI-style key.
 _SCHEME = r"(?P<scheme>\b(?i:bearer|basic))\s+[A-Za-z0-9\-._~+/]+=*"
 _API_KEY = r"\bsk-[A-Za-z0-9_\-]{20,}"
+# Inside any string: the password of a URL's user information ("https://user:pw@host").
+_USERINFO = r"(?<=://)(?P<user>[^/\s:@]*):[^/\s@]+@"
+# Inside any string: a value given to a name, as a repr, JSON or a query writes it
+# ("api_key='x'", '"password": "x"', "token=x"); masked when the name looks secret.
+_QUOTED = r"""(?:"(?:[^"\\]|\\.)*"?|'(?:[^'\\]|\\.)*'?)"""
+# (a closing quote is optional: a repr cut short, "'password': 'hunt...", hides the rest)
+_PAIR = re.compile(
+    rf"""(?P<kq>["'])(?P<qkey>[A-Za-z_][\w\-]*)(?P=kq)(?P<colon>\s*:\s*)(?P<qvalue>{_QUOTED})"""
+    rf"""|(?<![\w\-.])(?P<key>[A-Za-z_][\w\-]*)=(?P<value>{_QUOTED}|[^\s&,;'"()\[\]{{}}<>]+)"""
+)
+_NOTHING = frozenset({"''", '""', "None", "True", "False"})
 _SUBSTRING_MIN = 6
 """A configured secret value shorter than this is masked only where a whole string is it
 (masking every occurrence of a few characters would garble the logs and hide nothing)."""
@@ -167,7 +187,10 @@ _UNTOUCHED = frozenset({"exc_info"})  # left to format_exc_info / the renderer
 
 def _replace(match: re.Match[str]) -> str:
     scheme = match.group("scheme")
-    return SECRET_MASK if scheme is None else f"{scheme} {SECRET_MASK}"
+    if scheme is not None:
+        return f"{scheme} {SECRET_MASK}"
+    user = match.group("user")
+    return SECRET_MASK if user is None else f"{user}:{SECRET_MASK}@"
 
 
 class _Masker:
@@ -183,7 +206,9 @@ class _Masker:
         longest_first = sorted(
             (value for value in secrets if len(value) >= _SUBSTRING_MIN), key=len, reverse=True
         )
-        self._text = re.compile("|".join([*map(re.escape, longest_first), _SCHEME, _API_KEY]))
+        self._text = re.compile(
+            "|".join([*map(re.escape, longest_first), _SCHEME, _API_KEY, _USERINFO])
+        )
         self._names: dict[str, bool] = {}
 
     def secret_name(self, name: str) -> bool:
@@ -198,7 +223,27 @@ class _Masker:
     def text(self, text: str) -> str:
         if text in self._short:
             return SECRET_MASK
+        if "=" in text or ":" in text:
+            text = _PAIR.sub(self._pair, text)
         return self._text.sub(_replace, text)
+
+    def _pair(self, match: re.Match[str]) -> str:
+        """A ``name=value`` or ``"name": "value"`` pair, its value masked if the name
+        looks secret and the value is something (not empty, None or a flag)."""
+        key = match.group("qkey")
+        if key is not None:
+            value = match.group("qvalue")
+            if value in _NOTHING or not self.secret_name(key):
+                return match.group()
+            key_quote, quote = match.group("kq"), value[0]
+            return f"{key_quote}{key}{key_quote}{match.group('colon')}{quote}{SECRET_MASK}{quote}"
+        key = match.group("key")
+        value = match.group("value")
+        if value in _NOTHING or not self.secret_name(key):
+            return match.group()
+        if value[0] in "'\"":
+            return f"{key}={value[0]}{SECRET_MASK}{value[0]}"
+        return f"{key}={SECRET_MASK}"
 
     def field(self, name: str, value: object, depth: int) -> object:
         """``value`` of the field ``name``: masked whole if the name is a secret's."""
@@ -232,12 +277,12 @@ class _Masker:
 
 def _holds_something(name: str, value: object) -> bool:
     """Whether a value under a secret's name has anything to hide: not None, a flag, an
-    empty string or a token count (``prompt_tokens=12``)."""
+    empty string or a token count (``prompt_tokens=12``, ``token_count=5``)."""
     if value is None or isinstance(value, bool):
         return False
     if isinstance(value, str | bytes) and not value:
         return False
-    return not (isinstance(value, int | float) and name.lower().endswith("tokens"))
+    return not (isinstance(value, int | float) and "token" in name.lower())
 
 
 def mask_secrets(

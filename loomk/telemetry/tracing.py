@@ -134,6 +134,7 @@ class Tracing:
         "_extract",
         "_inject",
         "_link",
+        "_root",
         "_span_of",
         "_status",
         "_tracer",
@@ -145,6 +146,7 @@ class Tracing:
     def __init__(self, provider: TracerProvider | None = None) -> None:
         """Bind the OpenTelemetry API (imported here, never before: it is optional)."""
         from opentelemetry import trace
+        from opentelemetry.context import Context as OtelContext
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         # W3C Trace Context always, whatever the process's global propagator: the metadata
@@ -154,6 +156,10 @@ class Tracing:
         self._inject = propagator.inject
         self._extract = propagator.extract
         self._with_span = trace.set_span_in_context
+        # the parent of a handle span whose event carries no trace: none. Not the span
+        # current in the agent's task, which may be one it inherited when it was spawned
+        # (the handler of another agent that spawned it, a host program's span).
+        self._root = OtelContext()
         self._span_of = trace.get_current_span
         self._link = trace.Link
         self._status = trace.Status
@@ -223,6 +229,8 @@ class Tracing:
         attributes["messaging.message.id"] = event.id
         attributes["loomk.event_type"] = event.type
         parent = self._delivered(metadata, attributes)
+        if parent is None:
+            parent = self._root
         with self._tracer.start_as_current_span(
             "handle", context=parent, kind=self.consumer, attributes=attributes
         ):
@@ -246,7 +254,7 @@ class Tracing:
             "loomk.agent_id": agent_id,
         }
         with self._tracer.start_as_current_span(
-            "handle", kind=self.consumer, attributes=attributes, links=links
+            "handle", context=self._root, kind=self.consumer, attributes=attributes, links=links
         ):
             yield
 
@@ -255,15 +263,14 @@ class Tracing:
     ) -> OtelContext | None:
         """The context the ``handle`` span of an event with ``metadata`` goes in: its
         ``deliver`` span (made here, already ended) when the event carries its emit time,
-        else the trace it carries; None when it carries none (``handle`` starts a trace,
-        or continues whatever span is current)."""
+        else the trace it carries; None when it carries none (``handle`` starts a trace)."""
         if TRACEPARENT not in metadata:
             return None
         carried = self._extract(metadata)
         published = _epoch_ns(metadata.get(PUBLISHED_NS))
-        if published is None:
-            return carried
         now = time.time_ns()
+        if published is None or now - published > _STALE_NS:
+            return carried  # an emit time that old is a forged or re-published stamp
         deliver = self._tracer.start_span(
             "deliver",
             context=carried,
@@ -307,6 +314,11 @@ def _receive_attributes(agent_id: str, metadata: Mapping[str, str]) -> dict[str,
     if topic is not None:
         attributes["messaging.destination.name"] = topic
     return attributes
+
+
+_STALE_NS = 3600 * 10**9
+"""An emit time more than an hour old makes no ``deliver`` span: the event was stored and
+published again, or its stamp came from a client (a span from 1970 helps nobody)."""
 
 
 def _epoch_ns(text: str | None) -> int | None:

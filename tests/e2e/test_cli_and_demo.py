@@ -383,3 +383,49 @@ def test_importing_loomk_does_not_load_the_testing_kit() -> None:
     result = _run(sys.executable, "-c", "import loomk.testing; print(loomk.testing.__all__[0])")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "EventCapture"
+
+
+def test_the_readme_s_dashboard_commands_run_as_written() -> None:
+    """The README's three commands: ``make demo DASHBOARD=1`` runs the demo with the
+    dashboard on 127.0.0.1:8765 (checked with ``make -n``: the whole demo is another test's),
+    ``loomk top`` on that address shows the demo's agents (with ``--once``, so that it
+    ends), and the bench runs as written."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("```sh\n", readme.index("## Dashboard and metrics")) + len("```sh\n")
+    block = readme[start : readme.index("```", start)]
+    demo, top, bench = [line.split("#")[0].strip() for line in block.strip().splitlines()]
+    assert demo == "make demo DASHBOARD=1"
+    planned = _run("make", "-n", *demo.split()[1:])
+    assert planned.returncode == 0, planned.stderr
+    assert "examples/smart_home.py --dashboard 127.0.0.1:8765" in planned.stdout
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOMK_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    home = subprocess.Popen(
+        [sys.executable, "examples/smart_home.py", "--dashboard", "127.0.0.1:8765"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert home.stdout is not None
+        assert home.stdout.readline().startswith("dashboard: http://127.0.0.1:8765/")
+        shown = subprocess.run(
+            ["bash", "-c", f"{top} --once"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert "alarm" in shown.stdout
+    finally:
+        home.send_signal(signal.SIGINT)
+        home.communicate(timeout=30)  # waits, and closes its output pipe
+    ran = subprocess.run(
+        ["bash", "-c", bench], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert "serving the dashboard to one client" in ran.stdout

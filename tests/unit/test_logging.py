@@ -27,6 +27,7 @@ from loomk.telemetry import (
     get_logger,
     mask_secrets,
 )
+from loomk.telemetry.agent_context import current_log_agent
 from loomk.telemetry.logging import _StderrLogger, config_secrets, reset_logging
 from loomk.testing import ScriptedAgent, capture_events, open_test_kernel
 
@@ -360,3 +361,113 @@ def test_the_host_chain_example_of_the_logging_guide_runs_as_documented(
         "ssn": SECRET_MASK,
         "level": "info",
     }
+
+
+def test_secret_named_values_inside_reprs_and_texts_are_masked() -> None:
+    event = Event("login", b'{"password": "hunter2", "u": 1}', metadata={"cookie": "c1"})
+
+    class Settings:
+        def __repr__(self) -> str:
+            return "Settings(api_key='plain-key-1', name='bot')"
+
+    event_dict: dict[str, Any] = {
+        "event": "rejected: token=abc123&user=bob",
+        "received": event,
+        "settings": Settings(),
+        "url": "https://alice:pa55word@example.com/path?api_key=k9&page=2",
+        "exception": 'Traceback...\nValueError: bad login {"password": "hunter2"}',
+        "body": '{"secret": "", "flag": "on"}',
+    }
+    masked = mask_secrets(None, "info", event_dict)
+    text = repr(masked)
+
+    for secret in ("hunter2", "c1'", "plain-key-1", "abc123", "pa55word", "k9&"):
+        assert secret not in text, secret
+    assert masked["event"] == f"rejected: token={SECRET_MASK}&user=bob"
+    assert f"'cookie': '{SECRET_MASK}'" in masked["received"]
+    assert '"u": 1' in masked["received"]  # the rest of the payload is kept
+    cut = mask_secrets(None, "info", {"event": "Agent(password='hunter2hunter2..."})
+    assert "hunter" not in cut["event"]  # a value cut short is masked to the end
+    assert masked["settings"] == f"Settings(api_key='{SECRET_MASK}', name='bot')"
+    assert (
+        masked["url"]
+        == f"https://alice:{SECRET_MASK}@example.com/path?api_key={SECRET_MASK}&page=2"
+    )
+    assert masked["body"] == '{"secret": "", "flag": "on"}'  # nothing to hide: unchanged
+
+
+def test_token_counts_are_not_masked() -> None:
+    masked = mask_secrets(
+        None, "info", {"token_count": 5, "output_token_usage": 7.5, "token": 1234, "pin": 1}
+    )
+    assert masked == {"token_count": 5, "output_token_usage": 7.5, "token": 1234, "pin": 1}
+
+
+def test_a_stdlib_logger_has_its_configured_level_and_foreign_records_are_never_dropped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from loomk.telemetry import configure_processors
+
+    configure_processors(level="warning", levels={"app.db": "debug"})
+    structlog.configure(
+        processors=[filter_by_logger_level, structlog.processors.KeyValueRenderer()],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processor=structlog.processors.KeyValueRenderer(),
+            foreign_pre_chain=[filter_by_logger_level],
+        )
+    )
+    db = logging.getLogger("app.db")
+    web = logging.getLogger("app.web")
+    for stdlib in (db, web):
+        stdlib.setLevel(logging.DEBUG)
+        stdlib.addHandler(handler)
+        stdlib.propagate = False
+    try:
+        structlog.get_logger("app.db").debug("db debug")  # app.db is at debug
+        structlog.get_logger("app.web").info("web info")  # the default, warning
+        web.info("foreign info")  # a plain stdlib call: never raises DropEvent
+    finally:
+        for stdlib in (db, web):
+            stdlib.removeHandler(handler)
+            stdlib.propagate = True
+    out = capsys.readouterr().out
+
+    assert "db debug" in out
+    assert "web info" not in out
+    assert "foreign info" in out
+
+
+async def test_the_state_writer_started_from_a_handler_carries_no_agent_context() -> None:
+    """With temporary state, the store's writer starts when a handler first needs it: it
+    must not keep that agent as its log context for the rest of the kernel's life."""
+
+    async def remember(ctx: Context, event: Event) -> None:
+        ctx.state["seen"] = True
+        await ctx.emit("done", Event("done"))
+
+    async with open_test_kernel() as kernel:
+        with capture_events(kernel.bus, "done") as done:
+            await kernel.spawn(ScriptedAgent("first", {"go": remember}, topics=["go"]))
+            await kernel.bus.publish("go", Event("go"))
+            await done.wait_for(1)
+        writers = [
+            task
+            for task in _all_tasks(trio.lowlevel.current_root_task())
+            if task.name == "loomk:state-writer"
+        ]
+        assert len(writers) == 1
+        assert writers[0].context.run(current_log_agent) is None
+
+
+def _all_tasks(task: trio.lowlevel.Task) -> list[trio.lowlevel.Task]:
+    found = [task]
+    for nursery in task.child_nurseries:
+        for child in nursery.child_tasks:
+            found.extend(_all_tasks(child))
+    return found

@@ -160,7 +160,7 @@ async def test_agent_handler_latency_is_sampled_and_mailbox_restarts_are_exporte
         assert samples["agent_restarts_total"][agent] == 0
         assert samples["agent_running"][agent] == 1
         assert 0 < samples["agent_uptime_seconds"][agent] <= kernel.uptime_s
-        assert samples["agent_dispatch_latency_seconds_count"][agent] == stats.latency.count
+        assert samples["agent_handler_latency_seconds_count"][agent] == stats.latency.count
         assert samples["agent_mailbox_high_water"][agent] == stats.mailbox_high_water
 
 
@@ -214,3 +214,15 @@ def test_help_and_type_lines_name_the_samples_as_prometheus_own_client_writes_th
     ]
     ours = render_prometheus([MetricFamily("jobs_total", "counter", "Jobs.").add(3, queue="a")])
     assert [line for line in ours.splitlines() if line.startswith("#")] == theirs
+
+
+def test_a_duplicate_series_or_a_kind_mismatch_is_left_out_and_named() -> None:
+    registry = MetricsRegistry()
+    registry.register("a", lambda: [MetricFamily("up", "gauge", "Up.").add(1, at="x")])
+    registry.register("b", lambda: [MetricFamily("up", "gauge", "Up.").add(0, at="x")])
+    registry.register("c", lambda: [MetricFamily("up", "counter", "Up.").add(5, at="y")])
+    registry.register("d", lambda: [MetricFamily("up", "gauge", "Up.").add(1, at="z")])
+    assert parsed(registry.render_prometheus())["up"] == {(("at", "x"),): 1.0, (("at", "z"),): 1.0}
+    assert set(registry.errors) == {"b", "c"}
+    assert "given by another source" in registry.errors["b"]
+    assert "is a counter here but a gauge" in registry.errors["c"]

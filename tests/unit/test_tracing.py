@@ -346,3 +346,63 @@ def test_the_docs_export_example_runs_as_written() -> None:
     assert done.returncode == 0, done.stderr
     for name in ("publish", "deliver", "handle", "invoke"):
         assert f'"name": "{name}"' in done.stdout
+
+
+async def test_an_agent_spawned_by_a_handler_starts_its_own_traces(
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    # the spawned agent's task inherits the spawning handler's context (its handle span)
+    provider, exporter = spans
+
+    async with open_test_kernel(tracing=True, tracer_provider=provider) as kernel:
+
+        async def note(ctx: Context, event: Event) -> None:
+            await ctx.emit("noted", Event("noted"))
+
+        async def spawn(ctx: Context, event: Event) -> None:
+            await kernel.spawn(ScriptedAgent("worker", {"ping": note}))
+            await ctx.emit("spawned", Event("spawned"))
+
+        with (
+            capture_events(kernel.bus, "spawned") as spawned,
+            capture_events(kernel.bus, "noted") as noted,
+        ):
+            await kernel.spawn(ScriptedAgent("manager", {"spawn": spawn}))
+            await kernel.bus.publish("in.manager", Event("spawn"))
+            await spawned.wait_for(1)
+            await kernel.bus.publish("in.worker", Event("ping"))
+            await noted.wait_for(1)
+
+    finished = _named(exporter.get_finished_spans(), "handle")
+    handles = {str((span.attributes or {})["loomk.agent_id"]): span for span in finished}
+    assert handles["manager"].parent is None
+    assert handles["worker"].parent is None  # not the manager's handle span
+    assert _trace_id(handles["worker"]) != _trace_id(handles["manager"])
+
+
+async def test_an_emit_time_from_long_ago_makes_no_deliver_span(
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """A client may send any ``loomk.published_ns`` (or an old event be published again):
+    the handle span still joins the carried trace, without a deliver span from 1970."""
+    provider, exporter = spans
+    trace_id, parent_id = 0x1234567890ABCDEF1234567890ABCDEF, 0x1122334455667788
+    carried = {
+        "traceparent": f"00-{trace_id:032x}-{parent_id:016x}-01",
+        "loomk.published_ns": "1",
+    }
+
+    async def note(ctx: Context, event: Event) -> None:
+        await ctx.emit("noted", Event("noted"))
+
+    async with open_test_kernel(tracing=True, tracer_provider=provider) as kernel:
+        with capture_events(kernel.bus, "noted") as noted:
+            await kernel.spawn(ScriptedAgent("listener", {"ping": note}))
+            await kernel.bus.publish("in.listener", Event("ping", metadata=carried))
+            await noted.wait_for(1)
+
+    finished = exporter.get_finished_spans()
+    assert _named(finished, "deliver") == []
+    [handle] = _named(finished, "handle")
+    assert _trace_id(handle) == trace_id
+    assert _parent_of(handle) == parent_id
