@@ -9,9 +9,11 @@ merges four sources, lowest to highest precedence:
    working directory if there is one. Relative paths are taken relative to ``cwd``. Tables
    flatten with an underscore, so ``[bus]`` / ``realtime_capacity = 64`` sets
    ``bus_realtime_capacity``; a setting whose value is itself a table (``bridge_acl``, see
-   :class:`BridgeAcl`) is taken whole: ``[bridge_acl."agent-1"]`` / ``publish = [...]``;
+   :class:`BridgeAcl`) is taken whole: ``[bridge_acl."agent-1"]`` / ``publish = [...]``,
+   and so is an array of tables (``[[mcp.servers]]`` sets ``mcp_servers``, see
+   :class:`McpServerSettings`);
 3. environment variables ``LOOMK_<KEY>`` (``LOOMK_BUS_REALTIME_CAPACITY=128``), whose
-   string values are parsed to the field's type (a table setting's as a JSON object).
+   string values are parsed to the field's type (a table setting's as JSON).
    ``LOOMK_CONFIG`` names the file and is not a setting; any other unknown ``LOOMK_*``
    variable is an error;
 4. keyword arguments to :meth:`Config.load`.
@@ -71,8 +73,11 @@ __all__ = [
     "BridgeAclEntry",
     "Config",
     "ConfigSource",
+    "McpServerSettings",
+    "McpServers",
     "SourceKind",
     "describe",
+    "mcp_servers_from",
     "parse_log_levels",
     "split_address",
 ]
@@ -171,6 +176,212 @@ def _bearer_token_setting(doc: str) -> Any:
             "expected": "printable ASCII without spaces, or empty",
         },
     )
+
+
+_MCP_SERVER_NAME = re.compile(r"[A-Za-z0-9_\-]+", re.ASCII)
+_MCP_SERVER_NAME_MAX = 64
+_MCP_SERVER_KEYS: tuple[str, ...] = (
+    "name",
+    "command",
+    "args",
+    "env",
+    "cwd",
+    "url",
+    "protocol_version",
+    "timeout_s",
+)
+_MCP_SERVER_STRINGS = frozenset({"command", "cwd", "url", "protocol_version"})
+
+
+class _FrozenEnv(Mapping[str, str]):
+    """An immutable, hashable ``str -> str`` mapping: the ``env`` of a
+    :class:`McpServerSettings`, so a :class:`Config` holding it stays hashable."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, str] | None = None) -> None:
+        self._items: Mapping[str, str] = MappingProxyType(dict(items or {}))
+
+    def __getitem__(self, key: str) -> str:
+        return self._items[key]
+
+    def __iter__(self) -> typing.Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return dict(self._items) == dict(other)
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._items.items())))
+
+    def __reduce__(self) -> tuple[type[_FrozenEnv], tuple[dict[str, str]]]:
+        return _FrozenEnv, (dict(self._items),)
+
+    def __repr__(self) -> str:
+        return repr(dict(self._items))
+
+
+@dataclass(frozen=True, slots=True)
+class McpServerSettings:
+    """One MCP server the kernel uses (Loom's ``[[mcp.servers]]`` entry, plus ``url`` and
+    ``timeout_s``): started as ``command`` with ``args`` (``env`` added to the inherited
+    environment, in ``cwd``) and spoken to over stdio, or reached at ``url`` over
+    Streamable HTTP (exactly one of the two). ``protocol_version`` empty: the newest both
+    sides speak. ``timeout_s`` bounds each request to it.
+
+    ``name`` prefixes the server's capabilities (``name:tool``), so it is a token of
+    letters, digits, ``_`` and ``-``. Immutable and hashable like every value of a
+    :class:`Config` (``args`` is kept as a tuple, ``env`` as a read-only mapping). ``env``
+    often carries API keys: it is left out of ``repr`` and masked by ``loomk config``.
+    Build one from its TOML shape with :meth:`from_table`, which checks every field.
+    """
+
+    name: str
+    command: str = ""
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    cwd: str = ""
+    url: str = ""
+    protocol_version: str = ""
+    timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        # a list or dict given in code is frozen, so the settings stay hashable
+        if not isinstance(self.args, tuple):
+            object.__setattr__(self, "args", tuple(self.args))
+        if not isinstance(self.env, _FrozenEnv):
+            object.__setattr__(self, "env", _FrozenEnv(self.env))
+
+    @property
+    def transport(self) -> str:
+        """``"stdio"`` (a ``command`` to start) or ``"http"`` (a ``url`` to reach)."""
+        return "http" if self.url else "stdio"
+
+    @classmethod
+    def from_table(cls, table: object, where: str = "mcp.servers[0]") -> McpServerSettings:
+        """Check and convert one ``[[mcp.servers]]`` table (or a settings object, kept).
+
+        Raises :class:`ValueError` starting with ``where`` and the field at fault
+        (``mcp.servers[1].command: ...``); an ``env`` value is never shown.
+        """
+        if isinstance(table, McpServerSettings):
+            table = table.as_table(reveal_secrets=True)
+        if not isinstance(table, Mapping):
+            raise ValueError(f"{where}: expected a table, got a {type(table).__name__}")
+        fields: dict[str, Any] = {}
+        for key, value in table.items():
+            if key not in _MCP_SERVER_KEYS:
+                close = difflib.get_close_matches(str(key), _MCP_SERVER_KEYS, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(
+                    f"{where}: unknown key {key!r} (expected {', '.join(_MCP_SERVER_KEYS)}){hint}"
+                )
+            fields[key] = _mcp_field(f"{where}.{key}", key, value)
+        if "name" not in fields:
+            raise ValueError(f"{where}.name: missing (each server needs a name)")
+        if bool(fields.get("command")) == bool(fields.get("url")):
+            given = "both" if fields.get("command") else "neither"
+            raise ValueError(
+                f"{where} ({fields['name']!r}): set exactly one of command (a program spoken "
+                f"to over stdio) and url (a Streamable HTTP endpoint), got {given}"
+            )
+        return cls(**fields)
+
+    def as_table(self, *, reveal_secrets: bool = False) -> dict[str, object]:
+        """The TOML shape (``env`` values masked unless ``reveal_secrets``); round-trips
+        through :meth:`from_table` when revealed. Empty optional fields are left out."""
+        table: dict[str, object] = {"name": self.name}
+        for key in _MCP_SERVER_KEYS[1:]:
+            value = getattr(self, key)
+            if key == "timeout_s" or value:
+                if key == "args":
+                    value = list(value)
+                elif key == "env":
+                    value = {k: v if reveal_secrets else SECRET_MASK for k, v in value.items()}
+                table[key] = value
+        return table
+
+
+def _mcp_field(where: str, key: str, value: object) -> object:
+    """One checked field of an ``[[mcp.servers]]`` table (see :class:`McpServerSettings`)."""
+    if key == "name":
+        if (
+            not isinstance(value, str)
+            or len(value) > _MCP_SERVER_NAME_MAX
+            or _MCP_SERVER_NAME.fullmatch(value) is None
+        ):
+            raise ValueError(
+                f"{where}: expected a name of letters, digits, '_' and '-' (at most "
+                f"{_MCP_SERVER_NAME_MAX}; it prefixes the server's capabilities, "
+                f"'name:tool'), got {value!r}"
+            )
+        return value
+    if key in _MCP_SERVER_STRINGS:
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: expected a string, got {value!r} ({type(value).__name__})")
+        if key == "url" and value and not re.match(r"https?://[^/\s]+", value, re.IGNORECASE):
+            raise ValueError(f"{where}: expected an http:// or https:// URL, got {value!r}")
+        return value
+    if key == "args":
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise ValueError(f"{where}: expected a list of strings, got {value!r}")
+        for index, arg in enumerate(value):
+            if not isinstance(arg, str):
+                raise ValueError(
+                    f"{where}[{index}]: expected a string, got {arg!r} ({type(arg).__name__})"
+                )
+        return tuple(value)
+    if key == "env":
+        if not isinstance(value, Mapping):
+            raise ValueError(
+                f"{where}: expected a table of name -> string, got a {type(value).__name__}"
+            )
+        for name, text in value.items():
+            if not isinstance(name, str) or not name or "=" in name:
+                raise ValueError(f"{where}: {name!r} is not an environment variable name")
+            if not isinstance(text, str):  # the value is not shown: it may be a secret
+                raise ValueError(
+                    f"{where}.{name}: expected a string, got a value of type "
+                    f"{type(text).__name__} (not shown)"
+                )
+        return _FrozenEnv(value)
+    # timeout_s
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not math.isfinite(typing.cast(float, value)) or typing.cast(float, value) <= 0:
+        raise ValueError(f"{where}: expected a finite number of seconds > 0, got {value!r}")
+    return float(typing.cast(float, value))
+
+
+McpServers = tuple[McpServerSettings, ...]
+"""The type of the ``mcp_servers`` setting."""
+
+
+def mcp_servers_from(value: object) -> McpServers:
+    """Check and convert the ``mcp_servers`` setting: a list of ``[[mcp.servers]]`` tables
+    (or :class:`McpServerSettings`), names unique. Raises :class:`ValueError` naming the
+    entry and field (``mcp.servers[1].command: ...``)."""
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, list | tuple):
+        raise ValueError(
+            f"mcp.servers: expected an array of tables ([[mcp.servers]] in TOML, a JSON "
+            f"array in LOOMK_MCP_SERVERS), got a {type(value).__name__}"
+        )
+    servers: list[McpServerSettings] = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(value):
+        server = McpServerSettings.from_table(raw, f"mcp.servers[{index}]")
+        if server.name in seen:
+            raise ValueError(
+                f"mcp.servers[{index}].name: {server.name!r} is already the name of "
+                f"mcp.servers[{seen[server.name]}] (names must be unique)"
+            )
+        seen[server.name] = index
+        servers.append(server)
+    return tuple(servers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -678,6 +889,19 @@ class Config(_Sourced):
             "lists of patterns; token: a string}",
         },
     )
+    mcp_servers: McpServers = field(
+        default=(),
+        metadata={
+            "doc": "MCP servers whose tools, resources and prompts become capabilities "
+            "('server:tool'), each {name, command, args, env, cwd} (stdio) or {name, url} "
+            "(Streamable HTTP), plus protocol_version and timeout_s; empty: no MCP. In "
+            'loomk.toml, [[mcp.servers]] name = "time" command = "mcp-server-time"; in '
+            "LOOMK_MCP_SERVERS, a JSON array. See docs/mcp.md.",
+            "table": True,
+            "expected": "an array of tables {name, command or url, args, env, cwd, "
+            "protocol_version, timeout_s}",
+        },
+    )
 
     @classmethod
     def load(
@@ -771,6 +995,8 @@ class Config(_Sourced):
                 value = SECRET_MASK
             if isinstance(value, BridgeAcl):
                 value = value.as_table(reveal_secrets=reveal_secrets)
+            elif f.name == "mcp_servers":
+                value = [server.as_table(reveal_secrets=reveal_secrets) for server in value]
             out[f.name] = str(value) if isinstance(value, Path) else value
         return out
 
@@ -952,13 +1178,14 @@ def _parse_text(key: str, text: str, source: str) -> object:
         if not text:
             raise _bad(key, text, source)
         value = Path(text)
-    elif kind is BridgeAcl:
+    elif _is_table(key):
         try:
             document = json.loads(text)
         except ValueError as error:  # the text is not shown: it may hold tokens
+            shape = "a JSON array" if key == "mcp_servers" else "a JSON object"
             raise ConfigError(
                 key,
-                f"expected a JSON object ({_expected(key)}), got text that is not JSON "
+                f"expected {shape} ({_expected(key)}), got text that is not JSON "
                 f"({error.__class__.__name__} at character {getattr(error, 'pos', '?')}) "
                 f"({source})",
             ) from None
@@ -993,6 +1220,12 @@ def _coerce(key: str, value: object, source: str) -> object:
     elif kind is BridgeAcl:
         try:
             value = BridgeAcl.from_table(value)
+        except ValueError as error:
+            raise ConfigError(key, f"{error} ({source})") from None
+        ok = True
+    elif key == "mcp_servers":
+        try:
+            value = mcp_servers_from(value)
         except ValueError as error:
             raise ConfigError(key, f"{error} ({source})") from None
         ok = True

@@ -54,6 +54,7 @@ _SETTING_OF: dict[str, str] = {
     "bridge_link": "bridge_link_address",
     "dashboard": "dashboard_address",
     "cluster": "cluster_nats_url",
+    "mcp": "mcp_servers",
 }
 """Edge name -> the setting whose non-empty value asks for it (default ``<name>_address``)."""
 

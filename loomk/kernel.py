@@ -197,6 +197,21 @@ class Kernel:
         """The open edges by name, each to what its context yielded (a read-only view)."""
         return MappingProxyType(self._edge_values)
 
+    @property
+    def mcp(self) -> Any:
+        """The running :class:`~loomk.mcp.manager.McpManager` (the ``mcp`` edge, opened when
+        ``mcp_servers`` is set): add, remove and reconnect MCP servers from code. Typed
+        ``Any`` because the kernel never imports its edges (nor the ``mcp`` extra);
+        :class:`~loomk.errors.EdgeNotFound` when no manager is open. See docs/mcp.md."""
+        try:
+            return self._edge_values["mcp"]
+        except KeyError:
+            raise EdgeNotFound(
+                "mcp",
+                "no MCP manager is open: set mcp_servers (in loomk.toml, [[mcp.servers]]), "
+                "or open one with `async with loomk.mcp.open_mcp(kernel) as mcp:`",
+            ) from None
+
     async def _open_edges(self, edges: Iterable[Edge[Kernel]], stack: AsyncExitStack) -> None:
         """Enter each edge's context on ``stack``, in order; one that fails to open is an
         :class:`~loomk.errors.EdgeError` naming it (the ones opened before are left as

@@ -25,6 +25,7 @@ from loomk.dashboard._app import DashboardApp
 from loomk.dashboard._client import CLOSE_GOING_AWAY
 from loomk.dashboard._hosts import HostPolicy, parse_allowed_hosts
 from loomk.dashboard._hub import DashboardLimits, DashboardStats, FeedHub
+from loomk.dashboard._logs import LOGGER
 from loomk.dashboard._logs import dashboard_log as _log
 from loomk.dashboard._metrics import dashboard_metrics
 from loomk.dashboard._server import DashboardError, HttpServer, listening_socket
@@ -106,6 +107,8 @@ async def open_dashboard(
             max_connections=(
                 4 * hub.max_clients if limits.max_connections is None else limits.max_connections
             ),
+            logger=LOGGER,
+            label="dashboard",
         )
     except BaseException:
         sock.close()

@@ -56,6 +56,7 @@ DEFAULTS: dict[str, object] = {
     "bridge_max_payload_bytes": 1024 * 1024,
     "bridge_max_registration_items": 1024,
     "bridge_acl": {},
+    "mcp_servers": [],
 }
 
 

@@ -229,6 +229,7 @@ def test_the_setting_that_asks_for_an_edge() -> None:
     assert setting_of("bridge") == "bridge_address"
     assert setting_of("dashboard") == "dashboard_address"
     assert setting_of("cluster") == "cluster_nats_url"
+    assert setting_of("mcp") == "mcp_servers"
     assert setting_of("radio") == "radio_address"
 
 
@@ -336,7 +337,8 @@ def test_an_explicit_edge_satisfies_the_protocol() -> None:
 
 def test_a_kernel_without_bridge_address_never_imports_the_bridge() -> None:
     """Discovery lists the installed bridge edge, yet ``import loomk``, discovery and a kernel
-    that does not want it import neither the bridge nor importlib.metadata up front."""
+    that does not want it import neither the bridge nor importlib.metadata up front; nor,
+    without ``mcp_servers``, the MCP edge or the ``mcp`` SDK."""
     code = (
         "import sys, loomk\n"
         "print('importlib.metadata' in sys.modules)\n"
@@ -347,6 +349,7 @@ def test_a_kernel_without_bridge_address_never_imports_the_bridge() -> None:
         "print(loomk.run(main, state_temporary=True))\n"
         "print(sorted(m for m in sys.modules if m.startswith(('loomk_bridge', 'grpclib'))))\n"
         "print(sorted(m for m in sys.modules if m.startswith(('hypercorn', 'loomk.dashboard'))))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'mcp' or 'loomk.mcp' in m))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "LOOM_BRIDGE_ADDR"}
     result = subprocess.run(
@@ -358,9 +361,10 @@ def test_a_kernel_without_bridge_address_never_imports_the_bridge() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[:5] == [
+    assert result.stdout.split("\n")[:6] == [
         "False",
-        "['bridge', 'bridge_link', 'dashboard']",
+        "['bridge', 'bridge_link', 'dashboard', 'mcp']",
+        "[]",
         "[]",
         "[]",
         "[]",

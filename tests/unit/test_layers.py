@@ -72,7 +72,10 @@ ALLOWED: dict[str, set[str]] = {
     "__init__": _FOUNDATION
     | {"bus", "state", "actions", "collab", "llm", "agents", "edges", "kernel", "links"},
     # edges: the kernel's public API, never each other
+    # serving an ASGI app through hypercorn, for the edges that serve HTTP (imports hypercorn)
+    "asgi": _FOUNDATION | {"edges"},
     "dashboard": {"loomk"},
+    "mcp": {"loomk"},
     "loomk_bridge": {"loomk"},
     "loomk_audio": {"loomk"},
 }

@@ -1,0 +1,38 @@
+"""MCP servers that misbehave at the start, for the tests: ``python broken.py MODE``.
+
+``garbage`` writes lines that are not JSON-RPC on stdout; ``exit`` exits at once with status
+3; ``hang`` reads requests and never answers; ``version`` answers ``initialize`` with a
+protocol version nobody speaks (``1999-01-01``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def main(mode: str) -> None:
+    if mode == "exit":
+        sys.exit(3)
+    if mode == "garbage":
+        print("Server starting... hello there!", flush=True)
+    for line in sys.stdin:
+        if mode == "version":
+            request = json.loads(line)
+            if request.get("method") == "initialize":
+                answer = {
+                    "jsonrpc": "2.0",
+                    "id": request["id"],
+                    "result": {
+                        "protocolVersion": "1999-01-01",
+                        "capabilities": {"tools": {}},
+                        "serverInfo": {"name": "ancient", "version": "0.0.1"},
+                    },
+                }
+                print(json.dumps(answer), flush=True)
+        elif mode == "garbage":
+            print("not json either", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

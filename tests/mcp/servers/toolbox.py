@@ -1,0 +1,137 @@
+"""An MCP server for the tests, made with the SDK's ``MCPServer``.
+
+``python toolbox.py stdio`` serves on stdin/stdout; ``python toolbox.py http`` binds a free
+loopback port, prints ``PORT <n>`` on stdout once it listens, and serves Streamable HTTP at
+``/mcp``. Its tools cover what the client must handle: many tools (``tools/list`` pages of
+:data:`PAGE` tools), ``isError``, structured content, a tool that sleeps, one that tells its
+pid (so a test can kill it mid-call), one that adds a tool and announces
+``notifications/tools/list_changed``; plus a resource and a prompt.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from typing import Any
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+
+PAGE = 5
+MANY = 12
+
+seen_calls: list[str] = []
+"""The tools called so far, by name (so a test can tell a call never arrived)."""
+
+
+async def paginate(ctx: Any, call_next: Any) -> Any:
+    """Serve ``tools/list`` in pages of :data:`PAGE`, the cursor being the next index."""
+    if ctx.method == "tools/call":
+        seen_calls.append((ctx.params or {}).get("name", ""))
+    result = await call_next(ctx)
+    if ctx.method != "tools/list":
+        return result
+    params = ctx.params or {}
+    start = int(params.get("cursor") or 0)
+    tools = result["tools"]
+    page = {**result, "tools": tools[start : start + PAGE]}
+    if start + PAGE < len(tools):
+        page["nextCursor"] = str(start + PAGE)
+    return page
+
+
+server = MCPServer("toolbox", version="1.2.3", middleware=[paginate], log_level="WARNING")
+
+
+@server.tool(description="Echo the text back.")
+def echo(text: str, times: int = 1) -> str:
+    return " ".join([text] * times)
+
+
+@server.tool(description="Fail with the message.")
+def fail(message: str) -> str:
+    raise ToolError(message)
+
+
+@server.tool(description="Add two numbers, with structured output.")
+def add(a: int, b: int) -> dict[str, int]:
+    return {"sum": a + b}
+
+
+@server.tool(description="Sleep, then answer.")
+async def nap(seconds: float) -> str:
+    await anyio.sleep(seconds)
+    return "rested"
+
+
+@server.tool(description="The server's process id.")
+def pid() -> int:
+    return os.getpid()
+
+
+@server.tool(description="Announce a tool list change, then wait forever (a call to kill in).")
+async def block(ctx: Context) -> str:
+    await ctx.session.send_tool_list_changed()  # tells the test the call has arrived
+    await anyio.sleep_forever()
+    return "never"
+
+
+@server.tool(description="Count the calls this server has answered.")
+def calls() -> int:
+    return len(seen_calls)
+
+
+@server.tool(description="Add a tool named `name`, announcing the change.")
+async def grow(name: str, ctx: Context) -> str:
+    def extra(x: int = 0) -> str:
+        return f"{name}:{x}"
+
+    server.add_tool(extra, name=name, description=f"A tool added at run time: {name}")
+    await ctx.session.send_tool_list_changed()
+    return "grown"
+
+
+@server.tool(description="Remove the tool named `name`, announcing the change.")
+async def shrink(name: str, ctx: Context) -> str:
+    server.remove_tool(name)
+    await ctx.session.send_tool_list_changed()
+    return "shrunk"
+
+
+for _index in range(MANY):
+
+    def _numbered(index: int = _index) -> str:
+        return f"n{index}"
+
+    server.add_tool(_numbered, name=f"n{_index:02d}", description=f"Numbered tool {_index}")
+
+
+@server.resource("note://hello", description="A greeting.", mime_type="text/plain")
+def hello_note() -> str:
+    return "hello from a resource"
+
+
+@server.prompt(description="Greet someone.")
+def greet(name: str) -> str:
+    return f"Please greet {name} warmly."
+
+
+def serve_http() -> None:
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    print(f"PORT {sock.getsockname()[1]}", flush=True)
+    config = uvicorn.Config(server.streamable_http_app(), log_level="warning")
+    anyio.run(uvicorn.Server(config).serve, [sock])
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["http"]:
+        serve_http()
+    else:
+        server.run("stdio")

@@ -1,0 +1,72 @@
+"""What the MCP client tests share: settings of the test servers and a call helper.
+
+The servers are real processes: ``mcp-server-time`` from the virtual environment, and the
+ones in ``tests/mcp/servers`` run with this interpreter (``toolbox.py``, made with the SDK;
+``broken.py``, which misbehaves on purpose).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from loomk import ActionBroker, ActionCall, ActionResult
+from loomk.config import McpServerSettings
+
+SERVERS = Path(__file__).resolve().parent / "mcp" / "servers"
+TIME_SERVER = str(Path(sys.executable).with_name("mcp-server-time"))
+_calls = 0
+
+
+def toolbox(name: str = "box", **settings: Any) -> McpServerSettings:
+    """The SDK-made test server over stdio."""
+    return McpServerSettings(
+        name, command=sys.executable, args=(str(SERVERS / "toolbox.py"), "stdio"), **settings
+    )
+
+
+def broken(mode: str, name: str = "bad", **settings: Any) -> McpServerSettings:
+    """A server that misbehaves in ``mode`` (see ``servers/broken.py``)."""
+    return McpServerSettings(
+        name, command=sys.executable, args=(str(SERVERS / "broken.py"), mode), **settings
+    )
+
+
+async def invoke(broker: ActionBroker, capability: str, args: Any = None) -> ActionResult:
+    """Call ``capability`` with ``args`` (a JSON object) through the broker."""
+    global _calls
+    _calls += 1
+    return await broker.invoke(ActionCall.with_args(f"call-{_calls}", capability, args or {}))
+
+
+@asynccontextmanager
+async def toolbox_over_http() -> AsyncIterator[str]:
+    """Run the toolbox as a Streamable HTTP server on a free loopback port; its URL."""
+    async with trio.open_nursery() as nursery:
+        process: trio.Process = await nursery.start(
+            lambda task_status: trio.run_process(
+                [sys.executable, str(SERVERS / "toolbox.py"), "http"],
+                stdout=-1,  # subprocess.PIPE
+                check=False,
+                task_status=task_status,
+                env=dict(os.environ),
+            )
+        )
+        try:
+            assert process.stdout is not None
+            line = b""
+            with trio.fail_after(20):
+                while not line.endswith(b"\n"):
+                    chunk = await process.stdout.receive_some(1)
+                    assert chunk, "the HTTP test server exited before listening"
+                    line += chunk
+            port = int(line.split()[1])
+            yield f"http://127.0.0.1:{port}/mcp"
+        finally:
+            process.kill()
