@@ -77,6 +77,7 @@ __all__ = [
     "McpServers",
     "SourceKind",
     "describe",
+    "mcp_server_name_problem",
     "mcp_servers_from",
     "parse_log_levels",
     "split_address",
@@ -178,8 +179,29 @@ def _bearer_token_setting(doc: str) -> Any:
     )
 
 
-_MCP_SERVER_NAME = re.compile(r"[A-Za-z0-9_\-]+", re.ASCII)
+# a token of a capability name (loomk.actions' rule): it prefixes the server's capabilities
+_MCP_SERVER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]*", re.ASCII)
 _MCP_SERVER_NAME_MAX = 64
+
+
+def mcp_server_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot name an MCP server, or None when it can: letters, digits, ``_``
+    and ``-`` (not first), at most 64 characters. The one rule for :meth:`McpServerSettings.
+    from_table` and for settings made in code (``loomk.mcp`` checks those before connecting),
+    since the name prefixes the server's capabilities (``name:tool``)."""
+    if (
+        isinstance(name, str)
+        and len(name) <= _MCP_SERVER_NAME_MAX
+        and _MCP_SERVER_NAME.fullmatch(name) is not None
+    ):
+        return None
+    return (
+        f"expected a name of letters, digits, '_' and '-' (not first; at most "
+        f"{_MCP_SERVER_NAME_MAX}; it prefixes the server's capabilities, 'name:tool'), "
+        f"got {name!r}"
+    )
+
+
 _MCP_SERVER_KEYS: tuple[str, ...] = (
     "name",
     "command",
@@ -310,16 +332,9 @@ class McpServerSettings:
 def _mcp_field(where: str, key: str, value: object) -> object:
     """One checked field of an ``[[mcp.servers]]`` table (see :class:`McpServerSettings`)."""
     if key == "name":
-        if (
-            not isinstance(value, str)
-            or len(value) > _MCP_SERVER_NAME_MAX
-            or _MCP_SERVER_NAME.fullmatch(value) is None
-        ):
-            raise ValueError(
-                f"{where}: expected a name of letters, digits, '_' and '-' (at most "
-                f"{_MCP_SERVER_NAME_MAX}; it prefixes the server's capabilities, "
-                f"'name:tool'), got {value!r}"
-            )
+        problem = mcp_server_name_problem(value)
+        if problem is not None:
+            raise ValueError(f"{where}: {problem}")
         return value
     if key in _MCP_SERVER_STRINGS:
         if not isinstance(value, str):

@@ -38,6 +38,24 @@ def broken(mode: str, name: str = "bad", **settings: Any) -> McpServerSettings:
     )
 
 
+async def tool_pid(broker: ActionBroker, server: str = "box") -> int:
+    """The process id of the toolbox named ``server`` (its ``pid`` tool)."""
+    result = await invoke(broker, f"{server}:pid")
+    assert result.ok, result.error
+    pid = result.json()["structured"]["result"]
+    assert isinstance(pid, int)
+    return pid
+
+
+def process_gone(pid: int) -> bool:
+    """Whether no process ``pid`` exists any more (a zombie still counts as existing)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
 async def invoke(broker: ActionBroker, capability: str, args: Any = None) -> ActionResult:
     """Call ``capability`` with ``args`` (a JSON object) through the broker."""
     global _calls
@@ -48,6 +66,14 @@ async def invoke(broker: ActionBroker, capability: str, args: Any = None) -> Act
 @asynccontextmanager
 async def toolbox_over_http() -> AsyncIterator[str]:
     """Run the toolbox as a Streamable HTTP server on a free loopback port; its URL."""
+    async with toolbox_http_process() as (url, _process):
+        yield url
+
+
+@asynccontextmanager
+async def toolbox_http_process() -> AsyncIterator[tuple[str, trio.Process]]:
+    """Run the toolbox as a Streamable HTTP server on a free loopback port; its URL and its
+    process (so a test can kill it)."""
     async with trio.open_nursery() as nursery:
         process: trio.Process = await nursery.start(
             lambda task_status: trio.run_process(
@@ -67,6 +93,6 @@ async def toolbox_over_http() -> AsyncIterator[str]:
                     assert chunk, "the HTTP test server exited before listening"
                     line += chunk
             port = int(line.split()[1])
-            yield f"http://127.0.0.1:{port}/mcp"
+            yield f"http://127.0.0.1:{port}/mcp", process
         finally:
             process.kill()

@@ -365,7 +365,8 @@ _EXTRAS: dict[str, tuple[str, str, str, dict[str, Any], Operation]] = {
 def extra_providers(
     connection: McpConnection, capabilities: types.ServerCapabilities, record: Recorder
 ) -> list[McpRequestProvider]:
-    """The resource and prompt capabilities of a server that declares those features."""
+    """The resource and prompt capabilities of a server that declares those features; one
+    whose name cannot be a capability name is skipped with a warning (like a tool's)."""
     declared = {
         "resources": capabilities.resources is not None,
         "prompts": capabilities.prompts is not None,
@@ -374,16 +375,22 @@ def extra_providers(
     for suffix, (feature, method, desc, schema, operation) in _EXTRAS.items():
         if not declared[feature]:
             continue
-        descriptor = CapabilityDescriptor(
-            f"{connection.name}:{suffix}",
-            ADAPTER_VERSION,
-            ProviderKind.PROVIDER_MCP,
-            {
-                "desc": desc.format(server=connection.name),
-                "schema": json.dumps(schema),
-                "mcp_server": connection.name,
-                "mcp_method": method,
-            },
-        )
+        try:
+            descriptor = CapabilityDescriptor(
+                f"{connection.name}:{suffix}",
+                ADAPTER_VERSION,
+                ProviderKind.PROVIDER_MCP,
+                {
+                    "desc": desc.format(server=connection.name),
+                    "schema": json.dumps(schema),
+                    "mcp_server": connection.name,
+                    "mcp_method": method,
+                },
+            )
+        except CapabilityError as error:  # the owner calls this from a callback: never raise
+            _log.warning(
+                "MCP capability skipped", server=connection.name, method=method, error=str(error)
+            )
+            continue
         providers.append(McpRequestProvider(connection, descriptor, method, operation, record))
     return providers

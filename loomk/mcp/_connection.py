@@ -52,10 +52,11 @@ from loomk import __version__
 
 if TYPE_CHECKING:  # the SDK's name for a transport's pair of streams
     from mcp.client._transport import ReadStream, TransportStreams
-from loomk.config import McpServerSettings
+from loomk.config import McpServerSettings, mcp_server_name_problem
 from loomk.telemetry import get_logger
 
 from .errors import (
+    INVALID_PARAMS,
     PROTOCOL_ERROR,
     SERVER_ERROR,
     TIMEOUT,
@@ -99,8 +100,15 @@ class ServerFacts:
 
 
 def check_settings(settings: McpServerSettings) -> None:
-    """Raise :class:`McpError` for settings no connection can come of (before any work)."""
+    """Raise :class:`McpError` for settings no connection can come of (before any work).
+
+    The name is checked here too (settings made in code skip :meth:`McpServerSettings.
+    from_table`): a name that cannot prefix a capability would leave the server connected
+    with none of its capabilities registered."""
     where = f"MCP server {settings.name!r}"
+    name_problem = mcp_server_name_problem(settings.name)
+    if name_problem is not None:
+        raise McpError(TRANSPORT_ERROR, f"{where}: settings.name: {name_problem}")
     if bool(settings.command) == bool(settings.url):
         raise McpError(TRANSPORT_ERROR, f"{where} needs exactly one of command and url")
     if not (isinstance(settings.timeout_s, int | float) and 0 < settings.timeout_s < math.inf):
@@ -132,6 +140,12 @@ class McpConnection:
 
     ``on_change`` is called (synchronously, must not raise) whenever the state or the tool
     list changes, so the owner can follow with its broker registrations.
+
+    The backoff (``backoff_s`` doubled after each drop, up to ``max_backoff_s``) starts again
+    only after a connection stayed up ``stable_s`` (default: 10 times ``backoff_s``, at
+    least 5 s): a server that dies a second after each start must not be restarted forever
+    at the shortest delay. ``next_retry_s`` is the wait before the coming reconnection (while
+    ``DOWN``) or the last one.
     """
 
     def __init__(
@@ -141,12 +155,17 @@ class McpConnection:
         *,
         backoff_s: float = 0.1,
         max_backoff_s: float = 10.0,
+        stable_s: float | None = None,
     ) -> None:
         check_settings(settings)
         self.settings = settings
         self._on_change = on_change
         self._backoff_s = backoff_s
         self._max_backoff_s = max_backoff_s
+        # how long a connection must have stayed up for the backoff to start again
+        self._stable_s = max(10 * backoff_s, 5.0) if stable_s is None else stable_s
+        self._stopped = False
+        self.next_retry_s = 0.0
         self._state = ConnectionState.CONNECTING
         self._facts: ServerFacts | None = None
         self._session: ClientSession | None = None
@@ -193,18 +212,27 @@ class McpConnection:
         self._notify()
 
     def _notify(self) -> None:
+        self._wake_waiters()
+        self._on_change()
+
+    def _wake_waiters(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
-        self._on_change()
 
     async def _wait_until(self, done: Callable[[], bool]) -> None:
         while not done():
             await self._changed.wait()
 
+    def _removed(self) -> McpError:
+        return McpError(TRANSPORT_ERROR, f"MCP server {self.name!r} was removed")
+
     async def wait_attempt(self, after: int) -> McpError | None:
         """Wait for the attempt after the first ``after`` ones to succeed or fail; its
-        problem (None: it connected)."""
-        await self._wait_until(lambda: self._attempts_done > after)
+        problem (None: it connected). Raises :class:`McpError` (``TRANSPORT_ERROR``) when
+        the connection is stopped first, since then no attempt may ever end."""
+        await self._wait_until(lambda: self._attempts_done > after or self._stopped)
+        if self._stopped:
+            raise self._removed()
         return self._last_problem if self._state is not ConnectionState.READY else None
 
     @property
@@ -218,6 +246,8 @@ class McpConnection:
         await self._wait_until(
             lambda: self._state in (ConnectionState.READY, ConnectionState.STOPPED)
         )
+        if self._stopped:
+            raise self._removed()
         if self._state is ConnectionState.STOPPED:
             raise McpError(TRANSPORT_ERROR, f"MCP server {self.name!r} is stopped")
 
@@ -225,38 +255,60 @@ class McpConnection:
 
     async def run(self) -> None:
         """Connect and stay connected until :meth:`stop` (or until the first attempt
-        fails): the supervisor task, one per server."""
-        delay = self._backoff_s
+        fails): the supervisor task, one per server.
+
+        Raises nothing but cancellation (and ``KeyboardInterrupt``-like exceptions): it runs
+        in the manager's nursery beside the other servers, so an error of its own is logged
+        and recorded as :attr:`last_problem` instead of taking them down."""
         try:
             with self._run_scope:
-                while True:
-                    self._set_state(ConnectionState.CONNECTING)
-                    connects = self.connects
-                    problem = await self._connect_and_serve()
-                    self._last_problem = problem
-                    if not self._ever_ready:
-                        self._finish_attempt()
-                        return
-                    if self.connects > connects:
-                        delay = self._backoff_s  # it worked: start the backoff again
-                    self._finish_attempt()
-                    self._set_state(ConnectionState.DOWN)
-                    _log.warning(
-                        "MCP server connection ended; reconnecting",
-                        server=self.name,
-                        reason=str(problem),
-                        backoff_s=delay,
-                    )
-                    with trio.move_on_after(delay):
-                        await self._wake.wait()
-                    self._wake = trio.Event()
-                    delay = min(delay * 2, self._max_backoff_s)
-                    self.restarts += 1
+                await self._supervise()
+        except BaseException as error:
+            fatal, other = _split_errors(error)
+            if other is not None:
+                self._last_problem = _first_mcp_error(other) or McpError(
+                    TRANSPORT_ERROR, f"MCP server {self.name!r}: {_describe(other)}"
+                )
+                _log.error("MCP server supervisor failed", server=self.name, error=_describe(other))
+            if fatal is error:
+                raise
+            if fatal is not None:
+                raise fatal from None
         finally:
             self._session = None
             self._drop_flights()
             self._state = ConnectionState.STOPPED
+            if self._attempts_done_pending and self._stopped:
+                self._last_problem = self._removed()
+            self._finish_attempt()  # a waiter for this attempt must not wait forever
             self._notify()
+
+    async def _supervise(self) -> None:
+        delay = self._backoff_s
+        while True:
+            self._set_state(ConnectionState.CONNECTING)
+            connects = self.connects
+            problem, up_s = await self._connect_and_serve()
+            self._last_problem = problem
+            if not self._ever_ready:
+                self._finish_attempt()
+                return
+            if self.connects > connects and up_s >= self._stable_s:
+                delay = self._backoff_s  # it worked for a while: start the backoff again
+            self.next_retry_s = delay
+            self._finish_attempt()
+            self._set_state(ConnectionState.DOWN)
+            _log.warning(
+                "MCP server connection ended; reconnecting",
+                server=self.name,
+                reason=str(problem),
+                backoff_s=delay,
+            )
+            with trio.move_on_after(delay):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            delay = min(delay * 2, self._max_backoff_s)
+            self.restarts += 1
 
     def _finish_attempt(self) -> None:
         if self._attempts_done_pending:
@@ -265,8 +317,11 @@ class McpConnection:
             self._notify()
 
     def stop(self) -> None:
-        """End the run for good (the caller's nursery waits for the server to shut down)."""
+        """End the run for good (the caller's nursery waits for the server to shut down);
+        whoever waits for an attempt or for the connection gets :class:`McpError`."""
+        self._stopped = True
         self._run_scope.cancel()
+        self._wake_waiters()  # not the owner's on_change: it is unregistering meanwhile
 
     def restart(self) -> None:
         """Drop the current connection (if any) and connect again now, without backoff."""
@@ -290,12 +345,18 @@ class McpConnection:
             flight.dropped = True
             flight.scope.cancel()
 
-    async def _connect_and_serve(self) -> McpError:
-        """One connection: start, handshake, list, serve until it ends; why it ended."""
+    async def _connect_and_serve(self) -> tuple[McpError, float]:
+        """One connection: start, handshake, list, serve until it ends; why it ended, and
+        for how long it served (0: it never did).
+
+        Cancellation (of the run) mixed with the transport's own error in one exception
+        group (the HTTP transport's pending ``ConnectError``) is split: the error is this
+        connection's problem, only the cancellation goes on."""
         self._problem = None
         self._attempts_done_pending = True
         self._live = trio.CancelScope()
         where = f"MCP server {self.name!r}"
+        ready_at: float | None = None
         try:
             with self._live:
                 async with self._transport() as (read, write):
@@ -311,6 +372,7 @@ class McpConnection:
                             client_info=_CLIENT_INFO,
                         ) as session:
                             self._facts = await self._handshake(session)
+                            ready_at = trio.current_time()
                             self._session = session
                             self.connects += 1
                             self._ever_ready = True
@@ -318,17 +380,25 @@ class McpConnection:
                             self._finish_attempt()  # notifies
                             nursery.start_soon(self._follow_tool_changes)
                             await trio.sleep_forever()
-        except Exception as error:  # ours, or the SDK's or the OS's: spawning, HTTP, a pipe
-            self._problem = (
-                self._problem
-                or _first_mcp_error(error)
-                or McpError(TRANSPORT_ERROR, f"{where}: {_describe(error)}")
-            )
+        except BaseException as error:  # ours, the SDK's or the OS's: spawning, HTTP, a pipe
+            fatal, other = _split_errors(error)
+            if other is not None:
+                self._problem = (
+                    self._problem
+                    or _first_mcp_error(other)
+                    or McpError(TRANSPORT_ERROR, f"{where}: {_describe(other)}")
+                )
+            if fatal is error:
+                raise
+            if fatal is not None:
+                raise fatal from None
         finally:
             self._session = None
             self._live = None
             self._drop_flights()
-        return self._problem or McpError(TRANSPORT_ERROR, f"{where}: the connection ended")
+        up_s = 0.0 if ready_at is None else trio.current_time() - ready_at
+        problem = self._problem or McpError(TRANSPORT_ERROR, f"{where}: the connection ended")
+        return problem, up_s
 
     @asynccontextmanager
     async def _transport(self) -> AsyncIterator[TransportStreams]:
@@ -482,7 +552,7 @@ class McpConnection:
                 raise McpError(
                     TRANSPORT_ERROR, f"{where}: the connection closed during {what}"
                 ) from error
-            code = TOOL_NOT_FOUND if error.code == _METHOD_NOT_FOUND else SERVER_ERROR
+            code = _error_code(what, error)
             raise McpError(
                 code, f"{where}: {what} failed: {error.message} (code: {error.code})"
             ) from error
@@ -513,6 +583,52 @@ async def list_all_tools(session: ClientSession) -> list[types.Tool]:
         if cursor is None or cursor in seen:
             return tools
         seen.add(cursor)
+
+
+_UNKNOWN_TOOL = ("unknown tool", "tool not found", "no such tool")
+
+
+def _error_code(what: str, error: MCPError) -> str:
+    """Loom's code for a JSON-RPC error answering ``what`` (the method).
+
+    The spec answers an unknown tool with ``-32602`` ("Unknown tool: x"), so that is
+    ``TOOL_NOT_FOUND`` for a ``tools/call`` whose message says so and ``INVALID_PARAMS``
+    otherwise; ``-32601`` (method not found) is ``TOOL_NOT_FOUND`` only for ``tools/call``
+    (older servers answer an unknown tool so) and ``SERVER_ERROR`` for any other method
+    (the server does not support it); any other code is ``SERVER_ERROR``."""
+    if error.code == _INVALID_PARAMS:
+        message = error.message.lower()
+        if what == "tools/call" and any(words in message for words in _UNKNOWN_TOOL):
+            return TOOL_NOT_FOUND
+        return INVALID_PARAMS
+    if error.code == _METHOD_NOT_FOUND and what == "tools/call":
+        return TOOL_NOT_FOUND
+    return SERVER_ERROR
+
+
+def _split_errors(
+    error: BaseException,
+) -> tuple[BaseException | None, BaseException | None]:
+    """``error`` split into what must go on (cancellation, ``KeyboardInterrupt``...; an
+    exception group keeps the leaves that are no :class:`Exception`) and the errors, either
+    None when there is none of it. A group of one leaf is unwrapped."""
+    if not isinstance(error, BaseExceptionGroup):
+        if isinstance(error, Exception):
+            return None, error
+        return error, None
+    errors, fatal = error.split(Exception)
+    return _unwrap(fatal), _unwrap(errors)
+
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+def _unwrap(group: BaseExceptionGroup[_E] | None) -> _E | BaseExceptionGroup[_E] | None:
+    """The only leaf of ``group`` when it has one, else ``group``."""
+    if group is not None and len(group.exceptions) == 1:
+        only = group.exceptions[0]
+        return only if not isinstance(only, BaseExceptionGroup) else _unwrap(only)
+    return group
 
 
 def _first_mcp_error(error: BaseException) -> McpError | None:

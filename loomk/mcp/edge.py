@@ -5,6 +5,11 @@ Announced through the ``loomk.edges`` entry point ``mcp``, so a kernel without
 and an optional extra: ``pip install 'loomk[mcp]'``). ``kernel.edge("mcp")``, also
 ``kernel.mcp``, is the running :class:`~loomk.mcp.manager.McpManager`: servers can be
 added, removed and reconnected from code while the kernel runs.
+
+A configured server that fails to start never keeps the kernel from starting: the servers
+are started together, and one that fails is logged, shown as ``failed`` by
+``kernel.mcp.info(name)`` and tried again with backoff (see
+:meth:`~loomk.mcp.manager.McpManager.start`).
 """
 
 from __future__ import annotations

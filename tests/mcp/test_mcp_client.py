@@ -2,21 +2,35 @@
 
 ``mcp-server-time`` (a third-party server) and the SDK-made ``toolbox`` over stdio and
 Streamable HTTP: listing (with pagination), calls and their answers, ``isError``, schema
-checks before sending, resources, prompts, ``tools/list_changed``, timeouts, removal.
+checks before sending, resources, prompts, ``tools/list_changed``, JSON-RPC error codes,
+timeouts, removal (and the server's process gone after it).
 """
 
 from __future__ import annotations
 
 import json
 from datetime import datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
+import mcp_types as types
 import pytest
 import trio
-from mcp_support import TIME_SERVER, invoke, toolbox, toolbox_over_http
+from mcp_support import (
+    TIME_SERVER,
+    invoke,
+    process_gone,
+    tool_pid,
+    toolbox,
+    toolbox_over_http,
+)
 
+import loomk
 from loomk import ActionCall, ActionStatus, ProviderKind
-from loomk.config import McpServerSettings
+from loomk.config import Config, McpServerSettings
 from loomk.mcp import open_mcp
+from loomk.mcp._adapter import ADAPTER_VERSION, extra_providers
 from loomk.testing import open_test_kernel
 
 
@@ -164,3 +178,71 @@ async def test_the_toolbox_over_streamable_http() -> None:
         assert failed.code == "TOOL_ERROR"
         read = await invoke(kernel.broker, "web:resources.read", {"uri": "note://hello"})
         assert read.json()["result"] == "hello from a resource"
+
+
+async def test_json_rpc_errors_have_their_codes() -> None:
+    """An unknown tool is ``-32602`` "Unknown tool" by the spec: ``TOOL_NOT_FOUND``; another
+    ``-32602`` (an unknown resource) is ``INVALID_PARAMS``."""
+    async with open_test_kernel() as kernel, open_mcp(kernel, [toolbox()]):
+        with trio.fail_after(10):
+            changed = trio.Event()
+            stop = kernel.broker.watch(
+                lambda: changed.set() if "box:fresh" in kernel.broker else None
+            )
+            assert (await invoke(kernel.broker, "box:grow", {"name": "fresh"})).ok
+            await changed.wait()
+            stop()
+            stale = kernel.broker.resolve("box:fresh", ADAPTER_VERSION)
+            assert stale is not None
+            gone = trio.Event()
+            stop = kernel.broker.watch(
+                lambda: gone.set() if "box:fresh" not in kernel.broker else None
+            )
+            assert (await invoke(kernel.broker, "box:shrink", {"name": "fresh"})).ok
+            await gone.wait()
+            stop()
+        result = await stale.invoke(ActionCall.with_args("stale", "box:fresh", {"x": 1}))
+        assert result.code == "TOOL_NOT_FOUND"
+        assert "Unknown tool: fresh" in result.error.message
+
+        unknown = await invoke(kernel.broker, "box:resources.read", {"uri": "note://nope"})
+        assert unknown.code == "INVALID_PARAMS"
+        assert "-32602" in unknown.error.message
+
+
+def test_a_capability_name_that_cannot_be_made_is_skipped() -> None:
+    """``extra_providers`` runs in the manager's change callback, so it must not raise: a
+    name that makes no capability name skips that capability."""
+    capabilities = types.ServerCapabilities(resources=types.ResourcesCapability())
+    stand_in = cast(Any, SimpleNamespace(name="-bad"))
+    assert extra_providers(stand_in, capabilities, lambda _result: None) == []
+
+
+async def test_the_server_process_is_gone_after_remove_and_after_close() -> None:
+    async with open_test_kernel() as kernel:
+        with trio.fail_after(30):
+            async with open_mcp(kernel, [toolbox()]) as mcp:
+                removed = await tool_pid(kernel.broker)
+                assert await mcp.remove("box")
+                assert process_gone(removed)
+                await mcp.add(toolbox())
+                closed = await tool_pid(kernel.broker)
+                assert not process_gone(closed)
+            assert process_gone(closed)
+
+
+async def test_the_server_process_is_gone_after_the_kernel_with_the_edge_stops(
+    tmp_path: Path,
+) -> None:
+    config = Config.load(
+        env={},
+        cwd=tmp_path,
+        state_temporary=True,
+        log_level="error",
+        mcp_servers=[toolbox().as_table(reveal_secrets=True)],
+    )
+    with trio.fail_after(60):
+        async with loomk.open_kernel(config) as kernel:
+            pid = await tool_pid(kernel.broker)
+            assert not process_gone(pid)
+    assert process_gone(pid)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -17,8 +18,10 @@ import trio
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from support import capture_component_logs
 
-pytestmark = pytest.mark.e2e
+from loomk.mcp.serve import serve_http, tool_names
+from loomk.testing import open_test_kernel
 
 DEADLINE_S = 60
 
@@ -40,18 +43,23 @@ async def check_session(session: ClientSession) -> None:
     await session.initialize()
     listed = await session.list_tools()
     tools = {tool.name: tool for tool in listed.tools}
-    assert {"time.now", "math.eval"} <= set(tools)
-    assert tools["math.eval"].description
-    assert tools["math.eval"].input_schema.get("type") == "object"
-    assert "expression" in tools["math.eval"].input_schema.get("properties", {})
+    assert {"time_now", "math_eval"} <= set(tools)  # names MCP clients accept
+    assert all(re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", name) for name in tools)
+    assert tools["math_eval"].title == "math.eval"  # the capability's own name
+    assert tools["math_eval"].description
+    assert tools["math_eval"].input_schema.get("type") == "object"
+    assert "expression" in tools["math_eval"].input_schema.get("properties", {})
 
-    result = await session.call_tool("math.eval", {"expression": "2+3"})
+    result = await session.call_tool("math_eval", {"expression": "2+3"})
     assert not result.is_error
     (content,) = result.content
     assert isinstance(content, types.TextContent)
     assert json.loads(content.text)["value"] == 5
 
-    bad = await session.call_tool("math.eval", {"expression": "2+"})
+    by_capability = await session.call_tool("math.eval", {"expression": "1+1"})
+    assert not by_capability.is_error  # the capability's own name is accepted too
+
+    bad = await session.call_tool("math_eval", {"expression": "2+"})
     assert bad.is_error
     assert isinstance(bad.content[0], types.TextContent)
     assert bad.content[0].text.split(":")[0].isupper()  # "CODE: message"
@@ -62,6 +70,40 @@ async def check_session(session: ClientSession) -> None:
     assert "PROVIDER_UNAVAILABLE" in unknown.content[0].text
 
 
+def test_tool_names_fit_mcp_clients_and_never_collide() -> None:
+    names = tool_names(["time.now", "math.eval", "docs:search", "plain_name", "a-b"])
+    assert names == {
+        "time.now": "time_now",
+        "math.eval": "math_eval",
+        "docs:search": "docs_search",
+        "plain_name": "plain_name",
+        "a-b": "a-b",
+    }
+    # a capability already named a_b keeps it; a.b and a:b each get a hashed name
+    clash = tool_names(["a:b", "a.b", "a_b"])
+    assert clash["a_b"] == "a_b"
+    assert len(set(clash.values())) == 3
+    assert clash == tool_names(["a_b", "a.b", "a:b"])  # not the order given
+    assert all(re.fullmatch(r"a_b_[0-9a-f]{8}", clash[n]) for n in ("a.b", "a:b"))
+    long = tool_names(["x." * 40])["x." * 40]
+    assert re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", long)
+
+
+async def test_http_beyond_loopback_logs_that_it_has_no_authentication() -> None:
+    async with open_test_kernel() as kernel:
+        with trio.fail_after(DEADLINE_S), capture_component_logs("loomk.mcp.serve") as records:
+            async with trio.open_nursery() as nursery:
+
+                def ready(url: str) -> None:
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(lambda: serve_http(kernel, "0.0.0.0:0", ready=ready))
+    warnings = [r for r in records if r["log_level"] == "warning"]
+    assert warnings, records
+    assert "no authentication" in warnings[0]["event"]
+
+
+@pytest.mark.e2e
 async def test_stdio(tmp_path: Path) -> None:
     params = StdioServerParameters(
         command=sys.executable,
@@ -115,6 +157,7 @@ async def http_session(url: str) -> AsyncIterator[ClientSession]:
 # client-side leak in the test process, not the server under test).
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.e2e
 async def test_streamable_http(tmp_path: Path) -> None:
     with http_server(tmp_path) as url:
         assert url.endswith("/mcp")
@@ -123,9 +166,10 @@ async def test_streamable_http(tmp_path: Path) -> None:
                 await check_session(session)
             async with http_session(url) as again:  # a second client after the first left
                 await again.initialize()
-                assert (await again.call_tool("math.eval", {"expression": "6*7"})).is_error is False
+                assert (await again.call_tool("math_eval", {"expression": "6*7"})).is_error is False
 
 
+@pytest.mark.e2e
 def test_a_bad_http_address_is_refused(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "loomk.cli", "mcp", "serve", "--http", "nowhere"],
@@ -141,6 +185,7 @@ def test_a_bad_http_address_is_refused(tmp_path: Path) -> None:
     assert result.stdout == ""
 
 
+@pytest.mark.e2e
 def test_stdio_mode_writes_nothing_but_the_protocol_to_stdout(tmp_path: Path) -> None:
     """A client that closes stdin at once: the kernel starts, logs (to stderr) and stops,
     and stdout stays empty."""

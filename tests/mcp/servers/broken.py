@@ -2,7 +2,9 @@
 
 ``garbage`` writes lines that are not JSON-RPC on stdout; ``exit`` exits at once with status
 3; ``hang`` reads requests and never answers; ``version`` answers ``initialize`` with a
-protocol version nobody speaks (``1999-01-01``).
+protocol version nobody speaks (``1999-01-01``); ``brief`` finishes the handshake (no
+tools) and exits as soon as its tool list is sent, like a server that dies right after each
+start.
 """
 
 from __future__ import annotations
@@ -17,7 +19,21 @@ def main(mode: str) -> None:
     if mode == "garbage":
         print("Server starting... hello there!", flush=True)
     for line in sys.stdin:
-        if mode == "version":
+        if mode == "brief":
+            request = json.loads(line)
+            method, ident = request.get("method"), request.get("id")
+            if method == "initialize":
+                result = {
+                    "protocolVersion": request["params"]["protocolVersion"],
+                    "capabilities": {"tools": {}},
+                    "serverInfo": {"name": "brief", "version": "0.0.1"},
+                }
+                print(json.dumps({"jsonrpc": "2.0", "id": ident, "result": result}), flush=True)
+            elif method == "tools/list":
+                answer = {"jsonrpc": "2.0", "id": ident, "result": {"tools": []}}
+                print(json.dumps(answer), flush=True)
+                return
+        elif mode == "version":
             request = json.loads(line)
             if request.get("method") == "initialize":
                 answer = {

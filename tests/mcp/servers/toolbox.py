@@ -4,8 +4,9 @@
 loopback port, prints ``PORT <n>`` on stdout once it listens, and serves Streamable HTTP at
 ``/mcp``. Its tools cover what the client must handle: many tools (``tools/list`` pages of
 :data:`PAGE` tools), ``isError``, structured content, a tool that sleeps, one that tells its
-pid (so a test can kill it mid-call), one that adds a tool and announces
-``notifications/tools/list_changed``; plus a resource and a prompt.
+pid (so a test can kill it mid-call, or check it is gone), one that adds a tool and
+announces ``notifications/tools/list_changed``; plus a resource and a prompt. A call to a
+tool it does not have is answered with JSON-RPC error ``-32602``, as the spec says.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from typing import Any
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.shared.exceptions import MCPError
+
+INVALID_PARAMS = -32602
 
 PAGE = 5
 MANY = 12
@@ -27,9 +31,14 @@ seen_calls: list[str] = []
 
 
 async def paginate(ctx: Any, call_next: Any) -> Any:
-    """Serve ``tools/list`` in pages of :data:`PAGE`, the cursor being the next index."""
+    """Serve ``tools/list`` in pages of :data:`PAGE`, the cursor being the next index; answer
+    a call to an unknown tool as the spec says, JSON-RPC error ``-32602`` "Unknown tool: x"
+    (the SDK would answer an ``isError`` result)."""
     if ctx.method == "tools/call":
-        seen_calls.append((ctx.params or {}).get("name", ""))
+        name = (ctx.params or {}).get("name", "")
+        seen_calls.append(name)
+        if name not in {tool.name for tool in await server.list_tools()}:
+            raise MCPError(INVALID_PARAMS, f"Unknown tool: {name}")
     result = await call_next(ctx)
     if ctx.method != "tools/list":
         return result
