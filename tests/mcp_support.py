@@ -71,13 +71,13 @@ async def toolbox_over_http() -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def toolbox_http_process() -> AsyncIterator[tuple[str, trio.Process]]:
-    """Run the toolbox as a Streamable HTTP server on a free loopback port; its URL and its
-    process (so a test can kill it)."""
+async def toolbox_http_process(port: int = 0) -> AsyncIterator[tuple[str, trio.Process]]:
+    """Run the toolbox as a Streamable HTTP server on loopback ``port`` (a free one by
+    default); its URL and its process (so a test can kill it)."""
     async with trio.open_nursery() as nursery:
         process: trio.Process = await nursery.start(
             lambda task_status: trio.run_process(
-                [sys.executable, str(SERVERS / "toolbox.py"), "http"],
+                [sys.executable, str(SERVERS / "toolbox.py"), "http", str(port)],
                 stdout=-1,  # subprocess.PIPE
                 check=False,
                 task_status=task_status,
@@ -96,3 +96,30 @@ async def toolbox_http_process() -> AsyncIterator[tuple[str, trio.Process]]:
             yield f"http://127.0.0.1:{port}/mcp", process
         finally:
             process.kill()
+
+
+class Toolbox:
+    """The toolbox over one transport (``stdio`` or ``http``), for tests run over both: its
+    settings, and for HTTP the running server, which :meth:`start` starts (again, on the
+    same port) in ``nursery``."""
+
+    def __init__(self, transport: str, nursery: trio.Nursery) -> None:
+        self.transport = transport
+        self.url = ""
+        self._nursery = nursery
+
+    def settings(self, name: str = "box", **settings: Any) -> McpServerSettings:
+        if self.transport == "stdio":
+            return toolbox(name, **settings)
+        return McpServerSettings(name, url=self.url, **settings)
+
+    async def start(self) -> None:
+        """Start the HTTP server, on the port of the previous one if there was one."""
+        port = int(self.url.rsplit(":", 1)[1].split("/")[0]) if self.url else 0
+
+        async def serve(task_status: trio.TaskStatus[str]) -> None:
+            async with toolbox_http_process(port) as (url, _process):
+                task_status.started(url)
+                await trio.sleep_forever()
+
+        self.url = await self._nursery.start(serve)

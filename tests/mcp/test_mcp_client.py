@@ -1,9 +1,10 @@
 """MCP servers' tools as broker capabilities, against real servers in subprocesses.
 
 ``mcp-server-time`` (a third-party server) and the SDK-made ``toolbox`` over stdio and
-Streamable HTTP: listing (with pagination), calls and their answers, ``isError``, schema
-checks before sending, resources, prompts, ``tools/list_changed``, JSON-RPC error codes,
-timeouts, removal (and the server's process gone after it).
+Streamable HTTP (the ``box`` fixture runs a test over both): listing (with pagination),
+calls and their answers, ``isError``, schema checks before sending, resources, prompts,
+``tools/list_changed``, JSON-RPC error codes, timeouts, removal (and the server's process
+gone after it).
 """
 
 from __future__ import annotations
@@ -15,15 +16,14 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import mcp_types as types
-import pytest
 import trio
 from mcp_support import (
     TIME_SERVER,
+    Toolbox,
     invoke,
     process_gone,
     tool_pid,
     toolbox,
-    toolbox_over_http,
 )
 
 import loomk
@@ -58,8 +58,8 @@ async def test_the_time_server_tools_answer_through_the_broker() -> None:
         assert mcp.stats().servers["time"].ok == 1
 
 
-async def test_toolbox_tools_are_listed_across_pages_and_answer() -> None:
-    async with open_test_kernel() as kernel, open_mcp(kernel, [toolbox()]) as mcp:
+async def test_toolbox_tools_are_listed_across_pages_and_answer(box: Toolbox) -> None:
+    async with open_test_kernel() as kernel, open_mcp(kernel, [box.settings()]) as mcp:
         info = mcp.info("box")
         assert (info.server_name, info.server_version) == ("toolbox", "1.2.3")
         numbered = [t for t in info.tools if t[0] == "n" and t[1:].isdigit()]
@@ -91,25 +91,31 @@ async def test_arguments_off_the_schema_never_reach_the_server() -> None:
         assert counted.json()["structured"] == {"result": 1}  # only this call arrived
 
 
-async def test_resources_and_prompts_are_capabilities() -> None:
-    async with open_test_kernel() as kernel, open_mcp(kernel, [toolbox()]):
-        listed = await invoke(kernel.broker, "box:resources.list")
-        assert [r["uri"] for r in listed.json()["resources"]] == ["note://hello"]
+async def test_resources_and_prompts_are_capabilities_listed_across_pages(
+    box: Toolbox,
+) -> None:
+    async with open_test_kernel() as kernel, open_mcp(kernel, [box.settings()]):
+        listed = await invoke(kernel.broker, "box:resources.list")  # one a page
+        assert [r["uri"] for r in listed.json()["resources"]] == ["note://hello", "note://bye"]
         assert listed.json()["resources"][0]["mimeType"] == "text/plain"
         read = await invoke(kernel.broker, "box:resources.read", {"uri": "note://hello"})
         assert read.json()["result"] == "hello from a resource"
-        prompts = await invoke(kernel.broker, "box:prompts.list")
-        assert [p["name"] for p in prompts.json()["prompts"]] == ["greet"]
+        prompts = await invoke(kernel.broker, "box:prompts.list")  # one a page
+        assert [p["name"] for p in prompts.json()["prompts"]] == ["greet", "farewell"]
         prompt = await invoke(
             kernel.broker, "box:prompts.get", {"name": "greet", "arguments": {"name": "Ann"}}
         )
         assert prompt.json()["result"] == "Please greet Ann warmly."
+        other = await invoke(
+            kernel.broker, "box:prompts.get", {"name": "farewell", "arguments": {"name": "Bo"}}
+        )
+        assert other.json()["result"] == "Please bid Bo farewell."
         no_uri = await invoke(kernel.broker, "box:resources.read", {})
         assert no_uri.code == "INVALID_PARAMS"
 
 
-async def test_a_tool_list_change_registers_and_unregisters() -> None:
-    async with open_test_kernel() as kernel, open_mcp(kernel, [toolbox()]) as mcp:
+async def test_a_tool_list_change_registers_and_unregisters(box: Toolbox) -> None:
+    async with open_test_kernel() as kernel, open_mcp(kernel, [box.settings()]) as mcp:
         changed = trio.Event()
         stop = kernel.broker.watch(lambda: changed.set() if "box:fresh" in kernel.broker else None)
         with trio.fail_after(10):
@@ -128,8 +134,9 @@ async def test_a_tool_list_change_registers_and_unregisters() -> None:
         assert "fresh" not in mcp.info("box").tools
 
 
-async def test_a_call_past_the_timeout_ends_with_action_timeout() -> None:
-    async with open_test_kernel() as kernel, open_mcp(kernel, [toolbox(timeout_s=2.5)]) as mcp:
+async def test_a_call_past_the_timeout_ends_with_action_timeout(box: Toolbox) -> None:
+    settings = box.settings(timeout_s=2.5)
+    async with open_test_kernel() as kernel, open_mcp(kernel, [settings]) as mcp:
         with trio.fail_after(10):
             slow = await invoke(kernel.broker, "box:nap", {"seconds": 30})
         assert slow.status is ActionStatus.ACTION_TIMEOUT
@@ -160,24 +167,6 @@ async def test_a_protocol_version_can_be_asked_for() -> None:
     async with open_test_kernel() as kernel, open_mcp(kernel, [old]) as mcp:
         assert mcp.info("box").protocol_version == "2024-11-05"
         assert (await invoke(kernel.broker, "box:echo", {"text": "old"})).ok
-
-
-# The SDK's HTTP client (httpx2) leaves its response streams' async generators to the
-# garbage collector when a session ends, which warns; that is the SDK's, not loomk's.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-async def test_the_toolbox_over_streamable_http() -> None:
-    async with (
-        toolbox_over_http() as url,
-        open_test_kernel() as kernel,
-        open_mcp(kernel, [McpServerSettings("web", url=url)]) as mcp,
-    ):
-        assert len(mcp.info("web").tools) > 15
-        echoed = await invoke(kernel.broker, "web:echo", {"text": "over http"})
-        assert echoed.json()["result"] == "over http"
-        failed = await invoke(kernel.broker, "web:fail", {"message": "nope"})
-        assert failed.code == "TOOL_ERROR"
-        read = await invoke(kernel.broker, "web:resources.read", {"uri": "note://hello"})
-        assert read.json()["result"] == "hello from a resource"
 
 
 async def test_json_rpc_errors_have_their_codes() -> None:

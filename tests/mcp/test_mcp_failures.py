@@ -12,7 +12,7 @@ import signal
 import pytest
 import trio
 import trio.testing
-from mcp_support import broken, invoke, toolbox, toolbox_http_process
+from mcp_support import Toolbox, broken, invoke, toolbox, toolbox_http_process
 
 from loomk import ActionStatus
 from loomk.config import McpServerSettings
@@ -70,8 +70,10 @@ async def test_open_mcp_reports_a_bad_server_and_starts_the_others() -> None:
         assert "box:echo" not in kernel.broker
 
 
-async def test_a_server_killed_mid_call_fails_the_call_and_comes_back() -> None:
-    async with open_test_kernel() as kernel, open_mcp(kernel, [toolbox()]) as mcp:
+async def test_a_server_killed_mid_call_fails_the_call_and_comes_back(box: Toolbox) -> None:
+    """Over HTTP the supervisor keeps trying the URL; the server is started again on the
+    same port."""
+    async with open_test_kernel() as kernel, open_mcp(kernel, [box.settings()]) as mcp:
         first_pid = (await invoke(kernel.broker, "box:pid")).json()["structured"]["result"]
         arrived = trio.Event()
         stop = kernel.broker.watch(arrived.set)  # `block` announces a tool list change
@@ -94,6 +96,8 @@ async def test_a_server_killed_mid_call_fails_the_call_and_comes_back() -> None:
             assert down.code in ("PROVIDER_UNAVAILABLE", "TRANSPORT_ERROR")
             assert "box:echo" in kernel.broker  # kept registered while down
 
+            if box.transport == "http":
+                await box.start()
             info = await mcp.wait_ready("box")
         assert "echo" in info.tools
         assert "box:echo" in kernel.broker
@@ -101,9 +105,20 @@ async def test_a_server_killed_mid_call_fails_the_call_and_comes_back() -> None:
         assert second_pid != first_pid
         assert (await invoke(kernel.broker, "box:echo", {"text": "back"})).ok
         stats = mcp.stats().servers["box"]
-        assert stats.restarts == 1
+        assert stats.restarts >= 1 if box.transport == "http" else stats.restarts == 1
         assert stats.connects == 2
         assert stats.transport_errors >= 1
+
+
+async def test_the_client_says_initialized_before_its_first_request() -> None:
+    """``strict`` refuses any request before ``notifications/initialized``."""
+    async with open_test_kernel() as kernel, open_mcp(kernel) as mcp:
+        with trio.fail_after(20):
+            info = await mcp.add(broken("strict", "strict"))
+            assert info.tools == ("ok",)
+            answer = await invoke(kernel.broker, "strict:ok")
+        assert answer.ok, answer.error
+        assert answer.json()["result"] == "initialized"
 
 
 @pytest.mark.parametrize("name", ["a b", "", "-box", "box:x", "x" * 65])

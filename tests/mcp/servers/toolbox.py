@@ -1,12 +1,13 @@
 """An MCP server for the tests, made with the SDK's ``MCPServer``.
 
-``python toolbox.py stdio`` serves on stdin/stdout; ``python toolbox.py http`` binds a free
-loopback port, prints ``PORT <n>`` on stdout once it listens, and serves Streamable HTTP at
-``/mcp``. Its tools cover what the client must handle: many tools (``tools/list`` pages of
-:data:`PAGE` tools), ``isError``, structured content, a tool that sleeps, one that tells its
-pid (so a test can kill it mid-call, or check it is gone), one that adds a tool and
-announces ``notifications/tools/list_changed``; plus a resource and a prompt. A call to a
-tool it does not have is answered with JSON-RPC error ``-32602``, as the spec says.
+``python toolbox.py stdio`` serves on stdin/stdout; ``python toolbox.py http [PORT]`` binds
+``PORT`` (a free loopback port by default), prints ``PORT <n>`` on stdout once it listens,
+and serves Streamable HTTP at ``/mcp``. Its tools cover what the client must handle:
+many tools (``tools/list`` pages of :data:`PAGE` tools), ``isError``, structured content, a
+tool that sleeps, one that tells its pid (so a test can kill it mid-call, or check it is
+gone), one that adds a tool and announces ``notifications/tools/list_changed``; plus two
+resources and two prompts (listed one a page). A call to a tool it does not have is
+answered with JSON-RPC error ``-32602``, as the spec says.
 """
 
 from __future__ import annotations
@@ -25,13 +26,16 @@ INVALID_PARAMS = -32602
 
 PAGE = 5
 MANY = 12
+PAGED = {"tools/list": ("tools", PAGE), "resources/list": ("resources", 1)}
+PAGED["prompts/list"] = ("prompts", 1)
 
 seen_calls: list[str] = []
 """The tools called so far, by name (so a test can tell a call never arrived)."""
 
 
 async def paginate(ctx: Any, call_next: Any) -> Any:
-    """Serve ``tools/list`` in pages of :data:`PAGE`, the cursor being the next index; answer
+    """Serve ``tools/list`` in pages of :data:`PAGE` (resources and prompts one a page), the
+    cursor being the next index; answer
     a call to an unknown tool as the spec says, JSON-RPC error ``-32602`` "Unknown tool: x"
     (the SDK would answer an ``isError`` result)."""
     if ctx.method == "tools/call":
@@ -40,14 +44,15 @@ async def paginate(ctx: Any, call_next: Any) -> Any:
         if name not in {tool.name for tool in await server.list_tools()}:
             raise MCPError(INVALID_PARAMS, f"Unknown tool: {name}")
     result = await call_next(ctx)
-    if ctx.method != "tools/list":
+    if ctx.method not in PAGED:
         return result
+    key, size = PAGED[ctx.method]
     params = ctx.params or {}
     start = int(params.get("cursor") or 0)
-    tools = result["tools"]
-    page = {**result, "tools": tools[start : start + PAGE]}
-    if start + PAGE < len(tools):
-        page["nextCursor"] = str(start + PAGE)
+    items = result[key]
+    page = {**result, key: items[start : start + size]}
+    if start + size < len(items):
+        page["nextCursor"] = str(start + size)
     return page
 
 
@@ -122,17 +127,27 @@ def hello_note() -> str:
     return "hello from a resource"
 
 
+@server.resource("note://bye", description="A farewell.", mime_type="text/plain")
+def bye_note() -> str:
+    return "goodbye from a resource"
+
+
 @server.prompt(description="Greet someone.")
 def greet(name: str) -> str:
     return f"Please greet {name} warmly."
 
 
-def serve_http() -> None:
+@server.prompt(description="Say goodbye to someone.")
+def farewell(name: str) -> str:
+    return f"Please bid {name} farewell."
+
+
+def serve_http(port: int = 0) -> None:
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     sock.listen(64)
     print(f"PORT {sock.getsockname()[1]}", flush=True)
     config = uvicorn.Config(server.streamable_http_app(), log_level="warning")
@@ -140,7 +155,7 @@ def serve_http() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["http"]:
-        serve_http()
+    if sys.argv[1] == "http":
+        serve_http(int(sys.argv[2]) if len(sys.argv) > 2 else 0)
     else:
         server.run("stdio")
