@@ -122,6 +122,17 @@ class _SchemaCheck:
         except (SchemaError, TypeError, ValueError) as error:
             _log.warning("MCP input schema is invalid; not checked", tool=where, error=str(error))
 
+    def arguments(self, call: ActionCall) -> dict[str, Any] | ActionResult:
+        """The call's arguments when they are a JSON object that fits the schema, else the
+        ``INVALID_PARAMS`` failure to answer (nothing is sent to the server then)."""
+        args = _arguments(call)
+        if isinstance(args, str):
+            return ActionResult.failure(call.id, INVALID_PARAMS, args)
+        problem = self.problem(args)
+        if problem is not None:
+            return ActionResult.failure(call.id, INVALID_PARAMS, problem)
+        return args
+
     def problem(self, args: dict[str, Any]) -> str | None:
         """Why ``args`` do not fit the schema (the most relevant error), or None."""
         if self._validator is None:
@@ -166,12 +177,9 @@ class McpToolProvider:
         return result
 
     async def _invoke(self, call: ActionCall) -> ActionResult:
-        args = _arguments(call)
-        if isinstance(args, str):
-            return ActionResult.failure(call.id, INVALID_PARAMS, args)
-        problem = self._check.problem(args)
-        if problem is not None:
-            return ActionResult.failure(call.id, INVALID_PARAMS, problem)
+        args = self._check.arguments(call)
+        if isinstance(args, ActionResult):
+            return args
         name = self._tool.name
 
         async def call_tool(session: ClientSession) -> types.CallToolResult:
@@ -249,12 +257,9 @@ class McpRequestProvider:
         return result
 
     async def _invoke(self, call: ActionCall) -> ActionResult:
-        args = _arguments(call)
-        if isinstance(args, str):
-            return ActionResult.failure(call.id, INVALID_PARAMS, args)
-        problem = self._check.problem(args)
-        if problem is not None:
-            return ActionResult.failure(call.id, INVALID_PARAMS, problem)
+        args = self._check.arguments(call)
+        if isinstance(args, ActionResult):
+            return args
         operation = self._operation
 
         async def run(session: ClientSession) -> dict[str, Any]:
