@@ -199,7 +199,10 @@ async def test_a_server_that_dies_after_each_start_is_restarted_ever_later() -> 
             while connection.attempts_done < 5:
                 await connection.wait_attempt(connection.attempts_done)
             connection.stop()
-    assert connection.connects >= 5
+    # Most attempts complete the handshake before the server exits; on a loaded machine the
+    # client may see the exit first, and that attempt fails instead. Either way the delay
+    # doubles: two handshakes among the five are enough to show it is not reset by them.
+    assert connection.connects >= 2
     assert [delays[n] for n in range(4)] == [0.01, 0.02, 0.04, 0.08]
 
 
