@@ -52,6 +52,8 @@ demo: $(STAMP) system-packages
 	$(PY) examples/smart_home.py $(if $(DASHBOARD_ADDRESS),--dashboard $(DASHBOARD_ADDRESS))
 	@echo; echo "== three processes on one bus, through the gRPC bridge =="
 	$(PY) examples/planner_researcher_writer.py --processes 3
+	@echo; echo "== an MCP server's tools as capabilities (mcp-server-time over stdio) =="
+	$(PY) examples/mcp_tools.py
 	@echo; echo "== the voice agent, offline: spoken commands in examples/audio, answers spoken into voice-answers/ =="
 	$(VENV)/bin/loomk voice --wav examples/audio/*.wav --out voice-answers
 

@@ -42,7 +42,7 @@ from loomk import (
 )
 from loomk.telemetry import get_logger
 
-from ._connection import McpConnection
+from ._connection import McpConnection, all_pages
 from .errors import INVALID_PARAMS, TIMEOUT, TOOL_ERROR, McpError
 
 __all__ = [
@@ -276,17 +276,8 @@ class McpRequestProvider:
 
 
 async def _list_resources(session: ClientSession, args: dict[str, Any]) -> dict[str, Any]:
-    resources: list[Any] = []
-    cursor: str | None = None
-    seen: set[str] = set()
-    while True:
-        params = types.PaginatedRequestParams(cursor=cursor) if cursor is not None else None
-        page = await session.list_resources(params=params)
-        resources.extend(_wire(r) for r in page.resources)
-        cursor = page.next_cursor
-        if cursor is None or cursor in seen:
-            return {"resources": resources}
-        seen.add(cursor)
+    pages = await all_pages(lambda params: session.list_resources(params=params), "resources")
+    return {"resources": [_wire(resource) for resource in pages]}
 
 
 async def _read_resource(session: ClientSession, args: dict[str, Any]) -> dict[str, Any]:
@@ -298,17 +289,8 @@ async def _read_resource(session: ClientSession, args: dict[str, Any]) -> dict[s
 
 
 async def _list_prompts(session: ClientSession, args: dict[str, Any]) -> dict[str, Any]:
-    prompts: list[Any] = []
-    cursor: str | None = None
-    seen: set[str] = set()
-    while True:
-        params = types.PaginatedRequestParams(cursor=cursor) if cursor is not None else None
-        page = await session.list_prompts(params=params)
-        prompts.extend(_wire(p) for p in page.prompts)
-        cursor = page.next_cursor
-        if cursor is None or cursor in seen:
-            return {"prompts": prompts}
-        seen.add(cursor)
+    pages = await all_pages(lambda params: session.list_prompts(params=params), "prompts")
+    return {"prompts": [_wire(prompt) for prompt in pages]}
 
 
 async def _get_prompt(session: ClientSession, args: dict[str, Any]) -> dict[str, Any]:

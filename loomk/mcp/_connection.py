@@ -34,7 +34,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import mcp_types as types
@@ -570,19 +570,27 @@ class McpConnection:
         raise McpError(TIMEOUT, f"{where} did not answer {what} within {timeout_s:g} s")
 
 
-async def list_all_tools(session: ClientSession) -> list[types.Tool]:
-    """Every tool, following ``nextCursor`` page after page (a repeated cursor ends it)."""
-    tools: list[types.Tool] = []
+async def all_pages(
+    fetch: Callable[[types.PaginatedRequestParams | None], Awaitable[Any]], items: str
+) -> list[Any]:
+    """Every item of a paginated listing (``tools``, ``resources``, ``prompts``): ``fetch``
+    is asked page after page, following ``nextCursor`` (a repeated cursor ends it)."""
+    found: list[Any] = []
     cursor: str | None = None
     seen: set[str] = set()
     while True:
         params = types.PaginatedRequestParams(cursor=cursor) if cursor is not None else None
-        page = await session.list_tools(params=params)
-        tools.extend(page.tools)
+        page = await fetch(params)
+        found.extend(getattr(page, items))
         cursor = page.next_cursor
         if cursor is None or cursor in seen:
-            return tools
+            return found
         seen.add(cursor)
+
+
+async def list_all_tools(session: ClientSession) -> list[types.Tool]:
+    """Every tool the server lists, over all pages."""
+    return await all_pages(lambda params: session.list_tools(params=params), "tools")
 
 
 _UNKNOWN_TOOL = ("unknown tool", "tool not found", "no such tool")

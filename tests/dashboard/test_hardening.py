@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio.testing
 from dashboard_support import (
     FAST,
     capture_dashboard_logs,
@@ -231,7 +232,7 @@ async def test_an_h2c_upgrade_is_refused_with_400_never_101(request_: bytes) -> 
         stream = await trio.open_tcp_stream(host, int(port))
         cut = request_.rindex(b"\r\n", 0, -4) + 6
         await stream.send_all(request_[:cut])
-        await trio.sleep(0.05)  # the server reads the first piece on its own
+        await trio.testing.wait_all_tasks_blocked()  # the server has read the first piece
         await stream.send_all(request_[cut:])
         answer = b""
         with trio.fail_after(10):
@@ -348,8 +349,8 @@ async def test_connections_beyond_the_cap_are_closed_at_once_with_a_logged_reaso
                         try:
                             after = await http.get("/metrics")
                             break
-                        except httpx.TransportError:
-                            await trio.sleep(0.01)
+                        except httpx.TransportError:  # refused: wait for them to end
+                            await trio.testing.wait_all_tasks_blocked()
     assert after.status_code == 200
     assert "dashboard_connections_refused_total" in after.text
     assert any(r["event"] == "dashboard: connection refused: too many connections" for r in logs)
