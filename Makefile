@@ -6,8 +6,9 @@ STAMP  := $(VENV)/.installed
 # Debian packages: speech for the voice agent and its tests (espeak-ng speaks, flite makes test
 # speech that pocketsphinx understands, sox), PortAudio's headers, which PyAudio builds against,
 # and chromium, the browser the dashboard's browser tests drive with Playwright (tests/dashboard/
-# test_browser.py: Playwright cannot download its own browser without network).
-APT_PACKAGES := espeak-ng libespeak-ng1 flite sox portaudio19-dev chromium
+# test_browser.py: Playwright cannot download its own browser without network), and nats-server:
+# the cluster tests (tests/cluster) start Debian's nats-server themselves, one per test.
+APT_PACKAGES := espeak-ng libespeak-ng1 flite sox portaudio19-dev chromium nats-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all install system-packages test lint typecheck unit demo bench proto clean
@@ -54,6 +55,8 @@ demo: $(STAMP) system-packages
 	$(PY) examples/planner_researcher_writer.py --processes 3
 	@echo; echo "== an MCP server's tools as capabilities (mcp-server-time over stdio) =="
 	$(PY) examples/mcp_tools.py
+	@echo; echo "== two kernels in two processes sharing one bus through NATS (a local nats-server) =="
+	$(PY) examples/two_kernels.py
 	@echo; echo "== the voice agent, offline: spoken commands in examples/audio, answers spoken into voice-answers/ =="
 	$(VENV)/bin/loomk voice --wav examples/audio/*.wav --out voice-answers
 
@@ -64,6 +67,7 @@ bench: $(STAMP) system-packages
 	$(VENV)/bin/loomk bench collab --json bench-results/collab.json
 	$(VENV)/bin/loomk bench batch --json bench-results/batch.json
 	$(VENV)/bin/loomk bench bridge --json bench-results/bridge.json
+	$(VENV)/bin/loomk bench cluster --json bench-results/cluster.json
 	$(VENV)/bin/loomk bench voice --json bench-results/voice.json
 
 # The loom.v1 Python modules, from schemas/ (protoc from grpcio-tools; the output is committed).

@@ -33,6 +33,10 @@ class Watchers:
 
         return unwatch
 
+    def __bool__(self) -> bool:
+        """Whether anyone watches."""
+        return bool(self._watchers)
+
     def notify(self) -> None:
         """Tell every watcher that something changed."""
         for watcher in tuple(self._watchers):

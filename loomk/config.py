@@ -57,7 +57,7 @@ import os
 import re
 import tomllib
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -162,6 +162,10 @@ _ACL_AGENT_ID_MAX = 200
 def _token_shaped(value: str) -> bool:
     """A bearer token: printable ASCII without spaces (what an HTTP/2 header carries)."""
     return all(33 <= ord(ch) <= 126 for ch in value)
+
+
+_NATS_URL = re.compile(r"(nats|tls|ws|wss)://([^\s/@]+@)?[^\s/@:]+(:\d+)?/?")
+_NODE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _bearer_token_setting(doc: str) -> Any:
@@ -917,6 +921,59 @@ class Config(_Sourced):
             "protocol_version, timeout_s}",
         },
     )
+    cluster_nats_url: str = field(
+        default="",
+        repr=False,
+        metadata={
+            "doc": "NATS server(s) this kernel shares its bus through with other kernels "
+            "('nats://host:4222', comma-separated for a NATS cluster); empty: no cluster. "
+            "Setting it starts the cluster edge (loomk[cluster]). See docs/cluster.md.",
+            "secret": True,  # a URL may carry a user and password
+            "shape": lambda value: (
+                not value or all(_NATS_URL.fullmatch(url.strip()) for url in value.split(","))
+            ),
+            "expected": "comma-separated nats://HOST:PORT URLs (tls://, ws:// too), or empty",
+        },
+    )
+    cluster_share: str = field(
+        default=">",
+        metadata={
+            "doc": "Topic patterns this kernel shares with the cluster, each with the QoS "
+            "it travels with: 'sensor.>=realtime, order.*=batched'. realtime (the default "
+            "when none is given) rides core NATS, at most once; batched and background "
+            "ride JetStream, a stream per pattern, acknowledged once handled here.",
+            "shape": lambda value: _cluster_share_problem(value) == "",
+            "expected": "comma-separated PATTERN or PATTERN=QOS (realtime, batched, "
+            "background), batched patterns not overlapping",
+        },
+    )
+    cluster_node: str = field(
+        default="",
+        metadata={
+            "doc": "This kernel's name in the cluster, unique among its kernels and kept "
+            "across restarts (its JetStream consumers are named after it); empty: one made "
+            "once ('k-' and 12 hex digits) and kept in the data directory.",
+            "shape": lambda value: not value or _NODE_NAME.fullmatch(value) is not None,
+            "expected": "letters, digits, '-' and '_' (at most 64), or empty",
+        },
+    )
+    cluster_subject_prefix: str = field(
+        default="loomk",
+        metadata={
+            "doc": "The NATS subject token put before every topic ('loomk.sensor.temp'), "
+            "so loomk's traffic is kept apart from anything else on the server.",
+            "shape": lambda value: _NODE_NAME.fullmatch(value) is not None,
+            "expected": "one subject token: letters, digits, '-' and '_'",
+        },
+    )
+    cluster_ack_wait_s: float = field(
+        default=30.0,
+        metadata={
+            "doc": "How long JetStream waits for this kernel to acknowledge a batched event "
+            "before sending it again (after a crash, the wait before redelivery).",
+            "min": 0.5,
+        },
+    )
 
     @classmethod
     def load(
@@ -1404,3 +1461,103 @@ def split_address(address: str) -> tuple[str, int] | None:
     elif host and _HOST_NAME.fullmatch(host) is None:
         return None
     return host, port
+
+
+_SHARE_QOS = ("realtime", "batched", "background")
+_PATTERN_TOKEN = re.compile(r"[^\s.*>]+|\*|>")
+
+
+def parse_cluster_share(value: str) -> list[tuple[str, str]]:
+    """The ``cluster_share`` setting as ``[(pattern, qos)]`` (``ValueError`` saying what is
+    wrong; :class:`Config` has validated its own)."""
+    shared: list[tuple[str, str]] = []
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        pattern, _, qos = item.partition("=")
+        pattern, qos = pattern.strip(), (qos.strip().lower() or "realtime")
+        tokens = pattern.split(".")
+        if not all(_PATTERN_TOKEN.fullmatch(t) for t in tokens) or ">" in tokens[:-1]:
+            raise ValueError(f"{pattern!r} is not a topic pattern")
+        if qos not in _SHARE_QOS:
+            raise ValueError(f"{item!r}: the QoS must be one of {', '.join(_SHARE_QOS)}")
+        shared.append((pattern, qos))
+    if not shared:
+        raise ValueError("no pattern is shared")
+    patterns = [pattern for pattern, _ in shared]
+    for index, first in enumerate(patterns):
+        for second in patterns[index + 1 :]:
+            if (
+                patterns_overlap(first, second)
+                and not pattern_covers(first, second)
+                and not pattern_covers(second, first)
+            ):
+                raise ValueError(
+                    f"patterns {first!r} and {second!r} overlap (a topic matches both, and "
+                    "neither holds the other): share one pattern that covers both, or "
+                    "patterns that do not meet"
+                )
+    durable = [pattern for pattern, qos in shared if qos != "realtime"]
+    for index, first in enumerate(durable):
+        for second in durable[index + 1 :]:
+            if patterns_overlap(first, second):
+                raise ValueError(
+                    f"batched patterns {first!r} and {second!r} overlap: a topic may belong to "
+                    "one JetStream stream only"
+                )
+    return shared
+
+
+def patterns_overlap(first: str, second: str) -> bool:
+    """Whether some topic matches both patterns (NATS subject grammar)."""
+    a, b = first.split("."), second.split(".")
+    for index in range(max(len(a), len(b))):
+        x = a[index] if index < len(a) else None
+        y = b[index] if index < len(b) else None
+        if x == ">":
+            return y is not None
+        if y == ">":
+            return x is not None
+        if x is None or y is None:
+            return False
+        if x != y and x != "*" and y != "*":
+            return False
+    return True
+
+
+def pattern_covers(outer: str, inner: str) -> bool:
+    """Whether every topic matching ``inner`` matches ``outer`` (NATS subject grammar)."""
+    a, b = outer.split("."), inner.split(".")
+    for index, token in enumerate(a):
+        if token == ">":
+            return len(b) > index  # the rest of inner is one or more tokens
+        if index >= len(b):
+            return False
+        other = b[index]
+        if other == ">" or (token != "*" and (other == "*" or other != token)):
+            return False
+    return len(a) == len(b)
+
+
+def covering_patterns(patterns: Iterable[str]) -> list[str]:
+    """``patterns`` without those another one covers (each kept once, in order): a topic
+    matching several of them is then matched by fewer subscriptions."""
+    unique = list(dict.fromkeys(patterns))
+    return [
+        p
+        for i, p in enumerate(unique)
+        if not any(
+            pattern_covers(q, p) and (not pattern_covers(p, q) or j < i)
+            for j, q in enumerate(unique)
+            if j != i
+        )
+    ]
+
+
+def _cluster_share_problem(value: str) -> str:
+    try:
+        parse_cluster_share(value)
+    except ValueError as error:
+        return str(error)
+    return ""

@@ -50,6 +50,7 @@ class Transaction:
         "grouped",
         "holding",
         "outbox",
+        "settle",
         "stop_requested",
     )
 
@@ -64,6 +65,10 @@ class Transaction:
         self._view: AgentStateView | None = None  # loaded on first use
         self.stop_requested = False  # the instance called ctx.stop(): end after this handler
         self.deadline = math.inf  # trio time by which the running handler must be done
+        # Called as a group commit begins, with every event taken so far handled: marks
+        # them done for receipts (loomk.bus.receipts), in the same store write as the
+        # group's state when a transport records what it acknowledges.
+        self.settle: Callable[[], None] | None = None
 
     @property
     def state(self) -> AgentStateView:
@@ -125,10 +130,17 @@ class Transaction:
 
         A group with nothing to write or publish is committed without waiting.
         """
+        if self.settle is not None:  # before the write: what it records joins this batch
+            self.settle()
         if self.dirty:
             await self.flush()
         committed, self.grouped = self.grouped, 0
         return committed
+
+    def settled(self) -> None:
+        """Every event taken so far is handled and committed (the loop is about to park)."""
+        if self.settle is not None:
+            self.settle()
 
     def discard(self) -> None:
         """Drop the running handler's writes and held events (it failed or was cut short).

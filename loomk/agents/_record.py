@@ -111,6 +111,7 @@ class AgentRecord:
         self.start_error: AgentStartError | None = None  # why the first start failed
         self.defaults = defaults
         self.mailbox = Mailbox()
+        self.mailbox.commits = True  # its events are done once committed (receipts)
         self.bindings: dict[str, Binding] = {}  # pattern -> its lane's binding, in order
         # Patterns the current instance subscribed itself, and the previous instance's until
         # on_start makes them again; a shared empty set until used (most agents never do).

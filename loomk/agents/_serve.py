@@ -233,6 +233,7 @@ class _Loop:
                         mailbox.prune()
                         transaction.holding = False  # parked: emits go out at once
                         record.current_event = None
+                        transaction.settled()  # all it took is committed (receipts)
                         await mailbox.wait()
                         transaction.holding = True
                         budget = _CHECKPOINT_EVERY
@@ -280,6 +281,9 @@ class _Loop:
     async def in_batches(self, on_batch: BatchHandler) -> None:
         """The loop of an agent with ``on_batch`` (see :func:`serve_batches`)."""
         record, transaction, ctx = self.record, self.transaction, self.ctx
+        settle = transaction.settle
+        if settle is not None:  # an event taken for the next batch is not handled yet
+            transaction.settle = lambda: None if self.carried is not None else settle()
         mailbox = record.mailbox
         transaction.holding = True
         while not transaction.stop_requested:
@@ -292,6 +296,7 @@ class _Loop:
                         mailbox.prune()
                         transaction.holding = False
                         record.current_event = None
+                        transaction.settled()
                         await mailbox.wait()
                         transaction.holding = True
                         continue

@@ -13,6 +13,7 @@ agent; :meth:`Supervisor.force` (a second signal) cuts every ``on_stop`` short a
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -125,6 +126,7 @@ class Supervisor:
         """Run one instance until it stops; returns the exception that ended it, if any."""
         services = self._services
         transaction = Transaction(record.agent_id, services.state, services.bus.publish)
+        transaction.settle = functools.partial(services.bus.settle, record.mailbox)
         tracing = tracing_of(services)  # chosen once per instance: nothing per event when off
         if tracing is None:
             ctx = Context(services, record, transaction, self._subscriptions)

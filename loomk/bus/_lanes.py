@@ -76,10 +76,14 @@ class Lane:
         "mailbox",
         "policy",
         "qos",
+        "settled",
     )
 
     def __init__(self, qos: QoS, capacity: int, policy: Overflow, mailbox: Mailbox) -> None:
         self.qos = qos
+        # Events taken whose handling is committed (see Mailbox.settle); kept only by the
+        # mailboxes of consumers that commit (agents), read by receipts (loomk.bus.receipts).
+        self.settled = 0
         self.capacity = capacity
         self.policy = policy
         self.mailbox = mailbox
@@ -456,11 +460,14 @@ class Mailbox:
     closed.
     """
 
-    __slots__ = ("_lanes", "closed", "depth", "high_water", "waiter")
+    __slots__ = ("_lanes", "closed", "commits", "depth", "high_water", "waiter")
 
     def __init__(self) -> None:
         self.waiter: Any = None
         self.closed = False
+        # Whether the consumer commits what it takes (an agent): an event it took is then
+        # done only once settle() has been called after it; otherwise taking is enough.
+        self.commits = False
         self._lanes: list[Lane] = []
         self.depth = 0  # events queued in all lanes, kept by the lanes
         self.high_water = 0  # the largest depth seen
@@ -481,6 +488,12 @@ class Mailbox:
     def discard(self) -> int:
         """Drop everything queued in every lane (counted ``discarded``); returns how many."""
         return sum(lane.discard() for lane in self._lanes)
+
+    def settle(self) -> None:
+        """Everything taken so far is handled and committed (the agent runtime calls this
+        after each commit, and before it parks): receipts of those events may complete."""
+        for lane in self._lanes:
+            lane.settled = lane.delivered
 
     def prune(self) -> None:
         """Detach lanes that are closed and drained (their subscription ended)."""

@@ -25,6 +25,7 @@ from loomk._watchers import Watchers
 from loomk._wire import short_repr, text_problem
 from loomk.bus._lanes import EMPTY, EventHandler, HandlerLane, Item, Lane, Mailbox, make_lane
 from loomk.bus.overflow import Overflow, OverflowLike, parse_overflow
+from loomk.bus.receipts import Receipt
 from loomk.bus.tap import BusTap
 from loomk.bus.topics import TopicTrie, is_wildcard, validate_pattern, validate_topic
 from loomk.errors import ConfigError, EventError, KernelClosed, OverflowPolicyError
@@ -229,6 +230,7 @@ class EventBus:
         self._closed = False
         self._patterns: dict[str, int] = {}  # pattern -> bindings with it
         self._interest_watchers = Watchers()
+        self._settled_watchers = Watchers()
         self._taps: tuple[BusTap, ...] = ()
         self._tap: Callable[[Item], None] | None = None  # what publish hands each item to
 
@@ -278,6 +280,59 @@ class EventBus:
             self._budget = CHECKPOINT_EVERY
             await trio.lowlevel.checkpoint()
         return delivered
+
+    def settle(self, mailbox: Mailbox) -> None:
+        """``mailbox``'s consumer has handled (and is committing) all it took: receipts of
+        those events may settle; :meth:`watch_settled` watchers are told at once."""
+        mailbox.settle()
+        if self._settled_watchers:
+            self._settled_watchers.notify()
+
+    def watch_settled(self, watcher: Callable[[], None]) -> Callable[[], None]:
+        """Call ``watcher()`` whenever a consumer settles (see :meth:`settle`), synchronously:
+        a state write it submits then joins the consumer's own commit. Returns the function
+        that stops it."""
+        return self._settled_watchers.add(watcher)
+
+    async def publish_with_receipt(self, topic: str, event: Event) -> Receipt:
+        """:meth:`publish`, and a :class:`~loomk.bus.receipts.Receipt` saying when every
+        lossless subscriber that queued ``event`` has handled it (agents: committed).
+
+        For transports that acknowledge to their source only what is safe here; it costs a
+        little more than ``publish`` and nothing to anyone else. Raises as ``publish``.
+        """
+        if self._closed:
+            raise KernelClosed(f"cannot publish to {short_repr(topic)}: {_CLOSED}")
+        route = self._routes.get(topic) if topic.__class__ is str else None
+        if route is None or route.generation != self._generation:
+            route = self._refresh(topic)
+        if event.__class__ is not Event:
+            raise EventError(f"publish takes an Event, got {type(event).__name__}")
+        stats = route.stats
+        stats.published += 1
+        item = (route, event)
+        if self._tap is not None:
+            self._tap(item)
+        targets = route.targets
+        stats.matched += len(targets)
+        places: list[tuple[Lane, int]] = []
+        for offer, binding in targets:
+            lane = binding.lane
+            accepted = offer(item)
+            if accepted is None:
+                try:
+                    accepted = await lane.put(item)
+                except trio.Cancelled:
+                    _count_unreached(targets, binding, item)
+                    raise
+            if accepted and lane.policy is Overflow.BLOCK and lane._plain_take:
+                # at most this far: later events may have joined it if the put waited
+                places.append((lane, lane.delivered + len(lane)))
+        self._budget -= 1
+        if not self._budget:
+            self._budget = CHECKPOINT_EVERY
+            await trio.lowlevel.checkpoint()
+        return Receipt(places)
 
     def _refresh(self, topic: str) -> Route:
         if topic.__class__ is not str:

@@ -36,6 +36,7 @@ from loomk._metakeys import ORIGIN
 from loomk.actions import ActionBroker, CapabilityDescriptor
 from loomk.bus import EMPTY, Binding, EventBus, Mailbox, validate_pattern
 from loomk.collab import BARRIER_PATTERN, REPLY_PATTERN
+from loomk.config import covering_patterns
 from loomk.errors import EventError, LinkError, TopicError
 from loomk.events import Event, QoS
 from loomk.telemetry.logging import get_logger
@@ -101,7 +102,8 @@ class BusLink:
             if value.__class__ is not int or value < 1:
                 raise LinkError(f"{name} must be an int >= 1, got {value!r}")
         self.origin = origin
-        self.export = tuple(dict.fromkeys(export))
+        # a pattern another one covers would bind a second lane: the event twice
+        self.export = tuple(covering_patterns(export))
         self.buffer = buffer
         self.batch_max = batch_max
         self._bus = bus
@@ -235,12 +237,13 @@ class BusLink:
 
     # ---- in -----------------------------------------------------------------------------
 
-    async def incoming(self, batch: Iterable[tuple[str, Event]]) -> None:
-        """Publish events from the transport locally, stamped with this link's origin."""
+    async def incoming(self, batch: Iterable[tuple[str, Event]], *, stamped: bool = False) -> None:
+        """Publish events from the transport locally, stamped with this link's origin
+        (``stamped``: the transport made them with the stamp already, saving a copy)."""
         publish, origin = self._bus.publish, {ORIGIN_KEY: self.origin}
         for topic, event in batch:
             try:
-                await publish(topic, event.with_metadata(**origin))
+                await publish(topic, event if stamped else event.with_metadata(**origin))
             except (TopicError, EventError) as error:
                 self.refuse(topic, str(error))
                 continue

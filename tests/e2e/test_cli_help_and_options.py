@@ -22,6 +22,7 @@ OPTIONS = {
     "collab": ["--round-trips", "--invocations", "--repeats"],
     "batch": ["--deliveries", "--agents", "--events", "--keys", "--repeats"],
     "bridge": ["--events", "--calls", "--repeats"],
+    "cluster": ["--events", "--js-events", "--rate", "--latency-seconds", "--repeats"],
 }
 """Every size option of every bench scenario (besides ``--json`` and ``--quick``)."""
 

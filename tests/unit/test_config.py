@@ -57,6 +57,11 @@ DEFAULTS: dict[str, object] = {
     "bridge_max_registration_items": 1024,
     "bridge_acl": {},
     "mcp_servers": [],
+    "cluster_nats_url": "",
+    "cluster_share": ">",
+    "cluster_node": "",
+    "cluster_subject_prefix": "loomk",
+    "cluster_ack_wait_s": 30.0,
 }
 
 

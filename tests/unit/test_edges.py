@@ -338,7 +338,8 @@ def test_an_explicit_edge_satisfies_the_protocol() -> None:
 def test_a_kernel_without_bridge_address_never_imports_the_bridge() -> None:
     """Discovery lists the installed bridge edge, yet ``import loomk``, discovery and a kernel
     that does not want it import neither the bridge nor importlib.metadata up front; nor,
-    without ``mcp_servers``, the MCP edge or the ``mcp`` SDK."""
+    without ``mcp_servers``, the MCP edge or the ``mcp`` SDK; nor, without
+    ``cluster_nats_url``, the cluster edge or nats-py."""
     code = (
         "import sys, loomk\n"
         "print('importlib.metadata' in sys.modules)\n"
@@ -350,6 +351,7 @@ def test_a_kernel_without_bridge_address_never_imports_the_bridge() -> None:
         "print(sorted(m for m in sys.modules if m.startswith(('loomk_bridge', 'grpclib'))))\n"
         "print(sorted(m for m in sys.modules if m.startswith(('hypercorn', 'loomk.dashboard'))))\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'mcp' or 'loomk.mcp' in m))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'nats' or 'cluster' in m))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "LOOM_BRIDGE_ADDR"}
     result = subprocess.run(
@@ -361,9 +363,10 @@ def test_a_kernel_without_bridge_address_never_imports_the_bridge() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[:6] == [
+    assert result.stdout.split("\n")[:7] == [
         "False",
-        "['bridge', 'bridge_link', 'dashboard', 'mcp']",
+        "['bridge', 'bridge_link', 'cluster', 'dashboard', 'mcp']",
+        "[]",
         "[]",
         "[]",
         "[]",

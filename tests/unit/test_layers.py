@@ -76,6 +76,7 @@ ALLOWED: dict[str, set[str]] = {
     "asgi": _FOUNDATION | {"edges"},
     "dashboard": {"loomk"},
     "mcp": {"loomk"},
+    "cluster": {"loomk"},
     "loomk_bridge": {"loomk"},
     "loomk_audio": {"loomk"},
 }

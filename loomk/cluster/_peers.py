@@ -1,0 +1,202 @@
+"""The other kernels of the cluster, as this kernel knows them from their announcements.
+
+Every kernel announces itself on ``_{prefix}.announce`` every ``announce_s`` seconds and at
+once when its agents or capabilities change: its node name, its agents (id, topics,
+capabilities) and its capabilities. A kernel not heard from for ``EXPIRY_PERIODS`` periods
+is taken for gone, as is one that says goodbye. Each peer's agents are listed in
+``kernel.directory`` (marked ``loomk.remote=cluster`` and ``loomk.node=<node>``), and each
+capability no local provider offers becomes a :class:`RemoteCapability` in the broker, so
+``ctx.invoke`` and ``kernel.capabilities`` reach it; the call goes to the node over NATS
+request/reply. An agent id or capability that exists here stays this kernel's own.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from loomk.actions import ActionBroker, ActionCall, ActionResult, CapabilityDescriptor
+from loomk.agents import AgentDirectory, AgentInfo
+from loomk.telemetry.logging import get_logger
+
+__all__ = ["EXPIRY_PERIODS", "NODE_KEY", "Peer", "Peers", "RemoteCapability"]
+
+_log = get_logger("loomk.cluster")
+
+EXPIRY_PERIODS = 3
+"""Announcement periods a peer may miss before it is taken for gone."""
+
+REMOTE_KEY = "loomk.remote"
+NODE_KEY = "loomk.node"
+"""Directory metadata naming the kernel (cluster node) an agent runs on."""
+
+Invoke = Callable[[str, ActionCall], Awaitable[ActionResult]]
+"""Sends a call to a node and returns its result (the link's NATS request)."""
+
+
+class RemoteCapability:
+    """A capability of other kernels, invoked on one of them over NATS (round robin)."""
+
+    def __init__(self, descriptor: CapabilityDescriptor, invoke: Invoke) -> None:
+        self.descriptor = descriptor
+        self.nodes: list[str] = []
+        self._invoke = invoke
+        self._turn = itertools.count()
+
+    async def invoke(self, call: ActionCall) -> ActionResult:
+        nodes = self.nodes
+        if not nodes:
+            return ActionResult.failure(
+                call.id, "PROVIDER_UNAVAILABLE", f"no kernel offers {call.capability} now"
+            )
+        node = nodes[next(self._turn) % len(nodes)]
+        return await self._invoke(node, call)
+
+
+@dataclass
+class Peer:
+    """One other kernel: what it last announced and when."""
+
+    node: str
+    seen: float
+    agents: list[AgentInfo] = field(default_factory=list)
+    capabilities: list[CapabilityDescriptor] = field(default_factory=list)
+
+
+class Peers:
+    """The cluster's other kernels, reflected in the local directory and broker."""
+
+    def __init__(
+        self,
+        node: str,
+        directory: AgentDirectory,
+        broker: ActionBroker,
+        invoke: Invoke,
+        expiry_s: float,
+    ) -> None:
+        self.node = node
+        self.expiry_s = expiry_s
+        self._directory = directory
+        self._broker = broker
+        self._invoke = invoke
+        self.peers: dict[str, Peer] = {}
+        self._listed: dict[str, str] = {}  # agent id -> node listing it
+        self._remote: dict[str, RemoteCapability] = {}  # capability key -> its proxy
+
+    # ---- what this kernel announces ------------------------------------------------------
+
+    def own_agents(self) -> list[AgentInfo]:
+        """The agents of this kernel's bus (not those listed from peers)."""
+        return [a for a in self._directory.all() if a.agent_id not in self._listed]
+
+    def own_capabilities(self) -> list[CapabilityDescriptor]:
+        """The capabilities this kernel's own providers offer (not the peers' proxies)."""
+        own = []
+        for descriptor in self._broker.list_capabilities():
+            provider = self._broker.resolve(descriptor.name, descriptor.version)
+            if not isinstance(provider, RemoteCapability):
+                own.append(descriptor)
+        return own
+
+    # ---- what peers announce ------------------------------------------------------------
+
+    def announced(
+        self, node: str, agents: list[AgentInfo], capabilities: list[CapabilityDescriptor]
+    ) -> bool:
+        """A peer's announcement; returns whether the peer is new."""
+        now = trio.current_time()
+        peer = self.peers.get(node)
+        new = peer is None
+        if peer is None:
+            peer = self.peers[node] = Peer(node, now)
+            _log.info("cluster peer joined", node=self.node, peer=node)
+        peer.seen = now
+        self._list_agents(peer, agents)
+        self._offer(peer, capabilities)
+        return new
+
+    def gone(self, node: str, reason: str) -> None:
+        """A peer left or went silent: its agents and capabilities go."""
+        peer = self.peers.pop(node, None)
+        if peer is None:
+            return
+        self._list_agents(peer, [])
+        self._offer(peer, [])
+        _log.info("cluster peer gone", node=self.node, peer=node, reason=reason)
+
+    def expire(self) -> None:
+        """Drop the peers not heard from within ``expiry_s``."""
+        limit = trio.current_time() - self.expiry_s
+        for node in [n for n, p in self.peers.items() if p.seen < limit]:
+            self.gone(node, f"not heard from for {self.expiry_s:g} s")
+
+    def clear(self) -> None:
+        """Forget every peer (the link stops)."""
+        for node in list(self.peers):
+            self.gone(node, "this kernel left the cluster")
+
+    def _list_agents(self, peer: Peer, agents: list[AgentInfo]) -> None:
+        directory, listed = self._directory, self._listed
+        keep = {a.agent_id for a in agents}
+        for old in peer.agents:
+            if old.agent_id not in keep and listed.get(old.agent_id) == peer.node:
+                del listed[old.agent_id]
+                directory.unregister(old.agent_id)
+        kept = []
+        for info in agents:
+            holder = listed.get(info.agent_id)
+            if holder is None and info.agent_id in directory:
+                continue  # an agent of this kernel has the id: it stays
+            if holder is not None and holder != peer.node:
+                continue  # another peer listed it first
+            metadata = {**info.metadata, REMOTE_KEY: "cluster", NODE_KEY: peer.node}
+            entry = AgentInfo(info.agent_id, info.topics, info.capabilities, metadata)
+            if directory.get(info.agent_id) != entry:
+                directory.register(entry)
+            listed[info.agent_id] = peer.node
+            kept.append(info)
+        peer.agents = kept
+
+    def _offer(self, peer: Peer, capabilities: list[CapabilityDescriptor]) -> None:
+        broker, remote = self._broker, self._remote
+        offered = {d.key: d for d in capabilities}
+        for descriptor in peer.capabilities:
+            proxy = remote.get(descriptor.key)
+            if descriptor.key in offered or proxy is None:
+                continue
+            if peer.node in proxy.nodes:
+                proxy.nodes.remove(peer.node)
+            if not proxy.nodes:
+                del remote[descriptor.key]
+                if broker.resolve(descriptor.name, descriptor.version) is proxy:
+                    broker.unregister(descriptor.name, descriptor.version)
+        for key, descriptor in offered.items():
+            proxy = remote.get(key)
+            if proxy is None:
+                if broker.resolve(descriptor.name, descriptor.version) is not None:
+                    continue  # offered here: calls stay here
+                proxy = remote[key] = RemoteCapability(descriptor, self._invoke)
+                broker.register(proxy)
+            if peer.node not in proxy.nodes:
+                proxy.nodes.append(peer.node)
+        peer.capabilities = list(offered.values())
+
+    def is_proxy(self, provider: object) -> bool:
+        """Whether ``provider`` is a peer's capability (a call for it must not be sent on)."""
+        return isinstance(provider, RemoteCapability)
+
+    def describe(self) -> dict[str, Any]:
+        """The peers as plain data (for stats and dashboards)."""
+        now = trio.current_time()
+        return {
+            node: {
+                "agents": len(p.agents),
+                "capabilities": len(p.capabilities),
+                "seen_s_ago": round(now - p.seen, 3),
+            }
+            for node, p in sorted(self.peers.items())
+        }

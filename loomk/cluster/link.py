@@ -1,0 +1,1004 @@
+"""A kernel joined to a NATS cluster: ``loomk.cluster.join``.
+
+Inside ``async with join(kernel, "nats://host:4222") as link`` the kernel shares the topics
+of ``share`` with every other kernel joined to the same NATS server (or NATS cluster):
+
+- **Events.** A topic ``t`` is the NATS subject ``{prefix}.t`` (the grammars are the same).
+  Local events on a shared pattern go out once, in batches (one trio -> asyncio crossing
+  per batch); events from NATS are published locally once, stamped with the link's origin so
+  they never go back out (loop prevention, :mod:`loomk.links`). The connection is made with
+  ``no_echo`` and every message names the node it comes from, so a kernel never receives its
+  own events.
+- **QoS.** A ``realtime`` pattern rides core NATS: at most once, like a realtime lane. A
+  ``batched`` or ``background`` pattern rides JetStream (:mod:`loomk.cluster._durable`):
+  stored, acknowledged only once handled and committed here, sent again after a crash,
+  deduplicated by event id.
+- **Collaboration.** Replies, barrier check-ins and thread broadcasts (``thread.*.reply``,
+  ``thread.*.barrier``, ``thread.*.broadcast``) always ride core NATS, so ``ctx.request``,
+  ``ctx.fanout``, barriers and contract-net work between kernels.
+- **Directory and capabilities.** Kernels announce their agents and capabilities
+  (:mod:`loomk.cluster._peers`): ``kernel.directory`` lists every kernel's agents, and a
+  capability of another kernel is invoked there over NATS request/reply.
+- **Failures.** A server that is down at start or goes away is retried with backoff and
+  jitter (nats-py reconnects and resubscribes); meanwhile local traffic flows, local events
+  for the cluster wait in a backlog bounded by ``buffer`` (oldest dropped, counted), and calls
+  to other kernels fail fast with ``PROVIDER_UNAVAILABLE``. Messages on shared subjects that
+  are not loomk events, and events over the server's payload limit, are counted and logged,
+  never published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+import re
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+import trio
+import trio_asyncio
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+from loomk.actions import ActionCall, ActionResult, ErrorCode
+from loomk.agents import AgentInfo
+from loomk.bus import validate_pattern
+from loomk.bus.topics import TopicTrie
+from loomk.cluster import _inbox
+from loomk.cluster._durable import (
+    DUPLICATE_WINDOW_S,
+    INACTIVE_THRESHOLD_S,
+    MAX_ACK_PENDING,
+    DurableStream,
+    stream_name,
+)
+from loomk.cluster._peers import EXPIRY_PERIODS, Peers
+from loomk.cluster._wire import (
+    NotAnEvent,
+    decode_call,
+    decode_event,
+    decode_result,
+    descriptor_from_json,
+    descriptor_to_json,
+    encode_call,
+    encode_event,
+    encode_result,
+)
+from loomk.cluster.errors import ClusterError
+from loomk.collab import BARRIER_PATTERN, REPLY_PATTERN
+from loomk.config import covering_patterns, parse_cluster_share, patterns_overlap
+from loomk.events import Event
+from loomk.kernel import Kernel
+from loomk.links import ORIGIN_KEY, BusLink, LinkStats
+from loomk.state.store import Ticket
+from loomk.telemetry.logging import get_logger
+
+__all__ = ["ClusterLink", "ClusterStats", "join"]
+
+_log = get_logger("loomk.cluster")
+
+BROADCAST_PATTERN = "thread.*.broadcast"
+COLLABORATION = (REPLY_PATTERN, BARRIER_PATTERN, BROADCAST_PATTERN)
+"""Always shared over core NATS: what request/reply, fanout, barriers and contract-net
+between kernels need."""
+
+_NODE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_NODE_KEY = b"cluster/node"
+_INBOX_LIMIT = 65_536  # core messages waiting for the kernel, at most
+_SEND_ACK_TIMEOUT_S = 5.0  # a JetStream publish not acknowledged by then is sent again
+_FLIGHT_POLL_S = 0.01
+_CALLS_AT_ONCE = 64
+_ACK_POLL_S = 0.002
+_CLOSE_GRACE_S = 2.0
+_CORE_BATCH = 256  # core events published per BusLink.incoming call
+_COALESCE_S = 0.05  # changes come in bursts (a spawn subscribes, registers...)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStats:
+    """A cluster link's counters."""
+
+    link: LinkStats
+    """Events out and in, the backlog while disconnected, drops, refusals (the bus link's)."""
+    node: str
+    """This kernel's node name."""
+    peers: int
+    """Other kernels heard from."""
+    not_events: int
+    """Messages on shared subjects that were not loomk events (skipped)."""
+    oversized: int
+    """Local events over the server's payload limit (not sent)."""
+    lagged: int
+    """Core messages dropped because this kernel fell behind."""
+    redelivered: int
+    """JetStream messages delivered again (after a crash or a lost acknowledgement)."""
+    resent: int
+    """Events sent to JetStream again because their acknowledgement did not come."""
+    calls_out: int
+    """Capability calls sent to other kernels."""
+    calls_in: int
+    """Capability calls served for other kernels."""
+
+
+class ClusterLink:
+    """This kernel's link to a NATS cluster (made by :func:`join`; see the module)."""
+
+    def __init__(
+        self,
+        kernel: Kernel,
+        servers: Sequence[str],
+        *,
+        node: str,
+        share: Sequence[tuple[str, str]],
+        prefix: str,
+        ack_wait_s: float,
+        announce_s: float,
+        buffer: int,
+        backoff_s: float,
+        max_backoff_s: float,
+    ) -> None:
+        self.kernel = kernel
+        self.servers = list(servers)
+        self.node = node
+        self.prefix = prefix
+        self.last_error = ""
+        """Why the last connection attempt failed or the connection went away."""
+        self.share = tuple(share)
+        self._ack_wait_s = ack_wait_s
+        self._announce_s = announce_s
+        self._backoff_s = backoff_s
+        self._max_backoff_s = max_backoff_s
+        self._instance = uuid.uuid4().hex
+        realtime = [p for p, qos in share if qos == "realtime"]
+        durable = [p for p, qos in share if qos != "realtime"]
+        # one subscription per topic where possible: NATS delivers a message once per
+        # matching subscription (a JetStream topic a core pattern covers is skipped there)
+        self._core_patterns = covering_patterns([*realtime, *COLLABORATION])
+        export = covering_patterns([p for p, _ in share] + list(COLLABORATION))
+        self._overlapping = _overlap_left(self._core_patterns) or _overlap_left(export)
+        self._recent_out = _Recent() if self._overlapping else None
+        self._recent_in = _Recent() if self._overlapping else None
+        self._durable_trie: TopicTrie[int] = TopicTrie()
+        self._streams: list[DurableStream] = []
+        for index, pattern in enumerate(durable):
+            self._durable_trie.insert(pattern, index, index)
+            name = stream_name(prefix, pattern)
+            key = f"cluster/{prefix}/{name}/{node}".encode()
+            self._streams.append(DurableStream(pattern, self.subject(pattern), name, key))
+        self._is_durable: dict[str, int | None] = {}
+        self._link = BusLink(
+            kernel.bus, kernel.broker, f"cluster:{node}", export=export, buffer=buffer
+        )
+        self._stamp = {ORIGIN_KEY: self._link.origin}  # what every event from NATS carries
+        self._peers = Peers(
+            node,
+            kernel.directory,
+            kernel.broker,
+            self._call_node,
+            EXPIRY_PERIODS * announce_s,
+        )
+        self._inbox = _inbox.Inbox(_INBOX_LIMIT)
+        self._nc: Any = None
+        self._js: Any = None
+        self._changes = trio.Event()
+        self._up = trio.Event()
+        self._max_payload = 1 << 20
+        self._announced = ""
+        self._calls = trio.Semaphore(_CALLS_AT_ONCE)
+        self._acks_wanted = trio.Event()
+        self._closing = False
+        self._twin_logged = False
+        self._in_flight: deque[tuple[asyncio.Future[Any], tuple[str, Event], float]] = deque()
+        self._flights_wanted = trio.Event()
+        self._events: deque[tuple[int, Any]] = deque()  # from NATS, to publish here
+        self._events_ready = trio.Event()
+        self._pending = 0  # JetStream messages taken in, not yet in an acknowledged run
+        self._to_ack: deque[tuple[Ticket | None, list[Any]]] = deque()
+        self.not_events = 0
+        self.oversized = 0
+        self.resent = 0
+        self.calls_out = 0
+        self.calls_in = 0
+
+    # ---- what users see -----------------------------------------------------------------
+
+    def subject(self, topic: str) -> str:
+        """The NATS subject of a topic or pattern."""
+        return f"{self.prefix}.{topic}"
+
+    @property
+    def connected(self) -> bool:
+        """Whether the link is connected to a NATS server now."""
+        nc = self._nc
+        return nc is not None and nc.is_connected
+
+    async def wait_connected(self) -> None:
+        """Wait until the link is connected and set up (at once if it is)."""
+        await trio.lowlevel.checkpoint()
+        while not self.connected or not self._up.is_set():
+            await self.wait_changed()
+
+    async def wait_changed(self) -> None:
+        """Wait until the link connects, disconnects, fails to connect, or a peer joins or
+        leaves."""
+        await self._changes.wait()
+
+    async def wait_peer(self, node: str) -> None:
+        """Wait until the kernel named ``node`` has been heard from."""
+        while node not in self._peers.peers:
+            await self.wait_changed()
+
+    def peers(self) -> dict[str, dict[str, Any]]:
+        """The other kernels heard from: node -> agents, capabilities, seconds since heard."""
+        return self._peers.describe()
+
+    def stats(self) -> ClusterStats:
+        """The link's counters."""
+        return ClusterStats(
+            link=self._link.stats(),
+            node=self.node,
+            peers=len(self._peers.peers),
+            not_events=self.not_events,
+            oversized=self.oversized,
+            lagged=self._inbox.dropped,
+            redelivered=sum(s.redelivered for s in self._streams),
+            resent=self.resent,
+            calls_out=self.calls_out,
+            calls_in=self.calls_in,
+        )
+
+    def _changed(self) -> None:
+        self._changes.set()
+        self._changes = trio.Event()
+
+    # ---- life ---------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run the link while the block lasts (inside a trio-asyncio loop)."""
+        self._link.open()
+        unwatch = self.kernel.directory.watch(self._link.notify)
+        unwatch_settled = self.kernel.bus.watch_settled(self._on_settled)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._run)
+                try:
+                    yield
+                finally:
+                    with trio.CancelScope(shield=True) as closing:
+                        closing.deadline = trio.current_time() + _CLOSE_GRACE_S
+                        await self._goodbye()
+                    nursery.cancel_scope.cancel()
+        finally:
+            unwatch()
+            unwatch_settled()
+            self._peers.clear()
+            self._link.close()
+            self._closing = True
+            nc, self._nc = self._nc, None
+            if nc is not None:
+                with trio.CancelScope(shield=True) as closing:
+                    closing.deadline = trio.current_time() + _CLOSE_GRACE_S
+                    try:
+                        await trio_asyncio.aio_as_trio(nc.close)()
+                    except Exception as error:  # closing is best effort
+                        _log.debug("cluster close failed", error=repr(error))
+
+    async def _goodbye(self) -> None:
+        """Send what is pending, and tell the peers this kernel leaves."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return
+        try:
+            await trio_asyncio.aio_as_trio(self._say_goodbye)(nc)
+        except Exception as error:
+            _log.debug("cluster goodbye failed", error=repr(error))
+
+    async def _say_goodbye(self, nc: Any) -> None:
+        body = json.dumps({"node": self.node, "instance": self._instance, "bye": True})
+        await nc.publish(self._control("announce"), body.encode())
+        await nc.flush(timeout=1)
+
+    def _control(self, name: str) -> str:
+        return f"_{self.prefix}.{name}"
+
+    async def _run(self) -> None:
+        delay = self._backoff_s
+        async with trio.open_nursery() as nursery:
+            holding = trio.CancelScope()
+            nursery.start_soon(self._hold, holding)
+            while self._nc is None:
+                try:
+                    await self._connect()
+                except ClusterError:
+                    raise
+                except Exception as error:  # nats-py raises many kinds; all mean "not now"
+                    self.last_error = _describe(error)
+                    self._changed()
+                    _log.warning(
+                        "cannot reach NATS: retrying",
+                        node=self.node,
+                        servers=self.servers,
+                        reason=self.last_error,
+                        retry_in_s=round(delay, 2),
+                    )
+                    await trio.sleep(delay * random.uniform(0.5, 1.0))
+                    delay = min(delay * 2, self._max_backoff_s)
+            holding.cancel()
+            nursery.start_soon(self._receive)
+            nursery.start_soon(self._send)
+            nursery.start_soon(self._watch_flights)
+            nursery.start_soon(self._acknowledge)
+            nursery.start_soon(self._announce)
+            self._up.set()
+            self._changed()
+            _log.info("cluster joined", node=self.node, servers=self.servers)
+
+    async def _hold(self, scope: trio.CancelScope) -> None:
+        with scope:
+            await self._link.hold()
+
+    async def _connect(self) -> None:
+        nc = await trio_asyncio.aio_as_trio(self._open_connection)()
+        try:
+            await self._set_up(nc)
+        except BaseException:
+            self._closing = True  # not a disconnection to report
+            with trio.CancelScope(shield=True):
+                await trio_asyncio.aio_as_trio(nc.close)()
+            self._closing = False
+            raise
+        self._nc = nc
+        self._link.up()
+
+    async def _open_connection(self) -> Any:
+        async def on_error(error: Exception) -> None:
+            reason = _describe(error)
+            if reason != self.last_error:  # once per kind of failure, not per attempt
+                _log.warning("NATS connection error", node=self.node, reason=reason)
+            self.last_error = reason
+            self._changed()
+
+        async def on_disconnected() -> None:
+            self._link.down()
+            if not self._closing:
+                _log.warning("cluster disconnected: reconnecting", node=self.node)
+            self._changed()
+
+        async def on_reconnected() -> None:
+            self._link.up()
+            _log.info("cluster reconnected", node=self.node)
+            self._changed()
+
+        return await nats.connect(
+            self.servers,
+            name=f"loomk:{self.node}",
+            no_echo=True,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=min(self._max_backoff_s, 2.0),
+            connect_timeout=2,
+            ping_interval=10,  # a server gone silent is noticed within ~30 s
+            max_outstanding_pings=2,
+            error_cb=on_error,
+            disconnected_cb=on_disconnected,
+            reconnected_cb=on_reconnected,
+        )
+
+    async def _set_up(self, nc: Any) -> None:
+        """Subscriptions, streams and consumers (a trio function: one crossing each)."""
+        self._max_payload = nc.max_payload
+        await trio_asyncio.aio_as_trio(self._subscribe_core)(nc)
+        if self._streams:
+            js = nc.jetstream()
+            self._js = js
+            for stream in self._streams:
+                created = await trio_asyncio.aio_as_trio(self._ensure_stream)(js, stream)
+                stream.load_mark(self.kernel.state.store, created)
+            await self._consume_wanted()
+
+    async def _consume_wanted(self) -> None:
+        """Consume the streams local subscribers want (a kernel that only publishes on a
+        batched pattern has no consumer: it would only read its own events back). A
+        consumer, once made, stays: it is durable, and holds this kernel's place."""
+        wanted = [s for s in self._streams if s.subscription is None]
+        if not wanted or self._js is None:
+            return
+        interest = self._link.interest()
+        for stream in wanted:
+            if any(patterns_overlap(stream.pattern, pattern) for pattern in interest):
+                await trio_asyncio.aio_as_trio(self._consume)(self._js, stream)
+
+    async def _subscribe_core(self, nc: Any) -> None:
+        inbox = self._inbox
+        for pattern in self._core_patterns:
+            await nc.subscribe(self.subject(pattern), cb=inbox.callback(_inbox.CORE))
+        await nc.subscribe(self._control("announce"), cb=inbox.callback(_inbox.ANNOUNCE))
+        await nc.subscribe(self._control(f"invoke.{self.node}"), cb=inbox.callback(_inbox.CALL))
+        await nc.flush(timeout=5)
+
+    async def _ensure_stream(self, js: Any, stream: DurableStream) -> str:
+        config = StreamConfig(
+            name=stream.name,
+            subjects=[stream.subject],
+            retention=RetentionPolicy.INTEREST,
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW_S,
+        )
+        try:
+            info = await js.add_stream(config)
+        except (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError):
+            raise ClusterError(
+                f"the NATS server at {', '.join(self.servers)} has no JetStream, which the "
+                f"batched pattern {stream.pattern!r} needs: start nats-server with -js "
+                "(jetstream {} in its configuration), or share the pattern as realtime"
+            ) from None
+        except nats.js.errors.BadRequestError:
+            info = await js.stream_info(stream.name)  # made by another kernel, maybe older
+            if list(info.config.subjects or ()) != [stream.subject]:
+                raise ClusterError(
+                    f"JetStream stream {stream.name} exists with subjects "
+                    f"{info.config.subjects}, not [{stream.subject!r}]: delete it "
+                    f"(nats stream rm {stream.name}) or share another pattern"
+                ) from None
+        return str(info.created)
+
+    async def _consume(self, js: Any, stream: DurableStream) -> None:
+        stream.subscription = await js.subscribe(
+            stream.subject,
+            durable=self.node,
+            stream=stream.name,
+            cb=self._inbox.callback(_inbox.DURABLE),
+            manual_ack=True,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=self._ack_wait_s,
+                max_ack_pending=MAX_ACK_PENDING,
+                deliver_policy=DeliverPolicy.NEW,
+                inactive_threshold=INACTIVE_THRESHOLD_S,
+            ),
+            pending_msgs_limit=4 * MAX_ACK_PENDING,
+        )
+
+    # ---- out ----------------------------------------------------------------------------
+
+    def _durable_index(self, topic: str) -> int | None:
+        cache = self._is_durable
+        index = cache.get(topic, -1)
+        if index == -1:
+            matches = self._durable_trie.match(topic)
+            index = min(value for _, value in matches) if matches else None
+            if len(cache) > 65_536:
+                cache.clear()
+            cache[topic] = index
+        return index
+
+    async def _send(self) -> None:
+        link, node, limit = self._link, self.node, self._max_payload
+        while True:
+            if not self.connected:
+                with trio.move_on_after(0.1):
+                    await link.hold()  # keep what is published, bounded, until it is back
+                continue
+            batch = await link.outgoing()
+            core: list[tuple[str, bytes]] = []
+            durable: list[tuple[str, bytes, str]] = []
+            kept: list[tuple[str, Event]] = []
+            recent = self._recent_out
+            for topic, event in batch:
+                if recent is not None and recent.repeated(event.id):
+                    continue  # matched two overlapping export patterns
+                data = encode_event(event, node)
+                if len(data) > limit:
+                    self.oversized += 1
+                    _log.warning(
+                        "event too large for NATS: not sent",
+                        topic=topic,
+                        bytes=len(data),
+                        max_payload=limit,
+                    )
+                    continue
+                if self._durable_index(topic) is None:
+                    core.append((self.subject(topic), data))
+                else:
+                    durable.append((self.subject(topic), data, event.id))
+                    kept.append((topic, event))
+            try:
+                futures = await trio_asyncio.aio_as_trio(self._publish)(core, durable)
+            except Exception as error:  # the connection broke under the batch
+                self.last_error = _describe(error)
+                link.requeue(kept)
+                continue
+            now = trio.current_time()
+            self._in_flight.extend(zip(futures, kept, itertools.repeat(now)))
+            self._sweep()
+            self._flights_wanted.set()
+
+    async def _publish(
+        self, core: list[tuple[str, bytes]], durable: list[tuple[str, bytes, str]]
+    ) -> list[asyncio.Future[Any]]:
+        """(asyncio) Publish a batch; the futures of JetStream's acknowledgements of the
+        durable events, in order (:meth:`_sweep` reads them; nats-py bounds how many wait)."""
+        nc, js = self._nc, self._js
+        publish = nc.publish
+        for subject, data in core:
+            await publish(subject, data)
+        publish_async = js.publish_async
+        return [
+            await publish_async(subject, data, headers={"Nats-Msg-Id": event_id})
+            for subject, data, event_id in durable
+        ]
+
+    def _sweep(self) -> None:
+        """Settle the JetStream publishes acknowledged or failed so far, in order: a
+        failed one, or one unacknowledged after ``_SEND_ACK_TIMEOUT_S``, is sent again (its
+        id makes a repeat harmless)."""
+        flights, late = self._in_flight, trio.current_time() - _SEND_ACK_TIMEOUT_S
+        again: list[tuple[str, Event]] = []
+        while flights:
+            future, item, sent_at = flights[0]
+            if not future.done():
+                if sent_at > late:
+                    break
+                future.cancel()  # releases nats-py's slot for it
+            flights.popleft()
+            if future.cancelled() or future.exception() is not None:
+                again.append(item)
+        if again:
+            self.resent += len(again)
+            self._link.requeue(again)
+
+    async def _watch_flights(self) -> None:
+        """Sweep while publishes wait for their acknowledgements (the last batch's too)."""
+        while True:
+            if not self._in_flight:
+                await self._flights_wanted.wait()
+                self._flights_wanted = trio.Event()
+                continue
+            await trio.sleep(_FLIGHT_POLL_S)
+            self._sweep()
+
+    # ---- in -----------------------------------------------------------------------------
+
+    async def _receive(self) -> None:
+        """Take what NATS delivered: announcements and calls at once, events in order
+        through :meth:`_publish_events`, so that a bus that makes the link wait (a full
+        lossless lane) never holds up announcements (peers would seem silent) or calls."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._publish_events)
+            take = trio_asyncio.aio_as_trio(self._inbox.take)
+            events, limit = self._events, _INBOX_LIMIT
+            while True:
+                for kind, msg in await take():
+                    if kind == _inbox.ANNOUNCE:
+                        self._heard(msg.data)
+                    elif kind == _inbox.CALL:
+                        nursery.start_soon(self._serve_call, msg)
+                    elif kind == _inbox.CORE and len(events) >= limit:
+                        self._inbox.dropped += 1  # at most once: the kernel lags
+                    else:
+                        events.append((kind, msg))
+                self._events_ready.set()
+
+    async def _publish_events(self) -> None:
+        events = self._events
+        while True:
+            if not events:
+                await self._events_ready.wait()
+                self._events_ready = trio.Event()
+                continue
+            core: list[tuple[str, Event]] = []
+            while events:
+                kind, msg = events.popleft()
+                if kind == _inbox.CORE:
+                    event = self._decode_core(msg)
+                    if event is not None:
+                        core.append(event)
+                    if len(core) < _CORE_BATCH:
+                        continue
+                if core:  # in the order they came
+                    await self._link.incoming(core, stamped=True)
+                    core = []
+                if kind == _inbox.DURABLE:
+                    await self._take_durable(msg)
+            if core:
+                await self._link.incoming(core, stamped=True)
+
+    def _decode_core(self, msg: Any) -> tuple[str, Event] | None:
+        """A core message's event; None for a JetStream topic (its consumer delivers it)
+        and, with overlapping patterns, for a second copy."""
+        subject: str = msg.subject
+        if self._streams and self._durable_index(subject[len(self.prefix) + 1 :]) is not None:
+            return None
+        decoded = self._decode(msg)
+        recent = self._recent_in
+        if decoded is not None and recent is not None and recent.repeated(decoded[1].id):
+            return None
+        return decoded
+
+    def _decode(self, msg: Any) -> tuple[str, Event] | None:
+        subject: str = msg.subject
+        topic = subject[len(self.prefix) + 1 :]
+        try:
+            node, event = decode_event(msg.data, self._stamp)
+        except NotAnEvent as error:
+            self.not_events += 1
+            self._link.refuse(topic, str(error))
+            return None
+        if node == self.node:
+            return None
+        return topic, event
+
+    async def _take_durable(self, msg: Any) -> None:
+        try:
+            name, sequence, delivered = _delivery(msg.reply)
+            stream = self._stream_named(name)
+        except (ValueError, LookupError) as error:  # not a JetStream delivery of ours
+            self.not_events += 1
+            _log.warning("unexpected message on a consumer", reason=str(error))
+            return
+        verdict = stream.admit(sequence, delivered > 1)
+        if verdict == "held":
+            return
+        receipt = None
+        if verdict == "new":
+            decoded = self._decode(msg)
+            if decoded is not None:
+                topic, event = decoded
+                try:
+                    receipt = await self.kernel.bus.publish_with_receipt(topic, event)
+                except Exception as error:  # a topic or event this bus refuses
+                    self._link.refuse(topic, str(error))
+                else:
+                    self._link.received += 1
+        stream.hold(sequence, msg, receipt)
+        self._pending += 1
+        self._acks_wanted.set()
+
+    def _stream_named(self, name: str) -> DurableStream:
+        for stream in self._streams:
+            if stream.name == name:
+                return stream
+        raise LookupError(f"no stream {name}")
+
+    def _on_settled(self) -> None:
+        """A consumer settled (the bus calls this synchronously, as an agent's group commit
+        begins): record the marks of every stream's settled run now, so that they are
+        written in the same store batch as that commit (see :mod:`loomk.cluster._durable`),
+        and hand their messages to :meth:`_acknowledge`."""
+        if not self._pending:
+            return
+        try:
+            self._record_settled()
+        except Exception as error:  # never into the agent's commit: acknowledged later
+            _log.warning("cluster acknowledgements delayed", node=self.node, reason=repr(error))
+
+    def _record_settled(self) -> None:
+        marks: dict[bytes, bytes] = {}
+        acks: list[Any] = []
+        for stream in self._streams:
+            run = stream.ready()
+            if run:
+                self._pending -= len(run)
+                marks[stream.mark_key] = stream.mark_value()
+                acks.extend(run)
+        if not acks:
+            return
+        ticket = self.kernel.state.store.submit(marks)
+        self._to_ack.append((ticket, acks))
+        self._acks_wanted.set()
+
+    async def _acknowledge(self) -> None:
+        """Acknowledge settled runs once their marks are durable; look for runs settled by
+        consumers that do not commit (plain subscriptions) every few milliseconds."""
+        store = self.kernel.state.store
+        while True:
+            if not self._to_ack:
+                if not self._pending:
+                    await self._acks_wanted.wait()
+                    self._acks_wanted = trio.Event()
+                else:
+                    with trio.move_on_after(_ACK_POLL_S):
+                        await self._acks_wanted.wait()
+                    self._acks_wanted = trio.Event()
+                self._on_settled()
+                continue
+            ticket, acks = self._to_ack.popleft()
+            if ticket is not None:
+                await store.acknowledged(ticket)
+            if self.connected:
+                try:
+                    await trio_asyncio.aio_as_trio(_ack_all)(acks)
+                except Exception as error:  # lost: JetStream sends them again
+                    _log.debug("cluster ack failed", reason=_describe(error))
+
+    # ---- capabilities across kernels ------------------------------------------------------
+
+    async def _call_node(self, node: str, call: ActionCall) -> ActionResult:
+        """Run ``call`` on the kernel ``node`` (NATS request/reply)."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return ActionResult.failure(
+                call.id,
+                ErrorCode.PROVIDER_UNAVAILABLE,
+                f"{call.capability} is on kernel {node}, and the cluster link is not "
+                f"connected ({self.last_error or 'connecting'})",
+            )
+        timeout = call.timeout_ms / 1000 if call.timeout_ms > 0 else 30.0
+        self.calls_out += 1
+        try:
+            reply = await trio_asyncio.aio_as_trio(nc.request)(
+                self._control(f"invoke.{node}"), encode_call(call), timeout=timeout + 1.0
+            )
+            return decode_result(reply.data)
+        except nats.errors.NoRespondersError:
+            reason = f"kernel {node} does not answer (gone?)"
+        except nats.errors.TimeoutError:
+            return ActionResult.failure(
+                call.id, ErrorCode.ACTION_TIMEOUT, f"{call.capability} on kernel {node} timed out"
+            )
+        except Exception as error:
+            reason = _describe(error)
+        return ActionResult.failure(
+            call.id, ErrorCode.PROVIDER_UNAVAILABLE, f"{call.capability} on {node}: {reason}"
+        )
+
+    async def _serve_call(self, msg: Any) -> None:
+        async with self._calls:
+            try:
+                call = decode_call(msg.data)
+            except ValueError as error:
+                self.not_events += 1
+                _log.warning("bad capability call from the cluster", reason=str(error))
+                return
+            self.calls_in += 1
+            provider = self.kernel.broker.resolve(call.capability, call.version)
+            if provider is None or self._peers.is_proxy(provider):
+                result = ActionResult.failure(
+                    call.id,
+                    ErrorCode.PROVIDER_UNAVAILABLE,
+                    f"kernel {self.node} does not offer {call.capability}",
+                )
+            else:
+                result = await self.kernel.broker.invoke(call)
+            if msg.reply and self.connected:
+                try:
+                    await trio_asyncio.aio_as_trio(self._nc.publish)(
+                        msg.reply, encode_result(result)
+                    )
+                except Exception as error:
+                    _log.debug("cluster reply failed", reason=_describe(error))
+
+    # ---- announcements ------------------------------------------------------------------
+
+    def _announcement(self) -> str:
+        agents = [
+            {"id": a.agent_id, "topics": list(a.topics), "capabilities": list(a.capabilities)}
+            for a in self._peers.own_agents()
+        ]
+        capabilities = [descriptor_to_json(d) for d in self._peers.own_capabilities()]
+        return json.dumps(
+            {
+                "node": self.node,
+                "instance": self._instance,
+                "agents": agents,
+                "capabilities": capabilities,
+            },
+            separators=(",", ":"),
+            sort_keys=True,
+        )
+
+    async def _announce(self) -> None:
+        """Announce at once, when the agents or capabilities change (a burst of changes,
+        such as a spawn, makes one announcement), and every ``announce_s`` regardless (the
+        peers' expiry); expire silent peers."""
+        due = trio.current_time()
+        while True:
+            if self.connected:  # first: peers that hear of an agent here find its consumer
+                try:
+                    await self._consume_wanted()
+                except Exception as error:  # tried again on the next change or period
+                    _log.warning("cluster consumer not made", reason=_describe(error))
+            body = self._announcement()
+            if body != self._announced or trio.current_time() >= due:
+                due = trio.current_time() + self._announce_s
+                if self.connected:
+                    try:
+                        await trio_asyncio.aio_as_trio(self._nc.publish)(
+                            self._control("announce"), body.encode()
+                        )
+                        self._announced = body
+                    except Exception as error:  # too large for the server, say
+                        _log.warning("cluster announcement not sent", reason=_describe(error))
+            self._peers.expire()
+            with trio.move_on_at(due):
+                await self._link.wait_changed()
+                await trio.sleep(_COALESCE_S)
+
+    def _heard(self, data: bytes) -> None:
+        try:
+            fields = json.loads(data)
+            node = fields["node"]
+            if not isinstance(node, str) or not _NODE.fullmatch(node):
+                raise ValueError(f"bad node name {node!r}")
+            if node == self.node:
+                if fields.get("instance") != self._instance and not self._twin_logged:
+                    self._twin_logged = True
+                    _log.error(
+                        "another kernel uses this cluster node name: give each its own "
+                        "cluster_node",
+                        node=node,
+                    )
+                return
+            if fields.get("bye"):
+                self._peers.gone(node, "it left")
+                self._changed()
+                return
+            agents = [
+                AgentInfo(
+                    str(a["id"]),
+                    tuple(validate_pattern(str(t)) for t in a.get("topics", ())),
+                    tuple(str(c) for c in a.get("capabilities", ())),
+                )
+                for a in fields.get("agents", ())
+            ]
+            capabilities = [descriptor_from_json(d) for d in fields.get("capabilities", ())]
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            self.not_events += 1
+            _log.warning("bad cluster announcement", reason=str(error))
+            return
+        except Exception as error:  # a topic the directory refuses, say
+            self.not_events += 1
+            _log.warning("bad cluster announcement", reason=repr(error))
+            return
+        if self._peers.announced(node, agents, capabilities):
+            self._announced = ""  # a newcomer: announce at once so it learns of this kernel
+            self._link.notify()
+        self._changed()
+
+
+class _Recent:
+    """The ids of the last events seen (bounded): a second copy of one is dropped."""
+
+    def __init__(self, size: int = 16_384) -> None:
+        self._ids: dict[str, None] = {}
+        self._size = size
+
+    def repeated(self, event_id: str) -> bool:
+        ids = self._ids
+        if event_id in ids:
+            return True
+        ids[event_id] = None
+        if len(ids) > self._size:
+            del ids[next(iter(ids))]
+        return False
+
+
+def _overlap_left(patterns: list[str]) -> bool:
+    """Whether two of ``patterns`` still overlap (neither covering the other)."""
+    return any(
+        patterns_overlap(first, second)
+        for index, first in enumerate(patterns)
+        for second in patterns[index + 1 :]
+    )
+
+
+def _delivery(reply: str) -> tuple[str, int, int]:
+    """The stream, stream sequence and delivery count a JetStream delivery's reply subject
+    names (``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>...``, or the longer form
+    with a domain and an account hash); ``ValueError`` when it is not one."""
+    tokens = reply.split(".")
+    if len(tokens) == 9 and tokens[0] == "$JS" and tokens[1] == "ACK":
+        return tokens[2], int(tokens[5]), int(tokens[4])
+    if len(tokens) >= 12 and tokens[0] == "$JS" and tokens[1] == "ACK":
+        return tokens[4], int(tokens[7]), int(tokens[6])
+    raise ValueError(f"not a JetStream delivery (reply subject {reply!r})")
+
+
+async def _ack_all(msgs: list[Any]) -> None:
+    for msg in msgs:
+        await msg.ack()
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return f"{type(error).__name__}: {text}" if str(error) else text
+
+
+def node_name(kernel: Kernel, node: str | None) -> str:
+    """This kernel's node name: ``node``, ``cluster_node``, or one made once and kept in
+    the data directory (so a restarted kernel resumes its JetStream consumers)."""
+    name = node or kernel.config.cluster_node
+    if not name:
+        store = kernel.state.store
+        saved = store.get(_NODE_KEY)
+        if saved is not None:
+            name = saved.decode()
+        else:
+            name = f"k-{uuid.uuid4().hex[:12]}"
+            store.submit({_NODE_KEY: name.encode()})
+    if not _NODE.fullmatch(name):
+        raise ClusterError(
+            f"cluster node name {name!r}: use letters, digits, '-' and '_' (at most 64)"
+        )
+    return name
+
+
+@asynccontextmanager
+async def join(
+    kernel: Kernel,
+    servers: str | Sequence[str],
+    *,
+    node: str | None = None,
+    share: str | Sequence[tuple[str, str]] | None = None,
+    prefix: str | None = None,
+    ack_wait_s: float | None = None,
+    announce_s: float = 2.0,
+    buffer: int = 10_000,
+    backoff_s: float = 0.1,
+    max_backoff_s: float = 10.0,
+) -> AsyncIterator[ClusterLink]:
+    """Join ``kernel`` to the NATS server(s) ``servers`` while the block lasts.
+
+    ``share`` is ``cluster_share``'s form (``"sensor.>=realtime, order.*=batched"``) or a
+    list of ``(pattern, qos)``; the kernel's settings give every argument left out. It does
+    not wait for the first connection (``await link.wait_connected()``): a server that is
+    down is retried with backoff meanwhile. Raises :class:`ClusterError` for arguments that
+    cannot work.
+    """
+    config = kernel.config
+    if isinstance(servers, str):
+        servers = [s.strip() for s in servers.split(",") if s.strip()]
+    if not servers:
+        raise ClusterError("no NATS server given (cluster_nats_url)")
+    if share is None:
+        share = config.cluster_share
+    try:
+        shared = parse_cluster_share(share) if isinstance(share, str) else list(share)
+        for pattern, qos in shared:
+            validate_pattern(pattern)
+            if qos not in ("realtime", "batched", "background"):
+                raise ValueError(f"{pattern!r}: unknown QoS {qos!r}")
+    except Exception as error:
+        raise ClusterError(f"cluster share {share!r}: {error}") from error
+    prefix = prefix or config.cluster_subject_prefix
+    if not _NODE.fullmatch(prefix):
+        raise ClusterError(f"subject prefix {prefix!r}: use one token of letters, digits, - _")
+    for name, value in (("announce_s", announce_s), ("backoff_s", backoff_s)):
+        if not value > 0:
+            raise ClusterError(f"{name} must be > 0, got {value!r}")
+    link = ClusterLink(
+        kernel,
+        servers,
+        node=node_name(kernel, node),
+        share=shared,
+        prefix=prefix,
+        ack_wait_s=ack_wait_s or config.cluster_ack_wait_s,
+        announce_s=announce_s,
+        buffer=buffer,
+        backoff_s=backoff_s,
+        max_backoff_s=max_backoff_s,
+    )
+    from loomk.cluster.metrics import cluster_families
+
+    remove = kernel.metrics.register(f"cluster:{link.node}", lambda: cluster_families(link))
+    try:
+        async with trio_asyncio.open_loop(), link.running():
+            yield link
+    finally:
+        remove()
