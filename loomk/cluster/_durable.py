@@ -121,6 +121,9 @@ class DurableStream:
     def load_mark(self, store: Store, created: str) -> None:
         """Read what this kernel settled before (in an earlier run), if the stream is the
         same one (a stream made again starts its sequences over)."""
+        if created != self.created:  # another stream (or the first look at it)
+            self.settled = SettledSequences()
+            self.taken.clear()
         self.created = created
         raw = store.get(self.mark_key)
         if raw is None:

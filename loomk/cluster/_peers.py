@@ -63,6 +63,8 @@ class Peer:
 
     node: str
     seen: float
+    expiry_s: float = 0.0  # silent this long: gone (its own announcement period times 3)
+    instance: str = ""  # the run of the kernel that announced last
     agents: list[AgentInfo] = field(default_factory=list)
     capabilities: list[CapabilityDescriptor] = field(default_factory=list)
 
@@ -91,7 +93,15 @@ class Peers:
 
     def own_agents(self) -> list[AgentInfo]:
         """The agents of this kernel's bus (not those listed from peers)."""
-        return [a for a in self._directory.all() if a.agent_id not in self._listed]
+        return [a for a in self._directory.all() if not self._is_listing(a)]
+
+    @staticmethod
+    def _is_listing(info: AgentInfo | None, node: str | None = None) -> bool:
+        """Whether a directory entry is a peer's listing (of ``node``, when given): an
+        entry without the mark is this kernel's own, whatever was listed before."""
+        if info is None or info.metadata.get(REMOTE_KEY) != "cluster":
+            return False
+        return node is None or info.metadata.get(NODE_KEY) == node
 
     def own_capabilities(self) -> list[CapabilityDescriptor]:
         """The capabilities this kernel's own providers offer (not the peers' proxies)."""
@@ -105,9 +115,16 @@ class Peers:
     # ---- what peers announce ------------------------------------------------------------
 
     def announced(
-        self, node: str, agents: list[AgentInfo], capabilities: list[CapabilityDescriptor]
+        self,
+        node: str,
+        agents: list[AgentInfo],
+        capabilities: list[CapabilityDescriptor],
+        *,
+        every_s: float | None = None,
+        instance: str = "",
     ) -> bool:
-        """A peer's announcement; returns whether the peer is new."""
+        """A peer's announcement (``every_s``: how often it announces, when it says);
+        returns whether the peer is new."""
         now = trio.current_time()
         peer = self.peers.get(node)
         new = peer is None
@@ -115,24 +132,30 @@ class Peers:
             peer = self.peers[node] = Peer(node, now)
             _log.info("cluster peer joined", node=self.node, peer=node)
         peer.seen = now
+        peer.instance = instance
+        peer.expiry_s = EXPIRY_PERIODS * every_s if every_s else self.expiry_s
         self._list_agents(peer, agents)
         self._offer(peer, capabilities)
         return new
 
-    def gone(self, node: str, reason: str) -> None:
-        """A peer left or went silent: its agents and capabilities go."""
-        peer = self.peers.pop(node, None)
-        if peer is None:
+    def gone(self, node: str, reason: str, instance: str | None = None) -> None:
+        """A peer left or went silent: its agents and capabilities go (``instance``: only
+        if it is the run that announced last, not a late goodbye of an earlier one)."""
+        peer = self.peers.get(node)
+        if peer is None or (instance is not None and instance != peer.instance):
             return
+        del self.peers[node]
         self._list_agents(peer, [])
         self._offer(peer, [])
         _log.info("cluster peer gone", node=self.node, peer=node, reason=reason)
 
     def expire(self) -> None:
-        """Drop the peers not heard from within ``expiry_s``."""
-        limit = trio.current_time() - self.expiry_s
-        for node in [n for n, p in self.peers.items() if p.seen < limit]:
-            self.gone(node, f"not heard from for {self.expiry_s:g} s")
+        """Drop the peers not heard from within their expiry (3 of their periods)."""
+        now = trio.current_time()
+        for node, peer in list(self.peers.items()):
+            expiry = peer.expiry_s or self.expiry_s
+            if peer.seen < now - expiry:
+                self.gone(node, f"not heard from for {expiry:g} s")
 
     def clear(self) -> None:
         """Forget every peer (the link stops)."""
@@ -145,13 +168,16 @@ class Peers:
         for old in peer.agents:
             if old.agent_id not in keep and listed.get(old.agent_id) == peer.node:
                 del listed[old.agent_id]
-                directory.unregister(old.agent_id)
+                if self._is_listing(directory.get(old.agent_id), peer.node):
+                    directory.unregister(old.agent_id)  # not if a local agent took the id
         kept = []
         for info in agents:
-            holder = listed.get(info.agent_id)
-            if holder is None and info.agent_id in directory:
+            current = directory.get(info.agent_id)
+            if current is not None and not self._is_listing(current):
+                listed.pop(info.agent_id, None)
                 continue  # an agent of this kernel has the id: it stays
-            if holder is not None and holder != peer.node:
+            holder = listed.get(info.agent_id)
+            if holder is not None and holder != peer.node and holder in self.peers:
                 continue  # another peer listed it first
             metadata = {**info.metadata, REMOTE_KEY: "cluster", NODE_KEY: peer.node}
             entry = AgentInfo(info.agent_id, info.topics, info.capabilities, metadata)

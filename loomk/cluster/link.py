@@ -36,7 +36,7 @@ import random
 import re
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -102,7 +102,10 @@ _NODE_KEY = b"cluster/node"
 _INBOX_LIMIT = 65_536  # core messages waiting for the kernel, at most
 _SEND_ACK_TIMEOUT_S = 5.0  # a JetStream publish not acknowledged by then is sent again
 _FLIGHT_POLL_S = 0.01
+_RESEND_PAUSE_S = 0.5
+_STREAM_NAME_IN_USE = 10058  # JetStream: a stream of that name, other config
 _CALLS_AT_ONCE = 64
+_CALLS_QUEUED = 1024  # calls beyond that are refused at once (PROVIDER_UNAVAILABLE)
 _ACK_POLL_S = 0.002
 _CLOSE_GRACE_S = 2.0
 _CORE_BATCH = 256  # core events published per BusLink.incoming call
@@ -182,7 +185,12 @@ class ClusterLink:
             self._streams.append(DurableStream(pattern, self.subject(pattern), name, key))
         self._is_durable: dict[str, int | None] = {}
         self._link = BusLink(
-            kernel.bus, kernel.broker, f"cluster:{node}", export=export, buffer=buffer
+            kernel.bus,
+            kernel.broker,
+            f"cluster:{node}",
+            export=export,
+            buffer=buffer,
+            batch_max=1024,
         )
         self._stamp = {ORIGIN_KEY: self._link.origin}  # what every event from NATS carries
         self._peers = Peers(
@@ -202,11 +210,18 @@ class ClusterLink:
         self._calls = trio.Semaphore(_CALLS_AT_ONCE)
         self._acks_wanted = trio.Event()
         self._closing = False
+        self._left = False  # the link has stopped (what was queued here may still settle)
+        self._unwatch_settled: Callable[[], None] = _nothing
         self._twin_logged = False
         self._in_flight: deque[tuple[asyncio.Future[Any], tuple[str, Event], float]] = deque()
         self._flights_wanted = trio.Event()
-        self._events: deque[tuple[int, Any]] = deque()  # from NATS, to publish here
-        self._events_ready = trio.Event()
+        self._core_in: deque[Any] = deque()  # core messages from NATS, to publish here
+        self._core_ready = trio.Event()
+        self._durable_in: deque[tuple[DurableStream, int, Any]] = deque()  # to publish here
+        self._durable_ready = trio.Event()
+        self._reconnected = trio.Event()
+        self._resend_after = 0.0  # publishes JetStream refused wait until then
+        self._calls_waiting = 0  # calls from other kernels served or waiting here
         self._pending = 0  # JetStream messages taken in, not yet in an acknowledged run
         self._to_ack: deque[tuple[Ticket | None, list[Any]]] = deque()
         self.not_events = 0
@@ -273,7 +288,7 @@ class ClusterLink:
         """Run the link while the block lasts (inside a trio-asyncio loop)."""
         self._link.open()
         unwatch = self.kernel.directory.watch(self._link.notify)
-        unwatch_settled = self.kernel.bus.watch_settled(self._on_settled)
+        self._unwatch_settled = self.kernel.bus.watch_settled(self._on_settled)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._run)
@@ -286,7 +301,9 @@ class ClusterLink:
                     nursery.cancel_scope.cancel()
         finally:
             unwatch()
-            unwatch_settled()
+            self._left = True  # events already queued here are still recorded when handled
+            if not self._pending:
+                self._unwatch_settled()
             self._peers.clear()
             self._link.close()
             self._closing = True
@@ -300,7 +317,8 @@ class ClusterLink:
                         _log.debug("cluster close failed", error=repr(error))
 
     async def _goodbye(self) -> None:
-        """Send what is pending, and tell the peers this kernel leaves."""
+        """Tell the peers this kernel leaves (what nats-py buffered is flushed with it; the
+        link's backlog is not sent)."""
         nc = self._nc
         if nc is None or not nc.is_connected:
             return
@@ -343,6 +361,7 @@ class ClusterLink:
             nursery.start_soon(self._receive)
             nursery.start_soon(self._send)
             nursery.start_soon(self._watch_flights)
+            nursery.start_soon(self._restore_after_reconnection)
             nursery.start_soon(self._acknowledge)
             nursery.start_soon(self._announce)
             self._up.set()
@@ -382,6 +401,7 @@ class ClusterLink:
 
         async def on_reconnected() -> None:
             self._link.up()
+            self._reconnected.set()
             _log.info("cluster reconnected", node=self.node)
             self._changed()
 
@@ -411,6 +431,43 @@ class ClusterLink:
                 created = await trio_asyncio.aio_as_trio(self._ensure_stream)(js, stream)
                 stream.load_mark(self.kernel.state.store, created)
             await self._consume_wanted()
+
+    async def _restore_after_reconnection(self) -> None:
+        """After a reconnection, make again the streams and consumers the server lost (its
+        store was wiped, or it is another server of the cluster without them); a stream
+        made again starts its sequences over, and so does what this kernel recorded."""
+        while True:
+            await self._reconnected.wait()
+            self._reconnected = trio.Event()
+            js = self._js
+            if js is None:
+                continue
+            try:
+                for stream in self._streams:
+                    created = await trio_asyncio.aio_as_trio(self._ensure_stream)(js, stream)
+                    if created != stream.created:
+                        _log.warning("cluster stream made again", stream=stream.name)
+                        stream.load_mark(self.kernel.state.store, created)
+                    if stream.subscription is not None:
+                        await trio_asyncio.aio_as_trio(self._keep_consumer)(js, stream)
+                await self._consume_wanted()
+            except Exception as error:  # tried again at the next reconnection
+                _log.error(
+                    "cluster streams not restored after a reconnection",
+                    node=self.node,
+                    reason=_describe(error),
+                )
+
+    async def _keep_consumer(self, js: Any, stream: DurableStream) -> None:
+        """(asyncio) Forget ``stream``'s subscription if the server lost its consumer."""
+        try:
+            await js.consumer_info(stream.name, self.node)
+        except nats.js.errors.NotFoundError:
+            old, stream.subscription = stream.subscription, None
+            try:
+                await old.unsubscribe()
+            except Exception as error:  # its consumer is gone already
+                _log.debug("old subscription not ended", reason=_describe(error))
 
     async def _consume_wanted(self) -> None:
         """Consume the streams local subscribers want (a kernel that only publishes on a
@@ -448,7 +505,13 @@ class ClusterLink:
                 f"batched pattern {stream.pattern!r} needs: start nats-server with -js "
                 "(jetstream {} in its configuration), or share the pattern as realtime"
             ) from None
-        except nats.js.errors.BadRequestError:
+        except nats.js.errors.BadRequestError as error:
+            if error.err_code != _STREAM_NAME_IN_USE:
+                raise ClusterError(
+                    f"JetStream refused the stream {stream.name} of {stream.pattern!r} "
+                    f"({error.description}): another kernel may share an overlapping "
+                    "batched pattern, or a stream of something else holds these subjects"
+                ) from None
             info = await js.stream_info(stream.name)  # made by another kernel, maybe older
             if list(info.config.subjects or ()) != [stream.subject]:
                 raise ClusterError(
@@ -474,6 +537,16 @@ class ClusterLink:
             ),
             pending_msgs_limit=4 * MAX_ACK_PENDING,
         )
+        info = await stream.subscription.consumer_info()
+        if abs(float(info.config.ack_wait or 0) - self._ack_wait_s) > 0.01:
+            _log.warning(
+                "this kernel's JetStream consumer keeps the acknowledgement wait it was made "
+                "with: remove the consumer (nats consumer rm) to change it",
+                stream=stream.name,
+                consumer=self.node,
+                ack_wait_s=info.config.ack_wait,
+                cluster_ack_wait_s=self._ack_wait_s,
+            )
 
     # ---- out ----------------------------------------------------------------------------
 
@@ -495,6 +568,8 @@ class ClusterLink:
                 with trio.move_on_after(0.1):
                     await link.hold()  # keep what is published, bounded, until it is back
                 continue
+            if self._resend_after > trio.current_time():
+                await trio.sleep_until(self._resend_after)
             batch = await link.outgoing()
             core: list[tuple[str, bytes]] = []
             durable: list[tuple[str, bytes, str]] = []
@@ -550,6 +625,7 @@ class ClusterLink:
         id makes a repeat harmless)."""
         flights, late = self._in_flight, trio.current_time() - _SEND_ACK_TIMEOUT_S
         again: list[tuple[str, Event]] = []
+        failed: BaseException | None = None
         while flights:
             future, item, sent_at = flights[0]
             if not future.done():
@@ -557,11 +633,17 @@ class ClusterLink:
                     break
                 future.cancel()  # releases nats-py's slot for it
             flights.popleft()
-            if future.cancelled() or future.exception() is not None:
+            if future.cancelled():
                 again.append(item)
+            elif future.exception() is not None:
+                again.append(item)
+                failed = future.exception()
         if again:
             self.resent += len(again)
             self._link.requeue(again)
+            if failed is not None:  # refused at once (no stream?): not again at once
+                self.last_error = _describe(failed)
+                self._resend_after = trio.current_time() + _RESEND_PAUSE_S
 
     async def _watch_flights(self) -> None:
         """Sweep while publishes wait for their acknowledgements (the last batch's too)."""
@@ -576,48 +658,82 @@ class ClusterLink:
     # ---- in -----------------------------------------------------------------------------
 
     async def _receive(self) -> None:
-        """Take what NATS delivered: announcements and calls at once, events in order
-        through :meth:`_publish_events`, so that a bus that makes the link wait (a full
-        lossless lane) never holds up announcements (peers would seem silent) or calls."""
+        """Take what NATS delivered: announcements and calls at once, core events and
+        JetStream events each in order through a task of their own, so that a bus that
+        makes the link wait (a full lossless lane of a batched topic) never holds up
+        announcements (peers would seem silent), calls, or the replies an agent waits for."""
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._publish_events)
+            nursery.start_soon(self._publish_core)
+            nursery.start_soon(self._publish_durable)
             take = trio_asyncio.aio_as_trio(self._inbox.take)
-            events, limit = self._events, _INBOX_LIMIT
+            core, durable, limit = self._core_in, self._durable_in, _INBOX_LIMIT
             while True:
                 for kind, msg in await take():
-                    if kind == _inbox.ANNOUNCE:
+                    if kind == _inbox.CORE:
+                        if len(core) >= limit:
+                            self._inbox.dropped += 1  # at most once: the kernel lags
+                        else:
+                            core.append(msg)
+                    elif kind == _inbox.DURABLE:
+                        admitted = self._admit(msg)
+                        if admitted is not None:
+                            durable.append(admitted)
+                    elif kind == _inbox.ANNOUNCE:
                         self._heard(msg.data)
-                    elif kind == _inbox.CALL:
+                    elif self._calls_waiting < _CALLS_QUEUED:
+                        self._calls_waiting += 1
                         nursery.start_soon(self._serve_call, msg)
-                    elif kind == _inbox.CORE and len(events) >= limit:
-                        self._inbox.dropped += 1  # at most once: the kernel lags
                     else:
-                        events.append((kind, msg))
-                self._events_ready.set()
+                        nursery.start_soon(self._refuse_call, msg)
+                self._core_ready.set()
+                self._durable_ready.set()
 
-    async def _publish_events(self) -> None:
-        events = self._events
+    def _admit(self, msg: Any) -> tuple[DurableStream, int, Any] | None:
+        """Sort a JetStream message as it arrives: a new one is queued to be published
+        (and counted as taken at once, so its redeliveries while it waits, or while an
+        agent works on it, are dropped here instead of piling up); a redelivery of one
+        settled is acknowledged again; None for anything not to publish."""
+        try:
+            name, sequence, delivered = _delivery(msg.reply)
+            stream = self._stream_named(name)
+        except (ValueError, LookupError) as error:  # not a JetStream delivery of ours
+            self.not_events += 1
+            _log.warning("unexpected message on a consumer", reason=str(error))
+            return None
+        verdict = stream.admit(sequence, delivered > 1)
+        if verdict == "new":
+            return stream, sequence, msg
+        if verdict == "again":
+            stream.hold(sequence, msg, None)
+            self._pending += 1
+            self._acks_wanted.set()
+        return None
+
+    async def _publish_core(self) -> None:
+        events, batch_max = self._core_in, _CORE_BATCH
         while True:
             if not events:
-                await self._events_ready.wait()
-                self._events_ready = trio.Event()
+                await self._core_ready.wait()
+                self._core_ready = trio.Event()
                 continue
-            core: list[tuple[str, Event]] = []
-            while events:
-                kind, msg = events.popleft()
-                if kind == _inbox.CORE:
-                    event = self._decode_core(msg)
-                    if event is not None:
-                        core.append(event)
-                    if len(core) < _CORE_BATCH:
-                        continue
-                if core:  # in the order they came
-                    await self._link.incoming(core, stamped=True)
-                    core = []
-                if kind == _inbox.DURABLE:
-                    await self._take_durable(msg)
-            if core:
-                await self._link.incoming(core, stamped=True)
+            batch: list[tuple[str, Event]] = []
+            while events and len(batch) < batch_max:
+                event = self._decode_core(events.popleft())
+                if event is not None:
+                    batch.append(event)
+            if batch:
+                await self._link.incoming(batch, stamped=True)
+            else:
+                await trio.lowlevel.checkpoint()
+
+    async def _publish_durable(self) -> None:
+        messages = self._durable_in
+        while True:
+            if not messages:
+                await self._durable_ready.wait()
+                self._durable_ready = trio.Event()
+                continue
+            await self._take_durable(*messages.popleft())
 
     def _decode_core(self, msg: Any) -> tuple[str, Event] | None:
         """A core message's event; None for a JetStream topic (its consumer delivers it)
@@ -644,28 +760,18 @@ class ClusterLink:
             return None
         return topic, event
 
-    async def _take_durable(self, msg: Any) -> None:
-        try:
-            name, sequence, delivered = _delivery(msg.reply)
-            stream = self._stream_named(name)
-        except (ValueError, LookupError) as error:  # not a JetStream delivery of ours
-            self.not_events += 1
-            _log.warning("unexpected message on a consumer", reason=str(error))
-            return
-        verdict = stream.admit(sequence, delivered > 1)
-        if verdict == "held":
-            return
+    async def _take_durable(self, stream: DurableStream, sequence: int, msg: Any) -> None:
+        """Publish a new JetStream message here; it is acknowledged once it settles."""
         receipt = None
-        if verdict == "new":
-            decoded = self._decode(msg)
-            if decoded is not None:
-                topic, event = decoded
-                try:
-                    receipt = await self.kernel.bus.publish_with_receipt(topic, event)
-                except Exception as error:  # a topic or event this bus refuses
-                    self._link.refuse(topic, str(error))
-                else:
-                    self._link.received += 1
+        decoded = self._decode(msg)
+        if decoded is not None:
+            topic, event = decoded
+            try:
+                receipt = await self.kernel.bus.publish_with_receipt(topic, event)
+            except Exception as error:  # a topic or event this bus refuses
+                self._link.refuse(topic, str(error))
+            else:
+                self._link.received += 1
         stream.hold(sequence, msg, receipt)
         self._pending += 1
         self._acks_wanted.set()
@@ -700,6 +806,10 @@ class ClusterLink:
         if not acks:
             return
         ticket = self.kernel.state.store.submit(marks)
+        if self._left:  # no connection to acknowledge on: the record makes a redelivery
+            if not self._pending:  # "again" when this kernel joins next
+                self._unwatch_settled()
+            return
         self._to_ack.append((ticket, acks))
         self._acks_wanted.set()
 
@@ -758,7 +868,33 @@ class ClusterLink:
             call.id, ErrorCode.PROVIDER_UNAVAILABLE, f"{call.capability} on {node}: {reason}"
         )
 
+    async def _refuse_call(self, msg: Any) -> None:
+        try:
+            call = decode_call(msg.data)
+        except ValueError:
+            self.not_events += 1
+            return
+        busy = ActionResult.failure(
+            call.id,
+            ErrorCode.PROVIDER_UNAVAILABLE,
+            f"kernel {self.node} is busy: {_CALLS_QUEUED} calls from other kernels wait",
+        )
+        await self._reply(msg, busy)
+
+    async def _reply(self, msg: Any, result: ActionResult) -> None:
+        if msg.reply and self.connected:
+            try:
+                await trio_asyncio.aio_as_trio(self._nc.publish)(msg.reply, encode_result(result))
+            except Exception as error:
+                _log.debug("cluster reply failed", reason=_describe(error))
+
     async def _serve_call(self, msg: Any) -> None:
+        try:
+            await self._serve_one_call(msg)
+        finally:
+            self._calls_waiting -= 1
+
+    async def _serve_one_call(self, msg: Any) -> None:
         async with self._calls:
             try:
                 call = decode_call(msg.data)
@@ -776,13 +912,7 @@ class ClusterLink:
                 )
             else:
                 result = await self.kernel.broker.invoke(call)
-            if msg.reply and self.connected:
-                try:
-                    await trio_asyncio.aio_as_trio(self._nc.publish)(
-                        msg.reply, encode_result(result)
-                    )
-                except Exception as error:
-                    _log.debug("cluster reply failed", reason=_describe(error))
+            await self._reply(msg, result)
 
     # ---- announcements ------------------------------------------------------------------
 
@@ -796,6 +926,7 @@ class ClusterLink:
             {
                 "node": self.node,
                 "instance": self._instance,
+                "every_s": self._announce_s,
                 "agents": agents,
                 "capabilities": capabilities,
             },
@@ -846,7 +977,7 @@ class ClusterLink:
                     )
                 return
             if fields.get("bye"):
-                self._peers.gone(node, "it left")
+                self._peers.gone(node, "it left", str(fields.get("instance", "")))
                 self._changed()
                 return
             agents = [
@@ -866,7 +997,11 @@ class ClusterLink:
             self.not_events += 1
             _log.warning("bad cluster announcement", reason=repr(error))
             return
-        if self._peers.announced(node, agents, capabilities):
+        every_s = fields.get("every_s")
+        if not isinstance(every_s, int | float) or not 0 < every_s < 3600:
+            every_s = None
+        instance = str(fields.get("instance", ""))
+        if self._peers.announced(node, agents, capabilities, every_s=every_s, instance=instance):
             self._announced = ""  # a newcomer: announce at once so it learns of this kernel
             self._link.notify()
         self._changed()
@@ -898,6 +1033,10 @@ def _overlap_left(patterns: list[str]) -> bool:
     )
 
 
+def _nothing() -> None:
+    pass
+
+
 def _delivery(reply: str) -> tuple[str, int, int]:
     """The stream, stream sequence and delivery count a JetStream delivery's reply subject
     names (``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>...``, or the longer form
@@ -920,9 +1059,10 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if str(error) else text
 
 
-def node_name(kernel: Kernel, node: str | None) -> str:
+async def node_name(kernel: Kernel, node: str | None) -> str:
     """This kernel's node name: ``node``, ``cluster_node``, or one made once and kept in
-    the data directory (so a restarted kernel resumes its JetStream consumers)."""
+    the data directory (so a restarted kernel resumes its JetStream consumers; it is
+    durable before any consumer is named after it)."""
     name = node or kernel.config.cluster_node
     if not name:
         store = kernel.state.store
@@ -931,7 +1071,7 @@ def node_name(kernel: Kernel, node: str | None) -> str:
             name = saved.decode()
         else:
             name = f"k-{uuid.uuid4().hex[:12]}"
-            store.submit({_NODE_KEY: name.encode()})
+            await store.commit({_NODE_KEY: name.encode()})
     if not _NODE.fullmatch(name):
         raise ClusterError(
             f"cluster node name {name!r}: use letters, digits, '-' and '_' (at most 64)"
@@ -985,7 +1125,7 @@ async def join(
     link = ClusterLink(
         kernel,
         servers,
-        node=node_name(kernel, node),
+        node=await node_name(kernel, node),
         share=shared,
         prefix=prefix,
         ack_wait_s=ack_wait_s or config.cluster_ack_wait_s,

@@ -168,7 +168,9 @@ class Collaborator:
         and the deadline ``timeout_s`` from now, by which whoever handles it must be done."""
         deadline = _deadline_metadata(timeout_s)
         if isinstance(message, Event):
-            metadata = dict(message.metadata)
+            # a forwarded event keeps its metadata, but not the link it came in through:
+            # the call must go out through that link too
+            metadata = {k: v for k, v in message.metadata.items() if k != ORIGIN}
             envelope.apply_to_metadata(metadata)
             metadata.update(deadline)
             return message.replace(metadata=metadata, source=message.source or self.sender)

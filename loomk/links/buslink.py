@@ -174,13 +174,13 @@ class BusLink:
         first, then what was published since. Events that came in through this link are
         left out."""
         backlog, limit = self._backlog, self.batch_max
-        batch = [backlog.popleft() for _ in range(min(len(backlog), limit))]
-        self._take(batch, limit)
-        while not batch:
-            await self._mailbox_ready()
+        while True:
+            batch = [backlog.popleft() for _ in range(min(len(backlog), limit))]
             self._take(batch, limit)
-        self.sent += len(batch)
-        return batch
+            if batch:
+                self.sent += len(batch)
+                return batch
+            await self._mailbox_ready()  # woken by a publish, or by requeue()
 
     def _take(self, batch: list[tuple[str, Event]], limit: int) -> None:
         take, append, origin = self._mailbox.take_nowait, batch.append, self.origin
@@ -209,6 +209,7 @@ class BusLink:
         self.sent -= len(batch)
         self._backlog.extendleft(reversed(batch))
         self._trim()
+        self._mailbox.wake()  # outgoing() may be waiting for the next publish
 
     async def hold(self) -> None:
         """While disconnected: move what is published into the backlog, keeping at most

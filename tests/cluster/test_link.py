@@ -8,6 +8,7 @@ The multi-process cases (SIGKILL, server restart, three processes) are in test_p
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -476,3 +477,140 @@ async def test_covering_patterns_deliver_each_event_once(
         assert sorted(sink.seen) == [("o", b"2"), ("t", b"1"), ("t", b"3")]
         assert [event.type for _, event in seen].count("answer") == 1
         assert la.stats().link.sent == 4  # sensor, order, the question, sensor
+
+
+async def test_events_handled_after_the_link_left_are_not_handled_again_on_rejoining(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """The link leaves with JetStream events still queued for an agent: the agent handles
+    them afterwards, the link records them as settled, and the redeliveries that come
+    when the kernel joins again are acknowledged, not handed to the agent a second time."""
+    gate = trio.Event()
+    async with (
+        loomk.open_kernel(data_dir=tmp_path / "a", cluster_share=SHARE, handle_signals=False) as ka,
+        loomk.open_kernel(data_dir=tmp_path / "b", cluster_share=SHARE, handle_signals=False) as kb,
+        join(ka, nats_server.url, node="a", announce_s=0.3) as la,
+    ):
+        sink = Recorder("sink", ("order.>",), gate=gate)
+        await kb.spawn(sink)
+        async with join(kb, nats_server.url, node="b", announce_s=0.3, ack_wait_s=1) as lb:
+            with trio.fail_after(10):
+                while "sink" not in ka.directory:
+                    await la.wait_changed()
+            for i in range(20):
+                await ka.bus.publish("order.new", Event("o", b"%d" % i))
+            with trio.fail_after(10):
+                await sink.started_one.wait()
+                while lb.stats().link.received < 20:
+                    await trio.sleep(0.01)  # counted by b's receive task
+        gate.set()  # b left; its agent handles what it had queued
+        with trio.fail_after(10):
+            await sink.wait_for(20)
+        async with join(kb, nats_server.url, node="b", announce_s=0.3, ack_wait_s=1) as again:
+            async with nats_client(nats_server.url) as nc:
+                from loomk.cluster._durable import stream_name
+
+                name = stream_name("loomk", "order.>")
+
+                async def all_acknowledged() -> bool:
+                    return await consumer_pending(nc, name, "b") == 0
+
+                await eventually(all_acknowledged)
+            assert again.stats().redelivered == 20  # they came back, and were acknowledged
+        assert len(sink.seen) == 20  # none handled twice
+
+
+async def test_an_agent_of_the_same_id_on_two_kernels_stays_each_kernels_own(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    async with kernels(nats_server.url, tmp_path, "a", "b", announce_s=0.3) as [
+        (ka, la),
+        (kb, _),
+    ]:
+        await kb.spawn(Recorder("worker", ("ask.>",)))
+        with trio.fail_after(10):
+            while "worker" not in ka.directory:
+                await la.wait_changed()
+        await ka.spawn(Recorder("worker", ("ask.>",)))  # the same app on both machines
+        with trio.fail_after(10):
+            for _ in range(3):  # announcements from b go on: the local entry stays
+                await la.wait_changed()
+        info = ka.directory.get("worker")
+        assert info is not None
+        assert "loomk.remote" not in info.metadata
+        own = kb.directory.get("worker")
+        assert own is not None
+        assert "loomk.remote" not in own.metadata
+    # a left and b left with it; stopping a kernel whose directory held the id worked
+
+
+async def test_replies_are_not_held_up_behind_batched_events_waiting_for_an_agent(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """An agent asks another kernel on every batched event while more batched events than
+    its lane holds are waiting: the answers (core NATS) must not wait behind them."""
+    share = "order.>=batched, quote.>"
+    answered: list[bytes] = []
+
+    class Asker(Agent):
+        topics = ("order.>",)
+
+        async def on_event(self, ctx: Context, event: Event) -> None:
+            reply = await ctx.request("quote.x", Event("q", event.payload), timeout_s=5)
+            answered.append(reply.payload)
+
+    class Quoter(Agent):
+        topics = ("quote.>",)
+
+        async def on_event(self, ctx: Context, event: Event) -> None:
+            await ctx.reply(event, Event("a", event.payload))
+
+    async with kernels(nats_server.url, tmp_path, "a", "b", share=share) as [
+        (ka, la),
+        (kb, _),
+    ]:
+        await ka.spawn(Quoter("quoter"))
+        await kb.spawn(Asker("asker"))
+        with trio.fail_after(10):
+            while "asker" not in ka.directory:
+                await la.wait_changed()
+        count = 1500  # beyond the batched lane's 1024: the link waits on the agent's lane
+        for i in range(count):
+            await ka.bus.publish("order.new", Event("o", b"%d" % i))
+        with trio.fail_after(60):
+            while len(answered) < count:
+                await trio.sleep(0.05)  # the other kernel's agent works through them
+        assert sorted(answered) == sorted(b"%d" % i for i in range(count))
+
+
+async def test_streams_and_consumers_the_server_lost_are_made_again(tmp_path: Path) -> None:
+    """The server comes back with an empty JetStream store (wiped, or another server of
+    a cluster without the stream): the links make the stream and consumer again."""
+    store = tmp_path / "js"
+    async with (
+        open_nats_server(store_dir=store) as server,
+        kernels(server.url, tmp_path, "a", "b") as [(ka, la), (kb, lb)],
+    ):
+        sink = Recorder("sink", ("order.>",))
+        await kb.spawn(sink)
+        with trio.fail_after(10):
+            while "sink" not in ka.directory:
+                await la.wait_changed()
+        await ka.bus.publish("order.new", Event("o", b"before"))
+        with trio.fail_after(10):
+            await sink.wait_for(1)
+        await server.stop()
+        shutil.rmtree(store)
+        await server.start()
+        with trio.fail_after(20):
+            while la.stats().link.connects < 2 or lb.stats().link.connects < 2:
+                await la.wait_changed()
+        # the stream is made again by whichever link comes back first; b's consumer too
+        with trio.fail_after(20):
+            while True:
+                await ka.bus.publish("order.new", Event("o", b"after"))
+                with trio.move_on_after(0.5):
+                    while ("o", b"after") not in sink.seen:
+                        await sink.changed.wait()
+                if ("o", b"after") in sink.seen:
+                    break

@@ -197,13 +197,7 @@ async def start(
 
 async def wait_drained(url: str, nodes: Iterable[str]) -> None:
     """Until every node's consumer of every batched stream has nothing left to deliver and
-    nothing unacknowledged: after that no event can come again (a redelivery would).
-
-    KNOWN BUG (reported to the lead, 2026-12-03): on a loaded machine (an acknowledgement
-    later than ack_wait) a consumer may never drain: ``DurableStream.ready()`` acks and marks
-    the *last* entry of a settled run, which can be an older "again" redelivery, dropping the
-    newer entries unacknowledged; their redeliveries are then "held" forever. Reproduction:
-    /tmp/cl_repro/repro_ready_drops_newer.py."""
+    nothing unacknowledged: after that no event can come again (a redelivery would)."""
     names = [stream_name("loomk", pattern) for pattern in BATCHED]
     async with trio_asyncio.open_loop():
         nc = await trio_asyncio.aio_as_trio(nats.connect)(url)
@@ -294,14 +288,10 @@ async def test_kernel_killed_during_batched_traffic_resumes_without_loss_or_dupl
     """B is SIGKILLed while A publishes 3000 batched events, then restarted on the same data
     directory and node: in the end B's committed state holds every id exactly once.
 
-    KNOWN BUG (reported to the lead, 2026-12-03; this test fails until it is fixed): events
-    delivered to the first B but not settled when it died are lost (a contiguous range after
-    what B had committed). The restarted B gets JetStream messages out of sequence order
-    (never-delivered ones at once, the first B's unacknowledged ones after ack_wait, and
-    those not necessarily in order either); acknowledging a later one with AckPolicy.ALL
-    acknowledges the earlier ones too, and ``DurableStream.admit`` takes a delivery below
-    ``seen`` for one already taken in by this process ("held"/"again"), so it is never
-    published. Reproduction without SIGKILL: /tmp/cl_repro/repro_lost_after_restart.py."""
+    The restarted B gets what the first B never received at once, and what it received
+    but had not settled after ack_wait, out of order: each message is acknowledged on its
+    own once handled, and what was settled before the kill is recorded with the commit
+    that settled it, so nothing is lost and nothing handled twice."""
     total = 3000
     async with AsyncExitStack() as stack:
         b_first = open_child(tmp_path, nats_server.url, "b", peers=["a"], record=["bt.>"])

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 
-from loomk import Event, LinkError, TopicError
+from loomk import ActionBroker, Event, EventBus, LinkError, TopicError
 from loomk.links import ORIGIN_KEY, BusLink
 from loomk.testing import open_test_kernel
 
@@ -118,3 +119,33 @@ async def test_up_and_down_are_counted_in_stats() -> None:
         assert (link.stats().connected, link.stats().connects) == (True, 2)
         link.down()
         assert (link.stats().connected, link.stats().connects) == (False, 2)
+
+
+async def test_a_batch_put_back_wakes_a_waiting_outgoing() -> None:
+    """A batch the transport could not send (its acknowledgement never came) goes out
+    again at once, not only when something new is published."""
+    async with open_test_kernel() as kernel:
+        link = BusLink(kernel.bus, kernel.broker, "edge-1")
+        link.open()
+        try:
+            await kernel.bus.publish("a.one", _event(1))
+            first = await link.outgoing()
+            batches: list[list[tuple[str, Event]]] = []
+
+            async def send_next() -> None:
+                batches.append(await link.outgoing())
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send_next)
+                await trio.testing.wait_all_tasks_blocked()
+                assert batches == []  # nothing to send: it waits
+                link.requeue(first)
+        finally:
+            link.close()
+    assert [[topic for topic, _ in batch] for batch in batches] == [["a.one"]]
+
+
+def test_a_pattern_another_covers_is_exported_once() -> None:
+    bus = EventBus()
+    link = BusLink(bus, ActionBroker(), "edge-1", export=(">", "a.*", "thread.*.reply"))
+    assert link.export == (">",)
