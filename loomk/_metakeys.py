@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 THREAD_ID = "thread_id"
 CORRELATION_ID = "correlation_id"
 SENDER = "sender"
@@ -21,5 +23,12 @@ ORIGIN = "loomk.origin"
 """loomk's own key, stamped by a bus link (:mod:`loomk.links`) on every event it publishes
 here: the link the event came in through, so that link never sends it back out. It belongs
 to the delivery, not to the event's content: an agent that emits an event passes it on as
-its own, and :meth:`loomk.Context.emit` drops the key (else the link would take the relay
-for an echo and never send it on)."""
+its own, and :meth:`loomk.Context.emit` and the collaborator drop the key
+(:func:`without_origin`; else the link would take the relay for an echo and never send it
+on)."""
+
+
+def without_origin(metadata: Mapping[str, str]) -> dict[str, str]:
+    """A copy of ``metadata`` for a new event made from a received one (an emit, a
+    request or an award built from it): the link stamp stays with the delivery it marks."""
+    return {key: value for key, value in metadata.items() if key != ORIGIN}

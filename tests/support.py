@@ -7,8 +7,12 @@ The general ones (scripted agents, recording providers, conservation checks) are
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator, MutableMapping
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -93,3 +97,22 @@ def capture_component_logs(component: str) -> Iterator[list[dict[str, Any]]]:
             structlog.configure(**before)
         else:
             structlog.reset_defaults()
+
+
+def run_python(*args: str, cwd: Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` as a user runs it in ``cwd``, without this machine's loomk settings
+    (``LOOMK_*``, and the bridge and model addresses kernels also read); output as text."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("LOOMK_") and k not in {"LOOM_BRIDGE_ADDR", "VLLM_BASE_URL"}
+    }
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

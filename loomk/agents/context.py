@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from loomk._metakeys import CORRELATION_ID, ORIGIN, SENDER, THREAD_ID
+from loomk._metakeys import CORRELATION_ID, ORIGIN, SENDER, THREAD_ID, without_origin
 from loomk.actions.agent_actions import action_call, action_result_event
 from loomk.actions.types import ActionResult
 from loomk.bus.overflow import OverflowLike
@@ -125,7 +125,7 @@ class Context:
         validate_topic(topic)
         metadata = event.metadata
         if ORIGIN in metadata:  # rare: a relayed event (one lookup on the hot path)
-            metadata = {key: value for key, value in metadata.items() if key != ORIGIN}
+            metadata = without_origin(metadata)
             event = event.replace(metadata=metadata)
         if not metadata.get(SENDER):
             event = event.with_metadata(**{SENDER: self.sender})

@@ -32,7 +32,7 @@ from loomk.bus.receipts import Receipt
 from loomk.state.store import Store
 from loomk.telemetry.logging import get_logger
 
-__all__ = ["DurableStream", "stream_name"]
+__all__ = ["DurableStream", "delivery", "stream_name"]
 
 _log = get_logger("loomk.cluster")
 
@@ -41,6 +41,18 @@ MAX_ACK_PENDING = 8192
 INACTIVE_THRESHOLD_S = 86_400.0
 """A consumer whose kernel stays away longer is removed by the server (its interest ends)."""
 DUPLICATE_WINDOW_S = 120.0
+
+
+def delivery(reply: str) -> tuple[str, int, int]:
+    """The stream, stream sequence and delivery count a JetStream delivery's reply subject
+    names (``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>...``, or the longer form
+    with a domain and an account hash); ``ValueError`` when it is not one."""
+    tokens = reply.split(".")
+    if len(tokens) == 9 and tokens[0] == "$JS" and tokens[1] == "ACK":
+        return tokens[2], int(tokens[5]), int(tokens[4])
+    if len(tokens) >= 12 and tokens[0] == "$JS" and tokens[1] == "ACK":
+        return tokens[4], int(tokens[7]), int(tokens[6])
+    raise ValueError(f"not a JetStream delivery (reply subject {reply!r})")
 
 
 def stream_name(prefix: str, pattern: str) -> str:

@@ -2,10 +2,8 @@
 batches: one crossing per batch, not per message (a crossing costs ~100 µs).
 
 nats-py calls a subscription's callback once per message in the asyncio loop; the callback
-appends here (a list append). The trio side takes everything queued at once. Core messages
-beyond ``limit`` waiting are dropped and counted (at most once, by definition, and a slow
-kernel must not grow without bound); JetStream messages are never dropped here (the
-consumer's ``max_ack_pending`` bounds them).
+appends here (a list append). The trio side takes everything queued at once and sorts it
+(the link bounds what waits on its side).
 """
 
 from __future__ import annotations
@@ -13,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-__all__ = ["Inbox"]
+__all__ = ["ANNOUNCE", "CALL", "CORE", "DURABLE", "Inbox"]
 
 CORE, DURABLE, CALL, ANNOUNCE = 0, 1, 2, 3
 """What a queued message is: a core event, a JetStream event, a capability call, an
@@ -23,9 +21,7 @@ announcement of another kernel."""
 class Inbox:
     """A batch queue from asyncio callbacks to one trio task (see the module)."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.dropped = 0  # core messages dropped while the kernel lagged
+    def __init__(self) -> None:
         self._queued: list[tuple[int, Any]] = []
         self._ready: asyncio.Event | None = None  # made in the asyncio loop, on first use
 
@@ -37,13 +33,9 @@ class Inbox:
     def callback(self, kind: int) -> Any:
         """An asyncio callback for a nats-py subscription that queues its messages as
         ``kind``."""
-        queued, limit = self._queued, self.limit
-        ready = self._event()
+        queued, ready = self._queued, self._event()
 
         async def queue(msg: Any) -> None:
-            if kind == CORE and len(queued) >= limit:
-                self.dropped += 1
-                return
             queued.append((kind, msg))
             ready.set()
 

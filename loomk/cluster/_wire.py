@@ -12,26 +12,34 @@ costs more than the whole event).
 from __future__ import annotations
 
 import json
+import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from loomk._metakeys import ORIGIN
+from loomk._metakeys import ORIGIN, without_origin
 from loomk.actions import ActionCall, ActionError, ActionResult, ActionStatus
 from loomk.actions.types import CapabilityDescriptor, ProviderKind
+from loomk.agents import AgentInfo
+from loomk.bus import validate_pattern
 from loomk.errors import EventError
 from loomk.events import Event, QoS
 
 __all__ = [
     "MAGIC",
+    "Announcement",
     "NotAnEvent",
+    "decode_announcement",
     "decode_call",
     "decode_event",
     "decode_result",
     "descriptor_from_json",
     "descriptor_to_json",
+    "encode_announcement",
     "encode_call",
     "encode_event",
+    "encode_goodbye",
     "encode_result",
 ]
 
@@ -51,7 +59,7 @@ def encode_event(event: Event, node: str) -> bytes:
     stamp is left out: it is local to each kernel)."""
     metadata = event.metadata
     if ORIGIN in metadata:
-        metadata = {k: v for k, v in metadata.items() if k != ORIGIN}
+        metadata = without_origin(metadata)
     envelope: dict[str, Any] = {
         "n": node,
         "i": event.id,
@@ -197,3 +205,76 @@ def descriptor_from_json(fields: Mapping[str, Any]) -> CapabilityDescriptor:
         )
     except (KeyError, TypeError, AttributeError, ValueError) as error:
         raise ValueError(f"not a capability descriptor: {error}") from None
+
+
+_NODE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """A kernel saying what it runs (or, with ``bye``, that it leaves)."""
+
+    node: str
+    instance: str  # tells one run of the node from the next
+    every_s: float | None = None  # how often it announces (None: it did not say)
+    agents: tuple[AgentInfo, ...] = ()
+    capabilities: tuple[CapabilityDescriptor, ...] = ()
+    bye: bool = False
+
+
+def encode_announcement(
+    node: str,
+    instance: str,
+    every_s: float,
+    agents: Sequence[AgentInfo],
+    capabilities: Sequence[CapabilityDescriptor],
+) -> str:
+    """An announcement's body (JSON, keys sorted: equal content, equal text)."""
+    return json.dumps(
+        {
+            "node": node,
+            "instance": instance,
+            "every_s": every_s,
+            "agents": [
+                {"id": a.agent_id, "topics": list(a.topics), "capabilities": list(a.capabilities)}
+                for a in agents
+            ],
+            "capabilities": [descriptor_to_json(d) for d in capabilities],
+        },
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+
+
+def encode_goodbye(node: str, instance: str) -> bytes:
+    """The body a leaving kernel announces."""
+    return json.dumps({"node": node, "instance": instance, "bye": True}).encode()
+
+
+def decode_announcement(data: bytes) -> Announcement:
+    """The announcement a body holds; ``ValueError`` saying why if it holds none."""
+    try:
+        fields = _loads(data)
+        node = fields["node"]
+        if not isinstance(node, str) or not _NODE.fullmatch(node):
+            raise ValueError(f"bad node name {node!r}")
+        instance = str(fields.get("instance", ""))
+        if fields.get("bye"):
+            return Announcement(node, instance, bye=True)
+        every_s = fields.get("every_s")
+        if not isinstance(every_s, int | float) or not 0 < every_s < 3600:
+            every_s = None
+        agents = tuple(
+            AgentInfo(
+                str(a["id"]),
+                tuple(validate_pattern(str(t)) for t in a.get("topics", ())),
+                tuple(str(c) for c in a.get("capabilities", ())),
+            )
+            for a in fields.get("agents", ())
+        )
+        capabilities = tuple(descriptor_from_json(d) for d in fields.get("capabilities", ()))
+    except ValueError:
+        raise
+    except Exception as error:  # KeyError, TypeError, a topic that is no pattern...
+        raise ValueError(f"{type(error).__name__}: {error}") from None
+    return Announcement(node, instance, every_s, agents, capabilities)

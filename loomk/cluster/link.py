@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import random
 import re
 import uuid
@@ -56,7 +55,6 @@ from nats.js.api import (
 )
 
 from loomk.actions import ActionCall, ActionResult, ErrorCode
-from loomk.agents import AgentInfo
 from loomk.bus import validate_pattern
 from loomk.bus.topics import TopicTrie
 from loomk.cluster import _inbox
@@ -65,18 +63,20 @@ from loomk.cluster._durable import (
     INACTIVE_THRESHOLD_S,
     MAX_ACK_PENDING,
     DurableStream,
+    delivery,
     stream_name,
 )
 from loomk.cluster._peers import EXPIRY_PERIODS, Peers
 from loomk.cluster._wire import (
     NotAnEvent,
+    decode_announcement,
     decode_call,
     decode_event,
     decode_result,
-    descriptor_from_json,
-    descriptor_to_json,
+    encode_announcement,
     encode_call,
     encode_event,
+    encode_goodbye,
     encode_result,
 )
 from loomk.cluster.errors import ClusterError
@@ -103,7 +103,6 @@ _INBOX_LIMIT = 65_536  # core messages waiting for the kernel, at most
 _SEND_ACK_TIMEOUT_S = 5.0  # a JetStream publish not acknowledged by then is sent again
 _FLIGHT_POLL_S = 0.01
 _RESEND_PAUSE_S = 0.5
-_STREAM_NAME_IN_USE = 10058  # JetStream: a stream of that name, other config
 _CALLS_AT_ONCE = 64
 _CALLS_QUEUED = 1024  # calls beyond that are refused at once (PROVIDER_UNAVAILABLE)
 _ACK_POLL_S = 0.002
@@ -183,6 +182,7 @@ class ClusterLink:
             name = stream_name(prefix, pattern)
             key = f"cluster/{prefix}/{name}/{node}".encode()
             self._streams.append(DurableStream(pattern, self.subject(pattern), name, key))
+        self._streams_by_name = {stream.name: stream for stream in self._streams}
         self._is_durable: dict[str, int | None] = {}
         self._link = BusLink(
             kernel.bus,
@@ -200,7 +200,8 @@ class ClusterLink:
             self._call_node,
             EXPIRY_PERIODS * announce_s,
         )
-        self._inbox = _inbox.Inbox(_INBOX_LIMIT)
+        self._inbox = _inbox.Inbox()
+        self.lagged = 0  # core messages dropped while the kernel fell behind
         self._nc: Any = None
         self._js: Any = None
         self._changes = trio.Event()
@@ -270,7 +271,7 @@ class ClusterLink:
             peers=len(self._peers.peers),
             not_events=self.not_events,
             oversized=self.oversized,
-            lagged=self._inbox.dropped,
+            lagged=self.lagged,
             redelivered=sum(s.redelivered for s in self._streams),
             resent=self.resent,
             calls_out=self.calls_out,
@@ -328,8 +329,7 @@ class ClusterLink:
             _log.debug("cluster goodbye failed", error=repr(error))
 
     async def _say_goodbye(self, nc: Any) -> None:
-        body = json.dumps({"node": self.node, "instance": self._instance, "bye": True})
-        await nc.publish(self._control("announce"), body.encode())
+        await nc.publish(self._control("announce"), encode_goodbye(self.node, self._instance))
         await nc.flush(timeout=1)
 
     def _control(self, name: str) -> str:
@@ -506,13 +506,16 @@ class ClusterLink:
                 "(jetstream {} in its configuration), or share the pattern as realtime"
             ) from None
         except nats.js.errors.BadRequestError as error:
-            if error.err_code != _STREAM_NAME_IN_USE:
+            # made by another kernel meanwhile (two creating it at once are told the
+            # subjects overlap), maybe older: ours if it holds our subject, and only it
+            try:
+                info = await js.stream_info(stream.name)
+            except nats.js.errors.NotFoundError:
                 raise ClusterError(
                     f"JetStream refused the stream {stream.name} of {stream.pattern!r} "
                     f"({error.description}): another kernel may share an overlapping "
                     "batched pattern, or a stream of something else holds these subjects"
                 ) from None
-            info = await js.stream_info(stream.name)  # made by another kernel, maybe older
             if list(info.config.subjects or ()) != [stream.subject]:
                 raise ClusterError(
                     f"JetStream stream {stream.name} exists with subjects "
@@ -671,7 +674,7 @@ class ClusterLink:
                 for kind, msg in await take():
                     if kind == _inbox.CORE:
                         if len(core) >= limit:
-                            self._inbox.dropped += 1  # at most once: the kernel lags
+                            self.lagged += 1  # at most once: the kernel lags
                         else:
                             core.append(msg)
                     elif kind == _inbox.DURABLE:
@@ -694,7 +697,7 @@ class ClusterLink:
         agent works on it, are dropped here instead of piling up); a redelivery of one
         settled is acknowledged again; None for anything not to publish."""
         try:
-            name, sequence, delivered = _delivery(msg.reply)
+            name, sequence, delivered = delivery(msg.reply)
             stream = self._stream_named(name)
         except (ValueError, LookupError) as error:  # not a JetStream delivery of ours
             self.not_events += 1
@@ -762,25 +765,17 @@ class ClusterLink:
 
     async def _take_durable(self, stream: DurableStream, sequence: int, msg: Any) -> None:
         """Publish a new JetStream message here; it is acknowledged once it settles."""
-        receipt = None
         decoded = self._decode(msg)
-        if decoded is not None:
-            topic, event = decoded
-            try:
-                receipt = await self.kernel.bus.publish_with_receipt(topic, event)
-            except Exception as error:  # a topic or event this bus refuses
-                self._link.refuse(topic, str(error))
-            else:
-                self._link.received += 1
+        receipt = None if decoded is None else await self._link.incoming_with_receipt(*decoded)
         stream.hold(sequence, msg, receipt)
         self._pending += 1
         self._acks_wanted.set()
 
     def _stream_named(self, name: str) -> DurableStream:
-        for stream in self._streams:
-            if stream.name == name:
-                return stream
-        raise LookupError(f"no stream {name}")
+        stream = self._streams_by_name.get(name)
+        if stream is None:
+            raise LookupError(f"no stream {name}")
+        return stream
 
     def _on_settled(self) -> None:
         """A consumer settled (the bus calls this synchronously, as an agent's group commit
@@ -917,21 +912,12 @@ class ClusterLink:
     # ---- announcements ------------------------------------------------------------------
 
     def _announcement(self) -> str:
-        agents = [
-            {"id": a.agent_id, "topics": list(a.topics), "capabilities": list(a.capabilities)}
-            for a in self._peers.own_agents()
-        ]
-        capabilities = [descriptor_to_json(d) for d in self._peers.own_capabilities()]
-        return json.dumps(
-            {
-                "node": self.node,
-                "instance": self._instance,
-                "every_s": self._announce_s,
-                "agents": agents,
-                "capabilities": capabilities,
-            },
-            separators=(",", ":"),
-            sort_keys=True,
+        return encode_announcement(
+            self.node,
+            self._instance,
+            self._announce_s,
+            self._peers.own_agents(),
+            self._peers.own_capabilities(),
         )
 
     async def _announce(self) -> None:
@@ -963,45 +949,28 @@ class ClusterLink:
 
     def _heard(self, data: bytes) -> None:
         try:
-            fields = json.loads(data)
-            node = fields["node"]
-            if not isinstance(node, str) or not _NODE.fullmatch(node):
-                raise ValueError(f"bad node name {node!r}")
-            if node == self.node:
-                if fields.get("instance") != self._instance and not self._twin_logged:
-                    self._twin_logged = True
-                    _log.error(
-                        "another kernel uses this cluster node name: give each its own "
-                        "cluster_node",
-                        node=node,
-                    )
-                return
-            if fields.get("bye"):
-                self._peers.gone(node, "it left", str(fields.get("instance", "")))
-                self._changed()
-                return
-            agents = [
-                AgentInfo(
-                    str(a["id"]),
-                    tuple(validate_pattern(str(t)) for t in a.get("topics", ())),
-                    tuple(str(c) for c in a.get("capabilities", ())),
-                )
-                for a in fields.get("agents", ())
-            ]
-            capabilities = [descriptor_from_json(d) for d in fields.get("capabilities", ())]
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            heard = decode_announcement(data)
+        except ValueError as error:
             self.not_events += 1
             _log.warning("bad cluster announcement", reason=str(error))
             return
-        except Exception as error:  # a topic the directory refuses, say
-            self.not_events += 1
-            _log.warning("bad cluster announcement", reason=repr(error))
+        if heard.node == self.node:
+            if heard.instance != self._instance and not self._twin_logged:
+                self._twin_logged = True
+                _log.error(
+                    "another kernel uses this cluster node name: give each its own cluster_node",
+                    node=heard.node,
+                )
             return
-        every_s = fields.get("every_s")
-        if not isinstance(every_s, int | float) or not 0 < every_s < 3600:
-            every_s = None
-        instance = str(fields.get("instance", ""))
-        if self._peers.announced(node, agents, capabilities, every_s=every_s, instance=instance):
+        if heard.bye:
+            self._peers.gone(heard.node, "it left", heard.instance)
+        elif self._peers.announced(
+            heard.node,
+            list(heard.agents),
+            list(heard.capabilities),
+            every_s=heard.every_s,
+            instance=heard.instance,
+        ):
             self._announced = ""  # a newcomer: announce at once so it learns of this kernel
             self._link.notify()
         self._changed()
@@ -1035,18 +1004,6 @@ def _overlap_left(patterns: list[str]) -> bool:
 
 def _nothing() -> None:
     pass
-
-
-def _delivery(reply: str) -> tuple[str, int, int]:
-    """The stream, stream sequence and delivery count a JetStream delivery's reply subject
-    names (``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>...``, or the longer form
-    with a domain and an account hash); ``ValueError`` when it is not one."""
-    tokens = reply.split(".")
-    if len(tokens) == 9 and tokens[0] == "$JS" and tokens[1] == "ACK":
-        return tokens[2], int(tokens[5]), int(tokens[4])
-    if len(tokens) >= 12 and tokens[0] == "$JS" and tokens[1] == "ACK":
-        return tokens[4], int(tokens[7]), int(tokens[6])
-    raise ValueError(f"not a JetStream delivery (reply subject {reply!r})")
 
 
 async def _ack_all(msgs: list[Any]) -> None:

@@ -27,7 +27,7 @@ from typing import Literal
 
 import trio
 
-from loomk._metakeys import DEADLINE_MS, ORIGIN, SENDER, THREAD_ID
+from loomk._metakeys import DEADLINE_MS, SENDER, THREAD_ID, without_origin
 from loomk._wire import INT64_MAX, short_repr, text_problem
 from loomk.bus import EventBus
 from loomk.bus.topics import is_wildcard, validate_topic
@@ -170,7 +170,7 @@ class Collaborator:
         if isinstance(message, Event):
             # a forwarded event keeps its metadata, but not the link it came in through:
             # the call must go out through that link too
-            metadata = {k: v for k, v in message.metadata.items() if k != ORIGIN}
+            metadata = without_origin(message.metadata)
             envelope.apply_to_metadata(metadata)
             metadata.update(deadline)
             return message.replace(metadata=metadata, source=message.source or self.sender)
@@ -431,7 +431,7 @@ class Collaborator:
     def _award(self, winner: Event, envelope: Envelope, execute_timeout_s: float) -> Event:
         # the proposal's metadata, but not the link it came in through: the award goes back
         # out through that link (it would be kept here as an echo otherwise)
-        metadata = {k: v for k, v in winner.metadata.items() if k != ORIGIN}
+        metadata = without_origin(winner.metadata)
         metadata["award_to"] = winner.metadata.get(SENDER, "")
         metadata.update(_deadline_metadata(execute_timeout_s))
         return self._control(collab_types.AWARD, envelope, priority=60, extra=metadata)

@@ -35,6 +35,7 @@ import trio
 from loomk._metakeys import ORIGIN
 from loomk.actions import ActionBroker, CapabilityDescriptor
 from loomk.bus import EMPTY, Binding, EventBus, Mailbox, validate_pattern
+from loomk.bus.receipts import Receipt
 from loomk.collab import BARRIER_PATTERN, REPLY_PATTERN
 from loomk.config import covering_patterns
 from loomk.errors import EventError, LinkError, TopicError
@@ -249,6 +250,18 @@ class BusLink:
                 self.refuse(topic, str(error))
                 continue
             self.received += 1
+
+    async def incoming_with_receipt(self, topic: str, event: Event) -> Receipt | None:
+        """Publish one event from a transport that must know when it is handled here (see
+        :mod:`loomk.bus.receipts`), made with this link's origin stamp already; None when
+        this bus refuses it (counted and logged, like :meth:`incoming`)."""
+        try:
+            receipt = await self._bus.publish_with_receipt(topic, event)
+        except (TopicError, EventError) as error:
+            self.refuse(topic, str(error))
+            return None
+        self.received += 1
+        return receipt
 
     def refuse(self, topic: str, reason: str) -> None:
         """Count and log an event from the transport that cannot be published here."""

@@ -144,7 +144,42 @@ class _SchemaCheck:
         return f"invalid arguments{' at ' + path if path else ''}: {first.message}"
 
 
-class McpToolProvider:
+class _McpProvider:
+    """What both kinds of MCP capability share: the descriptor, the argument check against
+    the schema before anything is sent, and the recording of every result."""
+
+    def __init__(
+        self,
+        connection: McpConnection,
+        descriptor: CapabilityDescriptor,
+        schema: dict[str, Any],
+        record: Recorder,
+    ) -> None:
+        self._connection = connection
+        self._descriptor = descriptor
+        self._record = record
+        self._check = _SchemaCheck(schema, descriptor.name)
+
+    @property
+    def descriptor(self) -> CapabilityDescriptor:
+        """What this provider offers."""
+        return self._descriptor
+
+    async def invoke(self, call: ActionCall) -> ActionResult:
+        """Check the arguments, make the request, read its answer (never raises)."""
+        args = self._check.arguments(call)
+        result = args if isinstance(args, ActionResult) else await self._run(call, args)
+        self._record(result)
+        return result
+
+    async def _run(self, call: ActionCall, args: dict[str, Any]) -> ActionResult:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._descriptor.key})"
+
+
+class McpToolProvider(_McpProvider):
     """The capability ``server:tool`` (see the module notes)."""
 
     def __init__(
@@ -154,32 +189,15 @@ class McpToolProvider:
         descriptor: CapabilityDescriptor,
         record: Recorder,
     ) -> None:
-        self._connection = connection
+        super().__init__(connection, descriptor, tool.input_schema, record)
         self._tool = tool
-        self._descriptor = descriptor
-        self._record = record
-        self._check = _SchemaCheck(tool.input_schema, descriptor.name)
-
-    @property
-    def descriptor(self) -> CapabilityDescriptor:
-        """What this provider offers."""
-        return self._descriptor
 
     @property
     def tool(self) -> types.Tool:
         """The MCP tool as the server listed it."""
         return self._tool
 
-    async def invoke(self, call: ActionCall) -> ActionResult:
-        """Check the arguments, call the tool, read its answer (never raises)."""
-        result = await self._invoke(call)
-        self._record(result)
-        return result
-
-    async def _invoke(self, call: ActionCall) -> ActionResult:
-        args = self._check.arguments(call)
-        if isinstance(args, ActionResult):
-            return args
+    async def _run(self, call: ActionCall, args: dict[str, Any]) -> ActionResult:
         name = self._tool.name
 
         async def call_tool(session: ClientSession) -> types.CallToolResult:
@@ -196,9 +214,6 @@ class McpToolProvider:
         if answer.structured_content is not None:
             output["structured"] = answer.structured_content
         return ActionResult.success(call.id, output)
-
-    def __repr__(self) -> str:
-        return f"McpToolProvider({self._descriptor.key})"
 
 
 def tool_provider(
@@ -226,7 +241,7 @@ def tool_provider(
 Operation = Callable[[ClientSession, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
-class McpRequestProvider:
+class McpRequestProvider(_McpProvider):
     """A capability that is one MCP request other than a tool call (a resource or prompt
     listing or read), answering the request's result in wire form."""
 
@@ -238,28 +253,11 @@ class McpRequestProvider:
         operation: Operation,
         record: Recorder,
     ) -> None:
-        self._connection = connection
-        self._descriptor = descriptor
+        super().__init__(connection, descriptor, descriptor.schema() or {}, record)
         self._method = method
         self._operation = operation
-        self._record = record
-        self._check = _SchemaCheck(descriptor.schema() or {}, descriptor.name)
 
-    @property
-    def descriptor(self) -> CapabilityDescriptor:
-        """What this provider offers."""
-        return self._descriptor
-
-    async def invoke(self, call: ActionCall) -> ActionResult:
-        """Check the arguments, make the request, answer its result (never raises)."""
-        result = await self._invoke(call)
-        self._record(result)
-        return result
-
-    async def _invoke(self, call: ActionCall) -> ActionResult:
-        args = self._check.arguments(call)
-        if isinstance(args, ActionResult):
-            return args
+    async def _run(self, call: ActionCall, args: dict[str, Any]) -> ActionResult:
         operation = self._operation
 
         async def run(session: ClientSession) -> dict[str, Any]:
@@ -270,9 +268,6 @@ class McpRequestProvider:
         except McpError as error:
             return _failure(call.id, error)
         return ActionResult.success(call.id, output)
-
-    def __repr__(self) -> str:
-        return f"McpRequestProvider({self._descriptor.key})"
 
 
 async def _list_resources(session: ClientSession, args: dict[str, Any]) -> dict[str, Any]:

@@ -3,14 +3,12 @@ into a file of their own and started with Python, their output compared with the
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
+from support import run_python
 
 import loomk
 from loomk.testing import capture_events
@@ -36,16 +34,7 @@ def test_the_contract_net_bidder_of_the_collaboration_guide_runs_as_documented(
     assert "ctx.report(" in program
     script = tmp_path / "bidder.py"
     script.write_text(program)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOMK_")}
-    result = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_python(str(script), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == printed
     assert "Traceback" not in result.stderr
@@ -81,16 +70,7 @@ def test_the_readme_s_dashboard_program_runs_as_written(tmp_path: Path) -> None:
     start = text.index("```python\n", text.index("## Dashboard and metrics")) + len("```python\n")
     script = tmp_path / "dashboard.py"
     script.write_text(text[start : text.index("```", start)])
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOMK_")}
-    result = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_python(str(script), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     opened, published = result.stdout.splitlines()
     assert opened.startswith("open http://127.0.0.1:")

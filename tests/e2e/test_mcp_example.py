@@ -3,36 +3,17 @@ against the real ``mcp-server-time`` started over stdio."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
 
 
-def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("LOOMK_") and k not in {"LOOM_BRIDGE_ADDR", "VLLM_BASE_URL"}
-    }
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-
-
 def test_the_mcp_example_calls_the_time_server_from_an_agent(tmp_path: Path) -> None:
-    result = _run(str(ROOT / "examples/mcp_tools.py"), cwd=tmp_path)
+    result = run_python(str(ROOT / "examples/mcp_tools.py"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "MCP tools: time:convert_time, time:get_current_time",
@@ -50,7 +31,7 @@ def _code_block(document: str, heading: str) -> str:
 def test_the_readme_mcp_program_runs_as_documented(tmp_path: Path) -> None:
     script = tmp_path / "mcp_program.py"
     script.write_text(_code_block("README.md", "## MCP"))
-    result = _run(str(script), cwd=tmp_path)
+    result = run_python(str(script), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "True"

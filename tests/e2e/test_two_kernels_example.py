@@ -3,33 +3,18 @@ two kernels in two processes sharing a bus through a real nats-server."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
 
 
-def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOMK_")}
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-
-
 def test_the_two_kernels_share_events_requests_and_a_capability(tmp_path: Path) -> None:
-    result = _run(str(ROOT / "examples/two_kernels.py"), cwd=tmp_path)
+    result = run_python(str(ROOT / "examples/two_kernels.py"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     lines = out.splitlines()
@@ -53,7 +38,7 @@ def test_the_two_kernels_share_events_requests_and_a_capability(tmp_path: Path) 
 
 
 def test_a_worker_without_a_server_is_a_usage_error(tmp_path: Path) -> None:
-    result = _run(str(ROOT / "examples/two_kernels.py"), "--role", "worker", cwd=tmp_path)
+    result = run_python(str(ROOT / "examples/two_kernels.py"), "--role", "worker", cwd=tmp_path)
     assert result.returncode == 2
     assert "--nats" in result.stderr
 
@@ -63,7 +48,7 @@ def test_the_readme_cluster_program_runs_as_written(tmp_path: Path) -> None:
     start = text.index("```python\n", text.index("## Cluster")) + len("```python\n")
     script = tmp_path / "cluster_program.py"
     script.write_text(text[start : text.index("```", start)])
-    result = _run(str(script), cwd=tmp_path)
+    result = run_python(str(script), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "order b'1 kettle'\n"
     assert "Traceback" not in result.stderr
@@ -81,6 +66,6 @@ def test_the_readme_commands_of_the_example_are_its_own(tmp_path: Path) -> None:
         ["python", "examples/two_kernels.py"],
         ["python", "examples/two_kernels.py", "--nats", "nats://host:4222"],
     ]
-    result = _run(str(ROOT / "examples/two_kernels.py"), "--help", cwd=tmp_path)
+    result = run_python(str(ROOT / "examples/two_kernels.py"), "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "--nats URL" in result.stdout

@@ -20,11 +20,14 @@ from loomk.cluster._durable import DurableStream, stream_name
 from loomk.cluster._peers import Peers, RemoteCapability
 from loomk.cluster._wire import (
     NotAnEvent,
+    decode_announcement,
     decode_call,
     decode_event,
     decode_result,
+    encode_announcement,
     encode_call,
     encode_event,
+    encode_goodbye,
     encode_result,
 )
 from loomk.config import Config, parse_cluster_share, patterns_overlap
@@ -94,6 +97,24 @@ def test_calls_and_results_cross_whole() -> None:
         decode_call(b"[1]")
     with pytest.raises(ValueError, match="not a capability result"):
         decode_result(b'{"id": "x"}')
+
+
+def test_announcements_cross_whole_and_bad_ones_say_why() -> None:
+    agents = [AgentInfo("worker", ("ask.>",), ("calc.double",))]
+    body = encode_announcement("b", "run-1", 2.0, agents, [CapabilityDescriptor("calc.double")])
+    heard = decode_announcement(body.encode())
+    assert (heard.node, heard.instance, heard.every_s, heard.bye) == ("b", "run-1", 2.0, False)
+    assert heard.agents == tuple(agents)
+    assert [d.name for d in heard.capabilities] == ["calc.double"]
+    assert decode_announcement(encode_goodbye("b", "run-1")).bye
+    for bad, why in [
+        (b"{", "Expecting property name"),
+        (b'{"node": "two words"}', "bad node name"),
+        (b'{"node": "b", "agents": [{"topics": []}]}', "KeyError"),
+        (b'{"node": "b", "agents": [{"id": "x", "topics": ["a..b"]}]}', "empty token"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            decode_announcement(bad)
 
 
 # ---- settings ------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from collab_support import (
 )
 
 from loomk import CollabError, CollabTimeout, Envelope, Event
+from loomk.links import ORIGIN_KEY
 from loomk.testing import capture_events, open_test_kernel
 
 RESERVED = ("thread_id", "correlation_id", "sender", "reply_to", "ttl", "hop", "ts")
@@ -291,3 +292,18 @@ async def test_nothing_left_after_the_call(
             gate.set()
             await settle()
             assert kernel.bus.stats(reply_topic).dropped == {"unclaimed": 1}
+
+
+async def test_a_received_event_sent_on_as_a_request_leaves_its_link_stamp_behind(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An event that came in through a link, forwarded as a request, is a new message: it
+    must not carry the link's origin stamp, or that link would take it for an echo."""
+    async with open_test_kernel() as kernel:
+        received = Event("q", b"?", metadata={ORIGIN_KEY: "cluster:b", "note": "kept"})
+        with capture_events(kernel.bus, "svc.>") as sent:
+            with trio.move_on_after(1):
+                await kernel.collaborator("tester").request("svc.x", received, timeout_s=1)
+        (request,) = sent.events
+    assert ORIGIN_KEY not in request.metadata
+    assert request.metadata["note"] == "kept"
